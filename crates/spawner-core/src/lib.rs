@@ -1,0 +1,19 @@
+//! The model every part of Spawner shares: what a backend is asked to be ([`spec`]), the
+//! states it goes through and the rules between them ([`state`], [`lifecycle`]), its
+//! events ([`event`]), and its id ([`id`]). Plain data and pure functions: no I/O here, so
+//! the rules are unit-tested on their own and both modes (embedded, Kubernetes) obey them.
+
+pub mod env;
+pub mod event;
+pub mod id;
+pub mod lifecycle;
+pub mod record;
+pub mod spec;
+pub mod state;
+pub mod time;
+
+pub use event::Event;
+pub use id::BackendId;
+pub use record::{BackendRecord, SpawnResponse};
+pub use spec::{BackendSpec, Executable, PullPolicy, Resources, ValidationError};
+pub use state::State;

@@ -1,0 +1,49 @@
+//! What the API returns about a backend.
+
+use crate::event::Event;
+use crate::spec::BackendSpec;
+use crate::state::State;
+use crate::time::{serde_rfc3339, Millis};
+use serde::{Deserialize, Serialize};
+
+/// The answer to a spawn: where the backend will be, and where to watch it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpawnResponse {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub state: State,
+    pub url: String,
+    pub ready_url: String,
+    pub status_url: String,
+    pub status_stream_url: String,
+}
+
+/// The whole record of one backend (`GET /v1/backends/{id}`); lists leave `events` empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub state: State,
+    pub url: String,
+    pub spec: BackendSpec,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: Millis,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub live_connections: u64,
+    #[serde(default, with = "serde_rfc3339::option")]
+    pub last_activity: Option<Millis>,
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Where the proxy reaches it (`host:port`), once known.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Which runtime runs it: `process` or `docker` (embedded), `kubernetes`.
+    #[serde(default)]
+    pub runtime: Option<String>,
+}

@@ -1,0 +1,343 @@
+//! What a client asks for: the body of `POST /v1/backends`, and its validation.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_GRACE_SECONDS: u64 = 300;
+pub const DEFAULT_STARTUP_TIMEOUT_SECONDS: u64 = 300;
+/// A week: longer idle grace periods or lifetimes are almost certainly unit mistakes.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A spawn request. Unknown fields are refused so that a typo (`grace_period` for
+/// `grace_period_seconds`) is an error instead of a silently ignored setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub executable: Executable,
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_limit_seconds: Option<u64>,
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout_seconds: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default = "default_true")]
+    pub strip_prefix: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Executable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// `None` lets the process runtime pick a free port; other runtimes use [`DEFAULT_PORT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+}
+
+fn default_grace() -> u64 {
+    DEFAULT_GRACE_SECONDS
+}
+fn default_startup_timeout() -> u64 {
+    DEFAULT_STARTUP_TIMEOUT_SECONDS
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A spec that cannot be accepted: the JSON path of the offending field and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl BackendSpec {
+    /// A spec running `command` with every other field at its default.
+    pub fn from_command(command: Vec<String>) -> Self {
+        BackendSpec {
+            key: None,
+            executable: Executable {
+                command: Some(command),
+                ..Executable::default()
+            },
+            grace_period_seconds: DEFAULT_GRACE_SECONDS,
+            lifetime_limit_seconds: None,
+            startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
+            labels: BTreeMap::new(),
+            resources: None,
+            strip_prefix: true,
+        }
+    }
+
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(key) = &self.key {
+            if key.is_empty() || key.len() > 253 || key.chars().any(|c| c.is_control()) {
+                return Err(ValidationError::new(
+                    "key",
+                    "must be 1 to 253 characters without control characters",
+                ));
+            }
+        }
+        self.executable.validate()?;
+        check_seconds("grace_period_seconds", self.grace_period_seconds)?;
+        check_seconds("startup_timeout_seconds", self.startup_timeout_seconds)?;
+        if let Some(limit) = self.lifetime_limit_seconds {
+            check_seconds("lifetime_limit_seconds", limit)?;
+        }
+        for (k, v) in &self.labels {
+            validate_label(k, v)?;
+        }
+        if let Some(r) = &self.resources {
+            if r.memory_mb == Some(0) || r.memory_mb.is_some_and(|m| m > 1 << 20) {
+                return Err(ValidationError::new(
+                    "resources.memory_mb",
+                    "must be between 1 and 1048576 (MiB)",
+                ));
+            }
+            if r.cpu_millis == Some(0) || r.cpu_millis.is_some_and(|m| m > 1_024_000) {
+                return Err(ValidationError::new(
+                    "resources.cpu_millis",
+                    "must be between 1 and 1024000 (1000 = one CPU)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_seconds(field: &str, value: u64) -> Result<(), ValidationError> {
+    if value == 0 || value > MAX_SECONDS {
+        return Err(ValidationError::new(
+            field,
+            format!("must be between 1 and {MAX_SECONDS} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+impl Executable {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.command.is_none() && self.image.is_none() {
+            return Err(ValidationError::new(
+                "executable",
+                "needs \"command\" (an argument list, for a local process) or \"image\" (for a container)",
+            ));
+        }
+        if let Some(cmd) = &self.command {
+            if cmd.first().is_none_or(|c| c.trim().is_empty()) {
+                return Err(ValidationError::new(
+                    "executable.command",
+                    "must be a non-empty list whose first element names the program, e.g. [\"python3\", \"-m\", \"http.server\"]",
+                ));
+            }
+            if cmd.iter().any(|a| a.contains('\0')) {
+                return Err(ValidationError::new(
+                    "executable.command",
+                    "arguments must not contain NUL characters",
+                ));
+            }
+        }
+        if let Some(image) = &self.image {
+            if image.trim().is_empty() || image.chars().any(|c| c.is_whitespace()) {
+                return Err(ValidationError::new(
+                    "executable.image",
+                    "must be an image reference without spaces, e.g. \"registry.example/app:1.2\"",
+                ));
+            }
+        }
+        for (name, value) in &self.env {
+            let field = format!("executable.env.{name}");
+            if !is_env_name(name) {
+                return Err(ValidationError::new(
+                    field,
+                    "environment variable names are letters, digits and '_', not starting with a digit",
+                ));
+            }
+            if name == "PORT" {
+                return Err(ValidationError::new(
+                    field,
+                    "PORT is set by Spawner from executable.port; set \"port\" instead",
+                ));
+            }
+            if name.starts_with("SPAWNER_") {
+                return Err(ValidationError::new(
+                    field,
+                    "names starting with SPAWNER_ are reserved for the variables Spawner sets",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(ValidationError::new(field, "values must not contain NUL"));
+            }
+        }
+        if self.port == Some(0) {
+            return Err(ValidationError::new(
+                "executable.port",
+                "must be between 1 and 65535 (omit it to use the default)",
+            ));
+        }
+        if let Some(dir) = &self.working_dir {
+            if dir.is_empty() || dir.contains('\0') {
+                return Err(ValidationError::new(
+                    "executable.working_dir",
+                    "must be a non-empty path",
+                ));
+            }
+        }
+        if let Some(secret) = &self.image_pull_secret {
+            if secret.is_empty() {
+                return Err(ValidationError::new(
+                    "executable.image_pull_secret",
+                    "must name a secret, or be omitted",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Labels follow Kubernetes' rules, so that the same labels work in both modes.
+pub fn validate_label(key: &str, value: &str) -> Result<(), ValidationError> {
+    let field = format!("labels.{key}");
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let prefix_ok = match key.rsplit_once('/') {
+        Some((prefix, _)) => {
+            !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        }
+        None => true,
+    };
+    if !prefix_ok || !is_label_value(name) || name.is_empty() {
+        return Err(ValidationError::new(
+            field,
+            "label keys are an optional DNS prefix and '/', then 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ));
+    }
+    if !is_label_value(value) {
+        return Err(ValidationError::new(
+            field,
+            "label values are at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+fn is_label_value(v: &str) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    let bytes = v.as_bytes();
+    v.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<BackendSpec, String> {
+        let s: BackendSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        s.validate().map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = spec(r#"{"executable":{"command":["app"]}}"#).unwrap();
+        assert_eq!(s.grace_period_seconds, 300);
+        assert_eq!(s.startup_timeout_seconds, 300);
+        assert!(s.strip_prefix);
+        assert_eq!(s.executable.port, None);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (r#"{"executable":{}}"#, "executable:"),
+            (r#"{"executable":{"command":[]}}"#, "executable.command"),
+            (r#"{"executable":{"command":["a"],"env":{"1X":"v"}}}"#, "executable.env.1X"),
+            (r#"{"executable":{"command":["a"],"env":{"PORT":"1"}}}"#, "executable.env.PORT"),
+            (r#"{"executable":{"command":["a"],"port":0}}"#, "executable.port"),
+            (r#"{"executable":{"command":["a"]},"grace_period_seconds":0}"#, "grace_period_seconds"),
+            (r#"{"executable":{"command":["a"]},"labels":{"owner":"a b"}}"#, "labels.owner"),
+            (r#"{"executable":{"command":["a"]},"key":""}"#, "key"),
+            (r#"{"executable":{"command":["a"]},"resources":{"memory_mb":0}}"#, "resources.memory_mb"),
+        ];
+        for (json, field) in cases {
+            let err = spec(json).unwrap_err();
+            assert!(err.starts_with(field), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_are_refused() {
+        assert!(spec(r#"{"executable":{"command":["a"]},"grace":3}"#)
+            .unwrap_err()
+            .contains("unknown field `grace`"));
+        assert!(spec(r#"{"executable":{"command":["a"],"port":70000}}"#).is_err());
+    }
+
+    #[test]
+    fn labels_follow_kubernetes_rules() {
+        assert!(validate_label("app.kubernetes.io/name", "web-1").is_ok());
+        assert!(validate_label("owner", "").is_ok());
+        assert!(validate_label("/x", "v").is_err());
+        assert!(validate_label("x", "-v").is_err());
+        assert!(validate_label(&"k".repeat(64), "v").is_err());
+    }
+}
