@@ -1,0 +1,287 @@
+//! The process runtime: a backend is a local command in its own process group.
+//!
+//! The process is started in a new process group with its output going to a file, so that
+//! it neither dies with Spawner nor blocks on a pipe nobody reads: a crash of Spawner leaves
+//! it running, and the restarted Spawner adopts it by pid and start time (a recycled pid is
+//! not mistaken for it). Every process carries `SPAWNER_INSTANCE` and `SPAWNER_BACKEND_ID` in
+//! its environment, which is how a restart finds processes the store never heard of.
+
+use crate::{Handle, Launch, Owned, Runtime, RuntimeError, Signal, Started};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use nix::sys::signal::{kill, killpg, Signal as NixSignal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use spawner_core::lifecycle::Exit;
+use spawner_core::BackendId;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use tokio::io::unix::AsyncFd;
+
+/// Runs backends as local processes.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessRuntime;
+
+/// What identifies one backend process across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ProcessHandle {
+    pid: i32,
+    /// Field 22 of `/proc/{pid}/stat`: with the pid, unique for the machine's uptime.
+    start_time: u64,
+}
+
+impl ProcessHandle {
+    fn to_handle(self) -> Handle {
+        Handle(serde_json::json!({"pid": self.pid, "start_time": self.start_time}))
+    }
+    fn from_handle(h: &Handle) -> Result<Self, RuntimeError> {
+        serde_json::from_value(h.0.clone())
+            .map_err(|e| RuntimeError::Unavailable(format!("not a process handle: {e}")))
+    }
+}
+
+impl ProcessRuntime {
+    pub fn new() -> Self {
+        ProcessRuntime
+    }
+
+    /// A free port on the loopback interface, for a backend whose spec names none.
+    pub fn free_port() -> Result<u16, RuntimeError> {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|source| RuntimeError::Io {
+                context: "finding a free port".into(),
+                source,
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn start(&self, launch: &Launch) -> Result<Started, RuntimeError> {
+        let argv = launch.command.as_deref().unwrap_or_default();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RuntimeError::Start(
+                "the process runtime needs executable.command".into(),
+            ));
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log_path)
+            .map_err(|source| RuntimeError::Io {
+                context: format!("opening log file {}", launch.log_path.display()),
+                source,
+            })?;
+        let log_err = log.try_clone().map_err(|source| RuntimeError::Io {
+            context: "duplicating the log file handle".into(),
+            source,
+        })?;
+
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false);
+        // Spawner's own settings (its token above all) are not the backend's business.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SPAWNER_") {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.envs(&launch.env)
+            .env("SPAWNER_INSTANCE", &launch.instance);
+        if let Some(dir) = &launch.spec.executable.working_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            let what = match e.kind() {
+                std::io::ErrorKind::NotFound => match &launch.spec.executable.working_dir {
+                    Some(dir) if !std::path::Path::new(dir).is_dir() => {
+                        format!("working_dir {dir:?} does not exist")
+                    }
+                    _ => format!("command not found: {program:?} (is it installed and on PATH?)"),
+                },
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("permission denied running {program:?}")
+                }
+                _ => format!("could not start {program:?}: {e}"),
+            };
+            RuntimeError::Start(what)
+        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| RuntimeError::Start("the process exited at once".into()))?;
+        let start_time = proc_start_time(pid).unwrap_or(0);
+        let handle = ProcessHandle { pid, start_time };
+        let exited = async move {
+            let exit = match child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    _ => Exit::Unknown,
+                },
+                Err(_) => Exit::Unknown,
+            };
+            kill_group(pid);
+            exit
+        }
+        .boxed();
+        Ok(Started {
+            handle: handle.to_handle(),
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, launch.port)),
+            exited,
+            note: Some(format!("pid {pid}")),
+        })
+    }
+
+    async fn adopt(
+        &self,
+        _id: &BackendId,
+        handle: &Handle,
+    ) -> Result<Option<BoxFuture<'static, Exit>>, RuntimeError> {
+        let h = ProcessHandle::from_handle(handle)?;
+        if !is_alive(h) {
+            kill_group(h.pid);
+            return Ok(None);
+        }
+        // Not our child any more: a pidfd tells when it ends (its exit code went to init).
+        let pidfd = match pidfd_open(h.pid) {
+            Ok(fd) => fd,
+            Err(_) => return Ok(None),
+        };
+        // The pid could have been recycled between the check and the pidfd: check again.
+        if !is_alive(h) {
+            kill_group(h.pid);
+            return Ok(None);
+        }
+        // SAFETY: the AsyncFd owns the pidfd, so it stays open for as long as it is registered.
+        let fd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| {
+            RuntimeError::Unavailable(format!("watching an adopted process: {e}"))
+        })?;
+        let pid = h.pid;
+        Ok(Some(
+            async move {
+                let _ = fd.readable().await;
+                kill_group(pid);
+                Exit::Unknown
+            }
+            .boxed(),
+        ))
+    }
+
+    async fn signal(&self, handle: &Handle, signal: Signal) -> Result<(), RuntimeError> {
+        let h = ProcessHandle::from_handle(handle)?;
+        let sig = match signal {
+            Signal::Term => NixSignal::SIGTERM,
+            Signal::Kill => NixSignal::SIGKILL,
+        };
+        // The group first (the command may be a shell with children), then the leader in
+        // case it left its group.
+        let _ = killpg(Pid::from_raw(h.pid), sig);
+        if is_alive(h) {
+            let _ = kill(Pid::from_raw(h.pid), sig);
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        let h = ProcessHandle::from_handle(handle)?;
+        kill_group(h.pid);
+        Ok(())
+    }
+
+    async fn list_owned(&self, instance: &str) -> Result<Vec<Owned>, RuntimeError> {
+        let instance = instance.to_string();
+        tokio::task::spawn_blocking(move || scan_proc(&instance))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("scanning /proc: {e}")))
+    }
+}
+
+/// Kills whatever is left of a backend's process group; a no-op once it is empty.
+fn kill_group(pgid: i32) {
+    let _ = killpg(Pid::from_raw(pgid), NixSignal::SIGKILL);
+}
+
+fn is_alive(h: ProcessHandle) -> bool {
+    match proc_stat(h.pid) {
+        Some((state, start)) => state != 'Z' && state != 'X' && (h.start_time == 0 || start == h.start_time),
+        None => false,
+    }
+}
+
+fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// The state letter and start time of a process, from `/proc/{pid}/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After ')' come fields 3.. ; start time is field 22, i.e. the 20th from here.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    debug_assert!(owned.as_raw_fd() >= 0);
+    Ok(owned)
+}
+
+/// Every live process whose environment names this instance.
+fn scan_proc(instance: &str) -> Vec<Owned> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let inst_var = format!("SPAWNER_INSTANCE={instance}");
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut mine = false;
+        let mut id = None;
+        for var in environ.split(|b| *b == 0) {
+            if var == inst_var.as_bytes() {
+                mine = true;
+            } else if let Some(v) = var.strip_prefix(b"SPAWNER_BACKEND_ID=") {
+                id = std::str::from_utf8(v).ok().map(str::to_string);
+            }
+        }
+        if let (true, Some(id), Some((state, start_time))) = (mine, id, proc_stat(pid)) {
+            if state != 'Z' {
+                found.push(Owned {
+                    id,
+                    handle: ProcessHandle { pid, start_time }.to_handle(),
+                    describe: format!("pid {pid}"),
+                });
+            }
+        }
+    }
+    found
+}
