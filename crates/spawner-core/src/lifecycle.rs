@@ -128,6 +128,8 @@ pub fn decide(timing: &Timing, obs: &Observed, now: Millis) -> Decision {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Killed at its memory limit (a container's OOM kill); the exit code if one was reported.
+    OutOfMemory(Option<i32>),
     /// It ended while nobody could wait for it (e.g. while Spawner was down).
     Unknown,
 }
@@ -140,7 +142,7 @@ pub fn outcome(
     exit: Exit,
 ) -> (State, String, Option<i32>) {
     let code = match exit {
-        Exit::Code(c) => Some(c),
+        Exit::Code(c) | Exit::OutOfMemory(Some(c)) => Some(c),
         _ => None,
     };
     if let Some(reason) = stopping {
@@ -166,6 +168,11 @@ pub fn outcome(
             State::Failed,
             format!("killed by signal {s}{before_ready}"),
             None,
+        ),
+        Exit::OutOfMemory(code) => (
+            State::Failed,
+            format!("out of memory: killed at its memory limit{before_ready}"),
+            code,
         ),
         Exit::Unknown => (
             State::Failed,
