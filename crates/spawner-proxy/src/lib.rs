@@ -1,1 +1,12 @@
-//! (being written)
+//! Spawner's proxy: forwards HTTP requests and WebSocket (any upgrade) connections to a
+//! backend, and counts them in the backend's [`Monitor`], which is all the sweeper needs
+//! to know whether a backend is idle. The embedded server and the Kubernetes sidecar use
+//! the same code, so both modes count activity the same way.
+
+pub mod body;
+pub mod forward;
+pub mod monitor;
+
+pub use body::ProxyBody;
+pub use forward::{Forwarder, Target};
+pub use monitor::{ActivityGuard, Monitor};

@@ -1,0 +1,65 @@
+//! The body of a proxied response: the backend's body, counted until it ends, or a short
+//! message of the proxy's own.
+
+use crate::monitor::ActivityGuard;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A response body of the proxy. The guard keeps the request counted as live until the
+/// backend's body has been sent in full (or the client went away and it was dropped).
+#[derive(Debug)]
+pub enum ProxyBody {
+    Backend {
+        body: Incoming,
+        guard: Option<ActivityGuard>,
+    },
+    Message(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn message(text: impl Into<Bytes>) -> Self {
+        ProxyBody::Message(Some(text.into()))
+    }
+    pub fn empty() -> Self {
+        ProxyBody::Message(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Backend { body, guard } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
+                    guard.take();
+                }
+                polled
+            }
+            ProxyBody::Message(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Backend { body, .. } => body.is_end_stream(),
+            ProxyBody::Message(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Backend { body, .. } => body.size_hint(),
+            ProxyBody::Message(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Message(None) => SizeHint::with_exact(0),
+        }
+    }
+}
