@@ -1,1 +1,217 @@
-//! (being written)
+//! A typed client of Spawner's HTTP API (`docs/api.md`), used by the CLI and the tests.
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use spawner_core::{BackendRecord, BackendSpec, Event, SpawnResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach Spawner at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{status}: {message} ({code})")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from Spawner: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    error: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct List {
+    backends: Vec<BackendRecord>,
+}
+
+/// A connection to one Spawner (embedded server or Kubernetes API).
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` is the server's URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Error::Protocol(format!("building the HTTP client: {e}")))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|source| Error::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
+        if resp.status().is_success() || resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(b) => Error::Api {
+                status,
+                code: b.error,
+                message: b.message,
+            },
+            Err(_) => Error::Api {
+                status,
+                code: "http".into(),
+                message: text.trim().to_string(),
+            },
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+        resp.json()
+            .await
+            .map_err(|e| Error::Protocol(format!("reading the response: {e}")))
+    }
+
+    /// Spawns a backend; `created` is false when a live backend with the key was returned.
+    pub async fn spawn(&self, spec: &BackendSpec) -> Result<(SpawnResponse, bool)> {
+        let resp = self
+            .send(self.request(Method::POST, "/v1/backends").json(spec))
+            .await?;
+        let created = resp.status() == StatusCode::CREATED;
+        Ok((Self::json(resp).await?, created))
+    }
+
+    /// Lists backends; `filters` are query pairs such as `("state", "Ready")`.
+    pub async fn list(&self, filters: &[(&str, &str)]) -> Result<Vec<BackendRecord>> {
+        let resp = self
+            .send(self.request(Method::GET, "/v1/backends").query(filters))
+            .await?;
+        Ok(Self::json::<List>(resp).await?.backends)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<BackendRecord> {
+        let resp = self
+            .send(self.request(Method::GET, &format!("/v1/backends/{id}")))
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// The backend's last event.
+    pub async fn status(&self, id: &str) -> Result<Event> {
+        let resp = self
+            .send(self.request(Method::GET, &format!("/v1/backends/{id}/status")))
+            .await?;
+        Self::json(resp).await
+    }
+
+    pub async fn terminate(&self, id: &str, hard: bool) -> Result<()> {
+        self.send(
+            self.request(Method::POST, &format!("/v1/backends/{id}/terminate"))
+                .json(&serde_json::json!({ "hard": hard })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The backend's output; with `follow`, a stream that ends when the backend has.
+    pub async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<Bytes>>> {
+        let resp = self
+            .send(
+                self.request(Method::GET, &format!("/v1/backends/{id}/logs"))
+                    .query(&[("follow", follow)]),
+            )
+            .await?;
+        Ok(resp
+            .bytes_stream()
+            .map(|r| r.map_err(|e| Error::Protocol(format!("reading logs: {e}")))))
+    }
+
+    /// The status stream: every event after `last_event_id` (all without it), then new
+    /// ones, ending after a terminal state.
+    pub async fn status_stream(
+        &self,
+        id: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<(u64, Event)>>> {
+        let mut req = self.request(Method::GET, &format!("/v1/backends/{id}/status/stream"));
+        if let Some(last) = last_event_id {
+            req = req.header("Last-Event-ID", last.to_string());
+        }
+        let resp = self.send(req).await?;
+        Ok(sse_events(resp.bytes_stream()))
+    }
+}
+
+/// Parses the `id:` and `data:` fields of a Server-Sent Events byte stream.
+fn sse_events(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
+) -> impl Stream<Item = Result<(u64, Event)>> {
+    futures_util::stream::unfold(
+        (body, String::new()),
+        |(mut body, mut buf)| async move {
+            loop {
+                if let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let mut id = None;
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            id = v.trim().parse::<u64>().ok();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        }
+                    }
+                    if data.is_empty() {
+                        continue; // a keep-alive comment
+                    }
+                    let item = serde_json::from_str::<Event>(&data)
+                        .map_err(|e| Error::Protocol(format!("bad event {data:?}: {e}")))
+                        .map(|mut ev| {
+                            ev.seq = id.unwrap_or(0);
+                            (ev.seq, ev)
+                        });
+                    return Some((item, (body, buf)));
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n")),
+                    Some(Err(e)) => {
+                        return Some((Err(Error::Protocol(format!("stream broke: {e}"))), (body, buf)))
+                    }
+                    None => return None,
+                }
+            }
+        },
+    )
+}

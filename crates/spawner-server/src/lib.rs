@@ -1,1 +1,83 @@
-//! (being written)
+//! The embedded control plane: `spawner serve`. One process that is the HTTP API, the
+//! reconciler, the proxy and the sweeper, with its state in SQLite.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod live;
+pub mod metrics;
+pub mod reconciler;
+pub mod runtimes;
+pub mod store;
+pub mod sweeper;
+
+pub use config::Config;
+pub use runtimes::Runtimes;
+
+use anyhow::Context;
+use app::App;
+use spawner_proxy::Forwarder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// A server that has opened its store, adopted its backends and bound its socket.
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the store, adopts what runs, and binds the listening socket.
+    pub async fn start(config: Config, runtimes: Runtimes) -> anyhow::Result<Self> {
+        config.check().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(config.data_dir.join("logs")).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let db = config.data_dir.join("spawner.db");
+        let store = store::Store::open(&db)
+            .with_context(|| format!("opening the database {}", db.display()))?;
+        let instance = store.instance_id(|| {
+            spawner_core::BackendId::generate()
+                .map(|id| id.as_str()[..16].to_string())
+                .unwrap_or_else(|_| format!("{:x}", std::process::id()))
+        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let mut config = config;
+        config.listen = listener.local_addr()?;
+        for line in runtimes.describe() {
+            tracing::info!("{line}");
+        }
+        let app = Arc::new(App {
+            urls: config::Urls::new(&config),
+            config,
+            store,
+            registry: live::Registry::default(),
+            runtimes,
+            forwarder: Forwarder::new(),
+            metrics: metrics::Metrics::new()?,
+            instance,
+        });
+        reconciler::adopt_all(&app).await?;
+        Ok(Server { app, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.app.config.listen
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves. Backends keep running after it returns: a later
+    /// start adopts them again.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let sweeper = tokio::spawn(sweeper::run(self.app.clone()));
+        http::serve(self.app, self.listener, shutdown).await;
+        sweeper.abort();
+    }
+}

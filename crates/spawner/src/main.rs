@@ -1,1 +1,61 @@
-fn main() {}
+//! `spawner`: the server, its components and its command-line client in one binary.
+
+mod client_cmd;
+mod example_app;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "spawner", version, about = "Session-lived backends: spawn a server per user or document, route to it, sweep it when idle.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded server: API, proxy, reconciler and sweeper in one process.
+    Serve(serve::ServeArgs),
+    /// Spawn a backend (or get the live one with the same --key).
+    Spawn(client_cmd::SpawnArgs),
+    /// List backends.
+    Ls(client_cmd::LsArgs),
+    /// Show a backend's state, or follow its events.
+    Status(client_cmd::StatusArgs),
+    /// Stop a backend.
+    Terminate(client_cmd::TerminateArgs),
+    /// Print a backend's output.
+    Logs(client_cmd::LogsArgs),
+    /// A small web app with a shared WebSocket counter, to try Spawner with (reads PORT).
+    ExampleApp(example_app::ExampleArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Spawn(args) => client_cmd::spawn(args).await,
+            Command::Ls(args) => client_cmd::ls(args).await,
+            Command::Status(args) => client_cmd::status(args).await,
+            Command::Terminate(args) => client_cmd::terminate(args).await,
+            Command::Logs(args) => client_cmd::logs(args).await,
+            Command::ExampleApp(args) => example_app::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

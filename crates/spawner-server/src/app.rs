@@ -1,0 +1,51 @@
+//! The shared state of one embedded server, and the one place state changes are recorded.
+
+use crate::config::{Config, Urls};
+use crate::live::{Live, Registry};
+use crate::metrics::Metrics;
+use crate::runtimes::Runtimes;
+use crate::store::{Store, StoreError};
+use spawner_core::{Event, State};
+use spawner_proxy::Forwarder;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct App {
+    pub config: Config,
+    pub urls: Urls,
+    pub store: Store,
+    pub registry: Registry,
+    pub runtimes: Runtimes,
+    pub forwarder: Forwarder,
+    pub metrics: Metrics,
+    /// This installation's id (kept in the database): marks its processes and containers.
+    pub instance: String,
+}
+
+impl App {
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.config.data_dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// Records state changes of a live backend: durably first, then in memory, where status
+    /// streams and the proxy see them. A terminal state retires it from the registry.
+    pub fn record(
+        self: &Arc<Self>,
+        live: &Live,
+        states: &[(State, Option<String>)],
+        exit_code: Option<i32>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let events = self.store.transition(&live.id, states, exit_code)?;
+        if let Some(last) = events.last() {
+            live.set_state(last.state, last.seq);
+            for e in &events {
+                tracing::info!(backend = %live.id, state = %e.state, reason = e.reason.as_deref().unwrap_or(""), "state");
+                self.metrics.on_state(live, e);
+            }
+            if last.state.is_terminal() {
+                self.registry.remove(&live.id);
+            }
+        }
+        Ok(events)
+    }
+}

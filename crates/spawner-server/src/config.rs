@@ -1,0 +1,123 @@
+//! The settings of `spawner serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the embedded server is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API, proxy and dashboard on one address.
+    pub listen: SocketAddr,
+    /// The SQLite database and the backends' log files.
+    pub data_dir: PathBuf,
+    /// Bearer token for the control routes; required on a non-loopback address.
+    pub token: Option<String>,
+    /// Enables `{id}.{domain}` host routing.
+    pub domain: Option<String>,
+    /// Base of the URLs the API returns; defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a backend is stopped.
+    pub stop_grace: Duration,
+    /// How often the sweeper looks at every backend.
+    pub sweep_interval: Duration,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Config {
+            listen,
+            data_dir,
+            token: None,
+            domain: None,
+            public_url: None,
+            stop_grace: Duration::from_secs(10),
+            sweep_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Refuses settings that would be unsafe or cannot work.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.token.is_none() {
+            return Err(format!(
+                "refusing to listen on {} without a token: anyone who can reach it could start programs on this machine. \
+                 Set --token (or SPAWNER_TOKEN), or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        if let Some(t) = &self.token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("--token must be at least 16 characters without spaces".into());
+            }
+        }
+        if let Some(d) = &self.domain {
+            if d.is_empty() || d.starts_with('.') || d.contains('/') || d.contains(':') {
+                return Err(format!("--domain {d:?} must be a host name like spawner.example.com (no scheme, port or path)"));
+            }
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!("--public-url {u:?} must start with http:// or https://"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the URLs the API hands out.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    /// `scheme://host[:port]` without a trailing slash.
+    base: String,
+    scheme: String,
+    port_suffix: String,
+    domain: Option<String>,
+}
+
+impl Urls {
+    pub fn new(config: &Config) -> Self {
+        let base = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen))
+            .trim_end_matches('/')
+            .to_string();
+        let (scheme, rest) = base.split_once("://").unwrap_or(("http", base.as_str()));
+        let host_port = rest.split('/').next().unwrap_or(rest);
+        let port_suffix = host_port
+            .rsplit_once(':')
+            .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            .map(|(_, p)| format!(":{p}"))
+            .unwrap_or_default();
+        Urls {
+            scheme: scheme.to_string(),
+            port_suffix,
+            domain: config.domain.clone(),
+            base,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The path prefix a browser uses for the backend: `/p/{id}/`, or `/` under host routing.
+    pub fn base_path(&self, id: &str) -> String {
+        match self.domain {
+            Some(_) => "/".to_string(),
+            None => format!("/p/{id}/"),
+        }
+    }
+
+    /// The backend's public URL.
+    pub fn backend(&self, id: &str) -> String {
+        match &self.domain {
+            Some(d) => format!("{}://{id}.{d}{}/", self.scheme, self.port_suffix),
+            None => format!("{}/p/{id}/", self.base),
+        }
+    }
+
+    pub fn api(&self, id: &str, tail: &str) -> String {
+        format!("{}/v1/backends/{id}/{tail}", self.base)
+    }
+}

@@ -1,0 +1,137 @@
+//! The backends this server is running now, in memory: what the proxy looks up on every
+//! request and the sweeper reads on every tick. SQLite stays the source of truth; this is
+//! rebuilt from it at start-up.
+
+use http::uri::Authority;
+use spawner_core::lifecycle::{StopReason, Timing};
+use spawner_core::time::Millis;
+use spawner_core::{BackendSpec, State};
+use spawner_proxy::Monitor;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use tokio::sync::watch;
+
+/// A stop that was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    pub reason: StopReason,
+    pub hard: bool,
+}
+
+/// One backend that is not terminal yet.
+pub struct Live {
+    pub id: String,
+    pub spec: BackendSpec,
+    pub timing: Timing,
+    pub created_at: Millis,
+    pub runtime: &'static str,
+    state: AtomicU8,
+    /// The sequence number of its newest event: status streams wait on it.
+    pub seq: watch::Sender<u64>,
+    authority: OnceLock<Authority>,
+    pub monitor: Arc<Monitor>,
+    stop: watch::Sender<Option<StopRequest>>,
+}
+
+impl Live {
+    pub fn new(
+        id: String,
+        spec: BackendSpec,
+        created_at: Millis,
+        runtime: &'static str,
+        state: State,
+        seq: u64,
+    ) -> Self {
+        Live {
+            id,
+            timing: Timing::of(&spec),
+            spec,
+            created_at,
+            runtime,
+            state: AtomicU8::new(state as u8),
+            seq: watch::channel(seq).0,
+            authority: OnceLock::new(),
+            monitor: Arc::new(Monitor::new(created_at)),
+            stop: watch::channel(None).0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        State::ALL[self.state.load(Ordering::Acquire) as usize]
+    }
+
+    pub(crate) fn set_state(&self, state: State, seq: u64) {
+        self.state.store(state as u8, Ordering::Release);
+        self.seq.send_replace(seq);
+    }
+
+    /// Where the proxy reaches it; set once when it starts (or is adopted).
+    pub fn authority(&self) -> Option<&Authority> {
+        self.authority.get()
+    }
+
+    pub(crate) fn set_authority(&self, address: &str) {
+        if let Ok(a) = Authority::try_from(address) {
+            let _ = self.authority.set(a);
+        }
+    }
+
+    /// Asks the backend's supervisor to stop it. A later hard request escalates a soft one.
+    pub fn request_stop(&self, req: StopRequest) {
+        self.stop.send_if_modified(|cur| match cur {
+            None => {
+                *cur = Some(req);
+                true
+            }
+            Some(c) if req.hard && !c.hard => {
+                c.hard = true;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    pub fn stop_requested(&self) -> watch::Receiver<Option<StopRequest>> {
+        self.stop.subscribe()
+    }
+}
+
+/// All live backends by id.
+#[derive(Default)]
+pub struct Registry {
+    map: RwLock<HashMap<String, Arc<Live>>>,
+}
+
+impl Registry {
+    pub fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.map.read().ok()?.get(id).cloned()
+    }
+
+    pub fn insert(&self, live: Arc<Live>) {
+        if let Ok(mut m) = self.map.write() {
+            m.insert(live.id.clone(), live);
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(id);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Live>> {
+        self.map
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics of the embedded server.
+
+use crate::live::Live;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use spawner_core::{Event, State};
+use std::time::Duration;
+
+pub struct Metrics {
+    registry: Registry,
+    backends: IntGaugeVec,
+    transitions: IntCounterVec,
+    spawn_to_ready: Histogram,
+    probe: Histogram,
+    live_connections: IntGauge,
+    pub proxied: IntCounter,
+    pub sweeps: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let backends = IntGaugeVec::new(
+            Opts::new("spawner_backends", "Backends by state"),
+            &["state"],
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new("spawner_state_transitions_total", "State changes recorded, by state entered"),
+            &["state"],
+        )?;
+        let buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
+        let spawn_to_ready = Histogram::with_opts(
+            HistogramOpts::new("spawner_spawn_to_ready_seconds", "From Submitted to Ready")
+                .buckets(buckets.clone()),
+        )?;
+        let probe = Histogram::with_opts(
+            HistogramOpts::new(
+                "spawner_start_to_ready_seconds",
+                "From the runtime's start to the port accepting connections",
+            )
+            .buckets(buckets),
+        )?;
+        let live_connections = IntGauge::new(
+            "spawner_live_connections",
+            "Open connections through the proxy (WebSockets and requests in flight)",
+        )?;
+        let proxied = IntCounter::new(
+            "spawner_proxied_requests_total",
+            "Requests and upgraded connections forwarded to backends",
+        )?;
+        let sweeps = IntCounter::new("spawner_sweeps_total", "Backends stopped for idleness")?;
+        registry.register(Box::new(backends.clone()))?;
+        registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(spawn_to_ready.clone()))?;
+        registry.register(Box::new(probe.clone()))?;
+        registry.register(Box::new(live_connections.clone()))?;
+        registry.register(Box::new(proxied.clone()))?;
+        registry.register(Box::new(sweeps.clone()))?;
+        Ok(Metrics {
+            registry,
+            backends,
+            transitions,
+            spawn_to_ready,
+            probe,
+            live_connections,
+            proxied,
+            sweeps,
+        })
+    }
+
+    pub fn on_state(&self, _live: &Live, event: &Event) {
+        self.transitions
+            .with_label_values(&[event.state.as_str()])
+            .inc();
+    }
+
+    pub fn spawn_to_ready(&self, total_ms: i64, probe: Duration) {
+        self.spawn_to_ready.observe(total_ms.max(0) as f64 / 1000.0);
+        self.probe.observe(probe.as_secs_f64());
+    }
+
+    /// Renders the text format, refreshing the gauges computed from current state.
+    pub fn render(
+        &self,
+        by_state: &[(String, i64)],
+        live: &[std::sync::Arc<Live>],
+    ) -> Result<String, prometheus::Error> {
+        for s in State::ALL {
+            let n = by_state
+                .iter()
+                .find(|(name, _)| name == s.as_str())
+                .map_or(0, |(_, n)| *n);
+            self.backends.with_label_values(&[s.as_str()]).set(n);
+        }
+        self.live_connections
+            .set(live.iter().map(|l| l.monitor.live() as i64).sum());
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

@@ -1,0 +1,334 @@
+//! The reconciler: makes every live backend's observed state follow its record.
+//!
+//! Each live backend has one supervisor task that starts it (or adopts it after a
+//! restart), probes it until it accepts connections, watches for its exit, and carries out
+//! stops. At start-up [`adopt_all`] compares the store with what the runtimes report and
+//! acts on the difference, which is what makes a crash of Spawner harmless.
+
+use crate::app::App;
+use crate::live::{Live, StopRequest};
+use futures_util::future::BoxFuture;
+use spawner_core::env::{backend_env, expand};
+use spawner_core::lifecycle::{outcome, Exit, StopReason};
+use spawner_core::time::now_millis;
+use spawner_core::{BackendId, State};
+use spawner_runtime::{Handle, Launch, ProcessRuntime, Runtime, RuntimeError, Signal};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+/// How a supervisor begins.
+enum Begin {
+    /// Start the backend.
+    Start,
+    /// It already runs (adopted after a restart).
+    Running {
+        handle: Handle,
+        exited: BoxFuture<'static, Exit>,
+    },
+}
+
+/// Starts supervising a newly submitted backend.
+pub fn launch(app: &Arc<App>, live: Arc<Live>) {
+    spawn_supervisor(app, live, Begin::Start);
+}
+
+fn spawn_supervisor(app: &Arc<App>, live: Arc<Live>, begin: Begin) {
+    let app = app.clone();
+    let span = tracing::info_span!("backend", id = %live.id);
+    tokio::spawn(
+        async move {
+            if let Err(e) = supervise(&app, &live, begin).await {
+                tracing::error!(error = %e, "supervisor failed");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Result<()> {
+    let mut stop_rx = live.stop_requested();
+    let Some(runtime) = app.runtimes.by_name(live.runtime) else {
+        app.record(
+            live,
+            &[(State::Failed, Some(format!("runtime {} is unavailable", live.runtime)))],
+            None,
+        )?;
+        return Ok(());
+    };
+
+    let (handle, exited) = match begin {
+        Begin::Running { handle, exited } => (handle, exited),
+        Begin::Start => {
+            // A terminate that arrived before the start: nothing to stop.
+            if let Some(req) = *stop_rx.borrow_and_update() {
+                app.record(live, &[(req.reason.final_state(), Some(req.reason.as_str().into()))], None)?;
+                return Ok(());
+            }
+            let launch = match prepare(app, live) {
+                Ok(l) => l,
+                Err(e) => {
+                    app.record(live, &[(State::Failed, Some(e.to_string()))], None)?;
+                    return Ok(());
+                }
+            };
+            let started = match runtime.start(&launch).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = match e {
+                        RuntimeError::Start(msg) => msg,
+                        other => format!("could not start: {other}"),
+                    };
+                    app.record(live, &[(State::Failed, Some(reason))], None)?;
+                    return Ok(());
+                }
+            };
+            let address = started.address.to_string();
+            app.store.set_started(&live.id, &started.handle.0, &address)?;
+            live.set_authority(&address);
+            app.record(
+                live,
+                &[
+                    (State::Constructed, started.note.clone()),
+                    (State::Scheduled, Some("node local".into())),
+                    (State::Running, None),
+                ],
+                None,
+            )?;
+            (started.handle, started.exited)
+        }
+    };
+
+    run(app, live, runtime.as_ref(), &handle, exited, &mut stop_rx).await?;
+    if let Err(e) = runtime.cleanup(&handle).await {
+        tracing::warn!(error = %e, "cleanup failed");
+    }
+    Ok(())
+}
+
+/// Builds what the runtime needs: port, environment, expanded command.
+fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
+    let id = BackendId::parse(&live.id).map_err(|e| RuntimeError::Start(e.to_string()))?;
+    let port = match (live.spec.executable.port, live.runtime) {
+        (Some(p), _) => p,
+        (None, "process") => ProcessRuntime::free_port()?,
+        (None, _) => spawner_core::spec::DEFAULT_PORT,
+    };
+    let env = backend_env(
+        &live.spec.executable.env,
+        &live.id,
+        port,
+        &app.urls.base_path(&live.id),
+        &app.urls.backend(&live.id),
+    );
+    let command = live
+        .spec
+        .executable
+        .command
+        .as_ref()
+        .map(|c| c.iter().map(|a| expand(a, &env)).collect());
+    Ok(Launch {
+        id,
+        spec: live.spec.clone(),
+        port,
+        env,
+        command,
+        log_path: app.log_path(&live.id),
+        instance: app.instance.clone(),
+    })
+}
+
+/// Watches a running backend until it has exited, and records how it ended.
+async fn run(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    runtime: &dyn Runtime,
+    handle: &Handle,
+    mut exited: BoxFuture<'static, Exit>,
+    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+) -> anyhow::Result<()> {
+    let address: Option<SocketAddr> = live.authority().and_then(|a| a.as_str().parse().ok());
+    let probe_started = Instant::now();
+
+    // Phase 1: until Ready, a stop, or the exit.
+    if live.state() < State::Ready {
+        let ready = async {
+            match address {
+                Some(addr) => wait_listening(addr, probe_started).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            exit = &mut exited => return finish(app, live, None, exit),
+            () = ready => {
+                live.monitor.touch();
+                let took = probe_started.elapsed();
+                app.record(live, &[(State::Ready, None)], None)?;
+                app.metrics.spawn_to_ready(now_millis() - live.created_at, took);
+            }
+            _ = wait_stop(stop_rx) => {}
+        }
+    }
+
+    // Phase 2: until a stop is asked for, or it exits by itself.
+    if stop_rx.borrow().is_none() {
+        tokio::select! {
+            exit = &mut exited => return finish(app, live, None, exit),
+            _ = wait_stop(stop_rx) => {}
+        }
+    }
+
+    // Phase 3: stop it: SIGTERM, then SIGKILL after the stop grace (or at once when hard).
+    let Some(mut req) = *stop_rx.borrow_and_update() else {
+        return Ok(());
+    };
+    app.record(live, &[(State::Terminating, Some(req.reason.as_str().into()))], None)?;
+    if req.reason == StopReason::Idle {
+        app.metrics.sweeps.inc();
+    }
+    runtime
+        .signal(handle, if req.hard { Signal::Kill } else { Signal::Term })
+        .await?;
+    let deadline = tokio::time::Instant::now() + app.config.stop_grace;
+    loop {
+        tokio::select! {
+            exit = &mut exited => return finish(app, live, Some(req.reason), exit),
+            _ = tokio::time::sleep_until(deadline), if !req.hard => {
+                tracing::info!("still running after the stop grace: killing");
+                req.hard = true;
+                runtime.signal(handle, Signal::Kill).await?;
+            }
+            changed = stop_rx.changed() => {
+                if changed.is_err() { continue; }
+                let new = *stop_rx.borrow_and_update();
+                if let Some(new) = new {
+                    if new.hard && !req.hard {
+                        req.hard = true;
+                        runtime.signal(handle, Signal::Kill).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn finish(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    stopping: Option<StopReason>,
+    exit: Exit,
+) -> anyhow::Result<()> {
+    let (state, reason, code) = outcome(live.state(), stopping, exit);
+    app.record(live, &[(state, Some(reason))], code)?;
+    Ok(())
+}
+
+async fn wait_stop(rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>) {
+    loop {
+        if rx.borrow_and_update().is_some() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves once something accepts TCP connections at `addr`. Probes back off in
+/// proportion to the time already waited (a tenth of it, from 1 ms up to 100 ms): a backend
+/// that is up in 5 ms is seen within about a millisecond, and a slow one costs few probes.
+async fn wait_listening(addr: SocketAddr, since: Instant) {
+    loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        let waited = since.elapsed();
+        let delay = (waited / 10).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Re-attaches to every backend the store says is live, fails those that are gone, and
+/// stops whatever the runtimes report of this installation that the store does not know.
+pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
+    let rows = app.store.live()?;
+    let mut keep: HashSet<String> = HashSet::new();
+    for row in rows {
+        let runtime_name: &'static str = match row.runtime.as_str() {
+            "process" => "process",
+            "docker" => "docker",
+            other => {
+                tracing::error!(backend = %row.id, runtime = other, "unknown runtime in the store; leaving it");
+                continue;
+            }
+        };
+        let seq = app.store.last_event(&row.id)?.map_or(0, |e| e.seq);
+        let live = Arc::new(Live::new(
+            row.id.clone(),
+            row.spec.clone(),
+            row.created_at,
+            runtime_name,
+            row.state,
+            seq,
+        ));
+        if let Some(reason) = row.stop_reason.as_deref().and_then(StopReason::parse) {
+            live.request_stop(StopRequest {
+                reason,
+                hard: row.stop_hard,
+            });
+        }
+        let Some(runtime) = app.runtimes.by_name(runtime_name) else {
+            tracing::error!(backend = %row.id, runtime = runtime_name, "its runtime is unavailable; it stays as it is until a restart with the runtime");
+            keep.insert(row.id.clone());
+            continue;
+        };
+        app.registry.insert(live.clone());
+        let Some(handle) = row.handle.clone().map(Handle) else {
+            // Recorded but never started (or the start was not recorded): start it now.
+            // Whatever of it may run unrecorded is stopped below as unknown.
+            tracing::info!(backend = %row.id, "starting a backend submitted before the restart");
+            launch(app, live);
+            continue;
+        };
+        keep.insert(row.id.clone());
+        if let Some(address) = &row.address {
+            live.set_authority(address);
+        }
+        let id = BackendId::parse(&row.id)?;
+        match runtime.adopt(&id, &handle).await {
+            Ok(Some(exited)) => {
+                tracing::info!(backend = %row.id, state = %row.state, "adopted");
+                live.monitor.touch();
+                spawn_supervisor(app, live, Begin::Running { handle, exited });
+            }
+            Ok(None) => {
+                let stopping = row.stop_reason.as_deref().and_then(StopReason::parse);
+                finish(app, &live, stopping, Exit::Unknown)?;
+                let _ = runtime.cleanup(&handle).await;
+            }
+            Err(e) => {
+                tracing::error!(backend = %row.id, error = %e, "could not adopt");
+            }
+        }
+    }
+    // Anything of ours that the store does not count as live is stopped: no orphans.
+    for name in ["process", "docker"] {
+        let Some(runtime) = app.runtimes.by_name(name) else {
+            continue;
+        };
+        match runtime.list_owned(&app.instance).await {
+            Ok(owned) => {
+                for o in owned.into_iter().filter(|o| !keep.contains(&o.id)) {
+                    tracing::warn!(backend = %o.id, what = %o.describe, "stopping a {name} backend the store does not count as live");
+                    let _ = runtime.signal(&o.handle, Signal::Kill).await;
+                    let _ = runtime.cleanup(&o.handle).await;
+                }
+            }
+            Err(e) => tracing::warn!(runtime = name, error = %e, "could not list owned backends"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! The durable state of the embedded server: every backend, its spec and its events, in
+//! one SQLite file. Every call is a short transaction on one connection behind a mutex,
+//! which is also what makes get-or-create by key atomic.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use spawner_core::time::{now_millis, Millis};
+use spawner_core::{BackendSpec, Event, State};
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("corrupt record {id}: {what}")]
+    Corrupt { id: String, what: String },
+    #[error("the database lock was poisoned by a panic")]
+    Poisoned,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One backend as stored.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub key: Option<String>,
+    pub spec: BackendSpec,
+    pub state: State,
+    pub created_at: Millis,
+    pub runtime: String,
+    pub handle: Option<serde_json::Value>,
+    pub address: Option<String>,
+    pub exit_code: Option<i32>,
+    /// Why a stop was asked for, and whether hard: kept so that a restart finishes it.
+    pub stop_reason: Option<String>,
+    pub stop_hard: bool,
+}
+
+/// The outcome of an insert with a key.
+pub enum Inserted {
+    New(Row),
+    Existing(Row),
+}
+
+/// Filters of the list route.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub state: Option<State>,
+    pub key: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS backends (
+    id TEXT PRIMARY KEY,
+    key TEXT,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    terminal INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    runtime TEXT NOT NULL,
+    handle TEXT,
+    address TEXT,
+    exit_code INTEGER,
+    stop_reason TEXT,
+    stop_hard INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backends_live_key ON backends(key) WHERE key IS NOT NULL AND terminal = 0;
+CREATE INDEX IF NOT EXISTS backends_live ON backends(terminal);
+CREATE TABLE IF NOT EXISTS events (
+    backend_id TEXT NOT NULL REFERENCES backends(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    reason TEXT,
+    exit_code INTEGER,
+    PRIMARY KEY (backend_id, seq)
+) WITHOUT ROWID;
+";
+
+const COLUMNS: &str =
+    "id, key, spec, state, created_at, runtime, handle, address, exit_code, stop_reason, stop_hard";
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, String, String, Option<String>)> {
+    let spec: String = r.get(2)?;
+    let state: String = r.get(3)?;
+    let handle: Option<String> = r.get(6)?;
+    Ok((
+        Row {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            spec: BackendSpec::from_command(Vec::new()),
+            state: State::Submitted,
+            created_at: r.get(4)?,
+            runtime: r.get(5)?,
+            handle: None,
+            address: r.get(7)?,
+            exit_code: r.get(8)?,
+            stop_reason: r.get(9)?,
+            stop_hard: r.get::<_, i64>(10)? != 0,
+        },
+        spec,
+        state,
+        handle,
+    ))
+}
+
+fn finish(raw: (Row, String, String, Option<String>)) -> Result<Row> {
+    let (mut row, spec, state, handle) = raw;
+    let corrupt = |what: String| StoreError::Corrupt {
+        id: row.id.clone(),
+        what,
+    };
+    row.spec = serde_json::from_str(&spec).map_err(|e| corrupt(format!("spec: {e}")))?;
+    row.state = state.parse().map_err(|e| corrupt(format!("{e}")))?;
+    row.handle = handle
+        .map(|h| serde_json::from_str(&h))
+        .transpose()
+        .map_err(|e| corrupt(format!("handle: {e}")))?;
+    Ok(row)
+}
+
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, String, Millis, Option<String>, Option<i32>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut conn)
+    }
+
+    /// This installation's id, made on first use: marks its processes and containers.
+    pub fn instance_id(&self, fresh: impl FnOnce() -> String) -> Result<String> {
+        self.with(|c| {
+            let found: Option<String> = c
+                .query_row("SELECT value FROM meta WHERE name = 'instance'", [], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = found {
+                return Ok(id);
+            }
+            let id = fresh();
+            c.execute("INSERT INTO meta (name, value) VALUES ('instance', ?1)", [&id])?;
+            Ok(id)
+        })
+    }
+
+    /// Records a new backend in `Submitted`, or returns the live one with the same key.
+    pub fn insert(&self, id: &str, spec: &BackendSpec, runtime: &str) -> Result<Inserted> {
+        let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            what: e.to_string(),
+        })?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if let Some(key) = &spec.key {
+                let existing = tx
+                    .query_row(
+                        &format!("SELECT {COLUMNS} FROM backends WHERE key = ?1 AND terminal = 0"),
+                        [key],
+                        row_of,
+                    )
+                    .optional()?;
+                if let Some(raw) = existing {
+                    return Ok(Inserted::Existing(finish(raw)?));
+                }
+            }
+            let now = now_millis();
+            tx.execute(
+                "INSERT INTO backends (id, key, spec, state, created_at, runtime) VALUES (?1, ?2, ?3, 'Submitted', ?4, ?5)",
+                params![id, spec.key, spec_json, now, runtime],
+            )?;
+            tx.execute(
+                "INSERT INTO events (backend_id, seq, state, time) VALUES (?1, 1, 'Submitted', ?2)",
+                params![id, now],
+            )?;
+            tx.commit()?;
+            Ok(Inserted::New(Row {
+                id: id.to_string(),
+                key: spec.key.clone(),
+                spec: spec.clone(),
+                state: State::Submitted,
+                created_at: now,
+                runtime: runtime.to_string(),
+                handle: None,
+                address: None,
+                exit_code: None,
+                stop_reason: None,
+                stop_hard: false,
+            }))
+        })
+    }
+
+    /// Moves a backend through `states` in order, skipping any the lifecycle rules refuse,
+    /// in one transaction. Returns the events recorded.
+    pub fn transition(
+        &self,
+        id: &str,
+        states: &[(State, Option<String>)],
+        exit_code: Option<i32>,
+    ) -> Result<Vec<Event>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let current: Option<(String, u64)> = tx
+                .query_row(
+                    "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((state, mut seq)) = current else {
+                return Ok(Vec::new());
+            };
+            let mut state: State = state.parse().map_err(|e| StoreError::Corrupt {
+                id: id.to_string(),
+                what: format!("{e}"),
+            })?;
+            let mut recorded = Vec::new();
+            let now = now_millis();
+            for (to, reason) in states {
+                if !state.can_enter(*to) {
+                    continue;
+                }
+                seq += 1;
+                let code = if to.is_terminal() { exit_code } else { None };
+                tx.execute(
+                    "INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, seq, to.as_str(), now, reason, code],
+                )?;
+                state = *to;
+                recorded.push(Event {
+                    seq,
+                    state: *to,
+                    time: now,
+                    reason: reason.clone(),
+                    exit_code: code,
+                });
+            }
+            if !recorded.is_empty() {
+                tx.execute(
+                    "UPDATE backends SET state = ?2, terminal = ?3, exit_code = COALESCE(?4, exit_code) WHERE id = ?1",
+                    params![id, state.as_str(), state.is_terminal(), if state.is_terminal() { exit_code } else { None }],
+                )?;
+            }
+            tx.commit()?;
+            Ok(recorded)
+        })
+    }
+
+    /// Records where a started backend runs.
+    pub fn set_started(&self, id: &str, handle: &serde_json::Value, address: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backends SET handle = ?2, address = ?3 WHERE id = ?1",
+                params![id, handle.to_string(), address],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a stop request; a hard one overrides a soft one, never the reverse.
+    pub fn set_stop(&self, id: &str, reason: &str, hard: bool) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backends SET stop_reason = COALESCE(stop_reason, ?2), stop_hard = MAX(stop_hard, ?3) WHERE id = ?1 AND terminal = 0",
+                params![id, reason, hard],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Row>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM backends WHERE id = ?1"), [id], row_of)
+                .optional()?
+                .map(finish)
+                .transpose()
+        })
+    }
+
+    /// Events after `after` (a sequence number), oldest first.
+    pub fn events(&self, id: &str, after: u64) -> Result<Vec<Event>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, state, time, reason, exit_code FROM events WHERE backend_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let raw = stmt
+                .query_map(params![id, after], event_of)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            raw.into_iter()
+                .map(|(seq, state, time, reason, exit_code)| {
+                    Ok(Event {
+                        seq,
+                        state: state.parse().map_err(|e| StoreError::Corrupt {
+                            id: id.to_string(),
+                            what: format!("{e}"),
+                        })?,
+                        time,
+                        reason,
+                        exit_code,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The last event of a backend.
+    pub fn last_event(&self, id: &str) -> Result<Option<Event>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT seq, state, time, reason, exit_code FROM events WHERE backend_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [id],
+                event_of,
+            )
+            .optional()?)
+        })?
+        .map(|(seq, state, time, reason, exit_code)| {
+            Ok(Event {
+                seq,
+                state: state.parse().map_err(|e| StoreError::Corrupt {
+                    id: id.to_string(),
+                    what: format!("{e}"),
+                })?,
+                time,
+                reason,
+                exit_code,
+            })
+        })
+        .transpose()
+    }
+
+    /// Backends matching `filter`, newest first.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Row>> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR key = ?2) ORDER BY created_at DESC, id"
+            ))?;
+            let raw = stmt
+                .query_map(params![filter.state.map(|s| s.as_str()), filter.key], row_of)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(raw)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for raw in rows {
+            let row = finish(raw)?;
+            if filter
+                .labels
+                .iter()
+                .all(|(k, v)| row.spec.labels.get(k) == Some(v))
+            {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every backend not yet in a terminal state: what a restart adopts.
+    pub fn live(&self) -> Result<Vec<Row>> {
+        let rows = self.with(|c| {
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {COLUMNS} FROM backends WHERE terminal = 0"))?;
+            let raw = stmt.query_map([], row_of)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(raw)
+        })?;
+        rows.into_iter().map(finish).collect()
+    }
+
+    /// How many backends are in each state (for /metrics).
+    pub fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM backends GROUP BY state")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// A cheap query proving the database answers (for /healthz).
+    pub fn ping(&self) -> Result<()> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! `spawner example-app`: a small backend to try Spawner with, needing nothing installed.
+//! A page with a counter shared by every open WebSocket, an echo, and `/request`, which
+//! shows the request as the backend received it (headers, path) for checking the proxy.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Args;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+#[derive(Args, Debug)]
+pub struct ExampleArgs {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on (0.0.0.0 in a container).
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+}
+
+struct Counter {
+    value: AtomicU64,
+    changes: broadcast::Sender<u64>,
+}
+
+pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
+    let state = Arc::new(Counter {
+        value: AtomicU64::new(0),
+        changes: broadcast::channel(64).0,
+    });
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/ws", get(ws))
+        .route("/request", get(request).post(request))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
+    println!("example-app listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+        println!("example-app: SIGTERM, shutting down");
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+async fn page() -> Html<String> {
+    let id = std::env::var("SPAWNER_BACKEND_ID").unwrap_or_else(|_| "(not under Spawner)".into());
+    Html(PAGE.replace("{{ID}}", &id))
+}
+
+async fn request(method: Method, uri: Uri, headers: HeaderMap) -> Json<serde_json::Value> {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    Json(serde_json::json!({
+        "method": method.as_str(),
+        "uri": uri.to_string(),
+        "headers": headers,
+        "env": {
+            "PORT": std::env::var("PORT").ok(),
+            "SPAWNER_BACKEND_ID": std::env::var("SPAWNER_BACKEND_ID").ok(),
+            "SPAWNER_BASE_PATH": std::env::var("SPAWNER_BASE_PATH").ok(),
+            "SPAWNER_PUBLIC_URL": std::env::var("SPAWNER_PUBLIC_URL").ok(),
+        },
+    }))
+}
+
+async fn ws(upgrade: WebSocketUpgrade, State(counter): State<Arc<Counter>>) -> impl IntoResponse {
+    upgrade.on_upgrade(move |socket| session(socket, counter))
+}
+
+/// One WebSocket: sends `count N` on connect and on every change; `inc` increments the
+/// shared counter; any other text comes back as `echo: <text>`.
+async fn session(mut socket: WebSocket, counter: Arc<Counter>) {
+    let mut changes = counter.changes.subscribe();
+    let now = counter.value.load(Ordering::Relaxed);
+    if socket.send(Message::Text(format!("count {now}").into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) if t.as_str() == "inc" => {
+                    let n = counter.value.fetch_add(1, Ordering::Relaxed) + 1;
+                    let _ = counter.changes.send(n);
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if socket.send(Message::Text(format!("echo: {}", t.as_str()).into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            change = changes.recv() => match change {
+                Ok(n) => {
+                    if socket.send(Message::Text(format!("count {n}").into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Spawner example</title>
+<style>body{font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}
+#count{font-size:4rem;font-weight:700}button{font-size:1.2rem;padding:.4rem 1.2rem}</style></head>
+<body><h1>A session-lived backend</h1>
+<p>Backend <code>{{ID}}</code>. Every browser tab open on this URL shares this counter over a
+WebSocket; close them all and Spawner sweeps the backend after its grace period.</p>
+<div id="count">…</div><button id="inc" disabled>+1</button> <span id="status">connecting</span>
+<script>
+const url = new URL("ws", location.href); url.protocol = url.protocol.replace("http", "ws");
+const ws = new WebSocket(url);
+ws.onopen = () => { status.textContent = "connected"; inc.disabled = false; };
+ws.onclose = () => { status.textContent = "disconnected"; inc.disabled = true; };
+ws.onmessage = (m) => { if (m.data.startsWith("count ")) count.textContent = m.data.slice(6); };
+inc.onclick = () => ws.send("inc");
+</script></body></html>
+"#;
