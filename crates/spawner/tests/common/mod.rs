@@ -1,0 +1,244 @@
+//! A real `spawner serve` process for the integration tests, on its own port and data
+//! directory, and helpers to drive it through its public surface.
+#![allow(dead_code)]
+
+use futures_util::StreamExt;
+use spawner_client::Client;
+use spawner_core::{BackendSpec, Event, State};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SPAWNER: &str = env!("CARGO_BIN_EXE_spawner");
+/// Upper bound for anything a test waits for; reaching it is a failure, never a figure.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub token: Option<String>,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    pub fn start_with(extra_args: &[&str], token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = TestServer {
+            dir,
+            port: 0,
+            token: token.map(str::to_string),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        s.launch();
+        s
+    }
+
+    /// Starts `spawner serve` (again, on the same port and data after the first time) and
+    /// waits until it answers.
+    pub fn launch(&mut self) {
+        let log = self.dir.path().join(format!("serve-{}.log", Instant::now().elapsed().as_nanos()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(SPAWNER);
+        cmd.args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--stop-grace", "2"])
+            .args(&self.extra_args)
+            .env("SPAWNER_LOG", "info,spawner_server=debug")
+            .env_remove("SPAWNER_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        if let Some(t) = &self.token {
+            cmd.args(["--token", t]);
+        }
+        self.child = Some(cmd.spawn().expect("spawn spawner serve"));
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("spawner serving on http://").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("spawner serve exited with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "spawner serve did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: a crash, as far as Spawner can tell.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url(), self.token.clone()).expect("client")
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's own log so far (for failure messages).
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("serve-") {
+                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
+    /// Pids of the live processes of backends of this server (found by the public URL
+    /// Spawner puts in every backend's environment).
+    pub fn backend_pids(&self) -> Vec<(i32, String)> {
+        let marker = format!("SPAWNER_PUBLIC_URL=http://127.0.0.1:{}/", self.port);
+        processes_with_env(&marker)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        // Whatever a failed test left running is stopped here, so no test leaks processes.
+        for (pid, _) in self.backend_pids() {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Live (non-zombie) processes whose environment contains `needle` (a `NAME=VALUE` prefix),
+/// with their backend id.
+pub fn processes_with_env(needle: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        if !vars.iter().any(|v| v.starts_with(needle.as_bytes())) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X");
+        if zombie {
+            continue;
+        }
+        let id = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(b"SPAWNER_BACKEND_ID="))
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .unwrap_or_default();
+        out.push((pid, id));
+    }
+    out
+}
+
+/// Whether any process of backend `id` still runs.
+pub fn backend_running(id: &str) -> bool {
+    !processes_with_env(&format!("SPAWNER_BACKEND_ID={id}")).is_empty()
+}
+
+/// Waits (bounded) until no process of backend `id` runs.
+pub async fn wait_gone(id: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while backend_running(id) {
+        assert!(Instant::now() < deadline, "backend {id} still has processes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A spec running the bundled example app.
+pub fn example_app() -> BackendSpec {
+    BackendSpec::from_command(vec![SPAWNER.to_string(), "example-app".to_string()])
+}
+
+/// A spec running `sh -c script`.
+pub fn shell(script: &str) -> BackendSpec {
+    BackendSpec::from_command(vec!["sh".into(), "-c".into(), script.into()])
+}
+
+/// Follows the status stream until an event satisfies `done`; returns every event seen.
+pub async fn wait_for(client: &Client, id: &str, done: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let fut = async {
+        let mut stream = Box::pin(client.status_stream(id, None).await.expect("status stream"));
+        while let Some(item) = stream.next().await {
+            let (_, e) = item.expect("event");
+            let stop = done(&e);
+            seen.push(e);
+            if stop {
+                return true;
+            }
+        }
+        false
+    };
+    let reached = tokio::time::timeout(PATIENCE, fut).await;
+    assert!(
+        matches!(reached, Ok(true)),
+        "backend {id} never reached the awaited state; events: {seen:?}"
+    );
+    seen
+}
+
+pub async fn wait_state(client: &Client, id: &str, state: State) -> Event {
+    let events = wait_for(client, id, |e| e.state == state || e.state.is_terminal()).await;
+    let last = events.last().cloned().expect("an event");
+    assert_eq!(last.state, state, "events: {events:?}");
+    last
+}
+
+/// Spawns the example app and waits until it is Ready.
+pub async fn ready_example(client: &Client, grace: u64) -> String {
+    let mut spec = example_app();
+    spec.grace_period_seconds = grace;
+    let (resp, created) = client.spawn(&spec).await.expect("spawn");
+    assert!(created);
+    wait_state(client, &resp.id, State::Ready).await;
+    resp.id
+}
+
+pub fn file_contains(path: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle))
+}
