@@ -142,11 +142,7 @@ impl Client {
     }
 
     /// The backend's output; with `follow`, a stream that ends when the backend has.
-    pub async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-    ) -> Result<impl Stream<Item = Result<Bytes>>> {
+    pub async fn logs(&self, id: &str, follow: bool) -> Result<impl Stream<Item = Result<Bytes>>> {
         let resp = self
             .send(
                 self.request(Method::GET, &format!("/v1/backends/{id}/logs"))
@@ -178,40 +174,42 @@ impl Client {
 fn sse_events(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
 ) -> impl Stream<Item = Result<(u64, Event)>> {
-    futures_util::stream::unfold(
-        (body, String::new()),
-        |(mut body, mut buf)| async move {
-            loop {
-                if let Some(end) = buf.find("\n\n") {
-                    let block: String = buf.drain(..end + 2).collect();
-                    let mut id = None;
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("id:") {
-                            id = v.trim().parse::<u64>().ok();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                        }
+    futures_util::stream::unfold((body, String::new()), |(mut body, mut buf)| async move {
+        loop {
+            if let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse::<u64>().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
                     }
-                    if data.is_empty() {
-                        continue; // a keep-alive comment
-                    }
-                    let item = serde_json::from_str::<Event>(&data)
-                        .map_err(|e| Error::Protocol(format!("bad event {data:?}: {e}")))
-                        .map(|mut ev| {
-                            ev.seq = id.unwrap_or(0);
-                            (ev.seq, ev)
-                        });
-                    return Some((item, (body, buf)));
                 }
-                match body.next().await {
-                    Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n")),
-                    Some(Err(e)) => {
-                        return Some((Err(Error::Protocol(format!("stream broke: {e}"))), (body, buf)))
-                    }
-                    None => return None,
+                if data.is_empty() {
+                    continue; // a keep-alive comment
                 }
+                let item = serde_json::from_str::<Event>(&data)
+                    .map_err(|e| Error::Protocol(format!("bad event {data:?}: {e}")))
+                    .map(|mut ev| {
+                        ev.seq = id.unwrap_or(0);
+                        (ev.seq, ev)
+                    });
+                return Some((item, (body, buf)));
             }
-        },
-    )
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
+                }
+                Some(Err(e)) => {
+                    return Some((
+                        Err(Error::Protocol(format!("stream broke: {e}"))),
+                        (body, buf),
+                    ))
+                }
+                None => return None,
+            }
+        }
+    })
 }

@@ -56,9 +56,12 @@ mod tests {
 
     #[test]
     fn expands_like_kubernetes() {
-        let env: BTreeMap<_, _> = [("A".to_string(), "x".to_string()), ("P".into(), "/p/1/".into())]
-            .into_iter()
-            .collect();
+        let env: BTreeMap<_, _> = [
+            ("A".to_string(), "x".to_string()),
+            ("P".into(), "/p/1/".into()),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(expand("--base=$(P)", &env), "--base=/p/1/");
         assert_eq!(expand("$(A)$(A)", &env), "xx");
         assert_eq!(expand("$$(A)", &env), "$(A)");

@@ -41,7 +41,8 @@ impl BackendId {
         let ok = !s.is_empty()
             && s.len() <= 40
             && s.as_bytes()[0].is_ascii_lowercase()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok {
             Ok(BackendId(s.to_string()))
         } else {
@@ -75,7 +76,15 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in ["", "Abc", "1abc", "ab-c", "ab/c", "a'; drop", &"a".repeat(41)] {
+        for bad in [
+            "",
+            "Abc",
+            "1abc",
+            "ab-c",
+            "ab/c",
+            "a'; drop",
+            &"a".repeat(41),
+        ] {
             assert_eq!(BackendId::parse(bad), Err(IdError::Malformed), "{bad}");
         }
     }

@@ -87,7 +87,9 @@ pub struct Observed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Leave it; look again no later than `recheck_at` (if any deadline is pending).
-    Keep { recheck_at: Option<Millis> },
+    Keep {
+        recheck_at: Option<Millis>,
+    },
     Stop(StopReason),
 }
 
@@ -120,7 +122,9 @@ pub fn decide(timing: &Timing, obs: &Observed, now: Millis) -> Decision {
         }
         deadline(at);
     }
-    Decision::Keep { recheck_at: recheck }
+    Decision::Keep {
+        recheck_at: recheck,
+    }
 }
 
 /// How a backend's process ended.
@@ -309,14 +313,15 @@ mod tests {
                 Some(StopReason::Terminate),
                 Exit::Code(143)
             ),
-            (
-                State::Terminated,
-                "terminate requested".into(),
-                Some(143)
-            )
+            (State::Terminated, "terminate requested".into(), Some(143))
         );
         assert_eq!(
-            outcome(State::Running, Some(StopReason::StartupTimeout), Exit::Signal(9)).0,
+            outcome(
+                State::Running,
+                Some(StopReason::StartupTimeout),
+                Exit::Signal(9)
+            )
+            .0,
             State::Failed
         );
         assert_eq!(outcome(State::Ready, None, Exit::Unknown).0, State::Failed);

@@ -310,13 +310,31 @@ mod tests {
         let cases = [
             (r#"{"executable":{}}"#, "executable:"),
             (r#"{"executable":{"command":[]}}"#, "executable.command"),
-            (r#"{"executable":{"command":["a"],"env":{"1X":"v"}}}"#, "executable.env.1X"),
-            (r#"{"executable":{"command":["a"],"env":{"PORT":"1"}}}"#, "executable.env.PORT"),
-            (r#"{"executable":{"command":["a"],"port":0}}"#, "executable.port"),
-            (r#"{"executable":{"command":["a"]},"grace_period_seconds":0}"#, "grace_period_seconds"),
-            (r#"{"executable":{"command":["a"]},"labels":{"owner":"a b"}}"#, "labels.owner"),
+            (
+                r#"{"executable":{"command":["a"],"env":{"1X":"v"}}}"#,
+                "executable.env.1X",
+            ),
+            (
+                r#"{"executable":{"command":["a"],"env":{"PORT":"1"}}}"#,
+                "executable.env.PORT",
+            ),
+            (
+                r#"{"executable":{"command":["a"],"port":0}}"#,
+                "executable.port",
+            ),
+            (
+                r#"{"executable":{"command":["a"]},"grace_period_seconds":0}"#,
+                "grace_period_seconds",
+            ),
+            (
+                r#"{"executable":{"command":["a"]},"labels":{"owner":"a b"}}"#,
+                "labels.owner",
+            ),
             (r#"{"executable":{"command":["a"]},"key":""}"#, "key"),
-            (r#"{"executable":{"command":["a"]},"resources":{"memory_mb":0}}"#, "resources.memory_mb"),
+            (
+                r#"{"executable":{"command":["a"]},"resources":{"memory_mb":0}}"#,
+                "resources.memory_mb",
+            ),
         ];
         for (json, field) in cases {
             let err = spec(json).unwrap_err();

@@ -56,6 +56,9 @@ pub mod serde_rfc3339 {
 mod tests {
     #[test]
     fn formats_with_millis_and_z() {
-        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            super::rfc3339(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 }

@@ -76,7 +76,12 @@ impl Forwarder {
         };
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
-        prepare_headers(req.headers_mut(), upgrade, target.client_ip, prefix.as_deref());
+        prepare_headers(
+            req.headers_mut(),
+            upgrade,
+            target.client_ip,
+            prefix.as_deref(),
+        );
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let guard = target.monitor.open();
@@ -95,7 +100,8 @@ impl Forwarder {
             if let Some(client_upgrade) = client_upgrade {
                 let backend_upgrade = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
-                    let (client, backend) = match tokio::try_join!(client_upgrade, backend_upgrade) {
+                    let (client, backend) = match tokio::try_join!(client_upgrade, backend_upgrade)
+                    {
                         Ok(pair) => pair,
                         Err(e) => {
                             tracing::debug!(error = %e, "upgrade failed");
@@ -146,7 +152,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// the path (always leaving at least `/`).
 fn rewrite_path(uri: &Uri, strip: usize) -> Option<PathAndQuery> {
     if strip == 0 {
-        return uri.path_and_query().cloned().or(Some(PathAndQuery::from_static("/")));
+        return uri
+            .path_and_query()
+            .cloned()
+            .or(Some(PathAndQuery::from_static("/")));
     }
     let path = uri.path().get(strip..)?;
     let path = if path.is_empty() { "/" } else { path };
@@ -159,7 +168,12 @@ fn rewrite_path(uri: &Uri, strip: usize) -> Option<PathAndQuery> {
 
 /// Drops hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
 /// for an upgrade, and adds the `X-Forwarded-*` headers.
-fn prepare_headers(headers: &mut HeaderMap, upgrade: bool, client_ip: IpAddr, prefix: Option<&str>) {
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    upgrade: bool,
+    client_ip: IpAddr,
+    prefix: Option<&str>,
+) {
     strip_connection_listed(headers);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -245,7 +259,10 @@ mod tests {
     fn headers_for_the_backend() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.insert(header::COOKIE, HeaderValue::from_static("a=b"));
@@ -263,7 +280,10 @@ mod tests {
     #[test]
     fn detects_upgrades() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(!is_upgrade(&h));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));

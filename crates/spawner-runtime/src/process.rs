@@ -166,9 +166,8 @@ impl Runtime for ProcessRuntime {
             return Ok(None);
         }
         // SAFETY: the AsyncFd owns the pidfd, so it stays open for as long as it is registered.
-        let fd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| {
-            RuntimeError::Unavailable(format!("watching an adopted process: {e}"))
-        })?;
+        let fd = unsafe { AsyncFd::register(pidfd) }
+            .map_err(|e| RuntimeError::Unavailable(format!("watching an adopted process: {e}")))?;
         let pid = h.pid;
         Ok(Some(
             async move {
@@ -216,7 +215,9 @@ fn kill_group(pgid: i32) {
 
 fn is_alive(h: ProcessHandle) -> bool {
     match proc_stat(h.pid) {
-        Some((state, start)) => state != 'Z' && state != 'X' && (h.start_time == 0 || start == h.start_time),
+        Some((state, start)) => {
+            state != 'Z' && state != 'X' && (h.start_time == 0 || start == h.start_time)
+        }
         None => false,
     }
 }
@@ -258,7 +259,11 @@ fn scan_proc(instance: &str) -> Vec<Owned> {
     };
     let inst_var = format!("SPAWNER_INSTANCE={instance}");
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {

@@ -57,7 +57,9 @@ impl Config {
         }
         if let Some(u) = &self.public_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!("--public-url {u:?} must start with http:// or https://"));
+                return Err(format!(
+                    "--public-url {u:?} must start with http:// or https://"
+                ));
             }
         }
         Ok(())

@@ -64,9 +64,9 @@ async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     match backend_of(&app, &req) {
-        Some(Route::Backend { id, path_prefix }) => {
-            Ok(proxy(&app, req, &id, path_prefix, peer).await.map(Body::new))
-        }
+        Some(Route::Backend { id, path_prefix }) => Ok(proxy(&app, req, &id, path_prefix, peer)
+            .await
+            .map(Body::new)),
         Some(Route::AddSlash) => Ok(add_slash(&req)),
         None => router.oneshot(req.map(Body::new)).await,
     }
@@ -143,7 +143,11 @@ async fn proxy(
     let target = Target {
         authority,
         monitor: live.monitor.clone(),
-        strip: if live.spec.strip_prefix { path_prefix } else { 0 },
+        strip: if live.spec.strip_prefix {
+            path_prefix
+        } else {
+            0
+        },
         client_ip: peer.ip(),
     };
     app.forwarder.forward(req, target).await
@@ -163,14 +167,20 @@ fn not_live(app: &App, id: &str) -> Response<ProxyBody> {
         Ok(Some(row)) => unavailable(row.state),
         Err(e) => {
             tracing::error!(error = %e, "store lookup failed");
-            message(StatusCode::SERVICE_UNAVAILABLE, "Spawner cannot read its store\n")
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Spawner cannot read its store\n",
+            )
         }
     }
 }
 
 fn unavailable(state: State) -> Response<ProxyBody> {
     let mut resp = match state {
-        State::Terminating => message(StatusCode::SERVICE_UNAVAILABLE, "this backend is stopping\n"),
+        State::Terminating => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this backend is stopping\n",
+        ),
         _ => message(
             StatusCode::SERVICE_UNAVAILABLE,
             "this backend is starting; retry in a moment\n",

@@ -27,11 +27,15 @@ impl Metrics {
             &["state"],
         )?;
         let transitions = IntCounterVec::new(
-            Opts::new("spawner_state_transitions_total", "State changes recorded, by state entered"),
+            Opts::new(
+                "spawner_state_transitions_total",
+                "State changes recorded, by state entered",
+            ),
             &["state"],
         )?;
         let buckets = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
         ];
         let spawn_to_ready = Histogram::with_opts(
             HistogramOpts::new("spawner_spawn_to_ready_seconds", "From Submitted to Ready")

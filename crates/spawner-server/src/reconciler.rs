@@ -54,7 +54,10 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
     let Some(runtime) = app.runtimes.by_name(live.runtime) else {
         app.record(
             live,
-            &[(State::Failed, Some(format!("runtime {} is unavailable", live.runtime)))],
+            &[(
+                State::Failed,
+                Some(format!("runtime {} is unavailable", live.runtime)),
+            )],
             None,
         )?;
         return Ok(());
@@ -65,7 +68,11 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         Begin::Start => {
             // A terminate that arrived before the start: nothing to stop.
             if let Some(req) = *stop_rx.borrow_and_update() {
-                app.record(live, &[(req.reason.final_state(), Some(req.reason.as_str().into()))], None)?;
+                app.record(
+                    live,
+                    &[(req.reason.final_state(), Some(req.reason.as_str().into()))],
+                    None,
+                )?;
                 return Ok(());
             }
             let launch = match prepare(app, live) {
@@ -87,7 +94,8 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                 }
             };
             let address = started.address.to_string();
-            app.store.set_started(&live.id, &started.handle.0, &address)?;
+            app.store
+                .set_started(&live.id, &started.handle.0, &address)?;
             live.set_authority(&address);
             app.record(
                 live,
@@ -185,7 +193,11 @@ async fn run(
     let Some(mut req) = *stop_rx.borrow_and_update() else {
         return Ok(());
     };
-    app.record(live, &[(State::Terminating, Some(req.reason.as_str().into()))], None)?;
+    app.record(
+        live,
+        &[(State::Terminating, Some(req.reason.as_str().into()))],
+        None,
+    )?;
     if req.reason == StopReason::Idle {
         app.metrics.sweeps.inc();
     }

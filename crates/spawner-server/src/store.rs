@@ -129,7 +129,9 @@ fn finish(raw: (Row, String, String, Option<String>)) -> Result<Row> {
     Ok(row)
 }
 
-fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, String, Millis, Option<String>, Option<i32>)> {
+fn event_of(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(u64, String, Millis, Option<String>, Option<i32>)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
@@ -152,13 +154,18 @@ impl Store {
     pub fn instance_id(&self, fresh: impl FnOnce() -> String) -> Result<String> {
         self.with(|c| {
             let found: Option<String> = c
-                .query_row("SELECT value FROM meta WHERE name = 'instance'", [], |r| r.get(0))
+                .query_row("SELECT value FROM meta WHERE name = 'instance'", [], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if let Some(id) = found {
                 return Ok(id);
             }
             let id = fresh();
-            c.execute("INSERT INTO meta (name, value) VALUES ('instance', ?1)", [&id])?;
+            c.execute(
+                "INSERT INTO meta (name, value) VALUES ('instance', ?1)",
+                [&id],
+            )?;
             Ok(id)
         })
     }
@@ -289,10 +296,14 @@ impl Store {
 
     pub fn get(&self, id: &str) -> Result<Option<Row>> {
         self.with(|c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM backends WHERE id = ?1"), [id], row_of)
-                .optional()?
-                .map(finish)
-                .transpose()
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM backends WHERE id = ?1"),
+                [id],
+                row_of,
+            )
+            .optional()?
+            .map(finish)
+            .transpose()
         })
     }
 
@@ -375,9 +386,12 @@ impl Store {
     /// Every backend not yet in a terminal state: what a restart adopts.
     pub fn live(&self) -> Result<Vec<Row>> {
         let rows = self.with(|c| {
-            let mut stmt =
-                c.prepare_cached(&format!("SELECT {COLUMNS} FROM backends WHERE terminal = 0"))?;
-            let raw = stmt.query_map([], row_of)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM backends WHERE terminal = 0"
+            ))?;
+            let raw = stmt
+                .query_map([], row_of)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(raw)
         })?;
         rows.into_iter().map(finish).collect()
@@ -386,7 +400,8 @@ impl Store {
     /// How many backends are in each state (for /metrics).
     pub fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM backends GROUP BY state")?;
+            let mut stmt =
+                c.prepare_cached("SELECT state, COUNT(*) FROM backends GROUP BY state")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

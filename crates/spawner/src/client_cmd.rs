@@ -12,7 +12,12 @@ use std::io::Write;
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// The Spawner server.
-    #[arg(long, env = "SPAWNER_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "SPAWNER_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// Bearer token of the server.
     #[arg(long, env = "SPAWNER_TOKEN", hide_env_values = true, global = true)]
@@ -21,7 +26,10 @@ pub struct Conn {
 
 impl Conn {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.url, self.token.clone().filter(|t| !t.is_empty()))?)
+        Ok(Client::new(
+            &self.url,
+            self.token.clone().filter(|t| !t.is_empty()),
+        )?)
     }
 }
 
@@ -67,7 +75,10 @@ pub struct SpawnArgs {
     conn: Conn,
 }
 
-fn pairs(items: &[String], what: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+fn pairs(
+    items: &[String],
+    what: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     items
         .iter()
         .map(|kv| {
@@ -91,7 +102,12 @@ pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
         bail!("say what to run: --command \"prog args\", -- prog args, or --image NAME");
     }
     let mut spec = BackendSpec::from_command(command.unwrap_or_default());
-    if spec.executable.command.as_ref().is_some_and(|c| c.is_empty()) {
+    if spec
+        .executable
+        .command
+        .as_ref()
+        .is_some_and(|c| c.is_empty())
+    {
         spec.executable.command = None;
     }
     spec.executable.image = args.image.clone();
@@ -122,7 +138,11 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
     }
     let started = now_millis();
     if !created {
-        eprintln!("key {:?} has a live backend: {}", spec.key.unwrap_or_default(), resp.id);
+        eprintln!(
+            "key {:?} has a live backend: {}",
+            spec.key.unwrap_or_default(),
+            resp.id
+        );
     }
     let mut events = Box::pin(client.status_stream(&resp.id, None).await?);
     while let Some(item) = events.next().await {
@@ -131,7 +151,11 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
             "  {:>6} ms  {}{}",
             event.time - started,
             event.state,
-            event.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            event
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         );
         match event.state {
             State::Ready => {
@@ -187,7 +211,11 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<28} {:<12} {:>5} {:<20} URL", "ID", "STATE", "CONNS", "KEY")?;
+    writeln!(
+        out,
+        "{:<28} {:<12} {:>5} {:<20} URL",
+        "ID", "STATE", "CONNS", "KEY"
+    )?;
     for b in backends {
         writeln!(
             out,

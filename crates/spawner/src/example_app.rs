@@ -41,12 +41,15 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
     println!("example-app listening on {}", listener.local_addr()?);
     let shutdown = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
         println!("example-app: SIGTERM, shutting down");
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
@@ -82,7 +85,11 @@ async fn ws(upgrade: WebSocketUpgrade, State(counter): State<Arc<Counter>>) -> i
 async fn session(mut socket: WebSocket, counter: Arc<Counter>) {
     let mut changes = counter.changes.subscribe();
     let now = counter.value.load(Ordering::Relaxed);
-    if socket.send(Message::Text(format!("count {now}").into())).await.is_err() {
+    if socket
+        .send(Message::Text(format!("count {now}").into()))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {

@@ -7,7 +7,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "spawner", version, about = "Session-lived backends: spawn a server per user or document, route to it, sweep it when idle.")]
+#[command(
+    name = "spawner",
+    version,
+    about = "Session-lived backends: spawn a server per user or document, route to it, sweep it when idle."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

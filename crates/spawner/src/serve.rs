@@ -29,7 +29,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SPAWNER_STOP_GRACE", default_value_t = 10)]
     stop_grace: u64,
     /// Milliseconds between two sweeps (idle, lifetime and startup checks).
-    #[arg(long, env = "SPAWNER_SWEEP_INTERVAL_MS", default_value_t = 100, hide = true)]
+    #[arg(
+        long,
+        env = "SPAWNER_SWEEP_INTERVAL_MS",
+        default_value_t = 100,
+        hide = true
+    )]
     sweep_interval_ms: u64,
 }
 
@@ -37,9 +42,9 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d).join("spawner"));
     }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .context("no --data-dir given and neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context(
+        "no --data-dir given and neither XDG_DATA_HOME nor HOME is set: pass --data-dir",
+    )?;
     Ok(PathBuf::from(home).join(".local/share/spawner"))
 }
 

@@ -14,7 +14,9 @@ async fn ws_connect(
     id: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let url = format!("ws://127.0.0.1:{}/p/{id}/ws", server.port);
-    let (ws, resp) = tokio_tungstenite::connect_async(url).await.expect("websocket through the proxy");
+    let (ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket through the proxy");
     assert_eq!(resp.status(), 101);
     ws
 }
@@ -51,7 +53,10 @@ async fn spawn_route_http_and_websocket_then_sweep_when_idle() {
         .await
         .unwrap();
     assert_eq!(body["uri"], "/request?x=1");
-    assert_eq!(body["headers"]["host"], format!("127.0.0.1:{}", server.port));
+    assert_eq!(
+        body["headers"]["host"],
+        format!("127.0.0.1:{}", server.port)
+    );
     assert_eq!(body["headers"]["cookie"], "session=abc");
     assert_eq!(body["headers"]["x-forwarded-prefix"], format!("/p/{id}"));
     assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
@@ -85,13 +90,33 @@ async fn spawn_route_http_and_websocket_then_sweep_when_idle() {
     let events = wait_for(&client, &id, |e| e.state.is_terminal()).await;
     let last = events.last().unwrap();
     assert_eq!(last.state, State::Swept, "{events:?}");
-    let states: Vec<State> = client.get(&id).await.unwrap().events.iter().map(|e| e.state).collect();
+    let states: Vec<State> = client
+        .get(&id)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.state)
+        .collect();
     assert_eq!(
         states,
-        [State::Submitted, State::Constructed, State::Scheduled, State::Running, State::Ready, State::Terminating, State::Swept]
+        [
+            State::Submitted,
+            State::Constructed,
+            State::Scheduled,
+            State::Running,
+            State::Ready,
+            State::Terminating,
+            State::Swept
+        ]
     );
     wait_gone(&id).await;
-    let gone = server.http().get(format!("{}/p/{id}/", server.url())).send().await.unwrap();
+    let gone = server
+        .http()
+        .get(format!("{}/p/{id}/", server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 410);
 }
 
@@ -153,7 +178,10 @@ async fn terminate_soft_and_hard() {
 
     // Soft on a process that ignores SIGTERM (and never becomes ready): killed after the
     // stop grace (2 s in these tests), and never Ready.
-    let (resp, _) = client.spawn(&shell("trap '' TERM; sleep 600 & wait; sleep 600")).await.unwrap();
+    let (resp, _) = client
+        .spawn(&shell("trap '' TERM; sleep 600 & wait; sleep 600"))
+        .await
+        .unwrap();
     wait_state(&client, &resp.id, State::Running).await;
     client.terminate(&resp.id, false).await.unwrap();
     let events = wait_for(&client, &resp.id, |e| e.state.is_terminal()).await;
@@ -163,7 +191,10 @@ async fn terminate_soft_and_hard() {
 
     // Terminating an ended backend is a no-op 202.
     client.terminate(&resp.id, false).await.unwrap();
-    assert_eq!(client.status(&resp.id).await.unwrap().state, State::Terminated);
+    assert_eq!(
+        client.status(&resp.id).await.unwrap().state,
+        State::Terminated
+    );
 }
 
 #[tokio::test]
@@ -174,15 +205,29 @@ async fn exit_codes_and_start_failures() {
     let (resp, _) = client.spawn(&shell("echo starting; exit 3")).await.unwrap();
     let last = wait_state(&client, &resp.id, State::Failed).await;
     assert_eq!(last.exit_code, Some(3));
-    assert_eq!(last.reason.as_deref(), Some("exited with code 3 before it became ready"));
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("exited with code 3 before it became ready")
+    );
     assert_eq!(client.get(&resp.id).await.unwrap().exit_code, Some(3));
-    assert!(file_contains(&server.data_dir().join("logs").join(format!("{}.log", resp.id)), "starting"));
+    assert!(file_contains(
+        &server
+            .data_dir()
+            .join("logs")
+            .join(format!("{}.log", resp.id)),
+        "starting"
+    ));
 
-    let spec = spawner_core::BackendSpec::from_command(vec!["/nonexistent/spawner-test-program".into()]);
+    let spec =
+        spawner_core::BackendSpec::from_command(vec!["/nonexistent/spawner-test-program".into()]);
     let (resp, _) = client.spawn(&spec).await.unwrap();
     let last = wait_state(&client, &resp.id, State::Failed).await;
     let reason = last.reason.unwrap_or_default();
-    assert!(reason.contains("command not found") && reason.contains("/nonexistent/spawner-test-program"), "{reason}");
+    assert!(
+        reason.contains("command not found")
+            && reason.contains("/nonexistent/spawner-test-program"),
+        "{reason}"
+    );
 
     let mut spec = example_app();
     spec.executable.working_dir = Some("/nonexistent-dir".into());
@@ -203,12 +248,19 @@ async fn exit_codes_and_start_failures() {
     spec.executable.command = Some(vec![
         "sh".into(),
         "-c".into(),
-        format!("{} example-app & pid=$!; sleep 0.5; kill $pid; wait $pid; exit 0", SPAWNER),
+        format!(
+            "{} example-app & pid=$!; sleep 0.5; kill $pid; wait $pid; exit 0",
+            SPAWNER
+        ),
     ]);
     let (resp, _) = client.spawn(&spec).await.unwrap();
     let events = wait_for(&client, &resp.id, |e| e.state.is_terminal()).await;
     let last = events.last().unwrap();
-    assert_eq!((last.state, last.exit_code), (State::Terminated, Some(0)), "{events:?}");
+    assert_eq!(
+        (last.state, last.exit_code),
+        (State::Terminated, Some(0)),
+        "{events:?}"
+    );
     assert!(events.iter().any(|e| e.state == State::Ready));
 }
 
@@ -217,14 +269,27 @@ async fn command_expansion_and_env() {
     let server = TestServer::start();
     let client = server.client();
     let mut spec = shell("echo \"base=$1 mode=$MODE port=$PORT\"; exec sleep 600");
-    spec.executable.command.as_mut().unwrap().extend(["_".into(), "$(SPAWNER_BASE_PATH)".into()]);
+    spec.executable
+        .command
+        .as_mut()
+        .unwrap()
+        .extend(["_".into(), "$(SPAWNER_BASE_PATH)".into()]);
     spec.executable.env.insert("MODE".into(), "collab".into());
     spec.executable.port = Some(45678);
     spec.startup_timeout_seconds = 2;
     let (resp, _) = client.spawn(&spec).await.unwrap();
     wait_state(&client, &resp.id, State::Failed).await;
-    let log = std::fs::read_to_string(server.data_dir().join("logs").join(format!("{}.log", resp.id))).unwrap();
-    assert!(log.contains(&format!("base=/p/{}/ mode=collab port=45678", resp.id)), "{log}");
+    let log = std::fs::read_to_string(
+        server
+            .data_dir()
+            .join("logs")
+            .join(format!("{}.log", resp.id)),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!("base=/p/{}/ mode=collab port=45678", resp.id)),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -247,7 +312,12 @@ async fn restart_after_kill9_adopts_running_backends() {
     server.launch();
     let client = server.client();
     // The survivor is routable again, over HTTP and WebSocket.
-    let resp = server.http().get(format!("{}/p/{keep}/request", server.url())).send().await.unwrap();
+    let resp = server
+        .http()
+        .get(format!("{}/p/{keep}/request", server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let url = format!("ws://127.0.0.1:{}/p/{keep}/ws", server.port);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -261,14 +331,21 @@ async fn restart_after_kill9_adopts_running_backends() {
     drop(ws);
     wait_state(&client, &keep, State::Swept).await;
     wait_gone(&keep).await;
-    assert!(server.backend_pids().is_empty(), "orphans: {:?}", server.backend_pids());
+    assert!(
+        server.backend_pids().is_empty(),
+        "orphans: {:?}",
+        server.backend_pids()
+    );
 }
 
 #[tokio::test]
 async fn restart_while_stopping_finishes_the_stop() {
     let mut server = TestServer::start();
     let client = server.client();
-    let (resp, _) = client.spawn(&shell("trap '' TERM; sleep 600 & wait; sleep 600")).await.unwrap();
+    let (resp, _) = client
+        .spawn(&shell("trap '' TERM; sleep 600 & wait; sleep 600"))
+        .await
+        .unwrap();
     wait_state(&client, &resp.id, State::Running).await;
     client.terminate(&resp.id, false).await.unwrap();
     wait_state(&client, &resp.id, State::Terminating).await;

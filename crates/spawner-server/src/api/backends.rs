@@ -17,10 +17,18 @@ use std::sync::Arc;
 
 /// Parses a JSON body, naming what is wrong in terms a client can act on.
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = if path == "." || path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         ApiError::bad_request(
             "invalid_body",
-            format!("the request body is not valid: {e}; see docs/api.md for the fields"),
+            format!("the request body is not valid: {at}{inner}; see docs/api.md for the fields"),
         )
     })
 }
@@ -37,7 +45,10 @@ pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response,
 }
 
 /// Validates, records and launches a backend; with a key, returns the live one if any.
-pub(super) fn create(app: &Arc<App>, spec: BackendSpec) -> Result<(StatusCode, SpawnResponse), ApiError> {
+pub(super) fn create(
+    app: &Arc<App>,
+    spec: BackendSpec,
+) -> Result<(StatusCode, SpawnResponse), ApiError> {
     spec.validate()?;
     let runtime = app.runtimes.for_spec(&spec).map_err(|why| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "runtime_unavailable", why)
@@ -51,7 +62,10 @@ pub(super) fn create(app: &Arc<App>, spec: BackendSpec) -> Result<(StatusCode, S
     {
         Inserted::Existing(row) => {
             let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
-            Ok((StatusCode::OK, spawn_response(app, &row.id, row.key.clone(), state)))
+            Ok((
+                StatusCode::OK,
+                spawn_response(app, &row.id, row.key.clone(), state),
+            ))
         }
         Inserted::New(row) => {
             let live = Arc::new(Live::new(
@@ -121,9 +135,10 @@ pub async fn list(
     for (name, value) in params {
         match name.as_str() {
             "state" => {
-                filter.state = Some(value.parse().map_err(|e| {
-                    ApiError::bad_request("invalid_query", format!("state: {e}"))
-                })?)
+                filter.state =
+                    Some(value.parse().map_err(|e| {
+                        ApiError::bad_request("invalid_query", format!("state: {e}"))
+                    })?)
             }
             "key" => filter.key = Some(value),
             "label" => {
@@ -133,9 +148,8 @@ pub async fn list(
                         format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
                     )
                 })?;
-                validate_label(k, v).map_err(|e| {
-                    ApiError::bad_request("invalid_query", format!("label: {e}"))
-                })?;
+                validate_label(k, v)
+                    .map_err(|e| ApiError::bad_request("invalid_query", format!("label: {e}")))?;
                 filter.labels.push((k.to_string(), v.to_string()));
             }
             other => {

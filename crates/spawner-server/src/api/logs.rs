@@ -25,10 +25,18 @@ pub async fn logs(
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| {
-        ApiError::bad_request("invalid_query", format!("{e}; the only parameter is follow=true|false"))
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{e}; the only parameter is follow=true|false"),
+        )
     })?;
     let id = parse_id(&id)?;
-    if app.store.get(id.as_str()).map_err(ApiError::internal)?.is_none() {
+    if app
+        .store
+        .get(id.as_str())
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
         return Err(ApiError::not_found(id.as_str()));
     }
     let path = app.log_path(id.as_str());
@@ -61,7 +69,10 @@ pub async fn logs(
                         match f.read(&mut buf).await {
                             Ok(n) if n > 0 => {
                                 buf.truncate(n);
-                                return Some((Ok::<_, std::io::Error>(Bytes::from(buf)), (file, last_round)));
+                                return Some((
+                                    Ok::<_, std::io::Error>(Bytes::from(buf)),
+                                    (file, last_round),
+                                ));
                             }
                             Ok(_) => {}
                             Err(e) => return Some((Err(e), (None, true))),

@@ -35,10 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/backend/{id}/ready", get(status::ready))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics));
-    control
-        .merge(open)
-        .fallback(not_found)
-        .with_state(app)
+    control.merge(open).fallback(not_found).with_state(app)
 }
 
 /// The bearer token guards every route that starts, lists or stops backends.
@@ -82,7 +79,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         .render(&by_state, &app.registry.all())
         .map_err(ApiError::internal)?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response())

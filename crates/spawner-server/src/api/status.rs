@@ -7,7 +7,7 @@ use crate::app::App;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::Stream;
 use spawner_core::State as BackendState;
@@ -28,7 +28,10 @@ pub async fn status(
     Ok(Json(event).into_response())
 }
 
-pub async fn ready(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn ready(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let state = match app.registry.get(id.as_str()) {
         Some(live) => live.state(),
@@ -41,7 +44,11 @@ pub async fn ready(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resul
         }
     };
     Ok(match state {
-        BackendState::Ready => Redirect::to(&app.urls.backend(id.as_str())).into_response(),
+        BackendState::Ready => (
+            StatusCode::FOUND,
+            [(header::LOCATION, app.urls.backend(id.as_str()))],
+        )
+            .into_response(),
         s if s.is_terminal() => ApiError::new(
             StatusCode::GONE,
             "gone",

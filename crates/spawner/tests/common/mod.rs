@@ -42,7 +42,10 @@ impl TestServer {
     /// Starts `spawner serve` (again, on the same port and data after the first time) and
     /// waits until it answers.
     pub fn launch(&mut self) {
-        let log = self.dir.path().join(format!("serve-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = self
+            .dir
+            .path()
+            .join(format!("serve-{}.log", Instant::now().elapsed().as_nanos()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let listen = format!("127.0.0.1:{}", self.port);
         let mut cmd = Command::new(SPAWNER);
@@ -67,13 +70,20 @@ impl TestServer {
                 .find_map(|l| l.split("spawner serving on http://").nth(1))
                 .and_then(|rest| rest.split_whitespace().next())
             {
-                self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+                self.port = addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("spawner serve exited with {status}:\n{text}");
             }
-            assert!(Instant::now() < deadline, "spawner serve did not start:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "spawner serve did not start:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -184,7 +194,10 @@ pub fn backend_running(id: &str) -> bool {
 pub async fn wait_gone(id: &str) {
     let deadline = Instant::now() + PATIENCE;
     while backend_running(id) {
-        assert!(Instant::now() < deadline, "backend {id} still has processes");
+        assert!(
+            Instant::now() < deadline,
+            "backend {id} still has processes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

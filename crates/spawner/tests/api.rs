@@ -1,0 +1,547 @@
+//! The HTTP contract of docs/api.md, through a real `spawner serve`.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use spawner_core::State;
+
+async fn post(server: &TestServer, path: &str, body: &str) -> (StatusCode, Value) {
+    let resp = server
+        .http()
+        .post(format!("{}{path}", server.url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(server: &TestServer, path: &str) -> (StatusCode, Value) {
+    let resp = server
+        .http()
+        .get(format!("{}{path}", server.url()))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_with_the_field_named_and_nothing_recorded() {
+    let server = TestServer::start();
+    let app = format!("[\"{SPAWNER}\", \"example-app\"]");
+    let cases: Vec<(String, &str)> = vec![
+        ("not json".into(), "invalid_body"),
+        ("{}".into(), "executable"),
+        (r#"{"executable":{}}"#.into(), "executable"),
+        (
+            r#"{"executable":{"command":[]}}"#.into(),
+            "executable.command",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app},"env":{{"BAD-NAME":"x"}}}}}}"#),
+            "executable.env.BAD-NAME",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app},"env":{{"SPAWNER_X":"x"}}}}}}"#),
+            "executable.env.SPAWNER_X",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app},"port":0}}}}"#),
+            "executable.port",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app},"port":70000}}}}"#),
+            "port",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app}}},"grace_period_seconds":0}}"#),
+            "grace_period_seconds",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app}}},"grace_period_secs":5}}"#),
+            "grace_period_secs",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app}}},"labels":{{"owner":"not ok"}}}}"#),
+            "labels.owner",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app}}},"lifetime_limit_seconds":-1}}"#),
+            "lifetime_limit_seconds",
+        ),
+        (
+            format!(r#"{{"executable":{{"command":{app}}},"resources":{{"memory_mb":0}}}}"#),
+            "resources.memory_mb",
+        ),
+    ];
+    for (body, field) in &cases {
+        let (status, err) = post(&server, "/v1/backends", body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(err["error"].is_string(), "{err}");
+        let msg = err["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(field) || err["error"] == *field,
+            "{body}: {err} should name {field}"
+        );
+    }
+    // An image needs a runtime this server may not have: a clear 422.
+    let (status, err) = post(
+        &server,
+        "/v1/backends",
+        r#"{"executable":{"image":"app:1"}}"#,
+    )
+    .await;
+    if status == 422 {
+        assert_eq!(err["error"], "runtime_unavailable");
+        assert!(err["message"].as_str().unwrap().contains("Docker"));
+    } else {
+        // With the Docker runtime enabled the request is accepted; take it back.
+        assert_eq!(status, 201, "{err}");
+        server
+            .client()
+            .terminate(err["id"].as_str().unwrap(), true)
+            .await
+            .unwrap();
+    }
+
+    // Bad ids, filters and headers.
+    assert_eq!(get(&server, "/v1/backends/NOT-AN-ID").await.0, 404);
+    assert_eq!(get(&server, "/v1/backends/abcdef").await.0, 404);
+    assert_eq!(
+        post(&server, "/v1/backends/abcdef/terminate", "").await.0,
+        404
+    );
+    let (status, err) = get(&server, "/v1/backends?state=ready").await;
+    assert_eq!(status, 400);
+    assert!(err["message"].as_str().unwrap().contains("Ready"));
+    assert_eq!(get(&server, "/v1/backends?label=owner").await.0, 400);
+    assert_eq!(get(&server, "/v1/backends?colour=blue").await.0, 400);
+    let seed = r#"{"image":"x","gracePeriod":3}"#;
+    assert_eq!(post(&server, "/spawn", seed).await.0, 400);
+
+    // Nothing was recorded.
+    if status_is_empty(&server).await {
+        return;
+    }
+    panic!("rejected requests left records");
+}
+
+async fn status_is_empty(server: &TestServer) -> bool {
+    let all = server.client().list(&[]).await.unwrap();
+    all.iter().all(|b| b.spec.executable.image.is_some())
+}
+
+#[tokio::test]
+async fn terminate_body_is_validated() {
+    let server = TestServer::start();
+    let client = server.client();
+    let id = ready_example(&client, 300).await;
+    let (status, err) = post(
+        &server,
+        &format!("/v1/backends/{id}/terminate"),
+        r#"{"hrad":true}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        client.status(&id).await.unwrap().state,
+        State::Ready,
+        "a rejected terminate changes nothing"
+    );
+    let (status, _) = post(
+        &server,
+        &format!("/v1/backends/{id}/terminate"),
+        r#"{"hard":true}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    wait_state(&client, &id, State::Terminated).await;
+}
+
+#[tokio::test]
+async fn token_is_enforced_on_control_routes() {
+    let token = "a-very-secret-token-123";
+    let server = TestServer::start_with(&[], Some(token));
+    let anonymous = spawner_client::Client::new(&server.url(), None).unwrap();
+    match anonymous.spawn(&example_app()).await {
+        Err(spawner_client::Error::Api { status, .. }) => assert_eq!(status, 401),
+        other => panic!(
+            "spawn without the token must be refused: {:?}",
+            other.map(|r| r.0)
+        ),
+    }
+    let wrong =
+        spawner_client::Client::new(&server.url(), Some("wrong-token-wrong-token".into())).unwrap();
+    assert!(
+        matches!(wrong.list(&[]).await, Err(spawner_client::Error::Api { status, .. }) if status == 401)
+    );
+    assert_eq!(get(&server, "/v1/backends").await.0, 401);
+    assert_eq!(
+        post(&server, "/spawn", r#"{"command":["true"]}"#).await.0,
+        401
+    );
+
+    let client = server.client();
+    let id = ready_example(&client, 300).await;
+    // Status routes: the id is the capability.
+    assert_eq!(
+        get(&server, &format!("/v1/backends/{id}/status")).await.0,
+        200
+    );
+    assert_eq!(
+        get(&server, &format!("/v1/backends/{id}/logs")).await.0,
+        401
+    );
+    assert!(anonymous.terminate(&id, true).await.is_err());
+    assert_eq!(client.status(&id).await.unwrap().state, State::Ready);
+    client.terminate(&id, true).await.unwrap();
+    wait_state(&client, &id, State::Terminated).await;
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(SPAWNER)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SPAWNER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token"), "{err}");
+}
+
+#[tokio::test]
+async fn key_is_get_or_create_under_concurrency() {
+    let server = TestServer::start();
+    let client = server.client();
+    let mut spec = example_app();
+    spec.key = Some("doc-42".into());
+    let spawns = (0..20).map(|_| {
+        let client = client.clone();
+        let spec = spec.clone();
+        tokio::spawn(async move { client.spawn(&spec).await.unwrap() })
+    });
+    let results = futures_util::future::join_all(spawns).await;
+    let results: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+    let id = &results[0].0.id;
+    assert!(results
+        .iter()
+        .all(|(r, _)| &r.id == id && r.key.as_deref() == Some("doc-42")));
+    let listed = client.list(&[("key", "doc-42")]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(server.backend_pids().len(), 1);
+
+    // Once it has ended, the key gets a new backend.
+    client.terminate(id, true).await.unwrap();
+    wait_state(&client, id, State::Terminated).await;
+    let (again, created) = client.spawn(&spec).await.unwrap();
+    assert!(created);
+    assert_ne!(&again.id, id);
+    client.terminate(&again.id, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn status_stream_replays_and_resumes() {
+    let server = TestServer::start();
+    let client = server.client();
+    let id = ready_example(&client, 300).await;
+
+    let mut stream = Box::pin(client.status_stream(&id, None).await.unwrap());
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(stream.next().await.unwrap().unwrap());
+    }
+    let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(seen[4].1.state, State::Ready);
+    assert!(seen[0].1.time <= seen[4].1.time);
+    drop(stream);
+
+    // Resume after event 3: 4 and 5, then the live ones, then the end.
+    let mut resumed = Box::pin(client.status_stream(&id, Some(3)).await.unwrap());
+    let a = resumed.next().await.unwrap().unwrap();
+    let b = resumed.next().await.unwrap().unwrap();
+    assert_eq!((a.0, b.0), (4, 5));
+    client.terminate(&id, false).await.unwrap();
+    let c = resumed.next().await.unwrap().unwrap();
+    let d = resumed.next().await.unwrap().unwrap();
+    assert_eq!((c.0, c.1.state), (6, State::Terminating));
+    assert_eq!((d.0, d.1.state), (7, State::Terminated));
+    assert!(
+        resumed.next().await.is_none(),
+        "the stream ends after a terminal state"
+    );
+
+    // A stream of an ended backend replays and ends.
+    let all: Vec<_> = client
+        .status_stream(&id, None)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(all.len(), 7);
+    let (status, _) = get(&server, &format!("/v1/backends/{id}/status/stream")).await;
+    assert_eq!(status, 200);
+    let bad = server
+        .http()
+        .get(format!("{}/v1/backends/{id}/status/stream", server.url()))
+        .header("last-event-id", "soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn ready_redirects_and_proxy_answers_by_state() {
+    let server = TestServer::start();
+    let client = server.client();
+    let http = server.http();
+
+    // Starting: 409 and 503.
+    let mut spec = shell("exec sleep 600");
+    spec.startup_timeout_seconds = 60;
+    let (slow, _) = client.spawn(&spec).await.unwrap();
+    wait_state(&client, &slow.id, State::Running).await;
+    let r = http.get(&slow.ready_url).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = http
+        .get(format!("{}/p/{}/x", server.url(), slow.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+
+    // Ready: 302 to the URL.
+    let id = ready_example(&client, 300).await;
+    let r = http
+        .get(format!("{}/v1/backends/{id}/ready", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], format!("{}/p/{id}/", server.url()));
+    // /p/{id} redirects to /p/{id}/.
+    let r = http
+        .get(format!("{}/p/{id}?a=1", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], format!("/p/{id}/?a=1"));
+
+    // Ended: 410; unknown: 404.
+    client.terminate(&slow.id, true).await.unwrap();
+    wait_state(&client, &slow.id, State::Terminated).await;
+    assert_eq!(
+        http.get(&slow.ready_url).send().await.unwrap().status(),
+        410
+    );
+    assert_eq!(
+        http.get(format!("{}/p/{}/", server.url(), slow.id))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        410
+    );
+    assert_eq!(
+        http.get(format!("{}/p/aaaaaaaaaaaaaaaaaaaaaaaaaa/", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!(
+            "{}/v1/backends/aaaaaaaaaaaaaaaaaaaaaaaaaa/ready",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{}/p/NOT_AN_ID/", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    client.terminate(&id, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn list_filters_and_record() {
+    let server = TestServer::start();
+    let client = server.client();
+    let mut a = example_app();
+    a.labels.insert("owner".into(), "user-7".into());
+    let (ra, _) = client.spawn(&a).await.unwrap();
+    let (rb, _) = client.spawn(&example_app()).await.unwrap();
+    wait_state(&client, &ra.id, State::Ready).await;
+    wait_state(&client, &rb.id, State::Ready).await;
+
+    let mine = client.list(&[("label", "owner=user-7")]).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [ra.id.as_str()]
+    );
+    assert_eq!(client.list(&[("state", "Ready")]).await.unwrap().len(), 2);
+    assert_eq!(client.list(&[("state", "Swept")]).await.unwrap().len(), 0);
+
+    let rec = client.get(&ra.id).await.unwrap();
+    assert_eq!(rec.state, State::Ready);
+    assert_eq!(rec.events.len(), 5);
+    assert_eq!(rec.node.as_deref(), Some("local"));
+    assert!(rec.address.unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(rec.spec.labels["owner"], "user-7");
+    assert!(rec.last_activity.is_some());
+
+    // Logs: the whole file, and a follow that ends when the backend does.
+    let logs: Vec<_> = client.logs(&ra.id, false).await.unwrap().collect().await;
+    let text: String = logs
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.unwrap()).to_string())
+        .collect();
+    assert!(text.contains("example-app listening"), "{text}");
+    let follow = client.logs(&ra.id, true).await.unwrap();
+    client.terminate(&ra.id, false).await.unwrap();
+    let followed: Vec<_> = tokio::time::timeout(PATIENCE, follow.collect::<Vec<_>>())
+        .await
+        .expect("follow ends");
+    let text: String = followed
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.unwrap()).to_string())
+        .collect();
+    assert!(text.contains("SIGTERM"), "{text}");
+    client.terminate(&rb.id, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn seed_routes_keep_working() {
+    let server = TestServer::start();
+    let body =
+        json!({"command": [SPAWNER, "example-app"], "gracePeriodSeconds": 60, "env": {"A": "b"}});
+    let (status, resp) = post(&server, "/spawn", &body.to_string()).await;
+    assert_eq!(status, 201, "{resp}");
+    let name = resp["name"].as_str().unwrap().to_string();
+    assert_eq!(resp["url"], format!("{}/p/{name}/", server.url()));
+    assert_eq!(
+        resp["statusUrl"],
+        format!("{}/backend/{name}/status", server.url())
+    );
+    let client = server.client();
+    wait_state(&client, &name, State::Ready).await;
+    let (status, st) = get(&server, &format!("/backend/{name}/status")).await;
+    assert_eq!(
+        (status, st["state"].as_str()),
+        (StatusCode::OK, Some("Ready"))
+    );
+    let r = server
+        .http()
+        .get(resp["readyUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let rec = client.get(&name).await.unwrap();
+    assert_eq!(rec.spec.grace_period_seconds, 60);
+    client.terminate(&name, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn host_routing_and_unstripped_prefix() {
+    let server = TestServer::start_with(&["--domain", "spawner.test"], None);
+    let client = server.client();
+    let mut spec = example_app();
+    spec.strip_prefix = true;
+    let (resp, _) = client.spawn(&spec).await.unwrap();
+    assert_eq!(
+        resp.url,
+        format!("http://{}.spawner.test:{}/", resp.id, server.port)
+    );
+    wait_state(&client, &resp.id, State::Ready).await;
+    let host = format!("{}.spawner.test:{}", resp.id, server.port);
+    let body: Value = server
+        .http()
+        .get(format!("{}/request?q=1", server.url()))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["uri"], "/request?q=1");
+    assert_eq!(body["headers"]["host"], host);
+    assert_eq!(body["env"]["SPAWNER_BASE_PATH"], "/");
+    // The API is still served for other hosts.
+    assert_eq!(get(&server, "/healthz").await.0, 200);
+    client.terminate(&resp.id, true).await.unwrap();
+
+    let plain = TestServer::start();
+    let client = plain.client();
+    let mut spec = example_app();
+    spec.strip_prefix = false;
+    let (resp, _) = client.spawn(&spec).await.unwrap();
+    wait_state(&client, &resp.id, State::Ready).await;
+    let r = plain
+        .http()
+        .get(format!("{}/p/{}/request", plain.url(), resp.id))
+        .send()
+        .await
+        .unwrap();
+    // The example app has no route for the unstripped path: it answers 404 itself.
+    assert_eq!(r.status(), 404);
+    client.terminate(&resp.id, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let server = TestServer::start();
+    let client = server.client();
+    let id = ready_example(&client, 1).await;
+    let _ = server
+        .http()
+        .get(format!("{}/p/{id}/", server.url()))
+        .send()
+        .await
+        .unwrap();
+    wait_state(&client, &id, State::Swept).await;
+    let text = server
+        .http()
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "spawner_backends{state=\"Swept\"} 1",
+        "spawner_spawn_to_ready_seconds_count 1",
+        "spawner_proxied_requests_total 1",
+        "spawner_sweeps_total 1",
+        "spawner_live_connections 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(get(&server, "/healthz").await.0, 200);
+    assert_eq!(get(&server, "/nope").await.0, 404);
+}

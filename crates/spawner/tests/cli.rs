@@ -1,0 +1,131 @@
+//! The command-line client against a real server.
+
+mod common;
+
+use common::*;
+use spawner_core::State;
+use std::process::Command;
+
+fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(SPAWNER)
+        .args(args)
+        .env("SPAWNER_URL", server.url())
+        .env_remove("SPAWNER_TOKEN")
+        .output()
+        .expect("run spawner");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn spawn_wait_ls_status_logs_terminate() {
+    let server = TestServer::start();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "spawn",
+            "--wait",
+            "--key",
+            "cli-doc",
+            "--label",
+            "owner=me",
+            "--grace",
+            "60",
+            "--",
+            SPAWNER,
+            "example-app",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("Ready"), "progress is shown: {err}");
+    let url = out.trim();
+    let id = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(url, format!("{}/p/{id}/", server.url()));
+    let page = server
+        .http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&id), "the example page names its backend");
+
+    // The same key again: the same backend.
+    let (ok, out, _) = cli(
+        &server,
+        &[
+            "spawn",
+            "--key",
+            "cli-doc",
+            "--command",
+            &format!("{SPAWNER} example-app"),
+        ],
+    );
+    assert!(ok);
+    assert!(out.starts_with(&id));
+
+    let (ok, out, _) = cli(&server, &["ls", "--label", "owner=me"]);
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&id) && l.contains("Ready") && l.contains("cli-doc")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&server, &["status", &id]);
+    assert!(ok && out.contains("\"Ready\""), "{out}");
+    let (ok, out, _) = cli(&server, &["logs", &id]);
+    assert!(ok && out.contains("example-app listening"), "{out}");
+
+    let (ok, _, err) = cli(&server, &["terminate", &id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&server, &["status", "--follow", &id]);
+    assert!(ok);
+    assert!(
+        out.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("Terminated"),
+        "{out}"
+    );
+    assert_eq!(
+        server.client().status(&id).await.unwrap().state,
+        State::Terminated
+    );
+}
+
+#[tokio::test]
+async fn cli_errors_say_what_to_do() {
+    let server = TestServer::start();
+    let (ok, _, err) = cli(&server, &["spawn"]);
+    assert!(!ok);
+    assert!(err.contains("--command"), "{err}");
+    let (ok, _, err) = cli(&server, &["spawn", "--env", "NOEQUALS", "--", "true"]);
+    assert!(!ok && err.contains("NAME=VALUE"), "{err}");
+    let (ok, _, err) = cli(&server, &["spawn", "--wait", "--", "sh", "-c", "exit 3"]);
+    assert!(!ok);
+    assert!(
+        err.contains("Failed")
+            && err.contains("exited with code 3")
+            && err.contains("spawner logs"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&server, &["status", "aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let out = Command::new(SPAWNER)
+        .args(["ls"])
+        .env("SPAWNER_URL", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Spawner"));
+}
