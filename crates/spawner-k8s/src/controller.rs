@@ -1,0 +1,1039 @@
+//! `spawner controller`: reconciles SessionLivedBackends with the Pods and Services that
+//! run them.
+//!
+//! Level-triggered: every reconcile reads the object and, fresh from the API server, its
+//! Pod and Service, and [`plan`] (pure) decides what to do; [`reconcile`] only carries the
+//! plan out. So a controller restarted at any point picks up where the last one stopped.
+//! Status patches carry the object's `resourceVersion`, so a concurrent writer (the
+//! sweeper marking Ready or Swept) makes a patch fail with a conflict and the next
+//! reconcile sees both writes, instead of one silently undoing the other.
+
+use crate::crd::{
+    SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD, LABEL_MANAGED_BY, LABEL_NODE,
+    MANAGED_BY,
+};
+use crate::pod::{build_pod, build_service, PodConfig};
+use crate::status::SessionLivedBackendStatus;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use spawner_core::lifecycle::{decide, outcome, Decision, Exit, Observed, StopReason, Timing};
+use spawner_core::time::Millis;
+use spawner_core::State;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{debug, info, instrument, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("publishing an Event: {0}")]
+    Event(#[source] kube::Error),
+    #[error("the object has no {0}")]
+    MissingField(&'static str),
+    #[error("the SessionLivedBackend resource is not installed or not readable ({0}); apply deploy/kubernetes/crd.yaml first")]
+    CrdMissing(#[source] kube::Error),
+}
+
+impl Error {
+    /// A write lost a race with another writer: retry soon, it is not a failure.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.is_conflict())
+    }
+}
+
+/// The controller's settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub pod: PodConfig,
+    /// How long a terminal object stays (so that clients see how it ended) before it is deleted.
+    pub retention: Duration,
+    /// The longest a live object goes without a reconcile, whatever happens.
+    pub resync: Duration,
+}
+
+/// What a reconcile saw of the world besides the object itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub pod: Option<&'a Pod>,
+    pub service: Option<&'a Service>,
+    pub now: Millis,
+}
+
+/// One step of a reconcile, in the order they are to be carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    CreatePod(Box<Pod>),
+    CreateService(Box<Service>),
+    /// Replace the status with this one; its new history entries become Events.
+    PatchStatus(Box<SessionLivedBackendStatus>),
+    /// Label the object with its node, for the node's sweeper.
+    LabelNode(String),
+    DeletePod {
+        grace_seconds: i64,
+    },
+    /// Delete the object; owner references make the garbage collector remove Pod and Service.
+    DeleteObject,
+}
+
+/// The outcome of [`plan`]: the actions, and when to look again at the latest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub requeue_after: Duration,
+}
+
+/// How long to wait for something only time will change (a Pod being deleted, a Pod of a
+/// previous object of the same name being garbage-collected).
+const SHORT_WAIT: Duration = Duration::from_secs(2);
+
+/// What the application container is doing, as the Pod's status says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AppState {
+    NotStarted,
+    Running,
+    Exited(Exit),
+    /// It can never start: the image cannot be pulled or the container cannot be created.
+    Unstartable(String),
+}
+
+/// Waiting reasons that mean the container will not start without someone changing the
+/// spec or the registry: failing now beats waiting out the startup timeout.
+const UNSTARTABLE: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+fn app_state(pod: &Pod, app_name: &str) -> AppState {
+    let status = pod.status.as_ref();
+    let cs: Option<&ContainerStatus> = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == app_name));
+    let Some(state) = cs.and_then(|c| c.state.as_ref()) else {
+        // No container status: a Pod the kubelet rejected or evicted fails as a whole.
+        if status.and_then(|s| s.phase.as_deref()) == Some("Failed") {
+            let why = status
+                .and_then(|s| s.reason.clone().or_else(|| s.message.clone()))
+                .unwrap_or_else(|| "unknown".to_string());
+            return AppState::Unstartable(format!("pod failed: {why}"));
+        }
+        return AppState::NotStarted;
+    };
+    if let Some(t) = &state.terminated {
+        let exit = if t.reason.as_deref() == Some("OOMKilled") {
+            Exit::OutOfMemory(Some(t.exit_code))
+        } else {
+            Exit::Code(t.exit_code)
+        };
+        return AppState::Exited(exit);
+    }
+    if state.running.is_some() {
+        return AppState::Running;
+    }
+    if let Some(w) = &state.waiting {
+        let reason = w.reason.as_deref().unwrap_or_default();
+        if UNSTARTABLE.contains(&reason) {
+            let what = if reason.starts_with("Create") {
+                "container cannot be created"
+            } else {
+                "image cannot be pulled"
+            };
+            return AppState::Unstartable(match &w.message {
+                Some(m) => format!("{what}: {reason}: {m}"),
+                None => format!("{what}: {reason}"),
+            });
+        }
+    }
+    AppState::NotStarted
+}
+
+fn millis_of(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Millis {
+    t.0.as_millisecond()
+}
+
+fn parse_rfc3339(s: &str) -> Option<Millis> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Whether `child` is controlled by `obj` (and not by an earlier object of the same name).
+fn owned_by(child: &kube::core::ObjectMeta, obj: &SessionLivedBackend) -> bool {
+    child
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == obj.metadata.uid.as_ref())
+}
+
+/// Decides what to do with `obj`, given its Pod and Service as just read. Pure.
+pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) -> Plan {
+    let now = seen.now;
+    let original = obj.status.clone().unwrap_or_default();
+    let mut status = original.clone();
+    let mut actions = Vec::new();
+    let mut requeue_after = cfg.resync;
+    let created = obj
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(now, millis_of);
+    if status.state.is_none() {
+        status.enter(State::Submitted, created, None, None);
+    }
+    let state = status.state.unwrap_or(State::Submitted);
+
+    // A Pod or Service of the same name owned by another object is a previous backend's,
+    // about to be garbage-collected: wait for it rather than adopt it.
+    let pod = seen.pod.filter(|p| owned_by(&p.metadata, obj));
+    let foreign_pod = seen.pod.is_some() && pod.is_none();
+    let service = seen.service.filter(|s| owned_by(&s.metadata, obj));
+    let foreign_service = seen.service.is_some() && service.is_none();
+    let pod_deleting = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+    let delete_pod = |grace_seconds| Action::DeletePod { grace_seconds };
+    let app_name = obj
+        .spec
+        .template
+        .containers
+        .first()
+        .map_or("", |c| c.name.as_str());
+    let app = pod.map(|p| app_state(p, app_name));
+
+    if state.is_terminal() {
+        let mut late = Vec::new();
+        if pod.is_some() && !pod_deleting {
+            late.push(delete_pod(cfg.pod.stop_grace_seconds));
+        }
+        let since = status.entered_at().unwrap_or(now);
+        let retention_ms = Millis::try_from(cfg.retention.as_millis()).unwrap_or(Millis::MAX);
+        let due = since.saturating_add(retention_ms);
+        if now >= due {
+            late.push(Action::DeleteObject);
+        } else {
+            requeue_after = ms_duration(due - now);
+        }
+        if status != original {
+            actions.push(Action::PatchStatus(Box::new(status)));
+        }
+        actions.extend(late);
+        return Plan {
+            actions,
+            requeue_after,
+        };
+    }
+
+    let mut late = Vec::new();
+    if let Err(e) = obj.validate() {
+        status.enter(State::Failed, now, Some(format!("invalid spec: {e}")), None);
+        if pod.is_some() && !pod_deleting {
+            late.push(delete_pod(0));
+        }
+    } else if state == State::Terminating {
+        let reason = status
+            .stop_reason
+            .as_deref()
+            .and_then(StopReason::parse)
+            .unwrap_or(StopReason::Terminate);
+        finish_stop(&mut status, reason, app.as_ref(), now);
+        if status.state == Some(State::Terminating) {
+            if pod.is_some() && !pod_deleting {
+                late.push(delete_pod(stop_grace(obj, cfg)));
+            }
+            requeue_after = SHORT_WAIT;
+        }
+    } else if let Some(reason) =
+        stop_requested(obj, &status, state, created, now, &mut requeue_after)
+    {
+        status.enter(
+            State::Terminating,
+            now,
+            Some(reason.as_str().to_string()),
+            None,
+        );
+        status.stop_reason = Some(reason.as_str().to_string());
+        if pod.is_some() && !pod_deleting {
+            late.push(delete_pod(stop_grace(obj, cfg)));
+        }
+        finish_stop(&mut status, reason, app.as_ref(), now);
+        requeue_after = SHORT_WAIT;
+    } else {
+        match pod {
+            None if foreign_pod => requeue_after = SHORT_WAIT,
+            None if state < State::Constructed => {
+                if let Some(p) = build_pod(obj, &cfg.pod) {
+                    actions.push(Action::CreatePod(Box::new(p)));
+                }
+                if service.is_none() && !foreign_service {
+                    if let Some(s) = build_service(obj, &cfg.pod) {
+                        actions.push(Action::CreateService(Box::new(s)));
+                    }
+                }
+                status.enter(State::Constructed, now, None, None);
+            }
+            None => {
+                let (to, why, code) = outcome(state, None, Exit::Unknown);
+                status.enter(to, now, Some(why), code);
+            }
+            Some(p) => {
+                if service.is_none() && !foreign_service {
+                    if let Some(s) = build_service(obj, &cfg.pod) {
+                        actions.push(Action::CreateService(Box::new(s)));
+                    }
+                }
+                observe_pod(obj, p, app.as_ref(), &mut status, cfg, now, &mut late);
+            }
+        }
+    }
+
+    if status != original {
+        actions.push(Action::PatchStatus(Box::new(status.clone())));
+    }
+    // The label follows the status patch: a metadata write changes the resourceVersion
+    // the status patch is conditional on.
+    if let Some(node) = &status.node_name {
+        let labelled = obj.labels().get(LABEL_NODE);
+        if labelled != Some(node) {
+            actions.push(Action::LabelNode(node.clone()));
+        }
+    }
+    actions.extend(late);
+    Plan {
+        actions,
+        requeue_after,
+    }
+}
+
+/// Moves the state forward from what the Pod shows.
+fn observe_pod(
+    obj: &SessionLivedBackend,
+    pod: &Pod,
+    app: Option<&AppState>,
+    status: &mut SessionLivedBackendStatus,
+    cfg: &ControllerConfig,
+    now: Millis,
+    late: &mut Vec<Action>,
+) {
+    let name = obj.name_any();
+    status.enter(State::Constructed, now, None, None);
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        if status.enter(
+            State::Scheduled,
+            now,
+            Some(format!("scheduled on {node}")),
+            None,
+        ) {
+            status.url = Some(cfg.pod.urls.backend_url(&name));
+            status.port = Some(cfg.pod.sidecar_port);
+        }
+        status.node_name = Some(node);
+    }
+    if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+        status.ip = Some(ip);
+    }
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    match app {
+        Some(AppState::Running) => {
+            status.enter(State::Running, now, None, None);
+        }
+        Some(AppState::Exited(exit)) => {
+            let state = status.state.unwrap_or(State::Submitted);
+            let (to, why, code) = outcome(state, None, *exit);
+            status.enter(to, now, Some(why), code);
+            if !deleting {
+                late.push(Action::DeletePod {
+                    grace_seconds: cfg.pod.stop_grace_seconds,
+                });
+            }
+        }
+        Some(AppState::Unstartable(why)) => {
+            status.enter(State::Failed, now, Some(why.clone()), None);
+            if !deleting {
+                late.push(Action::DeletePod { grace_seconds: 0 });
+            }
+        }
+        Some(AppState::NotStarted) | None => {}
+    }
+}
+
+/// Ends a stop under way once the application is gone: the terminal state follows from
+/// why it was stopped, with its exit code when the Pod still shows it.
+fn finish_stop(
+    status: &mut SessionLivedBackendStatus,
+    reason: StopReason,
+    app: Option<&AppState>,
+    now: Millis,
+) {
+    let exit = match app {
+        None => Exit::Unknown,
+        Some(AppState::Exited(exit)) => *exit,
+        // Never started: nothing to wait for.
+        Some(AppState::NotStarted | AppState::Unstartable(_)) => Exit::Unknown,
+        Some(AppState::Running) => return,
+    };
+    let (to, why, code) = outcome(State::Terminating, Some(reason), exit);
+    status.enter(to, now, Some(why), code);
+}
+
+/// A stop asked for by annotation (terminate call, sweeper), or due by the lifetime limit
+/// or the startup timeout. Idleness is the sweeper's to judge: it sees the connections.
+fn stop_requested(
+    obj: &SessionLivedBackend,
+    status: &SessionLivedBackendStatus,
+    state: State,
+    created: Millis,
+    now: Millis,
+    requeue_after: &mut Duration,
+) -> Option<StopReason> {
+    if let Some(asked) = obj.annotations().get(ANNOTATION_STOP) {
+        return Some(StopReason::parse(asked).unwrap_or(StopReason::Terminate));
+    }
+    let timing = Timing::of(&obj.backend_spec());
+    let observed = Observed {
+        state,
+        created_at: created,
+        // The controller does not see connections; one keeps `decide` from judging idleness.
+        live_connections: 1,
+        last_activity: status
+            .last_activity
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .unwrap_or(now),
+    };
+    match decide(&timing, &observed, now) {
+        Decision::Stop(reason) => Some(reason),
+        Decision::Keep {
+            recheck_at: Some(at),
+        } => {
+            *requeue_after = (*requeue_after).min(ms_duration(at - now));
+            None
+        }
+        Decision::Keep { recheck_at: None } => None,
+    }
+}
+
+fn stop_grace(obj: &SessionLivedBackend, cfg: &ControllerConfig) -> i64 {
+    if obj
+        .annotations()
+        .get(ANNOTATION_STOP_HARD)
+        .is_some_and(|v| v == "true")
+    {
+        0
+    } else {
+        cfg.pod.stop_grace_seconds
+    }
+}
+
+fn ms_duration(ms: Millis) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0).max(1_000))
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub config: ControllerConfig,
+    /// The clock; tests fix it.
+    pub now: Box<dyn Fn() -> Millis + Send + Sync>,
+    /// Consecutive failures per object, for the error policy's backoff.
+    failures: Mutex<HashMap<ObjectRef<SessionLivedBackend>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        config: ControllerConfig,
+        now: Box<dyn Fn() -> Millis + Send + Sync>,
+    ) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            now,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SessionLivedBackend>, u32>> {
+        // A panic elsewhere while holding the lock leaves only counters behind: keep going.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Tolerates the answers that mean "already as wanted": AlreadyExists on create, NotFound
+/// on delete.
+fn tolerate<T>(
+    res: Result<T, kube::Error>,
+    ok: fn(&kube::core::Status) -> bool,
+) -> Result<(), Error> {
+    match res {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if ok(&s) => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// Reads the Pod and Service, plans, and carries the plan out.
+#[instrument(skip(obj, ctx), fields(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default()))]
+pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = obj.namespace().ok_or(Error::MissingField("namespace"))?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingField("name"))?;
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes what it owns.
+        return Ok(Requeue::await_change());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let slabs: Api<SessionLivedBackend> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod = pods.get_opt(&name).await?;
+    let service = services.get_opt(&name).await?;
+    let seen = Seen {
+        pod: pod.as_ref(),
+        service: service.as_ref(),
+        now: (ctx.now)(),
+    };
+    let plan = plan(&obj, &seen, &ctx.config);
+    let known = obj.status.as_ref().map_or(0, |s| s.history.len());
+    for action in plan.actions {
+        debug!(?action, "carrying out");
+        match action {
+            Action::CreatePod(p) => {
+                tolerate(pods.create(&PostParams::default(), &p).await, |s| {
+                    s.is_already_exists()
+                })?;
+            }
+            Action::CreateService(s) => {
+                tolerate(services.create(&PostParams::default(), &s).await, |s| {
+                    s.is_already_exists()
+                })?;
+            }
+            Action::PatchStatus(status) => {
+                let patch = json!({
+                    "metadata": {"resourceVersion": obj.resource_version()},
+                    "status": status,
+                });
+                slabs
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                for entry in status.history.iter().skip(known) {
+                    info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
+                    let event = K8sEvent {
+                        type_: if entry.state == State::Failed {
+                            EventType::Warning
+                        } else {
+                            EventType::Normal
+                        },
+                        reason: entry.state.as_str().to_string(),
+                        note: Some(
+                            entry
+                                .reason
+                                .clone()
+                                .unwrap_or_else(|| format!("entered {}", entry.state)),
+                        ),
+                        action: "Lifecycle".to_string(),
+                        secondary: None,
+                    };
+                    ctx.recorder
+                        .publish(&event, &obj.object_ref(&()))
+                        .await
+                        .map_err(Error::Event)?;
+                }
+            }
+            Action::LabelNode(node) => {
+                let patch = json!({"metadata": {"labels": {LABEL_NODE: node}}});
+                slabs
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Action::DeletePod { grace_seconds } => {
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(u32::try_from(grace_seconds).unwrap_or(0)),
+                    preconditions: pod
+                        .as_ref()
+                        .and_then(|p| p.metadata.uid.clone())
+                        .map(|uid| Preconditions {
+                            uid: Some(uid),
+                            resource_version: None,
+                        }),
+                    ..DeleteParams::default()
+                };
+                tolerate(pods.delete(&name, &dp).await, |s| s.is_not_found())?;
+            }
+            Action::DeleteObject => {
+                let dp = DeleteParams {
+                    preconditions: obj.metadata.uid.clone().map(|uid| Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                tolerate(slabs.delete(&name, &dp).await, |s| s.is_not_found())?;
+                ctx.failures().remove(&ObjectRef::from_obj(&*obj));
+                return Ok(Requeue::await_change());
+            }
+        }
+    }
+    ctx.failures().remove(&ObjectRef::from_obj(&*obj));
+    Ok(Requeue::requeue(plan.requeue_after))
+}
+
+/// Retries soon after a lost race, and with exponential backoff (1 s doubling to 5 min)
+/// after anything else.
+pub fn error_policy(obj: Arc<SessionLivedBackend>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    if error.is_conflict() {
+        debug!(name = %obj.name_any(), "conflict; retrying");
+        return Requeue::requeue(Duration::from_millis(500));
+    }
+    let mut failures = ctx.failures();
+    let n = failures.entry(ObjectRef::from_obj(&*obj)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300));
+    warn!(name = %obj.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Requeue::requeue(delay)
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C: over one namespace, or all of them.
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    config: ControllerConfig,
+    reporter: Reporter,
+) -> Result<(), Error> {
+    let (slabs, pods, services): (Api<SessionLivedBackend>, Api<Pod>, Api<Service>) =
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    slabs
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdMissing)?;
+    let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let ctx = Arc::new(Context::new(
+        client,
+        reporter,
+        config,
+        Box::new(spawner_core::time::now_millis),
+    ));
+    info!(
+        namespace = namespace.unwrap_or("(all)"),
+        "controller started"
+    );
+    Controller::new(slabs, watcher::Config::default().any_semantic())
+        .owns(pods, children.clone())
+        .owns(services, children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(name = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::pod::tests::{config as pod_config, object};
+    use serde_json::Value;
+
+    pub(crate) const T0: Millis = 1_700_000_000_000;
+
+    pub(crate) fn config() -> ControllerConfig {
+        ControllerConfig {
+            pod: pod_config(),
+            retention: Duration::from_secs(60),
+            resync: Duration::from_secs(300),
+        }
+    }
+
+    /// An object as the API server returns it: namespaced, with a uid and creation time.
+    pub(crate) fn stored(name: &str) -> SessionLivedBackend {
+        let mut obj = object(name);
+        obj.metadata.resource_version = Some("7".into());
+        obj.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(T0).expect("valid time"),
+            ));
+        obj
+    }
+
+    /// The Pod the controller creates for `obj`, as the API server would show it, with a
+    /// node, an IP and the application container in `app` (a ContainerState as JSON).
+    pub(crate) fn pod_of(obj: &SessionLivedBackend, node: Option<&str>, app: Option<Value>) -> Pod {
+        let mut pod = build_pod(obj, &config().pod).expect("pod");
+        pod.metadata.uid = Some("pod-uid".into());
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.node_name = node.map(str::to_string);
+        }
+        let mut status = json!({"phase": "Pending"});
+        if node.is_some() {
+            status["podIP"] = json!("10.0.0.9");
+        }
+        if let Some(state) = app {
+            status["containerStatuses"] = json!([{
+                "name": "app", "image": "registry.example/app:1", "imageID": "",
+                "ready": false, "restartCount": 0, "state": state
+            }]);
+        }
+        pod.status = Some(serde_json::from_value(status).expect("pod status"));
+        pod
+    }
+
+    fn with_state(mut obj: SessionLivedBackend, states: &[State]) -> SessionLivedBackend {
+        let mut s = SessionLivedBackendStatus::default();
+        for (i, st) in states.iter().enumerate() {
+            s.enter(*st, T0 + i as Millis, None, None);
+        }
+        obj.status = Some(s);
+        obj
+    }
+
+    fn status_of(plan: &Plan) -> &SessionLivedBackendStatus {
+        plan.actions
+            .iter()
+            .find_map(|a| match a {
+                Action::PatchStatus(s) => Some(&**s),
+                _ => None,
+            })
+            .expect("a status patch")
+    }
+
+    fn states(plan: &Plan) -> Vec<State> {
+        status_of(plan).history.iter().map(|h| h.state).collect()
+    }
+
+    fn seen<'a>(pod: Option<&'a Pod>, service: Option<&'a Service>, now: Millis) -> Seen<'a> {
+        Seen { pod, service, now }
+    }
+
+    #[test]
+    fn a_new_object_gets_its_pod_and_service_and_is_constructed() {
+        let obj = stored("b1");
+        let plan = plan(&obj, &seen(None, None, T0 + 100), &config());
+        assert!(
+            matches!(&plan.actions[0], Action::CreatePod(p) if **p == build_pod(&obj, &config().pod).expect("pod"))
+        );
+        assert!(matches!(&plan.actions[1], Action::CreateService(_)));
+        assert_eq!(states(&plan), [State::Submitted, State::Constructed]);
+        assert_eq!(
+            status_of(&plan).history[0].time,
+            spawner_core::time::rfc3339(T0)
+        );
+        assert_eq!(plan.actions.len(), 3);
+        // The startup timeout (300 s) is the next deadline.
+        assert_eq!(plan.requeue_after, Duration::from_millis(300_000 - 100));
+    }
+
+    #[test]
+    fn scheduling_and_running_are_recorded_with_node_url_and_label() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Constructed]);
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("node-a"), Some(json!({"running": {}})));
+        let plan = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 5_000), &config());
+        let st = status_of(&plan);
+        assert_eq!(
+            states(&plan),
+            [
+                State::Submitted,
+                State::Constructed,
+                State::Scheduled,
+                State::Running
+            ]
+        );
+        assert_eq!(st.node_name.as_deref(), Some("node-a"));
+        assert_eq!(st.url.as_deref(), Some("http://spawner.test/p/b1/"));
+        assert_eq!(st.ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(st.port, Some(9090));
+        assert!(st.scheduled && st.running && !st.ready);
+        assert_eq!(
+            plan.actions.last(),
+            Some(&Action::LabelNode("node-a".into()))
+        );
+    }
+
+    #[test]
+    fn exits_end_the_backend_by_spawner_core_rules() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Running]);
+        let svc = build_service(&obj, &config().pod);
+        let cases = [
+            (
+                json!({"terminated": {"exitCode": 3}}),
+                State::Failed,
+                "exited with code 3 before it became ready",
+                Some(3),
+            ),
+            (
+                json!({"terminated": {"exitCode": 0}}),
+                State::Terminated,
+                "exited with code 0 before it became ready",
+                Some(0),
+            ),
+            (
+                json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}),
+                State::Failed,
+                "out of memory: killed at its memory limit before it became ready",
+                Some(137),
+            ),
+        ];
+        for (app, to, why, code) in cases {
+            let pod = pod_of(&obj, Some("n"), Some(app));
+            let plan = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+            let st = status_of(&plan);
+            assert_eq!(st.state, Some(to));
+            assert_eq!(st.reason.as_deref(), Some(why));
+            assert_eq!(st.exit_code, code);
+            assert!(plan
+                .actions
+                .contains(&Action::DeletePod { grace_seconds: 10 }));
+        }
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_fails_at_once() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Constructed]);
+        let svc = build_service(&obj, &config().pod);
+        let app = json!({"waiting": {"reason": "ImagePullBackOff", "message": "not found"}});
+        let pod = pod_of(&obj, Some("n"), Some(app));
+        let plan = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        let st = status_of(&plan);
+        assert_eq!(st.state, Some(State::Failed));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some("image cannot be pulled: ImagePullBackOff: not found")
+        );
+        assert!(plan
+            .actions
+            .contains(&Action::DeletePod { grace_seconds: 0 }));
+    }
+
+    #[test]
+    fn a_lost_pod_fails_the_backend() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Running]);
+        let plan = plan(&obj, &seen(None, None, T0 + 1_000), &config());
+        assert_eq!(status_of(&plan).state, Some(State::Failed));
+        assert!(!plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod(_))));
+    }
+
+    #[test]
+    fn terminate_annotation_stops_gracefully_or_hard() {
+        let mut obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        obj.metadata.annotations = Some(
+            [(
+                ANNOTATION_STOP.to_string(),
+                "terminate requested".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        let st = status_of(&p);
+        assert_eq!(st.state, Some(State::Terminating));
+        assert_eq!(st.stop_reason.as_deref(), Some("terminate requested"));
+        assert!(p.actions.contains(&Action::DeletePod { grace_seconds: 10 }));
+        obj.metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(ANNOTATION_STOP_HARD.into(), "true".into());
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        assert!(p.actions.contains(&Action::DeletePod { grace_seconds: 0 }));
+    }
+
+    #[test]
+    fn a_terminate_before_the_pod_exists_never_creates_it() {
+        let mut obj = stored("b1");
+        obj.metadata.annotations = Some(
+            [(
+                ANNOTATION_STOP.to_string(),
+                "terminate requested".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let p = plan(&obj, &seen(None, None, T0 + 1_000), &config());
+        assert_eq!(
+            states(&p),
+            [State::Submitted, State::Terminating, State::Terminated]
+        );
+        assert_eq!(p.actions.len(), 1, "only the status patch: {:?}", p.actions);
+    }
+
+    #[test]
+    fn a_stop_ends_when_the_app_exits_or_the_pod_is_gone() {
+        let mut obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        let st = obj.status.as_mut().expect("status");
+        st.enter(State::Terminating, T0 + 10, Some("idle".into()), None);
+        st.stop_reason = Some("idle".into());
+        let svc = build_service(&obj, &config().pod);
+        let mut pod = pod_of(
+            &obj,
+            Some("n"),
+            Some(json!({"terminated": {"exitCode": 143}})),
+        );
+        pod.metadata.deletion_timestamp = obj.metadata.creation_timestamp.clone();
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 2_000), &config());
+        let st = status_of(&p);
+        assert_eq!((st.state, st.exit_code), (Some(State::Swept), Some(143)));
+        assert_eq!(st.reason.as_deref(), Some("idle"));
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { .. })));
+        let p = plan(&obj, &seen(None, None, T0 + 2_000), &config());
+        assert_eq!(status_of(&p).state, Some(State::Swept));
+    }
+
+    #[test]
+    fn a_terminating_backend_whose_delete_was_lost_is_deleted_again() {
+        let mut obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        let st = obj.status.as_mut().expect("status");
+        st.enter(State::Terminating, T0 + 10, None, None);
+        st.stop_reason = Some("terminate requested".into());
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 2_000), &config());
+        assert_eq!(p.actions, [Action::DeletePod { grace_seconds: 10 }]);
+        assert_eq!(p.requeue_after, SHORT_WAIT);
+    }
+
+    #[test]
+    fn lifetime_limit_and_startup_timeout_stop_the_backend() {
+        let mut obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        obj.spec.lifetime_limit_seconds = Some(60);
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(
+            &obj,
+            &seen(Some(&pod), svc.as_ref(), T0 + 59_000),
+            &config(),
+        );
+        assert!(p
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::DeletePod { .. })));
+        assert_eq!(p.requeue_after, Duration::from_secs(1));
+        let p = plan(
+            &obj,
+            &seen(Some(&pod), svc.as_ref(), T0 + 60_000),
+            &config(),
+        );
+        assert_eq!(status_of(&p).stop_reason.as_deref(), Some("lifetime limit"));
+
+        let obj = with_state(stored("b2"), &[State::Submitted, State::Constructed]);
+        let pod = pod_of(&obj, None, None);
+        let p = plan(
+            &obj,
+            &seen(Some(&pod), svc.as_ref(), T0 + 300_000),
+            &config(),
+        );
+        let st = status_of(&p);
+        assert_eq!(st.stop_reason.as_deref(), Some("startup timeout"));
+        assert!(p.actions.contains(&Action::DeletePod { grace_seconds: 10 }));
+    }
+
+    #[test]
+    fn terminal_objects_stop_their_pod_and_are_deleted_after_retention() {
+        // Marked Swept by the sweeper while its Pod still runs.
+        let obj = with_state(
+            stored("b1"),
+            &[State::Submitted, State::Ready, State::Swept],
+        );
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        assert_eq!(p.actions, [Action::DeletePod { grace_seconds: 10 }]);
+        assert_eq!(p.requeue_after, Duration::from_millis(60_000 + 2 - 1_000));
+        let p = plan(&obj, &seen(None, None, T0 + 60_002), &config());
+        assert_eq!(p.actions, [Action::DeleteObject]);
+    }
+
+    #[test]
+    fn a_pod_of_a_previous_object_with_the_same_name_is_not_adopted() {
+        let obj = stored("b1");
+        let mut old = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        if let Some(refs) = old.metadata.owner_references.as_mut() {
+            refs[0].uid = "an-older-uid".into();
+        }
+        let p = plan(&obj, &seen(Some(&old), None, T0 + 1_000), &config());
+        assert_eq!(states(&p), [State::Submitted]);
+        assert!(p
+            .actions
+            .iter()
+            .all(|a| matches!(a, Action::PatchStatus(_))));
+        assert_eq!(p.requeue_after, SHORT_WAIT);
+    }
+
+    #[test]
+    fn an_invalid_object_fails_without_a_pod() {
+        let mut obj = stored("b1");
+        obj.spec.template.containers[0].image = None;
+        let p = plan(&obj, &seen(None, None, T0), &config());
+        let st = status_of(&p);
+        assert_eq!(st.state, Some(State::Failed));
+        assert!(st
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("invalid spec: spec.template.containers[0].image")));
+        assert_eq!(p.actions.len(), 1);
+    }
+
+    #[test]
+    fn nothing_to_do_means_no_request() {
+        let mut obj = with_state(
+            stored("b1"),
+            &[
+                State::Submitted,
+                State::Constructed,
+                State::Scheduled,
+                State::Running,
+            ],
+        );
+        let st = obj.status.as_mut().expect("status");
+        st.node_name = Some("n".into());
+        st.ip = Some("10.0.0.9".into());
+        obj.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(LABEL_NODE.into(), "n".into());
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        assert_eq!(p.actions, []);
+    }
+}

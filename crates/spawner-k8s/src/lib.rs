@@ -1,0 +1,14 @@
+//! Spawner on Kubernetes: the `SessionLivedBackend` custom resource ([`crd`], [`status`]),
+//! the controller that runs each one as a Pod and a Service ([`controller`], [`pod`]), and
+//! the HTTP API of the embedded server backed by the Kubernetes API ([`api`]).
+//!
+//! The lifecycle rules are spawner-core's: this crate maps them onto Kubernetes objects.
+
+pub mod controller;
+pub mod crd;
+pub mod naming;
+pub mod pod;
+pub mod status;
+
+pub use crd::{SessionLivedBackend, SessionLivedBackendSpec};
+pub use status::SessionLivedBackendStatus;

@@ -1,0 +1,361 @@
+//! The Pod and Service of a backend, built from its object: pure functions, so that the
+//! exact bodies the controller sends are unit-tested.
+
+use crate::crd::{SessionLivedBackend, LABEL_BACKEND, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
+use crate::naming::Urls;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServicePort,
+    ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::ObjectMeta;
+use kube::Resource;
+use spawner_core::env::{backend_env, expand};
+use std::collections::BTreeMap;
+
+/// The sidecar container's name; the router and sweepers reach it on the Service.
+pub const SIDECAR_CONTAINER: &str = "spawner-sidecar";
+pub const DEFAULT_SIDECAR_PORT: u16 = 9090;
+
+/// What the controller puts into every Pod besides the object's own template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodConfig {
+    /// The image holding the `spawner` binary, for the sidecar container.
+    pub sidecar_image: String,
+    pub sidecar_port: u16,
+    /// Seconds between SIGTERM and SIGKILL when a backend is stopped.
+    pub stop_grace_seconds: i64,
+    pub urls: Urls,
+}
+
+/// The labels of the Pod and the Service: the object's own labels (so that users can select
+/// their backends' Pods by them) and Spawner's.
+fn child_labels(obj: &SessionLivedBackend, name: &str) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = obj
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != LABEL_NODE)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(LABEL_BACKEND.to_string(), name.to_string());
+    labels.insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
+    labels
+}
+
+fn child_meta(obj: &SessionLivedBackend, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: obj.metadata.namespace.clone(),
+        labels: Some(child_labels(obj, name)),
+        owner_references: obj.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Escapes `$` so that Kubernetes' own `$(VAR)` expansion leaves an already-expanded
+/// argument as it is: the command is expanded once, by spawner-core's rules, in both modes.
+fn escape_dollars(arg: &str) -> String {
+    arg.replace('$', "$$")
+}
+
+/// The application container: the template's first container with `PORT`, the
+/// `SPAWNER_*` variables, its port, its resource limits, and its command expanded.
+fn app_container(
+    obj: &SessionLivedBackend,
+    template: &Container,
+    name: &str,
+    cfg: &PodConfig,
+) -> Container {
+    let port = obj.http_port();
+    let literal_env: BTreeMap<String, String> = template
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), v.clone())))
+        .collect();
+    let url = cfg.urls.backend_url(name);
+    let env = backend_env(&literal_env, name, port, &cfg.urls.base_path(name), &url);
+    let expand_all = |args: &Vec<String>| -> Vec<String> {
+        args.iter()
+            .map(|a| escape_dollars(&expand(a, &env)))
+            .collect()
+    };
+
+    let mut c = template.clone();
+    c.command = template.command.as_ref().map(expand_all);
+    c.args = template.args.as_ref().map(expand_all);
+    // Spawner's variables first and authoritative; the template's own follow, minus any
+    // that would shadow them.
+    let spawner_vars = [
+        "PORT",
+        "SPAWNER_BACKEND_ID",
+        "SPAWNER_BASE_PATH",
+        "SPAWNER_PUBLIC_URL",
+    ];
+    let mut vars: Vec<EnvVar> = spawner_vars
+        .iter()
+        .filter_map(|k| {
+            env.get(*k).map(|v| EnvVar {
+                name: (*k).to_string(),
+                value: Some(v.clone()),
+                value_from: None,
+            })
+        })
+        .collect();
+    vars.extend(
+        template
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| !spawner_vars.contains(&e.name.as_str()))
+            .cloned(),
+    );
+    c.env = Some(vars);
+    let mut ports: Vec<ContainerPort> = template.ports.clone().unwrap_or_default();
+    if !ports.iter().any(|p| p.container_port == i32::from(port)) {
+        ports.insert(
+            0,
+            ContainerPort {
+                name: Some("app".to_string()),
+                container_port: i32::from(port),
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+        );
+    }
+    c.ports = Some(ports);
+    if let Some(r) = &obj.spec.resources {
+        let mut limits = BTreeMap::new();
+        if let Some(mb) = r.memory_mb {
+            limits.insert("memory".to_string(), Quantity(format!("{mb}Mi")));
+        }
+        if let Some(m) = r.cpu_millis {
+            limits.insert("cpu".to_string(), Quantity(format!("{m}m")));
+        }
+        if !limits.is_empty() {
+            let mut res = c.resources.take().unwrap_or_default();
+            let mut merged = res.limits.take().unwrap_or_default();
+            merged.extend(limits);
+            res.limits = Some(merged);
+            c.resources = Some(res);
+        }
+    }
+    c
+}
+
+fn sidecar_container(obj: &SessionLivedBackend, cfg: &PodConfig) -> Container {
+    let requests: BTreeMap<String, Quantity> = [
+        ("cpu".to_string(), Quantity("10m".to_string())),
+        ("memory".to_string(), Quantity("16Mi".to_string())),
+    ]
+    .into_iter()
+    .collect();
+    Container {
+        name: SIDECAR_CONTAINER.to_string(),
+        image: Some(cfg.sidecar_image.clone()),
+        command: Some(vec![
+            "spawner".to_string(),
+            "sidecar".to_string(),
+            "--app-port".to_string(),
+            obj.http_port().to_string(),
+            "--listen".to_string(),
+            format!("0.0.0.0:{}", cfg.sidecar_port),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("sidecar".to_string()),
+            container_port: i32::from(cfg.sidecar_port),
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            ..ResourceRequirements::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The backend's Pod, or `None` if the object has no application container (which
+/// [`SessionLivedBackend::validate`] refuses before this is called).
+pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
+    let name = obj.metadata.name.as_deref()?;
+    let template = &obj.spec.template;
+    let (app, others) = template.containers.split_first()?;
+    let mut containers = vec![app_container(obj, app, name, cfg)];
+    containers.extend(others.iter().cloned());
+    containers.push(sidecar_container(obj, cfg));
+    Some(Pod {
+        metadata: child_meta(obj, name),
+        spec: Some(PodSpec {
+            containers,
+            restart_policy: Some("Never".to_string()),
+            image_pull_secrets: (!template.image_pull_secrets.is_empty())
+                .then(|| template.image_pull_secrets.clone()),
+            volumes: (!template.volumes.is_empty()).then(|| template.volumes.clone()),
+            termination_grace_period_seconds: Some(cfg.stop_grace_seconds),
+            // A backend runs user code: it gets no credentials for the Kubernetes API, and no
+            // environment variables for every Service in the namespace.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            ..PodSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The backend's Service: the sidecar's port, selecting the backend's Pod.
+pub fn build_service(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Service> {
+    let name = obj.metadata.name.as_deref()?;
+    Some(Service {
+        metadata: child_meta(obj, name),
+        spec: Some(ServiceSpec {
+            selector: Some(
+                [(LABEL_BACKEND.to_string(), name.to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_string()),
+                port: i32::from(cfg.sidecar_port),
+                target_port: Some(IntOrString::String("sidecar".to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            type_: Some("ClusterIP".to_string()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use spawner_core::BackendSpec;
+
+    pub(crate) fn config() -> PodConfig {
+        PodConfig {
+            sidecar_image: "spawner:test".into(),
+            sidecar_port: DEFAULT_SIDECAR_PORT,
+            stop_grace_seconds: 10,
+            urls: Urls::new("http://spawner.test", None),
+        }
+    }
+
+    pub(crate) fn object(name: &str) -> SessionLivedBackend {
+        let spec: BackendSpec = serde_json::from_value(serde_json::json!({
+            "executable": {
+                "image": "registry.example/app:1",
+                "command": ["serve", "--base=$(SPAWNER_BASE_PATH)", "--mode=$(MODE)", "$$(HOME)", "$(UNKNOWN)"],
+                "env": {"MODE": "collab"},
+                "port": 8000,
+                "image_pull_secret": "regcred"
+            },
+            "labels": {"owner": "user-7"},
+            "resources": {"memory_mb": 256, "cpu_millis": 500}
+        }))
+        .expect("valid spec");
+        let mut obj = SessionLivedBackend::from_backend_spec(name, &spec).expect("converts");
+        obj.metadata.namespace = Some("default".into());
+        obj.metadata.uid = Some(format!("uid-{name}"));
+        obj
+    }
+
+    #[test]
+    fn pod_has_the_app_the_sidecar_and_the_rules() {
+        let obj = object("b1");
+        let pod = build_pod(&obj, &config()).expect("pod");
+        let json = serde_json::to_value(&pod).expect("json");
+        let spec = &json["spec"];
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["imagePullSecrets"][0]["name"], "regcred");
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        let app = &spec["containers"][0];
+        assert_eq!(app["name"], "app");
+        assert_eq!(
+            app["command"],
+            serde_json::json!([
+                "serve",
+                "--base=/p/b1/",
+                "--mode=collab",
+                "$$(HOME)",
+                "$$(UNKNOWN)"
+            ]),
+            "expanded by spawner-core's rules, escaped so Kubernetes expands nothing more"
+        );
+        let env: Vec<(String, String)> = pod.spec.as_ref().expect("spec").containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("PORT", "8000"),
+                ("SPAWNER_BACKEND_ID", "b1"),
+                ("SPAWNER_BASE_PATH", "/p/b1/"),
+                ("SPAWNER_PUBLIC_URL", "http://spawner.test/p/b1/"),
+                ("MODE", "collab"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(app["ports"][0]["containerPort"], 8000);
+        assert_eq!(app["resources"]["limits"]["memory"], "256Mi");
+        assert_eq!(app["resources"]["limits"]["cpu"], "500m");
+        let sidecar = &spec["containers"][1];
+        assert_eq!(sidecar["image"], "spawner:test");
+        assert_eq!(
+            sidecar["command"],
+            serde_json::json!([
+                "spawner",
+                "sidecar",
+                "--app-port",
+                "8000",
+                "--listen",
+                "0.0.0.0:9090"
+            ])
+        );
+        let meta = &json["metadata"];
+        assert_eq!(meta["labels"]["spawner.dev/backend"], "b1");
+        assert_eq!(meta["labels"]["owner"], "user-7");
+        assert_eq!(meta["ownerReferences"][0]["kind"], "SessionLivedBackend");
+        assert_eq!(meta["ownerReferences"][0]["uid"], "uid-b1");
+        assert_eq!(meta["ownerReferences"][0]["controller"], true);
+        // Round trip through the k8s-openapi type.
+        let back: Pod = serde_json::from_value(json).expect("parses as a Pod");
+        assert_eq!(back, pod);
+    }
+
+    #[test]
+    fn service_targets_the_sidecar() {
+        let svc = build_service(&object("b1"), &config()).expect("service");
+        let json = serde_json::to_value(&svc).expect("json");
+        assert_eq!(json["spec"]["selector"]["spawner.dev/backend"], "b1");
+        assert_eq!(json["spec"]["ports"][0]["port"], 9090);
+        assert_eq!(json["spec"]["ports"][0]["targetPort"], "sidecar");
+        let back: Service = serde_json::from_value(json).expect("parses as a Service");
+        assert_eq!(back, svc);
+    }
+
+    #[test]
+    fn host_routing_gives_root_base_path() {
+        let mut cfg = config();
+        cfg.urls = Urls::new("https://spawner.example", Some("apps.example".into()));
+        let pod = build_pod(&object("b2"), &cfg).expect("pod");
+        let c = &pod.spec.expect("spec").containers[0];
+        assert_eq!(c.command.as_ref().expect("cmd")[1], "--base=/");
+        let url = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "SPAWNER_PUBLIC_URL");
+        assert_eq!(
+            url.and_then(|e| e.value.as_deref()),
+            Some("https://b2.apps.example/")
+        );
+    }
+}
