@@ -12,7 +12,7 @@ use std::sync::Mutex;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("corrupt record {id}: {what}")]
+    #[error("record {id} cannot be stored: {what}")]
     Corrupt { id: String, what: String },
     #[error("the database lock was poisoned by a panic")]
     Poisoned,
@@ -90,49 +90,42 @@ CREATE TABLE IF NOT EXISTS events (
 const COLUMNS: &str =
     "id, key, spec, state, created_at, runtime, handle, address, exit_code, stop_reason, stop_hard";
 
-fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, String, String, Option<String>)> {
+/// A column whose text does not parse as what it should hold.
+fn corrupt(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let spec: String = r.get(2)?;
     let state: String = r.get(3)?;
     let handle: Option<String> = r.get(6)?;
-    Ok((
-        Row {
-            id: r.get(0)?,
-            key: r.get(1)?,
-            spec: BackendSpec::from_command(Vec::new()),
-            state: State::Submitted,
-            created_at: r.get(4)?,
-            runtime: r.get(5)?,
-            handle: None,
-            address: r.get(7)?,
-            exit_code: r.get(8)?,
-            stop_reason: r.get(9)?,
-            stop_hard: r.get::<_, i64>(10)? != 0,
-        },
-        spec,
-        state,
-        handle,
-    ))
+    Ok(Row {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt(2, e))?,
+        state: state.parse().map_err(|e| corrupt(3, e))?,
+        created_at: r.get(4)?,
+        runtime: r.get(5)?,
+        handle: handle
+            .map(|h| serde_json::from_str(&h))
+            .transpose()
+            .map_err(|e| corrupt(6, e))?,
+        address: r.get(7)?,
+        exit_code: r.get(8)?,
+        stop_reason: r.get(9)?,
+        stop_hard: r.get::<_, i64>(10)? != 0,
+    })
 }
 
-fn finish(raw: (Row, String, String, Option<String>)) -> Result<Row> {
-    let (mut row, spec, state, handle) = raw;
-    let corrupt = |what: String| StoreError::Corrupt {
-        id: row.id.clone(),
-        what,
-    };
-    row.spec = serde_json::from_str(&spec).map_err(|e| corrupt(format!("spec: {e}")))?;
-    row.state = state.parse().map_err(|e| corrupt(format!("{e}")))?;
-    row.handle = handle
-        .map(|h| serde_json::from_str(&h))
-        .transpose()
-        .map_err(|e| corrupt(format!("handle: {e}")))?;
-    Ok(row)
-}
-
-fn event_of(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(u64, String, Millis, Option<String>, Option<i32>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let state: String = r.get(1)?;
+    Ok(Event {
+        seq: r.get(0)?,
+        state: state.parse().map_err(|e| corrupt(1, e))?,
+        time: r.get(2)?,
+        reason: r.get(3)?,
+        exit_code: r.get(4)?,
+    })
 }
 
 impl Store {
@@ -186,8 +179,8 @@ impl Store {
                         row_of,
                     )
                     .optional()?;
-                if let Some(raw) = existing {
-                    return Ok(Inserted::Existing(finish(raw)?));
+                if let Some(row) = existing {
+                    return Ok(Inserted::Existing(row));
                 }
             }
             let now = now_millis();
@@ -296,14 +289,12 @@ impl Store {
 
     pub fn get(&self, id: &str) -> Result<Option<Row>> {
         self.with(|c| {
-            c.query_row(
+            Ok(c.query_row(
                 &format!("SELECT {COLUMNS} FROM backends WHERE id = ?1"),
                 [id],
                 row_of,
             )
-            .optional()?
-            .map(finish)
-            .transpose()
+            .optional()?)
         })
     }
 
@@ -313,23 +304,10 @@ impl Store {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, state, time, reason, exit_code FROM events WHERE backend_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
-            let raw = stmt
+            let events = stmt
                 .query_map(params![id, after], event_of)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            raw.into_iter()
-                .map(|(seq, state, time, reason, exit_code)| {
-                    Ok(Event {
-                        seq,
-                        state: state.parse().map_err(|e| StoreError::Corrupt {
-                            id: id.to_string(),
-                            what: format!("{e}"),
-                        })?,
-                        time,
-                        reason,
-                        exit_code,
-                    })
-                })
-                .collect()
+            Ok(events)
         })
     }
 
@@ -342,20 +320,7 @@ impl Store {
                 event_of,
             )
             .optional()?)
-        })?
-        .map(|(seq, state, time, reason, exit_code)| {
-            Ok(Event {
-                seq,
-                state: state.parse().map_err(|e| StoreError::Corrupt {
-                    id: id.to_string(),
-                    what: format!("{e}"),
-                })?,
-                time,
-                reason,
-                exit_code,
-            })
         })
-        .transpose()
     }
 
     /// Backends matching `filter`, newest first.
@@ -370,8 +335,7 @@ impl Store {
             Ok(raw)
         })?;
         let mut out = Vec::with_capacity(rows.len());
-        for raw in rows {
-            let row = finish(raw)?;
+        for row in rows {
             if filter
                 .labels
                 .iter()
@@ -394,7 +358,7 @@ impl Store {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(raw)
         })?;
-        rows.into_iter().map(finish).collect()
+        Ok(rows)
     }
 
     /// How many backends are in each state (for /metrics).

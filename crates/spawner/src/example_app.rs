@@ -37,6 +37,7 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
         .route("/", get(page))
         .route("/ws", get(ws))
         .route("/request", get(request).post(request))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
     println!("example-app listening on {}", listener.local_addr()?);
@@ -58,7 +59,12 @@ async fn page() -> Html<String> {
     Html(PAGE.replace("{{ID}}", &id))
 }
 
-async fn request(method: Method, uri: Uri, headers: HeaderMap) -> Json<serde_json::Value> {
+async fn request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Json<serde_json::Value> {
     let headers: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
@@ -67,6 +73,7 @@ async fn request(method: Method, uri: Uri, headers: HeaderMap) -> Json<serde_jso
         "method": method.as_str(),
         "uri": uri.to_string(),
         "headers": headers,
+        "body_bytes": body.len(),
         "env": {
             "PORT": std::env::var("PORT").ok(),
             "SPAWNER_BACKEND_ID": std::env::var("SPAWNER_BACKEND_ID").ok(),

@@ -63,16 +63,19 @@ async fn spawn_route_http_and_websocket_then_sweep_when_idle() {
     assert_eq!(body["env"]["SPAWNER_BACKEND_ID"], id.as_str());
     assert_eq!(body["env"]["SPAWNER_BASE_PATH"], format!("/p/{id}/"));
 
-    // A streamed request body of 1 MiB passes through and comes back described.
-    let big = vec![b'a'; 1 << 20];
-    let resp = server
+    // A request body of 8 MiB streams through whole.
+    let big = vec![b'a'; 8 << 20];
+    let resp: serde_json::Value = server
         .http()
         .post(format!("{}/p/{id}/request", server.url()))
         .body(big)
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp["body_bytes"], 8 << 20);
 
     // A WebSocket through the proxy: the shared counter and the echo.
     let mut ws = ws_connect(&server, &id).await;
