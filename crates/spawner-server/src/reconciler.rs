@@ -268,6 +268,7 @@ async fn wait_listening(addr: SocketAddr, since: Instant) {
 pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
     let rows = app.store.live()?;
     let mut keep: HashSet<String> = HashSet::new();
+    let mut to_start: Vec<Arc<Live>> = Vec::new();
     for row in rows {
         let runtime_name: &'static str = match row.runtime.as_str() {
             "process" => "process",
@@ -299,10 +300,9 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         };
         app.registry.insert(live.clone());
         let Some(handle) = row.handle.clone().map(Handle) else {
-            // Recorded but never started (or the start was not recorded): start it now.
-            // Whatever of it may run unrecorded is stopped below as unknown.
-            tracing::info!(backend = %row.id, "starting a backend submitted before the restart");
-            launch(app, live);
+            // Recorded but never started (or the start was not recorded): started below,
+            // once whatever of it may run unrecorded has been stopped as unknown.
+            to_start.push(live);
             continue;
         };
         keep.insert(row.id.clone());
@@ -341,6 +341,10 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             }
             Err(e) => tracing::warn!(runtime = name, error = %e, "could not list owned backends"),
         }
+    }
+    for live in to_start {
+        tracing::info!(backend = %live.id, "starting a backend submitted before the restart");
+        launch(app, live);
     }
     Ok(())
 }

@@ -358,3 +358,50 @@ async fn restart_while_stopping_finishes_the_stop() {
     wait_state(&client, &resp.id, State::Terminated).await;
     wait_gone(&resp.id).await;
 }
+
+/// The state a crash between starting a process and recording it leaves behind: a
+/// `Submitted` record, and a process of this installation nobody recorded. The restarted
+/// server must stop the stray processes and start the backend, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_kills_unrecorded_processes_and_starts_unstarted_backends() {
+    let mut server = TestServer::start();
+    server.kill9();
+    let store = spawner_server::store::Store::open(&server.data_dir().join("spawner.db")).unwrap();
+    let instance = store
+        .instance_id(|| panic!("the instance id exists"))
+        .unwrap();
+    let id = spawner_core::BackendId::generate().unwrap();
+    store
+        .insert(id.as_str(), &example_app(), "process")
+        .unwrap();
+    drop(store);
+    let stray = |backend: &str| {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .env("SPAWNER_INSTANCE", &instance)
+            .env("SPAWNER_BACKEND_ID", backend)
+            .spawn()
+            .unwrap()
+    };
+    let mut unrecorded = stray(id.as_str());
+    let mut unknown = stray("zzzzzzzzzzzzzzzzzzzzzzzzzz");
+
+    server.launch();
+    let client = server.client();
+    wait_state(&client, id.as_str(), State::Ready).await;
+    for child in [&mut unrecorded, &mut unknown] {
+        let status = tokio::task::block_in_place(|| child.wait()).unwrap();
+        assert!(!status.success(), "the stray process was killed");
+    }
+    assert_eq!(
+        processes_with_env(&format!("SPAWNER_BACKEND_ID={id}")).len(),
+        1
+    );
+    let body = server
+        .http()
+        .get(format!("{}/p/{id}/request", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200);
+}
