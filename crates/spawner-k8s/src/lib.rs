@@ -4,6 +4,7 @@
 //!
 //! The lifecycle rules are spawner-core's: this crate maps them onto Kubernetes objects.
 
+pub mod api;
 pub mod controller;
 pub mod crd;
 pub mod naming;

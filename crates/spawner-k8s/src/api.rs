@@ -1,0 +1,700 @@
+//! `spawner api`: the HTTP contract of the embedded server (docs/api.md), backed by
+//! SessionLivedBackend objects.
+//!
+//! Spawning creates an object; the controller does the rest. Get-or-create by key is
+//! race-safe because the object name is derived from the key ([`crate::naming`]): of two
+//! concurrent creates the API server accepts one and answers the other AlreadyExists.
+//! Status routes read the object's status history, and the status stream follows the
+//! object with a watch.
+
+use crate::crd::{SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD};
+use crate::naming::{name_for_key, Urls};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Preconditions, WatchEvent, WatchParams};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::json;
+use spawner_core::lifecycle::StopReason;
+use spawner_core::spec::{validate_label, DEFAULT_GRACE_SECONDS, DEFAULT_STARTUP_TIMEOUT_SECONDS};
+use spawner_core::time::Millis;
+use spawner_core::{
+    BackendId, BackendRecord, BackendSpec, Event, Executable, SpawnResponse, ValidationError,
+};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+/// The API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The namespace backends are created in.
+    pub namespace: String,
+    /// Where browsers reach backends (the router).
+    pub urls: Urls,
+    /// This API's public base URL, for `ready_url`, `status_url`, `status_stream_url`.
+    pub api_base: String,
+    /// The bearer token of the control routes; `None` leaves them open.
+    pub token: Option<String>,
+    /// The secret keying object names derived from keys.
+    pub key_secret: Vec<u8>,
+}
+
+pub struct ApiState {
+    pub client: Client,
+    pub config: ApiConfig,
+}
+
+impl ApiState {
+    fn slabs(&self) -> Api<SessionLivedBackend> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn api_url(&self, id: &str, route: &str) -> String {
+        format!(
+            "{}/v1/backends/{id}/{route}",
+            self.config.api_base.trim_end_matches('/')
+        )
+    }
+
+    fn spawn_response(&self, obj: &SessionLivedBackend) -> SpawnResponse {
+        let id = obj.name_any();
+        SpawnResponse {
+            key: obj.spec.key.clone(),
+            state: state_of(obj),
+            url: self.config.urls.backend_url(&id),
+            ready_url: self.api_url(&id, "ready"),
+            status_url: self.api_url(&id, "status"),
+            status_stream_url: self.api_url(&id, "status/stream"),
+            id,
+        }
+    }
+
+    fn record(&self, obj: &SessionLivedBackend, with_events: bool) -> BackendRecord {
+        let id = obj.name_any();
+        let status = obj.status.clone().unwrap_or_default();
+        BackendRecord {
+            key: obj.spec.key.clone(),
+            state: state_of(obj),
+            url: self.config.urls.backend_url(&id),
+            spec: obj.backend_spec(),
+            created_at: created_at(obj),
+            events: if with_events {
+                events_of(obj)
+            } else {
+                Vec::new()
+            },
+            exit_code: status.exit_code,
+            live_connections: status.live_connections.unwrap_or(0),
+            last_activity: status
+                .last_activity
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis()),
+            node: status.node_name.clone(),
+            address: status
+                .port
+                .map(|p| format!("{id}.{}.svc:{p}", obj.namespace().unwrap_or_default())),
+            runtime: Some("kubernetes".to_string()),
+            id,
+        }
+    }
+}
+
+fn created_at(obj: &SessionLivedBackend) -> Millis {
+    obj.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_millisecond())
+}
+
+/// The state, counting an object the controller has not seen yet as Submitted: it is
+/// durably recorded, which is what Submitted means.
+fn state_of(obj: &SessionLivedBackend) -> spawner_core::State {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.state)
+        .unwrap_or(spawner_core::State::Submitted)
+}
+
+/// The events of the status history; before the controller's first write, the Submitted
+/// event it will record (same number, same time), so that streams never see it twice.
+pub fn events_of(obj: &SessionLivedBackend) -> Vec<Event> {
+    match obj.status.as_ref().map(|s| s.events()) {
+        Some(events) if !events.is_empty() => events,
+        _ => vec![Event {
+            seq: 1,
+            state: spawner_core::State::Submitted,
+            time: created_at(obj),
+            reason: None,
+            exit_code: None,
+        }],
+    }
+}
+
+/// An error as the contract writes it: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no backend with id {id:?}"),
+        )
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::bad_request("invalid_field", e.to_string())
+    }
+}
+
+impl From<kube::Error> for ApiError {
+    fn from(e: kube::Error) -> Self {
+        error!(error = %e, "Kubernetes API request failed");
+        match &e {
+            kube::Error::Api(s) if s.is_forbidden() => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "forbidden",
+                format!("the API's service account is not allowed to do this: {}; check deploy/kubernetes RBAC", s.message),
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "kubernetes_unavailable",
+                format!("the Kubernetes API failed: {e}"),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+/// The routes of the contract that make sense on Kubernetes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let control = Router::new()
+        .route("/v1/backends", post(spawn).get(list))
+        .route("/v1/backends/{id}", get(get_one))
+        .route("/v1/backends/{id}/terminate", post(terminate))
+        .route("/v1/backends/{id}/logs", get(logs))
+        .route("/spawn", post(seed_spawn))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(control)
+        .route("/v1/backends/{id}/status", get(status))
+        .route("/v1/backends/{id}/status/stream", get(stream))
+        .route("/v1/backends/{id}/ready", get(ready))
+        .route("/backend/{id}/status", get(status))
+        .route("/backend/{id}/status/stream", get(stream))
+        .route("/backend/{id}/ready", get(ready))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see docs/api.md",
+            )
+        })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this route needs the header \"Authorization: Bearer <token>\" with the API's token (SPAWNER_TOKEN)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("the request body is not valid: {e}; see docs/api.md for the fields"),
+        )
+    })
+}
+
+fn parse_id(id: &str) -> Result<BackendId, ApiError> {
+    BackendId::parse(id).map_err(|_| ApiError::not_found(id))
+}
+
+async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, ApiError> {
+    let id = parse_id(id)?;
+    state
+        .slabs()
+        .get_opt(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(id.as_str()))
+}
+
+async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
+    let spec: BackendSpec = parse_json(&body)?;
+    let (code, obj) = create(&state, &spec).await?;
+    Ok((code, Json(state.spawn_response(&obj))).into_response())
+}
+
+/// Creates the object for `spec`, or returns the live one of its key (200). A terminal
+/// object holding the key's name is deleted first: at most one live backend per key.
+pub async fn create(
+    state: &ApiState,
+    spec: &BackendSpec,
+) -> Result<(StatusCode, SessionLivedBackend), ApiError> {
+    spec.validate()?;
+    let slabs = state.slabs();
+    // A few rounds cover the races: the key's object deleted or ended between our create
+    // and our read, or (for random names) a collision, which 129 random bits make moot.
+    for _ in 0..4 {
+        let id = match &spec.key {
+            Some(key) => name_for_key(&state.config.key_secret, &state.config.namespace, key),
+            None => BackendId::generate().map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("no randomness for an id: {e}"),
+                )
+            })?,
+        };
+        let obj = SessionLivedBackend::from_backend_spec(id.as_str(), spec)?;
+        match slabs.create(&PostParams::default(), &obj).await {
+            Ok(created) => return Ok((StatusCode::CREATED, created)),
+            Err(kube::Error::Api(s)) if s.is_already_exists() && spec.key.is_some() => {
+                let Some(existing) = slabs.get_opt(id.as_str()).await? else {
+                    continue;
+                };
+                if existing.spec.key != spec.key {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "name_taken",
+                        format!("object {id} exists but belongs to another key; delete it or change the key secret"),
+                    ));
+                }
+                if !state_of(&existing).is_terminal() {
+                    return Ok((StatusCode::OK, existing));
+                }
+                let dp = DeleteParams {
+                    preconditions: existing.metadata.uid.clone().map(|uid| Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match slabs.delete(id.as_str(), &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(kube::Error::Api(s)) if s.is_already_exists() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the backend of this key kept changing while it was being created; retry",
+    ))
+}
+
+async fn list(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let mut wanted_state = None;
+    let mut key = None;
+    let mut selector = Vec::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "state" => {
+                wanted_state =
+                    Some(value.parse::<spawner_core::State>().map_err(|e| {
+                        ApiError::bad_request("invalid_query", format!("state: {e}"))
+                    })?)
+            }
+            "key" => key = Some(value),
+            "label" => {
+                let (k, v) = value.split_once('=').ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
+                    )
+                })?;
+                validate_label(k, v)
+                    .map_err(|e| ApiError::bad_request("invalid_query", format!("label: {e}")))?;
+                selector.push(format!("{k}={v}"));
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown filter {other:?}: use state, label or key"),
+                ))
+            }
+        }
+    }
+    let objects = match &key {
+        // A key names at most one object: read it instead of listing them all.
+        Some(k) => {
+            let id = name_for_key(&state.config.key_secret, &state.config.namespace, k);
+            state
+                .slabs()
+                .get_opt(id.as_str())
+                .await?
+                .into_iter()
+                .collect()
+        }
+        None => {
+            let lp = ListParams::default().labels(&selector.join(","));
+            state.slabs().list(&lp).await?.items
+        }
+    };
+    let backends: Vec<BackendRecord> = objects
+        .iter()
+        .filter(|o| key.is_none() || o.spec.key == key)
+        .filter(|o| {
+            selector.iter().all(|term| {
+                let (k, v) = term.split_once('=').unwrap_or((term, ""));
+                o.labels().get(k).map(String::as_str) == Some(v)
+            })
+        })
+        .filter(|o| wanted_state.is_none_or(|s| state_of(o) == s))
+        .map(|o| state.record(o, false))
+        .collect();
+    Ok(Json(json!({ "backends": backends })).into_response())
+}
+
+async fn get_one(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<BackendRecord>, ApiError> {
+    let obj = fetch(&state, &id).await?;
+    Ok(Json(state.record(&obj, true)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminateBody {
+    #[serde(default)]
+    hard: bool,
+}
+
+/// Asks the controller to stop the backend (an annotation it acts on); a no-op on a
+/// terminal backend.
+async fn terminate(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TerminateBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let obj = fetch(&state, &id).await?;
+    let current = state_of(&obj);
+    if !current.is_terminal() {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            ANNOTATION_STOP.into(),
+            json!(StopReason::Terminate.as_str()),
+        );
+        if body.hard {
+            annotations.insert(ANNOTATION_STOP_HARD.into(), json!("true"));
+        }
+        let patch = json!({"metadata": {"annotations": annotations}});
+        state
+            .slabs()
+            .patch(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": obj.name_any(), "state": current, "hard": body.hard})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The application container's output, from the kubelet through the API server.
+async fn logs(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let obj = fetch(&state, &id).await?;
+    let container = obj.spec.template.containers.first().map(|c| c.name.clone());
+    let pods: Api<Pod> = Api::namespaced(state.client.clone(), &state.config.namespace);
+    let lp = LogParams {
+        container,
+        follow: q.follow,
+        ..LogParams::default()
+    };
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if q.follow {
+        let reader = pods.log_stream(&obj.name_any(), &lp).await?;
+        let lines = futures_util::io::AsyncBufReadExt::lines(reader)
+            .map_ok(|l| Bytes::from(format!("{l}\n")));
+        Ok((text_plain, Body::from_stream(lines)).into_response())
+    } else {
+        let text = pods.logs(&obj.name_any(), &lp).await?;
+        Ok((text_plain, text).into_response())
+    }
+}
+
+async fn status(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let obj = fetch(&state, &id).await?;
+    let last = events_of(&obj).pop();
+    Ok(Json(last).into_response())
+}
+
+async fn ready(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let obj = fetch(&state, &id).await?;
+    let id = obj.name_any();
+    Ok(match state_of(&obj) {
+        spawner_core::State::Ready => (
+            StatusCode::FOUND,
+            [(header::LOCATION, state.config.urls.backend_url(&id))],
+        )
+            .into_response(),
+        s if s.is_terminal() => ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            format!("backend {id} has ended ({s})"),
+        )
+        .into_response(),
+        s => {
+            let mut resp = ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("backend {id} is {s}, not Ready yet"),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
+    })
+}
+
+/// Replays the events after `Last-Event-ID` (all without it), then follows the object with
+/// a watch; ends after a terminal state, or when the object is deleted.
+async fn stream(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let after: u64 = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    "Last-Event-ID must be the number of an event of this stream",
+                )
+            })?,
+    };
+    let obj = fetch(&state, &id).await?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(follow(state.slabs(), obj, after, tx));
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Sends the object's events numbered above `after`, then waits for changes, until a
+/// terminal state, the object's deletion, or the client leaving.
+async fn follow(
+    slabs: Api<SessionLivedBackend>,
+    mut obj: SessionLivedBackend,
+    mut after: u64,
+    tx: mpsc::Sender<SseEvent>,
+) {
+    let name = obj.name_any();
+    loop {
+        let since = after;
+        for e in events_of(&obj).into_iter().filter(|e| e.seq > since) {
+            after = e.seq;
+            let data = serde_json::to_string(&e).unwrap_or_default();
+            let sse = SseEvent::default().id(e.seq.to_string()).data(data);
+            if tx.send(sse).await.is_err() || e.state.is_terminal() {
+                return;
+            }
+        }
+        let wp = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(290);
+        let rv = obj.resource_version().unwrap_or_default();
+        let watch = tokio::select! {
+            _ = tx.closed() => return,
+            w = slabs.watch(&wp, &rv) => w,
+        };
+        let mut watch = match watch {
+            Ok(w) => w.boxed(),
+            Err(e) => {
+                warn!(error = %e, %name, "watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match slabs.get_opt(&name).await {
+                    Ok(Some(fresh)) => obj = fresh,
+                    Ok(None) => return,
+                    Err(_) => {}
+                }
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                n = watch.next() => n,
+            };
+            match next {
+                Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
+                    obj = o;
+                    break;
+                }
+                Some(Ok(WatchEvent::Deleted(_))) => return,
+                Some(Ok(WatchEvent::Bookmark(b))) => {
+                    obj.metadata.resource_version = Some(b.metadata.resource_version);
+                }
+                // The resourceVersion is too old (410 Gone) or the stream broke: read afresh.
+                Some(Ok(WatchEvent::Error(_)) | Err(_)) => {
+                    match slabs.get_opt(&name).await {
+                        Ok(Some(fresh)) => obj = fresh,
+                        Ok(None) => return,
+                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                    break;
+                }
+                // The watch timed out with no change: watch again from the same version.
+                None => break,
+            }
+        }
+    }
+}
+
+/// The seed's camelCase spawn request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SeedSpawn {
+    image: Option<String>,
+    command: Option<Vec<String>>,
+    port: Option<u16>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    grace_period_seconds: Option<u64>,
+}
+
+async fn seed_spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
+    let seed: SeedSpawn = parse_json(&body)?;
+    let spec = BackendSpec {
+        key: None,
+        executable: Executable {
+            command: seed.command,
+            image: seed.image,
+            env: seed.env,
+            port: seed.port,
+            ..Executable::default()
+        },
+        grace_period_seconds: seed.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS),
+        lifetime_limit_seconds: None,
+        startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
+        labels: BTreeMap::new(),
+        resources: None,
+        strip_prefix: true,
+    };
+    let (code, obj) = create(&state, &spec).await?;
+    let id = obj.name_any();
+    let base = state.config.api_base.trim_end_matches('/');
+    Ok((
+        code,
+        Json(json!({
+            "url": state.config.urls.backend_url(&id),
+            "name": id,
+            "readyUrl": format!("{base}/backend/{id}/ready"),
+            "statusUrl": format!("{base}/backend/{id}/status"),
+        })),
+    )
+        .into_response())
+}
+
+/// Serves the API on `listener` until the future `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
