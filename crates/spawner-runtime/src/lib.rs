@@ -2,6 +2,7 @@
 //! reconciler (in `spawner-server`) drives them through the [`Runtime`] trait and owns
 //! every lifecycle decision; a runtime only does what it is told and reports what it saw.
 
+pub mod docker;
 pub mod process;
 
 use futures_util::future::BoxFuture;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use docker::{DockerOptions, DockerRuntime};
 pub use process::ProcessRuntime;
 
 /// What a runtime needs to start one backend.
