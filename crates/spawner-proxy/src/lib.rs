@@ -6,6 +6,7 @@
 pub mod body;
 pub mod forward;
 pub mod monitor;
+pub mod sidecar;
 
 pub use body::ProxyBody;
 pub use forward::{Forwarder, Target};

@@ -1,0 +1,270 @@
+//! The sidecar on real sockets: an application server that starts listening after the
+//! sidecar (as in a Pod), plain requests and a real WebSocket client through the sidecar,
+//! and the `/_events` stream read as the sweeper reads it.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use spawner_proxy::sidecar::{self, parse_report, Report, Sidecar};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A port nothing listens on yet (bound, read, released).
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The application: `/ws` echoes WebSocket text; anything else answers its own path.
+async fn start_app(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the application binds its port");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(app);
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+}
+
+async fn app(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/ws" {
+        let key = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|k| derive_accept_key(k.as_bytes()))
+            .unwrap_or_default();
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    if ws
+                        .send(Message::Text(format!("echo: {}", t.as_str()).into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, key)
+            .body(Full::default())
+            .expect("response");
+        return Ok(resp);
+    }
+    let text = format!("app saw {}", req.uri());
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+async fn start_sidecar(app_port: u16) -> (Arc<Sidecar>, SocketAddr) {
+    let sc = Sidecar::new(app_port);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(sidecar::serve(sc.clone(), listener, std::future::pending()));
+    (sc, addr)
+}
+
+/// One HTTP/1.1 request on a fresh connection: status, headers and the whole body.
+async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(header::HOST, "backend.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// The `/_events` stream, read event by event.
+struct Events {
+    body: Incoming,
+    buf: String,
+}
+
+impl Events {
+    async fn open(addr: SocketAddr) -> Events {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get("/_events")
+            .header(header::HOST, "sidecar")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        Events {
+            body: resp.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Report {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .expect("a data line");
+                return parse_report(data).expect("a report");
+            }
+            let frame = self
+                .body
+                .frame()
+                .await
+                .expect("the stream stays open")
+                .expect("a frame");
+            if let Ok(data) = frame.into_data() {
+                self.buf.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    async fn until(&mut self, want: impl Fn(&Report) -> bool) -> Report {
+        loop {
+            let r = self.next().await;
+            if want(&r) {
+                return r;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn not_ready_until_the_application_listens_then_forwards() {
+    let app_port = free_port().await;
+    let (_sc, addr) = start_sidecar(app_port).await;
+
+    let (status, headers, _) = get(addr, "/anything").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+
+    let mut events = Events::open(addr).await;
+    let first = events.next().await;
+    assert!(
+        !first.ready,
+        "first event before the app listens: {first:?}"
+    );
+    assert_eq!((first.live_connections, first.requests), (0, 0));
+
+    start_app(app_port).await;
+    let ready = events.until(|r| r.ready).await;
+    assert_eq!(ready.requests, 0, "the 503 was not forwarded");
+
+    let (status, _, body) = get(addr, "/some/path?q=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "app saw /some/path?q=1");
+    // The request is live until its response is sent, then the count falls back to 0.
+    let after = events
+        .until(|r| r.requests == 1 && r.live_connections == 0)
+        .await;
+    assert!(after.ready);
+}
+
+#[tokio::test]
+async fn a_websocket_is_a_live_connection_until_it_closes() {
+    let app_port = free_port().await;
+    start_app(app_port).await;
+    let (sc, addr) = start_sidecar(app_port).await;
+    let mut events = Events::open(addr).await;
+    events.until(|r| r.ready).await;
+
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("WebSocket through the sidecar");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::Text("hello".into())).await.expect("send");
+    let echoed = ws.next().await.expect("a reply").expect("a message");
+    assert_eq!(echoed, Message::Text("echo: hello".into()));
+
+    let open = events.until(|r| r.live_connections == 1).await;
+    assert_eq!(open.requests, 1);
+    assert_eq!(sc.monitor().live(), 1);
+
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let closed = events.until(|r| r.live_connections == 0).await;
+    assert_eq!(closed.requests, 1);
+}
+
+#[tokio::test]
+async fn own_paths_are_not_activity_and_are_not_forwarded() {
+    let app_port = free_port().await;
+    start_app(app_port).await;
+    let (sc, addr) = start_sidecar(app_port).await;
+    let mut events = Events::open(addr).await;
+    events.until(|r| r.ready).await;
+
+    let (status, _, body) = get(addr, "/_healthz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    // Another subscriber: its first event comes at once.
+    let mut second = Events::open(addr).await;
+    let r = second.next().await;
+    assert!(r.ready);
+    assert_eq!((r.requests, r.live_connections), (0, 0));
+    assert_eq!(sc.monitor().requests(), 0);
+
+    // Only the exact paths are reserved: the application's own `/_events/x` is forwarded.
+    let (status, _, body) = get(addr, "/_events/x").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "app saw /_events/x")
+    );
+    events
+        .until(|r| r.requests == 1 && r.live_connections == 0)
+        .await;
+    assert_eq!(sc.monitor().requests(), 1);
+}
+
+#[tokio::test]
+async fn events_repeat_at_least_every_second_while_nothing_changes() {
+    let app_port = free_port().await;
+    start_app(app_port).await;
+    let (_sc, addr) = start_sidecar(app_port).await;
+    let mut events = Events::open(addr).await;
+    let ready = events.until(|r| r.ready).await;
+    // Nothing happens: the next events are heartbeats, with a growing idle time.
+    let a = events.next().await;
+    let b = events.next().await;
+    assert_eq!((a.requests, b.requests), (0, 0));
+    assert!(a.seconds_since_active >= ready.seconds_since_active);
+    assert!(b.seconds_since_active > a.seconds_since_active);
+}
