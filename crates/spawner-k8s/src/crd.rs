@@ -121,6 +121,11 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&SessionLivedBackend::crd())
 }
 
+/// Any Kubernetes object as YAML (`spawner print-slab`).
+pub fn to_yaml<T: Serialize>(obj: &T) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(obj)
+}
+
 impl SessionLivedBackend {
     /// The object for a validated embedded-API spec, named `name`. The spec's labels become
     /// the object's labels, so that list filters select by them.

@@ -9,7 +9,12 @@ pub mod controller;
 pub mod crd;
 pub mod naming;
 pub mod pod;
+pub mod router;
 pub mod status;
+pub mod sweeper;
+
+/// The kube-rs this crate is built with, for the binary's Kubernetes clients.
+pub use kube;
 
 pub use crd::{SessionLivedBackend, SessionLivedBackendSpec};
 pub use status::SessionLivedBackendStatus;

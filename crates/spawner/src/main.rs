@@ -2,6 +2,7 @@
 
 mod client_cmd;
 mod example_app;
+mod k8s_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Logs(client_cmd::LogsArgs),
     /// A small web app with a shared WebSocket counter, to try Spawner with (reads PORT).
     ExampleApp(example_app::ExampleArgs),
+    #[command(flatten)]
+    K8s(k8s_cmd::K8sCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
             Command::Terminate(args) => client_cmd::terminate(args).await,
             Command::Logs(args) => client_cmd::logs(args).await,
             Command::ExampleApp(args) => example_app::run(args).await,
+            Command::K8s(cmd) => k8s_cmd::run(cmd).await,
         }
     });
     match result {

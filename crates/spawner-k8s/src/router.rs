@@ -1,0 +1,374 @@
+//! `spawner proxy --kubernetes`: the router in front of every backend of a cluster.
+//!
+//! It watches the SessionLivedBackends into a reflector store and routes `/p/{id}/...`
+//! (or `Host: {id}.{domain}`) to the backend's sidecar at the Pod IP and sidecar port the
+//! controller recorded in the status: one map lookup per request, no DNS. Forwarding is
+//! spawner-proxy's [`Forwarder`], the embedded server's own; the sidecar behind it does
+//! the per-backend counting, so the router's [`Monitor`] only counts the router's traffic.
+
+use crate::crd::SessionLivedBackend;
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use spawner_core::State;
+use spawner_proxy::forward::message;
+use spawner_proxy::{Forwarder, Monitor, ProxyBody, Target};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+/// The router's settings.
+#[derive(Debug, Clone, Default)]
+pub struct RouterConfig {
+    /// The namespace of the backends; all namespaces if `None` (then a lookup scans the
+    /// store, as names are unique per namespace only).
+    pub namespace: Option<String>,
+    /// With a domain, `Host: {id}.{domain}` routes to backend `id`.
+    pub domain: Option<String>,
+}
+
+/// The routing table (a reflector store kept current by the watch) and the forwarder.
+pub struct Router {
+    store: Store<SessionLivedBackend>,
+    synced: AtomicBool,
+    config: RouterConfig,
+    forwarder: Forwarder,
+    monitor: Arc<Monitor>,
+}
+
+/// Where a request goes, from its path or host alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// For backend `id`; `path_prefix` is the length of `/p/{id}` under path routing.
+    Backend {
+        id: String,
+        path_prefix: usize,
+    },
+    /// `/p/{id}` without the slash.
+    AddSlash,
+    /// The router's own `/healthz`.
+    Health,
+    NotFound,
+}
+
+/// Routes by `Host` first (with a domain), then by path. Pure.
+pub fn route_of(domain: Option<&str>, host: Option<&str>, path: &str) -> Route {
+    if let (Some(domain), Some(host)) = (domain, host) {
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if let Some(id) = name
+            .strip_suffix(domain)
+            .and_then(|s| s.strip_suffix('.'))
+            .filter(|id| !id.is_empty() && !id.contains('.'))
+        {
+            return Route::Backend {
+                id: id.to_string(),
+                path_prefix: 0,
+            };
+        }
+    }
+    if path == "/healthz" {
+        return Route::Health;
+    }
+    let Some(rest) = path.strip_prefix("/p/") else {
+        return Route::NotFound;
+    };
+    match rest.split_once('/') {
+        Some((id, _)) if !id.is_empty() => Route::Backend {
+            id: id.to_string(),
+            path_prefix: 3 + id.len(),
+        },
+        None if !rest.is_empty() => Route::AddSlash,
+        _ => Route::NotFound,
+    }
+}
+
+/// The sidecar of a Ready backend, or the answer for one that cannot take requests:
+/// `503` with `Retry-After` while it starts or stops, `410` once it ended. Pure.
+pub fn target_of(obj: &SessionLivedBackend) -> Result<Authority, Response<ProxyBody>> {
+    let status = obj.status.as_ref();
+    let state = status.and_then(|s| s.state).unwrap_or(State::Submitted);
+    if state.is_terminal() {
+        return Err(message(
+            StatusCode::GONE,
+            "this backend has ended; ask the application for a new one\n",
+        ));
+    }
+    let addr = status.and_then(|s| {
+        let ip: IpAddr = s.ip.as_deref()?.parse().ok()?;
+        Some(SocketAddr::new(ip, s.port?))
+    });
+    match (state, addr) {
+        (State::Ready, Some(addr)) => Authority::try_from(addr.to_string()).map_err(|_| {
+            message(
+                StatusCode::BAD_GATEWAY,
+                "the backend's address is malformed\n",
+            )
+        }),
+        (State::Terminating, _) => Err(retry_later("this backend is stopping\n")),
+        _ => Err(retry_later("this backend is starting; retry in a moment\n")),
+    }
+}
+
+fn retry_later(text: &'static str) -> Response<ProxyBody> {
+    let mut resp = message(StatusCode::SERVICE_UNAVAILABLE, text);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+impl Router {
+    /// A router over `store`; it answers `503` until [`Router::mark_synced`] (the first
+    /// complete list), so that a fresh router never calls a live backend unknown.
+    pub fn new(store: Store<SessionLivedBackend>, config: RouterConfig) -> Arc<Self> {
+        Arc::new(Router {
+            store,
+            synced: AtomicBool::new(false),
+            config,
+            forwarder: Forwarder::new(),
+            monitor: Arc::new(Monitor::new(0)),
+        })
+    }
+
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Connections open through the router now.
+    pub fn live_connections(&self) -> u64 {
+        self.monitor.live()
+    }
+
+    fn lookup(&self, id: &str) -> Option<Arc<SessionLivedBackend>> {
+        match &self.config.namespace {
+            Some(ns) => self.store.get(&ObjectRef::new(id).within(ns)),
+            None => self.store.find(|o| o.metadata.name.as_deref() == Some(id)),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
+        let route = route_of(self.config.domain.as_deref(), host, req.uri().path());
+        match route {
+            Route::Health if self.is_synced() => message(StatusCode::OK, "ok\n"),
+            Route::Health => retry_later("the router is reading the backends\n"),
+            Route::NotFound => message(StatusCode::NOT_FOUND, "not found\n"),
+            Route::AddSlash => add_slash(&req),
+            Route::Backend { id, path_prefix } => {
+                let Some(obj) = self.lookup(&id) else {
+                    if !self.is_synced() {
+                        return retry_later("the router is reading the backends\n");
+                    }
+                    return message(StatusCode::NOT_FOUND, "no such backend\n");
+                };
+                let authority = match target_of(&obj) {
+                    Ok(a) => a,
+                    Err(resp) => return resp,
+                };
+                let strip = if obj.spec.strip_prefix.unwrap_or(true) {
+                    path_prefix
+                } else {
+                    0
+                };
+                let target = Target {
+                    authority,
+                    monitor: self.monitor.clone(),
+                    strip,
+                    client_ip: peer.ip(),
+                };
+                self.forwarder.forward(req, target).await
+            }
+        }
+    }
+}
+
+fn add_slash(req: &Request<Incoming>) -> Response<ProxyBody> {
+    let location = match req.uri().query() {
+        Some(q) => format!("{}/?{q}", req.uri().path()),
+        None => format!("{}/", req.uri().path()),
+    };
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::try_from(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Watches SessionLivedBackends into a store, and returns the router over it with the
+/// task that keeps it current (the router says it is synced after the first full list).
+pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task::JoinHandle<()>) {
+    let api: Api<SessionLivedBackend> = match &config.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let (store, writer) = reflector::store();
+    let router = Router::new(store.clone(), config);
+    let synced = router.clone();
+    let task = tokio::spawn(async move {
+        let waiting = tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                info!("router: backends listed; routing");
+                synced.mark_synced();
+            }
+        });
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(api, watcher::Config::default()).default_backoff(),
+        );
+        futures_util::StreamExt::for_each(stream, |event| async move {
+            match event {
+                Ok(watcher::Event::Apply(obj)) => debug!(name = %obj.name_any(), "backend changed"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        })
+        .await;
+        waiting.abort();
+    });
+    (router, task)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves (HTTP/1.1 with upgrades).
+pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let router = router.clone();
+                async move { Ok::<_, Infallible>(router.handle(req, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::tests::object;
+    use crate::status::SessionLivedBackendStatus;
+
+    #[test]
+    fn routes_by_path_and_by_host() {
+        assert_eq!(
+            route_of(None, Some("x"), "/p/abc/x/y"),
+            Route::Backend {
+                id: "abc".into(),
+                path_prefix: 6
+            }
+        );
+        assert_eq!(route_of(None, None, "/p/abc"), Route::AddSlash);
+        assert_eq!(route_of(None, None, "/p/"), Route::NotFound);
+        assert_eq!(route_of(None, None, "/p//x"), Route::NotFound);
+        assert_eq!(route_of(None, None, "/other"), Route::NotFound);
+        assert_eq!(route_of(None, None, "/healthz"), Route::Health);
+        let d = Some("apps.example");
+        assert_eq!(
+            route_of(d, Some("abc.apps.example:8080"), "/healthz"),
+            Route::Backend {
+                id: "abc".into(),
+                path_prefix: 0
+            }
+        );
+        assert_eq!(route_of(d, Some("a.b.apps.example"), "/"), Route::NotFound);
+        assert_eq!(
+            route_of(d, Some("spawner.example"), "/p/abc/"),
+            Route::Backend {
+                id: "abc".into(),
+                path_prefix: 6
+            }
+        );
+    }
+
+    fn in_state(states: &[State], ip: Option<&str>) -> SessionLivedBackend {
+        let mut obj = object("b1");
+        let mut st = SessionLivedBackendStatus::default();
+        for s in states {
+            st.enter(*s, 0, None, None);
+        }
+        st.ip = ip.map(str::to_string);
+        st.port = Some(9090);
+        obj.status = Some(st);
+        obj
+    }
+
+    #[test]
+    fn only_ready_backends_are_targets() {
+        let ready = in_state(&[State::Submitted, State::Ready], Some("10.1.2.3"));
+        assert_eq!(
+            target_of(&ready).expect("a target").as_str(),
+            "10.1.2.3:9090"
+        );
+        let v6 = in_state(&[State::Submitted, State::Ready], Some("fd00::1"));
+        assert_eq!(target_of(&v6).expect("a target").as_str(), "[fd00::1]:9090");
+        let status = |obj: &SessionLivedBackend| match target_of(obj) {
+            Ok(_) => StatusCode::OK,
+            Err(r) => r.status(),
+        };
+        let starting = in_state(&[State::Submitted, State::Running], Some("10.1.2.3"));
+        assert_eq!(status(&starting), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            target_of(&starting)
+                .err()
+                .map(|r| r.headers()[header::RETRY_AFTER].clone()),
+            Some(HeaderValue::from_static("1"))
+        );
+        let stopping = in_state(
+            &[State::Submitted, State::Ready, State::Terminating],
+            Some("10.1.2.3"),
+        );
+        assert_eq!(status(&stopping), StatusCode::SERVICE_UNAVAILABLE);
+        let ended = in_state(
+            &[State::Submitted, State::Ready, State::Swept],
+            Some("10.1.2.3"),
+        );
+        assert_eq!(status(&ended), StatusCode::GONE);
+        let no_ip = in_state(&[State::Submitted, State::Ready], None);
+        assert_eq!(status(&no_ip), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,624 @@
+//! `spawner sweeper --node-name NODE`: one per node (a DaemonSet). It follows the
+//! `/_events` stream of the sidecar of every backend on its node, marks a backend Ready
+//! when its sidecar says the application listens, and marks it Swept once
+//! [`spawner_core::lifecycle::decide`] says it has been idle for its grace period; the
+//! controller then stops its Pod and deletes the object.
+//!
+//! The sweeper keeps no state of its own: what it needs is in the objects (their status
+//! says where the sidecar is and what was already marked) and in the sidecars (their
+//! monitors survive a sweeper restart). So a restarted sweeper lists the objects of its
+//! node and carries on. Status patches carry the object's `resourceVersion`, as the
+//! controller's do: a lost race is a conflict, answered by reading the object again.
+
+use crate::crd::{SessionLivedBackend, LABEL_NODE};
+use crate::status::SessionLivedBackendStatus;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+use spawner_core::lifecycle::{decide, Decision, Observed, StopReason, Timing};
+use spawner_core::time::{now_millis, rfc3339, Millis};
+use spawner_core::State;
+use spawner_proxy::sidecar::{parse_report, Report, EVENTS_PATH};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// The field manager of the sweeper's status patches.
+pub const FIELD_MANAGER: &str = "spawner-sweeper";
+
+/// A sidecar sends an event at least every second; this long without one means the
+/// connection is dead even if TCP has not noticed.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("watching SessionLivedBackends: {0}")]
+    Watch(#[from] watcher::Error),
+    #[error("the SessionLivedBackend resource is not installed or not readable ({0}); apply deploy/kubernetes/crd.yaml first")]
+    CrdMissing(#[source] kube::Error),
+}
+
+/// What the sweeper does about one report of a backend's sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The application listens: enter Ready.
+    MarkReady,
+    /// Idle for the whole grace period: enter Swept.
+    MarkSwept,
+    /// Nothing to do.
+    Keep,
+}
+
+/// Decides what one report means for `obj` at `now`. Pure.
+///
+/// Only idleness is the sweeper's to judge (it alone sees the connections); the lifetime
+/// limit and the startup timeout are the controller's, so `decide`'s other verdicts are
+/// left to it.
+pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict {
+    let status = obj.status.clone().unwrap_or_default();
+    let state = status.state.unwrap_or(State::Submitted);
+    if state.is_terminal() || state == State::Terminating || !report.ready {
+        return Verdict::Keep;
+    }
+    if state < State::Ready {
+        return Verdict::MarkReady;
+    }
+    let created_at = obj
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(now, |t| t.0.as_millisecond());
+    let observed = Observed {
+        state,
+        created_at,
+        live_connections: report.live_connections,
+        last_activity: last_activity(&status, report, now),
+    };
+    match decide(&Timing::of(&obj.backend_spec()), &observed, now) {
+        Decision::Stop(StopReason::Idle) => Verdict::MarkSwept,
+        Decision::Stop(_) | Decision::Keep { .. } => Verdict::Keep,
+    }
+}
+
+/// The backend's last activity: what the sidecar reports, but never before the backend
+/// was marked Ready, so that a backend Ready only now (say, after a sweeper outage) gets
+/// its whole grace period from the moment clients could be told to use it.
+fn last_activity(status: &SessionLivedBackendStatus, report: &Report, now: Millis) -> Millis {
+    // Milliseconds from a sidecar's float; saturating, as `as` casts are.
+    let idle_ms = (report.seconds_since_active.max(0.0) * 1000.0) as Millis;
+    let reported = now.saturating_sub(idle_ms);
+    let ready_at = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.state == State::Ready)
+        .map(|h| h.to_event().time);
+    ready_at.map_or(reported, |at| reported.max(at))
+}
+
+/// The status patch that moves `obj` to `to` for `report`, or `None` if the lifecycle
+/// does not allow it (the object moved on). Pure: its body is what the API server gets.
+pub fn status_patch(
+    obj: &SessionLivedBackend,
+    to: State,
+    report: &Report,
+    now: Millis,
+) -> Option<Value> {
+    let mut status = obj.status.clone().unwrap_or_default();
+    let activity = last_activity(&status, report, now);
+    let reason = match to {
+        State::Swept => Some(StopReason::Idle.as_str().to_string()),
+        _ => None,
+    };
+    if !status.enter(to, now, reason, None) {
+        return None;
+    }
+    if to == State::Swept {
+        status.stop_reason = Some(StopReason::Idle.as_str().to_string());
+    }
+    status.live_connections = Some(report.live_connections);
+    status.last_activity = Some(rfc3339(activity.max(0)));
+    Some(json!({
+        "metadata": {"resourceVersion": obj.resource_version()},
+        "status": status,
+    }))
+}
+
+/// Where the backend's sidecar serves its events, once the controller recorded the Pod's
+/// IP and the sidecar's port.
+pub fn events_addr(obj: &SessionLivedBackend) -> Option<SocketAddr> {
+    let status = obj.status.as_ref()?;
+    let ip: IpAddr = status.ip.as_deref()?.parse().ok()?;
+    Some(SocketAddr::new(ip, status.port?))
+}
+
+/// Whether there is nothing left to follow: the backend ended or is being stopped.
+fn finished(obj: &SessionLivedBackend) -> bool {
+    obj.metadata.deletion_timestamp.is_some()
+        || obj
+            .status
+            .as_ref()
+            .and_then(|s| s.state)
+            .is_some_and(|s| s.is_terminal() || s == State::Terminating)
+}
+
+/// Reported for every judged event, for logs and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub name: String,
+    pub report: Report,
+    pub verdict: Verdict,
+}
+
+/// Follows one backend until it ends (or its object is gone: `updates` closed). `updates`
+/// carries the object as the watch sees it; `judged`, if given, hears every verdict.
+pub async fn follow(
+    api: Api<SessionLivedBackend>,
+    mut updates: watch::Receiver<Arc<SessionLivedBackend>>,
+    judged: Option<mpsc::UnboundedSender<Judged>>,
+) {
+    let mut current: Arc<SessionLivedBackend> = updates.borrow_and_update().clone();
+    let name = current.name_any();
+    let mut backoff = BACKOFF_START;
+    loop {
+        if finished(&current) {
+            debug!(%name, "backend ended: no longer followed");
+            return;
+        }
+        let Some(addr) = events_addr(&current) else {
+            // Not scheduled with an IP yet: wait for the controller to record it.
+            if updates.changed().await.is_err() {
+                return;
+            }
+            current = updates.borrow_and_update().clone();
+            continue;
+        };
+        let mut stream = match open_events(addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%name, %addr, error = %e, retry_in = ?backoff, "sidecar not reachable");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    changed = updates.changed() => {
+                        if changed.is_err() { return; }
+                        current = updates.borrow_and_update().clone();
+                    }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        debug!(%name, %addr, "following the sidecar");
+        loop {
+            tokio::select! {
+                next = tokio::time::timeout(EVENT_TIMEOUT, stream.next()) => {
+                    let report = match next {
+                        Ok(Ok(report)) => report,
+                        Ok(Err(e)) => { debug!(%name, error = %e, "event stream ended"); break; }
+                        Err(_) => { debug!(%name, "no event for {EVENT_TIMEOUT:?}: reconnecting"); break; }
+                    };
+                    backoff = BACKOFF_START;
+                    current = act(&api, current, &report, judged.as_ref()).await;
+                    if finished(&current) {
+                        break;
+                    }
+                }
+                changed = updates.changed() => {
+                    if changed.is_err() { return; }
+                    let next = updates.borrow_and_update().clone();
+                    let moved = events_addr(&next) != Some(addr);
+                    current = next;
+                    if moved || finished(&current) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Judges one report and carries the verdict out; returns the object as now known.
+async fn act(
+    api: &Api<SessionLivedBackend>,
+    mut obj: Arc<SessionLivedBackend>,
+    report: &Report,
+    judged: Option<&mpsc::UnboundedSender<Judged>>,
+) -> Arc<SessionLivedBackend> {
+    let name = obj.name_any();
+    // Twice at most: once more after a conflict, on the object read again.
+    for _ in 0..2 {
+        let now = now_millis();
+        let verdict = judge(&obj, report, now);
+        if let Some(tx) = judged {
+            let _ = tx.send(Judged {
+                name: name.clone(),
+                report: report.clone(),
+                verdict,
+            });
+        }
+        let to = match verdict {
+            Verdict::Keep => return obj,
+            Verdict::MarkReady => State::Ready,
+            Verdict::MarkSwept => State::Swept,
+        };
+        let Some(patch) = status_patch(&obj, to, report, now) else {
+            return obj;
+        };
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        match api
+            .patch_status(&name, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => {
+                info!(%name, state = %to, live = report.live_connections, idle_s = report.seconds_since_active, "marked");
+                return Arc::new(updated);
+            }
+            Err(kube::Error::Api(s)) if s.is_conflict() => {
+                debug!(%name, "conflict: reading the object again");
+                match api.get_opt(&name).await {
+                    Ok(Some(fresh)) => obj = Arc::new(fresh),
+                    Ok(None) => return obj,
+                    Err(e) => {
+                        warn!(%name, error = %e, "reading the object failed");
+                        return obj;
+                    }
+                }
+            }
+            Err(e) => {
+                // The next event (within a second) tries again.
+                warn!(%name, error = %e, "status patch failed");
+                return obj;
+            }
+        }
+    }
+    obj
+}
+
+/// A sidecar's `/_events` response body, read event by event.
+pub struct EventStream {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+/// Why an event stream could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("connecting: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error("connecting: timed out")]
+    ConnectTimeout,
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("building the request: {0}")]
+    Request(#[from] http::Error),
+    #[error("the sidecar answered {0}")]
+    Status(StatusCode),
+    #[error("the stream ended")]
+    Ended,
+    #[error("a malformed event: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Opens `http://{addr}/_events`: an IP and port, so no DNS lookup.
+pub async fn open_events(addr: SocketAddr) -> Result<EventStream, StreamError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| StreamError::ConnectTimeout)??;
+    let _ = tcp.set_nodelay(true);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "event stream connection ended");
+        }
+    });
+    let req = Request::get(EVENTS_PATH)
+        .header(header::HOST, addr.to_string())
+        .header(header::ACCEPT, "text/event-stream")
+        .body(Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(StreamError::Status(resp.status()));
+    }
+    Ok(EventStream {
+        body: resp.into_body(),
+        buf: Vec::new(),
+    })
+}
+
+impl EventStream {
+    /// The next report. SSE: events end with a blank line; the report is the `data:` line.
+    pub async fn next(&mut self) -> Result<Report, StreamError> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&event);
+                if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data:")) {
+                    return Ok(parse_report(data.trim_start())?);
+                }
+                continue;
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(StreamError::Ended),
+            }
+        }
+    }
+}
+
+/// The sweeper's settings.
+#[derive(Debug, Clone)]
+pub struct SweeperConfig {
+    /// Follow the backends whose object has `spawner.dev/node={node_name}`.
+    pub node_name: String,
+    /// One namespace, or all of them.
+    pub namespace: Option<String>,
+}
+
+struct Followed {
+    updates: watch::Sender<Arc<SessionLivedBackend>>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the sweeper until `shutdown` resolves: watches the objects of its node and keeps
+/// one follower per live backend.
+pub async fn run(
+    client: Client,
+    config: SweeperConfig,
+    judged: Option<mpsc::UnboundedSender<Judged>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let api: Api<SessionLivedBackend> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdMissing)?;
+    let selector = format!("{LABEL_NODE}={}", config.node_name);
+    let stream =
+        watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
+    tokio::pin!(stream);
+    tokio::pin!(shutdown);
+    let mut followed: HashMap<(String, String), Followed> = HashMap::new();
+    // Objects seen since the watch (re)started its initial list.
+    let mut listing: Option<HashSet<(String, String)>> = None;
+    info!(node = %config.node_name, "sweeper started");
+    loop {
+        let event = tokio::select! {
+            () = &mut shutdown => break,
+            event = stream.next() => match event {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => {
+                    warn!(error = %e, "watch failed; retrying with backoff");
+                    continue;
+                }
+                None => break,
+            },
+        };
+        followed.retain(|_, f| !f.task.is_finished());
+        match event {
+            Event::Init => listing = Some(HashSet::new()),
+            Event::InitApply(obj) | Event::Apply(obj) => {
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(key_of(&obj));
+                }
+                apply(&client, &config, &mut followed, obj, judged.clone());
+            }
+            Event::InitDone => {
+                // Objects deleted while the watch was down never get a Delete event.
+                if let Some(seen) = listing.take() {
+                    followed.retain(|k, f| {
+                        let keep = seen.contains(k);
+                        if !keep {
+                            f.task.abort();
+                        }
+                        keep
+                    });
+                }
+            }
+            Event::Delete(obj) => {
+                if let Some(f) = followed.remove(&key_of(&obj)) {
+                    f.task.abort();
+                }
+            }
+        }
+    }
+    for (_, f) in followed {
+        f.task.abort();
+    }
+    info!("sweeper stopped");
+    Ok(())
+}
+
+fn key_of(obj: &SessionLivedBackend) -> (String, String) {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Hands a changed object to its follower, starting one for a backend new to this node.
+fn apply(
+    client: &Client,
+    config: &SweeperConfig,
+    followed: &mut HashMap<(String, String), Followed>,
+    obj: SessionLivedBackend,
+    judged: Option<mpsc::UnboundedSender<Judged>>,
+) {
+    let key = key_of(&obj);
+    // The label selector already says so; a relabelled object must not linger.
+    let here = obj.labels().get(LABEL_NODE) == Some(&config.node_name);
+    if !here || finished(&obj) {
+        if let Some(f) = followed.remove(&key) {
+            f.task.abort();
+        }
+        return;
+    }
+    let obj = Arc::new(obj);
+    if let Some(f) = followed.get(&key) {
+        f.updates.send_replace(obj);
+        return;
+    }
+    info!(namespace = %key.0, name = %key.1, "following");
+    let api = Api::namespaced(client.clone(), &key.0);
+    let (updates, rx) = watch::channel(obj);
+    let task = tokio::spawn(follow(api, rx, judged));
+    followed.insert(key, Followed { updates, task });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::tests::object;
+
+    const T0: Millis = 1_700_000_000_000;
+
+    fn report(ready: bool, live: u64, idle_s: f64) -> Report {
+        Report {
+            ready,
+            live_connections: live,
+            seconds_since_active: idle_s,
+            requests: 0,
+        }
+    }
+
+    /// An object created at T0 with grace 300 s, in `states` (entered one second apart).
+    fn with(states: &[State]) -> SessionLivedBackend {
+        let mut obj = object("b1");
+        obj.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(T0).expect("time"),
+            ));
+        obj.metadata.resource_version = Some("7".into());
+        let mut st = SessionLivedBackendStatus::default();
+        for (i, s) in states.iter().enumerate() {
+            st.enter(*s, T0 + 1_000 * i as Millis, None, None);
+        }
+        st.ip = Some("10.0.0.9".into());
+        st.port = Some(9090);
+        obj.status = Some(st);
+        obj
+    }
+
+    #[test]
+    fn ready_once_the_sidecar_says_so() {
+        let obj = with(&[State::Submitted, State::Scheduled, State::Running]);
+        assert_eq!(judge(&obj, &report(false, 0, 0.0), T0), Verdict::Keep);
+        assert_eq!(judge(&obj, &report(true, 0, 0.0), T0), Verdict::MarkReady);
+    }
+
+    #[test]
+    fn swept_after_the_grace_period_never_with_a_connection() {
+        // Ready at T0 + 1 s; grace 300 s.
+        let obj = with(&[State::Submitted, State::Ready]);
+        let now = T0 + 400_000;
+        assert_eq!(judge(&obj, &report(true, 0, 299.9), now), Verdict::Keep);
+        assert_eq!(
+            judge(&obj, &report(true, 0, 300.0), now),
+            Verdict::MarkSwept
+        );
+        assert_eq!(judge(&obj, &report(true, 1, 10_000.0), now), Verdict::Keep);
+    }
+
+    #[test]
+    fn the_grace_period_counts_from_ready_at_the_earliest() {
+        // The sidecar has been idle for an hour, but the backend was marked Ready only
+        // 10 s ago (the sweeper was down): it keeps its grace period.
+        let obj = with(&[State::Submitted, State::Ready]);
+        let now = T0 + 1_000 + 10_000;
+        assert_eq!(judge(&obj, &report(true, 0, 3_600.0), now), Verdict::Keep);
+        assert_eq!(
+            judge(&obj, &report(true, 0, 3_600.0), T0 + 1_000 + 300_000),
+            Verdict::MarkSwept
+        );
+    }
+
+    #[test]
+    fn stopping_and_ended_backends_are_left_alone() {
+        for end in [State::Terminating, State::Swept, State::Failed] {
+            let obj = with(&[State::Submitted, State::Ready, end]);
+            assert_eq!(
+                judge(&obj, &report(true, 0, 1e9), T0 + 1_000_000_000),
+                Verdict::Keep
+            );
+            assert!(finished(&obj));
+        }
+    }
+
+    #[test]
+    fn patches_carry_the_whole_status_and_the_resource_version() {
+        let obj = with(&[State::Submitted, State::Running]);
+        let patch = status_patch(&obj, State::Ready, &report(true, 0, 0.25), T0 + 5_000)
+            .expect("Ready is allowed");
+        assert_eq!(patch["metadata"], json!({"resourceVersion": "7"}));
+        let st = &patch["status"];
+        assert_eq!(st["state"], "Ready");
+        assert_eq!(st["ready"], true);
+        assert_eq!(st["running"], true);
+        assert_eq!(st["liveConnections"], 0);
+        assert_eq!(st["lastActivity"], "2023-11-14T22:13:24.750Z");
+        assert_eq!(
+            st["history"][2],
+            json!({"seq": 3, "state": "Ready", "time": "2023-11-14T22:13:25.000Z"})
+        );
+        assert_eq!(st["ip"], "10.0.0.9");
+
+        let swept = with(&[State::Submitted, State::Ready]);
+        let patch = status_patch(&swept, State::Swept, &report(true, 0, 400.0), T0 + 500_000)
+            .expect("Swept is allowed");
+        let st = &patch["status"];
+        assert_eq!(
+            (st["state"].as_str(), st["swept"].as_bool()),
+            (Some("Swept"), Some(true))
+        );
+        assert_eq!(st["reason"], "idle");
+        assert_eq!(st["stopReason"], "idle");
+        assert_eq!(st["history"][2]["reason"], "idle");
+
+        let ended = with(&[State::Submitted, State::Failed]);
+        assert!(status_patch(&ended, State::Ready, &report(true, 0, 0.0), T0).is_none());
+    }
+
+    #[test]
+    fn events_address_needs_ip_and_port() {
+        let mut obj = with(&[State::Submitted, State::Scheduled]);
+        assert_eq!(
+            events_addr(&obj),
+            Some("10.0.0.9:9090".parse().expect("addr"))
+        );
+        if let Some(st) = obj.status.as_mut() {
+            st.ip = Some("fd00::5".into());
+        }
+        assert_eq!(
+            events_addr(&obj),
+            Some("[fd00::5]:9090".parse().expect("addr"))
+        );
+        if let Some(st) = obj.status.as_mut() {
+            st.ip = None;
+        }
+        assert_eq!(events_addr(&obj), None);
+    }
+}

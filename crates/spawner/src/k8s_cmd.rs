@@ -1,0 +1,297 @@
+//! The Kubernetes subcommands: `controller`, `api`, `print-crd`, `print-slab`, `create-slab`.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use spawner_core::{BackendId, BackendSpec, Executable};
+use spawner_k8s::api::{ApiConfig, ApiState};
+use spawner_k8s::controller::ControllerConfig;
+use spawner_k8s::kube::api::{Api, PostParams};
+use spawner_k8s::kube::runtime::events::Reporter;
+use spawner_k8s::kube::{Client, ResourceExt};
+use spawner_k8s::naming::Urls;
+use spawner_k8s::pod::{PodConfig, DEFAULT_SIDECAR_PORT};
+use spawner_k8s::SessionLivedBackend;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum K8sCommand {
+    /// Kubernetes: run the controller (SessionLivedBackends -> Pods and Services).
+    Controller(ControllerArgs),
+    /// Kubernetes: serve the HTTP API, backed by SessionLivedBackend objects.
+    Api(ApiArgs),
+    /// Kubernetes: print the SessionLivedBackend CustomResourceDefinition as YAML.
+    PrintCrd,
+    /// Kubernetes: print a SessionLivedBackend for the given flags as YAML.
+    PrintSlab(SlabArgs),
+    /// Kubernetes: create a SessionLivedBackend for the given flags.
+    CreateSlab(CreateSlabArgs),
+}
+
+/// Where browsers reach backends; shared by the controller and the API.
+#[derive(Args, Clone)]
+pub struct UrlArgs {
+    /// The router's public base URL; backends are at {public-url}/p/{id}/.
+    #[arg(
+        long,
+        env = "SPAWNER_PUBLIC_URL",
+        default_value = "http://localhost:8080"
+    )]
+    public_url: String,
+    /// Serve backends at {id}.{domain} instead of under /p/{id}/.
+    #[arg(long, env = "SPAWNER_DOMAIN")]
+    domain: Option<String>,
+}
+
+impl UrlArgs {
+    fn urls(&self) -> Urls {
+        Urls::new(
+            &self.public_url,
+            self.domain.clone().filter(|d| !d.is_empty()),
+        )
+    }
+}
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (all namespaces without it).
+    #[arg(long, env = "SPAWNER_NAMESPACE")]
+    namespace: Option<String>,
+    /// The image of the sidecar container (this binary's image).
+    #[arg(long, env = "SPAWNER_SIDECAR_IMAGE", default_value = "spawner:latest")]
+    sidecar_image: String,
+    /// The sidecar's port, on the Pod and on the Service.
+    #[arg(long, default_value_t = DEFAULT_SIDECAR_PORT)]
+    sidecar_port: u16,
+    /// Seconds between SIGTERM and SIGKILL when a backend is stopped.
+    #[arg(long, default_value_t = 10)]
+    stop_grace: u32,
+    /// Seconds a terminal backend's object is kept before it is deleted.
+    #[arg(long, default_value_t = 60)]
+    retention: u64,
+    #[command(flatten)]
+    urls: UrlArgs,
+}
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// Address to listen on; a non-loopback address needs --token.
+    #[arg(long, env = "SPAWNER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The namespace backends are created in.
+    #[arg(long, env = "SPAWNER_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Bearer token of the control routes.
+    #[arg(long, env = "SPAWNER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Secret keying the object names derived from keys (default: the token).
+    #[arg(long, env = "SPAWNER_KEY_SECRET", hide_env_values = true)]
+    key_secret: Option<String>,
+    /// This API's public base URL, for ready_url and status URLs (default: --public-url).
+    #[arg(long, env = "SPAWNER_API_URL")]
+    api_url: Option<String>,
+    #[command(flatten)]
+    urls: UrlArgs,
+}
+
+/// The flags of `spawner spawn` that describe a backend.
+#[derive(Args)]
+pub struct SlabArgs {
+    /// The container image (required on Kubernetes).
+    #[arg(long)]
+    image: String,
+    /// The command, as one shell-quoted string; overrides the image's entry point.
+    #[arg(long)]
+    command: Option<String>,
+    /// Environment variables, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Labels, NAME=VALUE (repeatable).
+    #[arg(long = "label", value_name = "NAME=VALUE")]
+    labels: Vec<String>,
+    /// The get-or-create key to record on the object.
+    #[arg(long)]
+    key: Option<String>,
+    /// Seconds without connections before the backend is swept.
+    #[arg(long)]
+    grace: Option<u64>,
+    /// Seconds after which the backend is stopped whatever it does.
+    #[arg(long)]
+    lifetime: Option<u64>,
+    /// The port the application listens on (default 8080).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The object's name (default: a fresh random id).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CreateSlabArgs {
+    #[command(flatten)]
+    slab: SlabArgs,
+    /// The namespace to create it in (default: the kubeconfig's).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+}
+
+fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--{what} {kv:?} must be NAME=VALUE"))
+        })
+        .collect()
+}
+
+fn slab_of(args: &SlabArgs) -> anyhow::Result<SessionLivedBackend> {
+    let command = args
+        .command
+        .as_deref()
+        .map(|c| shlex::split(c).with_context(|| format!("--command {c:?} has unbalanced quotes")))
+        .transpose()?;
+    let mut spec = BackendSpec::from_command(Vec::new());
+    spec.executable = Executable {
+        command,
+        image: Some(args.image.clone()),
+        env: pairs(&args.env, "env")?,
+        port: args.port,
+        ..Executable::default()
+    };
+    spec.key = args.key.clone();
+    spec.labels = pairs(&args.labels, "label")?;
+    if let Some(g) = args.grace {
+        spec.grace_period_seconds = g;
+    }
+    spec.lifetime_limit_seconds = args.lifetime;
+    spec.validate()?;
+    let name = match &args.name {
+        Some(n) => BackendId::parse(n)
+            .map_err(|e| anyhow::anyhow!("--name {n:?}: {e}"))?
+            .to_string(),
+        None => BackendId::generate()
+            .context("no randomness for an id")?
+            .to_string(),
+    };
+    Ok(SessionLivedBackend::from_backend_spec(&name, &spec)?)
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPAWNER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn client() -> anyhow::Result<Client> {
+    Client::try_default()
+        .await
+        .context("no Kubernetes configuration: run in a cluster or set KUBECONFIG")
+}
+
+/// Ctrl-C, or SIGTERM (what the kubelet sends a Pod that is being stopped).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
+    match cmd {
+        K8sCommand::PrintCrd => {
+            print!("{}", spawner_k8s::crd::crd_yaml()?);
+            Ok(())
+        }
+        K8sCommand::PrintSlab(args) => {
+            print!("{}", spawner_k8s::crd::to_yaml(&slab_of(&args)?)?);
+            Ok(())
+        }
+        K8sCommand::CreateSlab(args) => {
+            let obj = slab_of(&args.slab)?;
+            let client = client().await?;
+            let ns = args
+                .namespace
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let api: Api<SessionLivedBackend> = Api::namespaced(client, &ns);
+            let created = api
+                .create(&PostParams::default(), &obj)
+                .await
+                .with_context(|| format!("creating the SessionLivedBackend in {ns}"))?;
+            println!("sessionlivedbackend/{} created in {ns}", created.name_any());
+            Ok(())
+        }
+        K8sCommand::Controller(args) => {
+            init_tracing();
+            let config = ControllerConfig {
+                pod: PodConfig {
+                    sidecar_image: args.sidecar_image,
+                    sidecar_port: args.sidecar_port,
+                    stop_grace_seconds: i64::from(args.stop_grace),
+                    urls: args.urls.urls(),
+                },
+                retention: Duration::from_secs(args.retention),
+                resync: Duration::from_secs(300),
+            };
+            let reporter = Reporter {
+                controller: "spawner-controller".to_string(),
+                instance: std::env::var("POD_NAME").ok(),
+            };
+            let client = client().await?;
+            let ns = args.namespace.filter(|n| !n.is_empty());
+            spawner_k8s::controller::run(client, ns.as_deref(), config, reporter).await?;
+            Ok(())
+        }
+        K8sCommand::Api(args) => {
+            init_tracing();
+            let token = args.token.filter(|t| !t.is_empty());
+            if token.is_none() && !args.listen.ip().is_loopback() {
+                anyhow::bail!(
+                    "--listen {} is not a loopback address: set --token (SPAWNER_TOKEN) so that only your app can spawn backends",
+                    args.listen
+                );
+            }
+            let key_secret = match (args.key_secret.filter(|s| !s.is_empty()), &token) {
+                (Some(s), _) => s.into_bytes(),
+                (None, Some(t)) => t.clone().into_bytes(),
+                (None, None) => {
+                    tracing::warn!("no --key-secret or --token: ids of keyed backends can be computed from their keys");
+                    Vec::new()
+                }
+            };
+            let urls = args.urls.urls();
+            let config = ApiConfig {
+                namespace: args.namespace,
+                api_base: args.api_url.unwrap_or_else(|| urls.base.clone()),
+                urls,
+                token,
+                key_secret,
+            };
+            let state = Arc::new(ApiState {
+                client: client().await?,
+                config,
+            });
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            tracing::info!(listen = %args.listen, "API listening");
+            spawner_k8s::api::serve(listener, state, shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}
