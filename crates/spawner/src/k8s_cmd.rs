@@ -25,7 +25,7 @@ pub enum K8sCommand {
     /// Kubernetes: print the SessionLivedBackend CustomResourceDefinition as YAML.
     PrintCrd,
     /// Kubernetes: print a SessionLivedBackend for the given flags as YAML.
-    PrintSlab(SlabArgs),
+    PrintSlab(PrintSlabArgs),
     /// Kubernetes: create a SessionLivedBackend for the given flags.
     CreateSlab(CreateSlabArgs),
 }
@@ -129,6 +129,20 @@ pub struct SlabArgs {
 }
 
 #[derive(Args)]
+pub struct PrintSlabArgs {
+    #[command(flatten)]
+    slab: SlabArgs,
+    /// Also print the Pod and the Service the controller would create for it.
+    #[arg(long)]
+    children: bool,
+    /// The sidecar image, for --children.
+    #[arg(long, env = "SPAWNER_SIDECAR_IMAGE", default_value = "spawner:latest")]
+    sidecar_image: String,
+    #[command(flatten)]
+    urls: UrlArgs,
+}
+
+#[derive(Args)]
 pub struct CreateSlabArgs {
     #[command(flatten)]
     slab: SlabArgs,
@@ -219,7 +233,23 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             Ok(())
         }
         K8sCommand::PrintSlab(args) => {
-            print!("{}", spawner_k8s::crd::to_yaml(&slab_of(&args)?)?);
+            let mut obj = slab_of(&args.slab)?;
+            print!("{}", spawner_k8s::crd::to_yaml(&obj)?);
+            if args.children {
+                let cfg = PodConfig {
+                    sidecar_image: args.sidecar_image,
+                    sidecar_port: DEFAULT_SIDECAR_PORT,
+                    stop_grace_seconds: 10,
+                    urls: args.urls.urls(),
+                };
+                obj.metadata.namespace = Some("default".to_string());
+                let pod =
+                    spawner_k8s::pod::build_pod(&obj, &cfg).context("no application container")?;
+                let svc = spawner_k8s::pod::build_service(&obj, &cfg)
+                    .context("the object has no name")?;
+                print!("---\n{}", spawner_k8s::crd::to_yaml(&pod)?);
+                print!("---\n{}", spawner_k8s::crd::to_yaml(&svc)?);
+            }
             Ok(())
         }
         K8sCommand::CreateSlab(args) => {
