@@ -21,6 +21,9 @@ pub struct Config {
     pub stop_grace: Duration,
     /// How often the sweeper looks at every backend.
     pub sweep_interval: Duration,
+    /// At start-up, remove containers labelled with this installation whose backend the
+    /// store has no record of (otherwise they are only reported).
+    pub remove_unknown_containers: bool,
 }
 
 impl Config {
@@ -33,6 +36,7 @@ impl Config {
             public_url: None,
             stop_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_millis(100),
+            remove_unknown_containers: false,
         }
     }
 

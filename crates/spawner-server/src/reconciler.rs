@@ -334,6 +334,15 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         match runtime.list_owned(&app.instance).await {
             Ok(owned) => {
                 for o in owned.into_iter().filter(|o| !keep.contains(&o.id)) {
+                    // A container whose backend the store never heard of may be someone's
+                    // evidence: reported, and removed only when configured to.
+                    if name == "docker"
+                        && !app.config.remove_unknown_containers
+                        && app.store.get(&o.id).ok().flatten().is_none()
+                    {
+                        tracing::warn!(backend = %o.id, what = %o.describe, "a container of this installation that the store does not know; left in place (--remove-unknown-containers removes such containers)");
+                        continue;
+                    }
                     tracing::warn!(backend = %o.id, what = %o.describe, "stopping a {name} backend the store does not count as live");
                     let _ = runtime.signal(&o.handle, Signal::Kill).await;
                     let _ = runtime.cleanup(&o.handle).await;

@@ -1,7 +1,8 @@
 //! Which runtimes this server has, and which one a spec asks for.
 
 use spawner_core::BackendSpec;
-use spawner_runtime::{ProcessRuntime, Runtime};
+use spawner_runtime::ProcessRuntime;
+pub use spawner_runtime::{DockerOptions, DockerRuntime, Runtime};
 use std::sync::Arc;
 
 /// The runtimes of one embedded server. A runtime that could not be set up is kept with

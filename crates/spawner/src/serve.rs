@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use clap::Args;
+use spawner_server::runtimes::{DockerOptions, DockerRuntime, Runtime};
 use spawner_server::{Config, Runtimes, Server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -36,6 +38,54 @@ pub struct ServeArgs {
         hide = true
     )]
     sweep_interval_ms: u64,
+    /// Container backends (`executable.image`) on the local Docker engine: `auto` uses the
+    /// engine when one answers, `on` refuses to start without one, `off` never uses it.
+    #[arg(long, env = "SPAWNER_DOCKER", value_enum, default_value_t = DockerMode::Auto)]
+    docker: DockerMode,
+    /// The Docker network the containers join (created when missing).
+    #[arg(long, env = "SPAWNER_DOCKER_NETWORK", default_value = "spawner")]
+    docker_network: String,
+    /// Keep each backend's container (stopped) after it ended, for debugging.
+    #[arg(long, env = "SPAWNER_KEEP_CONTAINERS")]
+    keep_containers: bool,
+    /// At start-up, remove containers of this installation that the database does not know
+    /// (by default they are only reported).
+    #[arg(long, env = "SPAWNER_REMOVE_UNKNOWN_CONTAINERS")]
+    remove_unknown_containers: bool,
+    /// Directory of registry credentials: `image_pull_secret: "NAME"` uses `DIR/NAME.json`,
+    /// a Docker config file (`{"auths": {...}}`).
+    #[arg(long, env = "SPAWNER_DOCKER_PULL_SECRETS")]
+    docker_pull_secrets: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DockerMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// The Docker runtime as `--docker` asks, or why there is none.
+async fn docker_runtime(args: &ServeArgs) -> anyhow::Result<Result<Arc<dyn Runtime>, String>> {
+    if args.docker == DockerMode::Off {
+        return Ok(Err("disabled by --docker off".into()));
+    }
+    let options = DockerOptions {
+        network: args.docker_network.clone(),
+        keep_containers: args.keep_containers,
+        pull_secrets_dir: args.docker_pull_secrets.clone(),
+        ..DockerOptions::default()
+    };
+    match DockerRuntime::connect(options).await {
+        Ok(rt) => {
+            tracing::info!("docker engine: {}", rt.describe());
+            Ok(Ok(Arc::new(rt)))
+        }
+        Err(why) if args.docker == DockerMode::On => {
+            anyhow::bail!("--docker on, but the Docker runtime is unavailable: {why}")
+        }
+        Err(why) => Ok(Err(why)),
+    }
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -57,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let docker = docker_runtime(&args).await?;
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => default_data_dir()?,
@@ -67,7 +118,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.filter(|u| !u.is_empty());
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
-    let runtimes = Runtimes::new(Err("not enabled in this build".to_string()));
+    config.remove_unknown_containers = args.remove_unknown_containers;
+    let runtimes = Runtimes::new(docker);
     let server = Server::start(config, runtimes).await?;
     let app = server.app().clone();
     tracing::info!(
