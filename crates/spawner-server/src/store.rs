@@ -43,14 +43,6 @@ pub enum Inserted {
     Existing(Row),
 }
 
-/// Filters of the list route.
-#[derive(Debug, Default, Clone)]
-pub struct Filter {
-    pub state: Option<State>,
-    pub key: Option<String>,
-    pub labels: Vec<(String, String)>,
-}
-
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -323,28 +315,18 @@ impl Store {
         })
     }
 
-    /// Backends matching `filter`, newest first.
-    pub fn list(&self, filter: &Filter) -> Result<Vec<Row>> {
+    /// Backends in `state` (any without), with `key` (any without), newest first.
+    pub fn list(&self, state: Option<State>, key: Option<&str>) -> Result<Vec<Row>> {
         let rows = self.with(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR key = ?2) ORDER BY created_at DESC, id"
             ))?;
             let raw = stmt
-                .query_map(params![filter.state.map(|s| s.as_str()), filter.key], row_of)?
+                .query_map(params![state.map(|s| s.as_str()), key], row_of)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(raw)
         })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            if filter
-                .labels
-                .iter()
-                .all(|(k, v)| row.spec.labels.get(k) == Some(v))
-            {
-                out.push(row);
-            }
-        }
-        Ok(out)
+        Ok(rows)
     }
 
     /// Every backend not yet in a terminal state: what a restart adopts.

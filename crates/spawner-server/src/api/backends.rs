@@ -3,43 +3,20 @@
 use super::ApiError;
 use crate::app::App;
 use crate::live::{Live, StopRequest};
-use crate::store::{Filter, Inserted, Row};
+use crate::store::{Inserted, Row};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use spawner_api::parse::{self, ListFilter};
 use spawner_core::lifecycle::StopReason;
-use spawner_core::spec::validate_label;
-use spawner_core::{BackendId, BackendRecord, BackendSpec, SpawnResponse};
+use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
 use std::sync::Arc;
 
-/// Parses a JSON body, naming what is wrong in terms a client can act on.
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = if path == "." || path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        ApiError::bad_request(
-            "invalid_body",
-            format!("the request body is not valid: {at}{inner}; see docs/api.md for the fields"),
-        )
-    })
-}
-
-/// Checks a path id; malformed ids are unknown ids.
-pub(super) fn parse_id(id: &str) -> Result<BackendId, ApiError> {
-    BackendId::parse(id).map_err(|_| ApiError::not_found(id))
-}
-
 pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let spec: BackendSpec = parse_json(&body)?;
+    let spec: BackendSpec = parse::json(&body)?;
     let (status, resp) = create(&app, spec)?;
     Ok((status, Json(resp)).into_response())
 }
@@ -53,7 +30,7 @@ pub(super) fn create(
     let runtime = app.runtimes.for_spec(&spec).map_err(|why| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "runtime_unavailable", why)
     })?;
-    let id = BackendId::generate().map_err(ApiError::internal)?;
+    let id = spawner_core::BackendId::generate().map_err(ApiError::internal)?;
     let runtime_name = runtime.name();
     match app
         .store
@@ -131,38 +108,14 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let mut filter = Filter::default();
-    for (name, value) in params {
-        match name.as_str() {
-            "state" => {
-                filter.state =
-                    Some(value.parse().map_err(|e| {
-                        ApiError::bad_request("invalid_query", format!("state: {e}"))
-                    })?)
-            }
-            "key" => filter.key = Some(value),
-            "label" => {
-                let (k, v) = value.split_once('=').ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
-                    )
-                })?;
-                validate_label(k, v)
-                    .map_err(|e| ApiError::bad_request("invalid_query", format!("label: {e}")))?;
-                filter.labels.push((k.to_string(), v.to_string()));
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("unknown filter {other:?}: use state, label or key"),
-                ))
-            }
-        }
-    }
-    let rows = app.store.list(&filter).map_err(ApiError::internal)?;
+    let filter = ListFilter::from_query(params)?;
+    let rows = app
+        .store
+        .list(filter.state, filter.key.as_deref())
+        .map_err(ApiError::internal)?;
     let backends = rows
         .into_iter()
+        .filter(|row| filter.labels_match(&row.spec.labels))
         .map(|row| record(&app, row, false))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(serde_json::json!({ "backends": backends })).into_response())
@@ -172,7 +125,7 @@ pub async fn get_one(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<BackendRecord>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = parse::id(&id)?;
     let row = app
         .store
         .get(id.as_str())
@@ -193,12 +146,8 @@ pub async fn terminate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let body: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TerminateBody::default()
-    } else {
-        parse_json(&body)?
-    };
+    let id = parse::id(&id)?;
+    let body: TerminateBody = parse::json_or_default(&body)?;
     let row = app
         .store
         .get(id.as_str())

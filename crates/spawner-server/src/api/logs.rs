@@ -1,6 +1,5 @@
 //! The logs route: a backend's stdout and stderr, whole or followed.
 
-use super::backends::parse_id;
 use super::ApiError;
 use crate::app::App;
 use axum::body::{Body, Bytes};
@@ -30,7 +29,7 @@ pub async fn logs(
             format!("{e}; the only parameter is follow=true|false"),
         )
     })?;
-    let id = parse_id(&id)?;
+    let id = spawner_api::parse::id(&id)?;
     if app
         .store
         .get(id.as_str())

@@ -1,16 +1,14 @@
 //! The status routes: the last event, the event stream (SSE), and the ready redirect. The
 //! unguessable id is the capability, so these need no token.
 
-use super::backends::parse_id;
 use super::ApiError;
 use crate::app::App;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::Stream;
-use spawner_core::State as BackendState;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +17,7 @@ pub async fn status(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = spawner_api::parse::id(&id)?;
     let event = app
         .store
         .last_event(id.as_str())
@@ -32,7 +30,7 @@ pub async fn ready(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = spawner_api::parse::id(&id)?;
     let state = match app.registry.get(id.as_str()) {
         Some(live) => live.state(),
         None => {
@@ -43,30 +41,11 @@ pub async fn ready(
                 .state
         }
     };
-    Ok(match state {
-        BackendState::Ready => (
-            StatusCode::FOUND,
-            [(header::LOCATION, app.urls.backend(id.as_str()))],
-        )
-            .into_response(),
-        s if s.is_terminal() => ApiError::new(
-            StatusCode::GONE,
-            "gone",
-            format!("backend {id} has ended ({s})"),
-        )
-        .into_response(),
-        s => {
-            let mut resp = ApiError::new(
-                StatusCode::CONFLICT,
-                "not_ready",
-                format!("backend {id} is {s}, not Ready yet"),
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            resp
-        }
-    })
+    Ok(spawner_api::respond::ready(
+        id.as_str(),
+        state,
+        &app.urls.backend(id.as_str()),
+    ))
 }
 
 /// Replays every event after `Last-Event-ID` (all of them without it), then follows new
@@ -76,20 +55,8 @@ pub async fn stream(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let id = parse_id(&id)?.as_str().to_string();
-    let after: u64 = match headers.get("last-event-id") {
-        None => 0,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_header",
-                    "Last-Event-ID must be the number of an event of this stream",
-                )
-            })?,
-    };
+    let id = spawner_api::parse::id(&id)?.as_str().to_string();
+    let after = spawner_api::parse::last_event_id(&headers)?;
     if app.store.get(&id).map_err(ApiError::internal)?.is_none() {
         return Err(ApiError::not_found(&id));
     }
@@ -128,9 +95,7 @@ fn events(
             if let Some(e) = c.pending.next() {
                 c.after = c.after.max(e.seq);
                 c.done = e.state.is_terminal();
-                let data = serde_json::to_string(&e).unwrap_or_default();
-                let sse = SseEvent::default().id(e.seq.to_string()).data(data);
-                return Some((Ok(sse), c));
+                return Some((Ok(spawner_api::respond::sse_event(&e)), c));
             }
             if c.done {
                 return None;

@@ -1,4 +1,4 @@
-//! Errors of the API, as the contract writes them: `{"error": code, "message": text}`.
+//! Errors as the contract writes them: `{"error": code, "message": text}`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,15 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no backend with id {id:?}"),
+        )
+    }
+
+    /// The answer for a path no route serves.
+    pub fn no_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route; see docs/api.md (backends are under /p/{id}/)",
         )
     }
 

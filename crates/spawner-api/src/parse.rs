@@ -1,0 +1,151 @@
+//! Reading what a client sends: JSON bodies, ids, list filters, `Last-Event-ID`.
+
+use crate::ApiError;
+use axum::http::HeaderMap;
+use spawner_core::spec::validate_label;
+use spawner_core::{BackendId, State};
+
+/// Parses a JSON body; the message names the field path and what was expected.
+pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." || path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "the request body is not valid: {at}{}; see docs/api.md for the fields",
+                e.into_inner()
+            ),
+        )
+    })
+}
+
+/// Like [`json`], but an empty body is the type's default.
+pub fn json_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        json(body)
+    }
+}
+
+/// A path id; a malformed id is an unknown id.
+pub fn id(id: &str) -> Result<BackendId, ApiError> {
+    BackendId::parse(id).map_err(|_| ApiError::not_found(id))
+}
+
+/// The filters of `GET /v1/backends`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    pub key: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+impl ListFilter {
+    /// Reads `state`, `key` and (repeatable) `label=name=value` query pairs.
+    pub fn from_query(params: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut filter = ListFilter::default();
+        for (name, value) in params {
+            match name.as_str() {
+                "state" => {
+                    filter.state = Some(value.parse().map_err(|e| {
+                        ApiError::bad_request("invalid_query", format!("state: {e}"))
+                    })?)
+                }
+                "key" => filter.key = Some(value),
+                "label" => {
+                    let (k, v) = value.split_once('=').ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_query",
+                            format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
+                        )
+                    })?;
+                    validate_label(k, v).map_err(|e| {
+                        ApiError::bad_request("invalid_query", format!("label: {e}"))
+                    })?;
+                    filter.labels.push((k.to_string(), v.to_string()));
+                }
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_query",
+                        format!("unknown filter {other:?}: use state, label or key"),
+                    ))
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Whether a backend's labels carry every label of the filter.
+    pub fn labels_match(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// The sequence number a status stream resumes after (0: from the start).
+pub fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(0),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    "Last-Event-ID must be the number of an event of this stream",
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn filters() {
+        let f = ListFilter::from_query(q(&[
+            ("state", "Ready"),
+            ("label", "owner=u-7"),
+            ("key", "k"),
+        ]))
+        .unwrap();
+        assert_eq!(f.state, Some(State::Ready));
+        assert_eq!(f.labels, vec![("owner".to_string(), "u-7".to_string())]);
+        assert!(ListFilter::from_query(q(&[("state", "ready")])).is_err());
+        assert!(ListFilter::from_query(q(&[("label", "owner")])).is_err());
+        assert!(ListFilter::from_query(q(&[("colour", "x")])).is_err());
+    }
+
+    #[test]
+    fn body_errors_name_the_path() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Outer {
+            inner: Inner,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Inner {
+            port: u16,
+        }
+        let e = json::<Outer>(br#"{"inner":{"port":70000}}"#).unwrap_err();
+        assert!(e.message.contains("inner.port"), "{}", e.message);
+    }
+}

@@ -1,0 +1,37 @@
+//! Answers of the status routes that depend only on a backend's state.
+
+use crate::ApiError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use spawner_core::{Event, State};
+
+/// `GET /ready`: `302` to the backend when Ready, `410` once ended, `409` while starting.
+pub fn ready(id: &str, state: State, url: &str) -> Response {
+    match state {
+        State::Ready => (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response(),
+        s if s.is_terminal() => ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            format!("backend {id} has ended ({s})"),
+        )
+        .into_response(),
+        s => {
+            let mut resp = ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("backend {id} is {s}, not Ready yet"),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
+
+/// One event of the status stream: `id:` its sequence number, `data:` its JSON.
+pub fn sse_event(e: &Event) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_default();
+    SseEvent::default().id(e.seq.to_string()).data(data)
+}

@@ -1,0 +1,51 @@
+//! The seed's spawn route, kept so that its clients keep working.
+
+use serde::Deserialize;
+use serde_json::json;
+use spawner_core::spec::{DEFAULT_GRACE_SECONDS, DEFAULT_STARTUP_TIMEOUT_SECONDS};
+use spawner_core::{BackendSpec, Executable};
+use std::collections::BTreeMap;
+
+/// The seed's camelCase request (`POST /spawn`), plus `command`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SeedSpawn {
+    image: Option<String>,
+    command: Option<Vec<String>>,
+    port: Option<u16>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    grace_period_seconds: Option<u64>,
+}
+
+impl SeedSpawn {
+    pub fn into_spec(self) -> BackendSpec {
+        BackendSpec {
+            key: None,
+            executable: Executable {
+                command: self.command,
+                image: self.image,
+                env: self.env,
+                port: self.port,
+                ..Executable::default()
+            },
+            grace_period_seconds: self.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS),
+            lifetime_limit_seconds: None,
+            startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
+            labels: BTreeMap::new(),
+            resources: None,
+            strip_prefix: true,
+        }
+    }
+}
+
+/// The seed's answer: `{"url", "name", "readyUrl", "statusUrl"}`; `api_base` has no
+/// trailing slash.
+pub fn response(api_base: &str, id: &str, url: &str) -> serde_json::Value {
+    json!({
+        "url": url,
+        "name": id,
+        "readyUrl": format!("{api_base}/backend/{id}/ready"),
+        "statusUrl": format!("{api_base}/backend/{id}/status"),
+    })
+}
