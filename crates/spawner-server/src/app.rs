@@ -39,7 +39,12 @@ impl App {
         if let Some(last) = events.last() {
             live.set_state(last.state, last.seq);
             for e in &events {
-                tracing::info!(backend = %live.id, state = %e.state, reason = e.reason.as_deref().unwrap_or(""), "state");
+                match &e.reason {
+                    Some(reason) => {
+                        tracing::info!(backend = %live.id, state = %e.state, %reason, "state")
+                    }
+                    None => tracing::info!(backend = %live.id, state = %e.state, "state"),
+                }
                 self.metrics.on_state(live, e);
             }
             if last.state.is_terminal() {
