@@ -7,7 +7,7 @@
 //! Status routes read the object's status history, and the status stream follows the
 //! object with a watch.
 
-use crate::crd::{SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD};
+use crate::crd::SessionLivedBackend;
 use crate::naming::{name_for_key, Urls};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::api::{Preconditions, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
@@ -446,23 +446,13 @@ async fn terminate(
     let obj = fetch(&state, &id).await?;
     let current = state_of(&obj);
     if !current.is_terminal() {
-        let mut annotations = serde_json::Map::new();
-        annotations.insert(
-            ANNOTATION_STOP.into(),
-            json!(StopReason::Terminate.as_str()),
-        );
-        if body.hard {
-            annotations.insert(ANNOTATION_STOP_HARD.into(), json!("true"));
-        }
-        let patch = json!({"metadata": {"annotations": annotations}});
-        state
-            .slabs()
-            .patch(
-                &obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        crate::write::request_stop(
+            &state.slabs(),
+            &obj.name_any(),
+            StopReason::Terminate,
+            body.hard,
+        )
+        .await?;
     }
     Ok((
         StatusCode::ACCEPTED,

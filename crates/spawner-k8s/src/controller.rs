@@ -526,10 +526,7 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                 })?;
             }
             Action::PatchStatus(status) => {
-                let patch = json!({
-                    "metadata": {"resourceVersion": obj.resource_version()},
-                    "status": status,
-                });
+                let patch = crate::write::status_patch(&obj, &status);
                 slabs
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;

@@ -12,6 +12,7 @@ pub mod pod;
 pub mod router;
 pub mod status;
 pub mod sweeper;
+pub mod write;
 
 /// The kube-rs this crate is built with, for the binary's Kubernetes clients.
 pub use kube;
