@@ -8,8 +8,18 @@
 # this script).
 #
 # Images:
-#   spawner-test/busybox:1   busybox applets under /bin; CMD serves /www with httpd on $PORT.
+#   spawner-test/busybox:1       busybox applets under /bin; CMD serves /www with httpd on $PORT.
+#   spawner-test/example-app:1   only with --example-app PATH: that `spawner` binary (stripped)
+#                                with its shared libraries, running `spawner example-app`
+#                                (HTTP and WebSocket) on 0.0.0.0:$PORT.
+#
+# Usage: build-test-images.sh [--example-app PATH/TO/spawner]
 set -euo pipefail
+
+example_app=
+if [ "${1:-}" = "--example-app" ]; then
+  example_app=${2:?--example-app needs the path of a spawner binary}
+fi
 
 log() { printf '  [test-images] %s\n' "$*"; }
 
@@ -50,9 +60,10 @@ build_busybox() {
     return
   fi
   log "building $tag"
-  local root
+  local old root
   root=$(mktemp -d)
   trap 'rm -rf "$root"' RETURN
+  old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
   mkdir -p "$root"/{bin,tmp,www,etc}
   chmod 1777 "$root/tmp"
   cp "$busybox" "$root/bin/busybox"
@@ -69,7 +80,46 @@ build_busybox() {
     --change "LABEL dev.spawner.test-image-hash=$hash" \
     --change 'CMD ["/bin/sh", "-c", "exec httpd -f -p \"$PORT\" -h /www"]' \
     - "$tag" >/dev/null
+  # The image this one replaces, unless a container still uses it.
+  [ -z "$old" ] || docker image rm "$old" >/dev/null 2>&1 || true
+  log "built $tag"
+}
+
+build_example_app() {
+  local bin=$1 tag=spawner-test/example-app:1
+  # Size, time and path tell a rebuilt binary apart without hashing 100+ MB.
+  local want have
+  want=$( (stat -c '%s %Y' "$bin"; realpath "$bin"; cat "$0") | sha256sum | cut -c1-16)
+  have=$(docker image inspect --format '{{index .Config.Labels "dev.spawner.test-image-hash"}}' "$tag" 2>/dev/null || true)
+  if [ "$have" = "$want" ]; then
+    log "$tag is up to date"
+    return
+  fi
+  log "building $tag from $bin"
+  local old root lib
+  root=$(mktemp -d)
+  trap 'rm -rf "$root"' RETURN
+  old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+  mkdir -p "$root"/{app,tmp}
+  chmod 1777 "$root/tmp"
+  strip -o "$root/app/spawner" "$bin" 2>/dev/null || cp "$bin" "$root/app/spawner"
+  # The dynamic loader and every library the binary links, at the same paths.
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  tar -C "$root" -c . | docker import \
+    --change 'ENV HOST=0.0.0.0' \
+    --change 'ENV PORT=8080' \
+    --change "LABEL dev.spawner.test-image-hash=$want" \
+    --change 'ENTRYPOINT ["/app/spawner", "example-app"]' \
+    - "$tag" >/dev/null
+  # The image this one replaces, unless a container still uses it.
+  [ -z "$old" ] || docker image rm "$old" >/dev/null 2>&1 || true
   log "built $tag"
 }
 
 build_busybox
+if [ -n "$example_app" ]; then
+  build_example_app "$example_app"
+fi

@@ -1044,8 +1044,10 @@ fn describe_exit(exit: Exit) -> String {
     match exit {
         Exit::Code(c) => format!("exit code {c}"),
         Exit::Signal(s) => format!("signal {s}"),
-        Exit::OutOfMemory(Some(c)) => format!("killed at its memory limit, exit code {c}"),
-        Exit::OutOfMemory(None) => "killed at its memory limit".into(),
+        Exit::OutOfMemory(Some(c)) => {
+            format!("out of memory: killed at its memory limit, exit code {c}")
+        }
+        Exit::OutOfMemory(None) => "out of memory: killed at its memory limit".into(),
         Exit::Unknown => "removed before its exit was seen".into(),
     }
 }

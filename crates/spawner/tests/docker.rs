@@ -1,0 +1,410 @@
+//! Container backends end to end: a real `spawner serve` with the Docker runtime, driven
+//! through its HTTP API and proxy, against the real Docker engine of this machine. Images
+//! are built locally by `scripts/build-test-images.sh` (no registry here), the example app's
+//! from this build's `spawner` binary.
+//!
+//! Without an engine these tests fail, saying that Docker is required, unless
+//! `SPAWNER_SKIP_DOCKER=1` is set: then each one prints that it was skipped.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use spawner_core::spec::{PullPolicy, Resources};
+use spawner_core::{BackendSpec, State};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const EXAMPLE_IMAGE: &str = "spawner-test/example-app:1";
+const BUSYBOX_IMAGE: &str = "spawner-test/busybox:1";
+const NETWORK: &str = "spawner-test";
+
+/// False (after saying so) when Docker tests are skipped; panics without an engine.
+fn docker_available() -> bool {
+    if std::env::var("SPAWNER_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: Docker end-to-end test not run because SPAWNER_SKIP_DOCKER=1");
+        return false;
+    }
+    let engine = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match engine {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "these tests need a Docker engine, and none answers: {}. \
+             Start one, or set SPAWNER_SKIP_DOCKER=1 to skip them.",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "these tests need Docker, and the docker client cannot run ({e}). \
+             Install Docker, or set SPAWNER_SKIP_DOCKER=1 to skip them."
+        ),
+    }
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts/build-test-images.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .args(["--example-app", SPAWNER])
+            .output()
+            .expect("run scripts/build-test-images.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-test-images.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    true
+}
+
+/// `spawner serve` with the Docker runtime required, on the tests' network.
+fn docker_server(extra: &[&str]) -> TestServer {
+    let mut args = vec!["--docker", "on", "--docker-network", NETWORK];
+    args.extend_from_slice(extra);
+    TestServer::start_with(&args, None)
+}
+
+fn image(image: &str) -> BackendSpec {
+    let mut spec = BackendSpec::from_command(vec![]);
+    spec.executable.command = None;
+    spec.executable.image = Some(image.to_string());
+    spec
+}
+
+fn busybox(script: &str) -> BackendSpec {
+    let mut spec = image(BUSYBOX_IMAGE);
+    spec.executable.command = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    spec
+}
+
+/// Ids of the containers (running or not) of backend `id`.
+fn containers_of(id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.spawner.backend-id={id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_no_container(id: &str) {
+    let t0 = Instant::now();
+    while !containers_of(id).is_empty() {
+        assert!(
+            t0.elapsed() < PATIENCE,
+            "backend {id} left its container behind"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn label_of(container: &str, label: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            &format!("{{{{index .Config.Labels \"{label}\"}}}}"),
+            container,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes every container a test server's backends left (only after a failure).
+struct Leftovers(Vec<String>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let ids = containers_of(id);
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn image_ready_http_and_websocket_through_the_proxy_then_swept_and_removed() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    let mut spec = image(EXAMPLE_IMAGE);
+    spec.grace_period_seconds = 2;
+    let (resp, created) = client.spawn(&spec).await.expect("spawn");
+    assert!(created);
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Ready).await;
+    let record = client.get(&resp.id).await.expect("record");
+    let constructed = record
+        .events
+        .iter()
+        .find(|e| e.state == State::Constructed)
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        constructed.contains(&format!("image {EXAMPLE_IMAGE} present")),
+        "{constructed}"
+    );
+    assert_eq!(containers_of(&resp.id).len(), 1);
+
+    // HTTP through the proxy, as the browser would.
+    let body: serde_json::Value = server
+        .http()
+        .get(format!("{}request?x=1", resp.url))
+        .send()
+        .await
+        .expect("proxied request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["uri"], "/request?x=1");
+    assert_eq!(body["env"]["SPAWNER_BACKEND_ID"], resp.id.as_str());
+    assert_eq!(body["env"]["PORT"], "8080");
+
+    // A WebSocket through the proxy: the app's counter and echo.
+    let ws_url = format!("{}ws", resp.url.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
+    let first = ws.next().await.expect("message").expect("ok");
+    assert_eq!(first, Message::Text("count 0".into()));
+    ws.send(Message::Text("hi".into())).await.expect("send");
+    let echo = ws.next().await.expect("message").expect("ok");
+    assert_eq!(echo, Message::Text("echo: hi".into()));
+    // An open WebSocket keeps it alive past its grace period.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        client.status(&resp.id).await.expect("status").state,
+        State::Ready
+    );
+    ws.close(None).await.expect("close");
+    drop(ws);
+
+    let swept = wait_state(&client, &resp.id, State::Swept).await;
+    assert_eq!(swept.reason.as_deref(), Some("idle"));
+    wait_no_container(&resp.id).await;
+    let logs = std::fs::read_to_string(
+        server
+            .data_dir()
+            .join("logs")
+            .join(format!("{}.log", resp.id)),
+    )
+    .unwrap_or_default();
+    assert!(
+        logs.contains("example-app listening on 0.0.0.0:8080"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_over_its_memory_limit_fails_with_the_oom_reason() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    // Serves (httpd without -f goes to the background), then allocates four times its limit.
+    let mut spec = busybox(
+        "httpd -p \"$PORT\" -h /www; sleep 2; exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+    );
+    spec.resources = Some(Resources {
+        memory_mb: Some(16),
+        cpu_millis: None,
+    });
+    let (resp, _) = client.spawn(&spec).await.expect("spawn");
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Ready).await;
+    let failed = wait_state(&client, &resp.id, State::Failed).await;
+    let reason = failed.reason.unwrap_or_default();
+    assert!(reason.contains("out of memory"), "{reason}");
+    assert_eq!(failed.exit_code, Some(137));
+    wait_no_container(&resp.id).await;
+}
+
+#[tokio::test]
+async fn pull_policy_never_with_a_missing_image_fails_with_a_clear_reason() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    let mut spec = image("spawner-test/never-built:1");
+    spec.executable.pull_policy = Some(PullPolicy::Never);
+    let (resp, _) = client.spawn(&spec).await.expect("spawn");
+    let failed = wait_state(&client, &resp.id, State::Failed).await;
+    let reason = failed.reason.unwrap_or_default();
+    assert!(
+        reason.contains("spawner-test/never-built:1") && reason.contains("pull_policy is Never"),
+        "{reason}"
+    );
+    assert!(containers_of(&resp.id).is_empty());
+}
+
+#[tokio::test]
+async fn without_docker_an_image_spawn_is_refused_with_the_reason() {
+    if !docker_available() {
+        return;
+    }
+    let server = TestServer::start_with(&["--docker", "off"], None);
+    assert!(
+        server
+            .log()
+            .contains("runtime docker: unavailable (disabled by --docker off)"),
+        "{}",
+        server.log()
+    );
+    let resp = server
+        .http()
+        .post(format!("{}/v1/backends", server.url()))
+        .json(&image(BUSYBOX_IMAGE))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Docker runtime"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_adopts_running_containers_and_marks_lost_ones() {
+    if !docker_available() {
+        return;
+    }
+    let mut server = docker_server(&[]);
+    let client = server.client();
+    let (kept, _) = client.spawn(&image(EXAMPLE_IMAGE)).await.expect("spawn");
+    let (lost, _) = client.spawn(&image(EXAMPLE_IMAGE)).await.expect("spawn");
+    let _left = Leftovers(vec![kept.id.clone(), lost.id.clone()]);
+    wait_state(&client, &kept.id, State::Ready).await;
+    wait_state(&client, &lost.id, State::Ready).await;
+    let kept_container = containers_of(&kept.id);
+    assert_eq!(kept_container.len(), 1);
+    let instance = label_of(&kept_container[0], "dev.spawner.instance");
+    assert!(!instance.is_empty());
+
+    server.kill9();
+    // While Spawner is down: one backend's container dies, and a container of this
+    // installation appears that the store has never heard of.
+    let lost_container = containers_of(&lost.id);
+    let out = Command::new("docker")
+        .args(["kill"])
+        .args(&lost_container)
+        .output()
+        .expect("docker kill");
+    assert!(out.status.success());
+    let stranger = "strangerbackend0000000000000";
+    let out = Command::new("docker")
+        .args(["run", "-d", "--network", NETWORK])
+        .args(["--label", &format!("dev.spawner.instance={instance}")])
+        .args(["--label", &format!("dev.spawner.backend-id={stranger}")])
+        .args([BUSYBOX_IMAGE, "sleep", "600"])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _stranger = Leftovers(vec![stranger.to_string()]);
+
+    server.launch();
+    let client = server.client();
+    // The running one is adopted: same container, still Ready, still proxied.
+    assert_eq!(containers_of(&kept.id), kept_container);
+    assert_eq!(
+        client.status(&kept.id).await.expect("status").state,
+        State::Ready
+    );
+    let page = server.http().get(&kept.url).send().await.expect("proxied");
+    assert_eq!(page.status().as_u16(), 200);
+    // The one that died meanwhile is marked and its container removed.
+    let record = client.get(&lost.id).await.expect("record");
+    assert_eq!(record.state, State::Failed, "{:?}", record.events);
+    wait_no_container(&lost.id).await;
+    // The stranger is reported, not removed...
+    assert_eq!(containers_of(stranger).len(), 1);
+    assert!(server.log().contains(stranger), "{}", server.log());
+
+    // ...unless asked to.
+    server.kill9();
+    server.extra_args.push("--remove-unknown-containers".into());
+    server.launch();
+    wait_no_container(stranger).await;
+    let client = server.client();
+    assert_eq!(
+        client.status(&kept.id).await.expect("status").state,
+        State::Ready
+    );
+
+    client.terminate(&kept.id, false).await.expect("terminate");
+    wait_state(&client, &kept.id, State::Terminated).await;
+    wait_no_container(&kept.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_spawns_become_ready_and_go() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    let t0 = Instant::now();
+    let spawned = futures_util::future::join_all((0..20).map(|_| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let (resp, _) = client.spawn(&image(BUSYBOX_IMAGE)).await.expect("spawn");
+            wait_state(&client, &resp.id, State::Ready).await;
+            (resp, started.elapsed())
+        }
+    }))
+    .await;
+    let ids: Vec<String> = spawned.iter().map(|(r, _)| r.id.clone()).collect();
+    let _left = Leftovers(ids.clone());
+    let mut times: Vec<Duration> = spawned.iter().map(|(_, t)| *t).collect();
+    times.sort();
+    eprintln!(
+        "20 concurrent container spawns: spawn-to-Ready median {:?}, max {:?}, all in {:?}",
+        times[10],
+        times[19],
+        t0.elapsed()
+    );
+    for (resp, _) in &spawned {
+        let page = server.http().get(&resp.url).send().await.expect("proxied");
+        assert_eq!(page.status().as_u16(), 200);
+        assert!(page
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("hello from spawner-test/busybox"));
+    }
+    for id in &ids {
+        client.terminate(id, false).await.expect("terminate");
+    }
+    for id in &ids {
+        wait_state(&client, id, State::Terminated).await;
+        wait_no_container(id).await;
+    }
+}
