@@ -226,6 +226,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/backend/{id}/status/stream", get(stream))
         .route("/backend/{id}/ready", get(ready))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -631,6 +632,41 @@ async fn follow(
             }
         }
     }
+}
+
+/// Prometheus text: backends by state and open connections, from the objects' status.
+/// (Spawn-to-ready latency and sweeps are counted where they happen: the embedded server,
+/// the sweeper.)
+async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let objects = state.slabs().list(&ListParams::default()).await?.items;
+    let mut by_state: BTreeMap<&'static str, u64> = spawner_core::State::ALL
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+    let mut live = 0u64;
+    for obj in &objects {
+        *by_state.entry(state_of(obj).as_str()).or_default() += 1;
+        live += obj
+            .status
+            .as_ref()
+            .and_then(|s| s.live_connections)
+            .unwrap_or(0);
+    }
+    let mut text =
+        String::from("# HELP spawner_backends Backends by state\n# TYPE spawner_backends gauge\n");
+    for (name, n) in by_state {
+        text.push_str(&format!("spawner_backends{{state=\"{name}\"}} {n}\n"));
+    }
+    text.push_str("# HELP spawner_live_connections Open connections through the sidecars, as the sweepers last saw them\n# TYPE spawner_live_connections gauge\n");
+    text.push_str(&format!("spawner_live_connections {live}\n"));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// The seed's camelCase spawn request.

@@ -571,3 +571,57 @@ async fn status_stream_ends_when_the_object_is_deleted() {
         "the synthesized Submitted, then the end"
     );
 }
+
+#[tokio::test]
+async fn logs_come_from_the_application_container() {
+    let (fake, app) = app();
+    let (_, _, s) = call(&app, "POST", "/v1/backends", Some(spawn_body())).await;
+    let id = s["id"].as_str().expect("id").to_string();
+    fake.put("pods", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": id, "annotations": {"test/log": "hello\nworld\n"}}}));
+    fake.take_log();
+    let req = Request::builder()
+        .uri(format!("/v1/backends/{id}/logs"))
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&bytes[..], b"hello\nworld\n");
+    let log = fake.take_log();
+    assert_eq!(log[1].short(), format!("GET pods/{id}/log"));
+    assert_eq!(
+        query_param(&log[1].query, "container").as_deref(),
+        Some("app")
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_backends_by_state() {
+    let (fake, app) = app();
+    for _ in 0..3 {
+        call(&app, "POST", "/v1/backends", Some(spawn_body())).await;
+    }
+    let (_, _, s) = call(&app, "POST", "/v1/backends", Some(spawn_body())).await;
+    let id = s["id"].as_str().expect("id").to_string();
+    set_states(&fake, &id, &[State::Submitted, State::Ready]);
+    fake.update(SLABS, &id, |o| o["status"]["liveConnections"] = json!(4));
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    for line in [
+        "spawner_backends{state=\"Submitted\"} 3",
+        "spawner_backends{state=\"Ready\"} 1",
+        "spawner_backends{state=\"Swept\"} 0",
+        "spawner_live_connections 4",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+}

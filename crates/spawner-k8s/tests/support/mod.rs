@@ -211,6 +211,16 @@ impl Fake {
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
                 )
             }
+            ("GET", Some(n), Some(sub)) if sub == "log" => {
+                match self.get(&resource, &n).and_then(|p| {
+                    p["metadata"]["annotations"]["test/log"]
+                        .as_str()
+                        .map(str::to_string)
+                }) {
+                    Some(text) => (StatusCode::OK, Value::String(text)),
+                    None => status_error(404, "NotFound", &format!("pods \"{n}\" not found")),
+                }
+            }
             ("GET", Some(n), _) => match self.get(&resource, &n) {
                 Some(v) => (StatusCode::OK, v),
                 None => status_error(404, "NotFound", &format!("{resource} \"{n}\" not found")),
