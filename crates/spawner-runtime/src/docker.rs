@@ -638,16 +638,12 @@ impl Runtime for DockerRuntime {
             .log_path
             .clone()
             .or_else(|| labels.get(LABEL_LOG_PATH).map(PathBuf::from));
+        // A container that ended while nobody watched still has its exit code (and OOM
+        // flag) in the engine: the exit future then resolves at once with the real outcome,
+        // after what it wrote since the last copy has gone to its log.
         let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-        if !running {
-            // What it wrote after the last copy still goes to its log.
-            if let Some(path) = log_path {
-                let _ = self.spawn_log_copy(&h.container, path, false).await;
-            }
-            return Ok(None);
-        }
         let logs = match log_path {
-            Some(path) => self.spawn_log_copy(&h.container, path, true),
+            Some(path) => self.spawn_log_copy(&h.container, path, running),
             None => tokio::spawn(async {}),
         };
         Ok(Some(self.exit_future(&h.container, logs)))

@@ -94,7 +94,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts the backend. An `Err(RuntimeError::Start)` fails the backend with its message.
     async fn start(&self, launch: &Launch) -> Result<Started, RuntimeError>;
 
-    /// Re-attaches to a backend started before a restart: `Some(exit)` if it still runs.
+    /// Re-attaches to a backend started before a restart: `Some(exit)` if it still runs, or
+    /// if it has ended and the runtime still knows how (the future then resolves at once);
+    /// `None` if it is gone without a trace.
     async fn adopt(
         &self,
         id: &BackendId,

@@ -537,8 +537,13 @@ async fn adopt_after_the_runtime_is_dropped_resumes_logs_without_duplicates() {
     let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
     assert_eq!(numbers, expected, "every line exactly once, in order");
 
-    // An exited container is not adopted; a removed one neither.
-    assert!(rt.adopt(&l.id, &handle).await.expect("adopt").is_none());
+    // An exited container is adopted with the exit it ended with; a removed one is gone.
+    let ended = rt
+        .adopt(&l.id, &handle)
+        .await
+        .expect("adopt")
+        .expect("its exit is known");
+    assert_eq!(wait_exit(ended).await, Exit::Code(143));
     rt.cleanup(&handle).await.expect("cleanup");
     assert!(is_gone(&docker, &container).await);
     assert!(rt.adopt(&l.id, &handle).await.expect("adopt").is_none());

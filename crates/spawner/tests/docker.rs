@@ -339,9 +339,10 @@ async fn kill_9_and_restart_adopts_running_containers_and_marks_lost_ones() {
     );
     let page = server.http().get(&kept.url).send().await.expect("proxied");
     assert_eq!(page.status().as_u16(), 200);
-    // The one that died meanwhile is marked and its container removed.
-    let record = client.get(&lost.id).await.expect("record");
-    assert_eq!(record.state, State::Failed, "{:?}", record.events);
+    // The one that died meanwhile ends Failed with its real exit (SIGKILL: 137), as the
+    // engine kept it, and its container is removed.
+    let failed = wait_state(&client, &lost.id, State::Failed).await;
+    assert_eq!(failed.exit_code, Some(137), "{failed:?}");
     wait_no_container(&lost.id).await;
     // The stranger is reported, not removed...
     assert_eq!(containers_of(stranger).len(), 1);
