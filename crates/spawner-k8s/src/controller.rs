@@ -12,9 +12,11 @@ use crate::crd::{
     SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD, LABEL_MANAGED_BY, LABEL_NODE,
     MANAGED_BY,
 };
+use crate::leader::{self, LeaseConfig};
 use crate::pod::{build_pod, build_service, PodConfig};
 use crate::status::SessionLivedBackendStatus;
 use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -41,6 +43,10 @@ pub enum Error {
     MissingField(&'static str),
     #[error("the SessionLivedBackend resource is not installed or not readable ({0}); apply deploy/kubernetes/crd.yaml first")]
     CrdMissing(#[source] kube::Error),
+    #[error("leader election needs a namespace for its Lease: set --namespace")]
+    LeaseNeedsNamespace,
+    #[error("leadership lost: stopping, so that only the new leader reconciles")]
+    LeadershipLost,
 }
 
 impl Error {
@@ -608,11 +614,15 @@ pub fn error_policy(obj: Arc<SessionLivedBackend>, error: &Error, ctx: Arc<Conte
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C: over one namespace, or all of them.
+///
+/// With `lease`, it first waits to hold the leader Lease (in `namespace`), and returns
+/// [`Error::LeadershipLost`] if it stops holding it.
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     config: ControllerConfig,
     reporter: Reporter,
+    lease: Option<LeaseConfig>,
 ) -> Result<(), Error> {
     let (slabs, pods, services): (Api<SessionLivedBackend>, Api<Pod>, Api<Service>) =
         match namespace {
@@ -638,11 +648,20 @@ pub async fn run(
         config,
         Box::new(spawner_core::time::now_millis),
     ));
+    let leases = match (&lease, namespace) {
+        (Some(_), Some(ns)) => Some(Api::<Lease>::namespaced(ctx.client.clone(), ns)),
+        (Some(_), None) => return Err(Error::LeaseNeedsNamespace),
+        (None, _) => None,
+    };
+    if let (Some(api), Some(cfg)) = (&leases, &lease) {
+        info!(lease = %cfg.name, identity = %cfg.identity, "waiting to lead");
+        leader::acquire(api, cfg).await;
+    }
     info!(
         namespace = namespace.unwrap_or("(all)"),
         "controller started"
     );
-    Controller::new(slabs, watcher::Config::default().any_semantic())
+    let controller = Controller::new(slabs, watcher::Config::default().any_semantic())
         .owns(pods, children.clone())
         .owns(services, children)
         .shutdown_on_signal()
@@ -652,8 +671,16 @@ pub async fn run(
                 Ok((obj, _)) => debug!(name = %obj.name, "reconciled"),
                 Err(e) => debug!(error = %e, "reconcile error"),
             }
-        })
-        .await;
+        });
+    match (&leases, &lease) {
+        (Some(api), Some(cfg)) => {
+            tokio::select! {
+                () = controller => {}
+                () = leader::hold(api, cfg) => return Err(Error::LeadershipLost),
+            }
+        }
+        _ => controller.await,
+    }
     info!("controller stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod naming;
 pub mod pod;
 pub mod router;

@@ -101,6 +101,8 @@ fn rbac_grants_what_each_component_does_and_no_more() {
         ("", "services", "create"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "patch"),
     ] {
         assert!(
             allows(&controller, group, resource, verb),

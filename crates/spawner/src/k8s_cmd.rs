@@ -8,6 +8,7 @@ use spawner_k8s::controller::ControllerConfig;
 use spawner_k8s::kube::api::{Api, PostParams};
 use spawner_k8s::kube::runtime::events::Reporter;
 use spawner_k8s::kube::{Client, ResourceExt};
+use spawner_k8s::leader::LeaseConfig;
 use spawner_k8s::naming::Urls;
 use spawner_k8s::pod::{PodConfig, DEFAULT_SIDECAR_PORT};
 use spawner_k8s::SessionLivedBackend;
@@ -71,6 +72,9 @@ pub struct ControllerArgs {
     /// Seconds a terminal backend's object is kept before it is deleted.
     #[arg(long, default_value_t = 60)]
     retention: u64,
+    /// Run several replicas: only the holder of the Lease `spawner-controller` reconciles.
+    #[arg(long, env = "SPAWNER_LEADER_ELECT")]
+    leader_elect: bool,
     #[command(flatten)]
     urls: UrlArgs,
 }
@@ -282,9 +286,18 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 controller: "spawner-controller".to_string(),
                 instance: std::env::var("POD_NAME").ok(),
             };
+            let lease = args.leader_elect.then(|| LeaseConfig {
+                name: "spawner-controller".to_string(),
+                identity: reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| format!("spawner-controller-{}", std::process::id())),
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            });
             let client = client().await?;
             let ns = args.namespace.filter(|n| !n.is_empty());
-            spawner_k8s::controller::run(client, ns.as_deref(), config, reporter).await?;
+            spawner_k8s::controller::run(client, ns.as_deref(), config, reporter, lease).await?;
             Ok(())
         }
         K8sCommand::Api(args) => {
