@@ -22,7 +22,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use spawner_core::lifecycle::{decide, Decision, Observed, StopReason, Timing};
 use spawner_core::time::{now_millis, rfc3339, Millis};
 use spawner_core::State;
@@ -136,10 +136,7 @@ pub fn status_patch(
     }
     status.live_connections = Some(report.live_connections);
     status.last_activity = Some(rfc3339(activity.max(0)));
-    Some(json!({
-        "metadata": {"resourceVersion": obj.resource_version()},
-        "status": status,
-    }))
+    Some(crate::write::status_patch(obj, &status))
 }
 
 /// Where the backend's sidecar serves its events, once the controller recorded the Pod's
@@ -493,6 +490,7 @@ fn apply(
 mod tests {
     use super::*;
     use crate::pod::tests::object;
+    use serde_json::json;
 
     const T0: Millis = 1_700_000_000_000;
 

@@ -3,6 +3,7 @@
 mod client_cmd;
 mod example_app;
 mod k8s_cmd;
+mod k8s_node_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
     ExampleApp(example_app::ExampleArgs),
     #[command(flatten)]
     K8s(k8s_cmd::K8sCommand),
+    #[command(flatten)]
+    K8sNode(k8s_node_cmd::NodeCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Logs(args) => client_cmd::logs(args).await,
             Command::ExampleApp(args) => example_app::run(args).await,
             Command::K8s(cmd) => k8s_cmd::run(cmd).await,
+            Command::K8sNode(cmd) => k8s_node_cmd::run(cmd).await,
         }
     });
     match result {

@@ -1,0 +1,139 @@
+//! The Kubernetes data-path subcommands: `sidecar` (beside each application container),
+//! `sweeper` (one per node) and `proxy --kubernetes` (the router).
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use spawner_k8s::kube::Client;
+use spawner_k8s::router::{self, RouterConfig};
+use spawner_k8s::sweeper::{self, SweeperConfig};
+use spawner_proxy::sidecar::{self, Sidecar};
+use std::net::SocketAddr;
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Kubernetes: the proxy beside the application container; serves /_events.
+    Sidecar(SidecarArgs),
+    /// Kubernetes: follow the sidecars of this node's backends; mark Ready and Swept.
+    Sweeper(SweeperArgs),
+    /// Route /p/{id}/ and {id}.{domain} to backends (Kubernetes: --kubernetes).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+pub struct SidecarArgs {
+    /// The port the application listens on, on 127.0.0.1 (the Pod's network).
+    #[arg(long, env = "PORT")]
+    app_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    listen: SocketAddr,
+}
+
+#[derive(Args)]
+pub struct SweeperArgs {
+    /// This node's name (from the downward API: spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Follow backends of this namespace only (all namespaces without it).
+    #[arg(long, env = "SPAWNER_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// Route to the SessionLivedBackends of a Kubernetes cluster (the only mode: the
+    /// embedded server serves its own proxy).
+    #[arg(long)]
+    kubernetes: bool,
+    /// Address to listen on.
+    #[arg(long, env = "SPAWNER_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The namespace of the backends (all namespaces without it).
+    #[arg(long, env = "SPAWNER_NAMESPACE")]
+    namespace: Option<String>,
+    /// Route Host: {id}.{domain} to backend {id}, besides /p/{id}/.
+    #[arg(long, env = "SPAWNER_DOMAIN")]
+    domain: Option<String>,
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPAWNER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Ctrl-C, or SIGTERM (what the kubelet sends a Pod that is being stopped).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn client() -> anyhow::Result<Client> {
+    Client::try_default()
+        .await
+        .context("no Kubernetes configuration: run in a cluster or set KUBECONFIG")
+}
+
+pub async fn run(cmd: NodeCommand) -> anyhow::Result<()> {
+    init_tracing();
+    match cmd {
+        NodeCommand::Sidecar(args) => run_sidecar(args).await,
+        NodeCommand::Sweeper(args) => run_sweeper(args).await,
+        NodeCommand::Proxy(args) => run_proxy(args).await,
+    }
+}
+
+pub async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, app_port = args.app_port, "sidecar started");
+    let sc = Sidecar::new(args.app_port);
+    sidecar::serve(sc, listener, shutdown_signal()).await;
+    tracing::info!("sidecar stopped");
+    Ok(())
+}
+
+pub async fn run_sweeper(args: SweeperArgs) -> anyhow::Result<()> {
+    let config = SweeperConfig {
+        node_name: args.node_name,
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+    };
+    sweeper::run(client().await?, config, None, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    if !args.kubernetes {
+        anyhow::bail!(
+            "`spawner proxy` routes to a Kubernetes cluster: add --kubernetes (`spawner serve` has its own proxy)"
+        );
+    }
+    let config = RouterConfig {
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        domain: args.domain.filter(|d| !d.is_empty()),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (router, watch) = router::start(client().await?, config);
+    tracing::info!(listen = %args.listen, "router started");
+    router::serve(router, listener, shutdown_signal()).await;
+    watch.abort();
+    tracing::info!("router stopped");
+    Ok(())
+}
