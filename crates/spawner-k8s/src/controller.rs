@@ -13,7 +13,7 @@ use crate::crd::{
     MANAGED_BY,
 };
 use crate::leader::{self, LeaseConfig};
-use crate::pod::{build_pod, build_service, PodConfig};
+use crate::pod::{build_pod, build_service, PodConfig, SIDECAR_CONTAINER};
 use crate::status::SessionLivedBackendStatus;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -107,7 +107,8 @@ enum AppState {
     NotStarted,
     Running,
     Exited(Exit),
-    /// It can never start: the image cannot be pulled or the container cannot be created.
+    /// It can never start or be reached: the image cannot be pulled, the container cannot
+    /// be created, or the sidecar in front of it is gone (restart policy Never).
     Unstartable(String),
 }
 
@@ -121,6 +122,27 @@ const UNSTARTABLE: [&str; 6] = [
     "CreateContainerConfigError",
     "CreateContainerError",
 ];
+
+/// The application's state, or why the Pod cannot serve although the application runs.
+fn pod_state(pod: &Pod, app_name: &str) -> AppState {
+    let app = app_state(pod, app_name);
+    if matches!(app, AppState::Running | AppState::NotStarted) {
+        let sidecar_exit = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|all| all.iter().find(|c| c.name == SIDECAR_CONTAINER))
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code);
+        if let Some(code) = sidecar_exit {
+            return AppState::Unstartable(format!(
+                "the sidecar exited with code {code}: the backend cannot be reached"
+            ));
+        }
+    }
+    app
+}
 
 fn app_state(pod: &Pod, app_name: &str) -> AppState {
     let status = pod.status.as_ref();
@@ -215,7 +237,7 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         .containers
         .first()
         .map_or("", |c| c.name.as_str());
-    let app = pod.map(|p| app_state(p, app_name));
+    let app = pod.map(|p| pod_state(p, app_name));
 
     if state.is_terminal() {
         let mut late = Vec::new();
@@ -855,6 +877,32 @@ pub(crate) mod tests {
         assert_eq!(
             st.reason.as_deref(),
             Some("image cannot be pulled: ImagePullBackOff: not found")
+        );
+        assert!(plan
+            .actions
+            .contains(&Action::DeletePod { grace_seconds: 0 }));
+    }
+
+    #[test]
+    fn a_dead_sidecar_fails_the_backend() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        let svc = build_service(&obj, &config().pod);
+        let mut pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        if let Some(st) = pod.status.as_mut() {
+            let mut sidecar = st.container_statuses.as_ref().expect("statuses")[0].clone();
+            sidecar.name = SIDECAR_CONTAINER.into();
+            sidecar.state =
+                serde_json::from_value(json!({"terminated": {"exitCode": 101}})).expect("state");
+            st.container_statuses
+                .get_or_insert_with(Vec::new)
+                .push(sidecar);
+        }
+        let plan = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        let st = status_of(&plan);
+        assert_eq!(st.state, Some(State::Failed));
+        assert_eq!(
+            st.reason.as_deref(),
+            Some("the sidecar exited with code 101: the backend cannot be reached")
         );
         assert!(plan
             .actions
