@@ -1,6 +1,7 @@
 //! The body of a proxied response: the backend's body, counted until it ends, or a short
 //! message of the proxy's own.
 
+use crate::forward::Pooled;
 use crate::monitor::ActivityGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -9,12 +10,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// A response body of the proxy. The guard keeps the request counted as live until the
-/// backend's body has been sent in full (or the client went away and it was dropped).
+/// backend's body has been sent in full (or the client went away and it was dropped); the
+/// backend connection goes back to the pool only once the body was read in full.
 #[derive(Debug)]
 pub enum ProxyBody {
     Backend {
         body: Incoming,
         guard: Option<ActivityGuard>,
+        conn: Option<Pooled>,
     },
     Message(Option<Bytes>),
 }
@@ -37,10 +40,25 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Backend { body, guard } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-                    guard.take();
+            ProxyBody::Backend { body, guard, conn } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        guard.take();
+                        if let Some(c) = conn {
+                            c.reusable = true;
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        guard.take();
+                        conn.take();
+                    }
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        if let Some(c) = conn {
+                            c.reusable = true;
+                        }
+                    }
+                    _ => {}
                 }
                 polled
             }

@@ -3,15 +3,18 @@
 use crate::body::ProxyBody;
 use crate::monitor::Monitor;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -19,6 +22,15 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle keep-alive connections kept per backend, and for how long.
+const MAX_IDLE_PER_BACKEND: usize = 1024;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read size of an upgraded connection; the buffer exists only while data moves.
+const SPLICE_CHUNK: usize = 16 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where one request goes.
 pub struct Target {
@@ -34,27 +46,18 @@ pub struct Target {
 }
 
 /// Forwards requests to backends over pooled keep-alive connections. Cheap to clone.
-#[derive(Clone)]
+///
+/// The pool is Spawner's own rather than a general-purpose client's: one lock and one
+/// short-key lookup per request, and a connection goes back to it as soon as the response
+/// body it carried has been read in full.
+#[derive(Clone, Default)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Self::new()
-    }
+    pool: Arc<Pool>,
 }
 
 impl Forwarder {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Forwarder { client }
+        Self::default()
     }
 
     /// Forwards `req` to `target` and returns the backend's response (or a 502 saying why
@@ -66,15 +69,8 @@ impl Forwarder {
             None => return message(StatusCode::BAD_REQUEST, "malformed request path\n"),
         };
         let prefix = (target.strip > 0).then(|| req.uri().path()[..target.strip].to_string());
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query)
-            .build();
-        let Ok(uri) = uri else {
-            return message(StatusCode::BAD_REQUEST, "malformed request path\n");
-        };
-        *req.uri_mut() = uri;
+        // Origin form: the backend gets the path, and the host in `Host`.
+        *req.uri_mut() = Uri::from(path_and_query);
         *req.version_mut() = http::Version::HTTP_11;
         prepare_headers(
             req.headers_mut(),
@@ -82,11 +78,16 @@ impl Forwarder {
             target.client_ip,
             prefix.as_deref(),
         );
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let guard = target.monitor.open();
-        let mut resp = match self.client.request(req).await {
-            Ok(resp) => resp,
+        let (mut resp, conn) = match self.send(req, &target.authority).await {
+            Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, backend = %target.authority, "backend unreachable");
                 return message(
@@ -98,6 +99,8 @@ impl Forwarder {
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
+                // The connection now belongs to the upgrade: it never goes back to the pool.
+                drop(conn);
                 let backend_upgrade = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
                     let (client, backend) = match tokio::try_join!(client_upgrade, backend_upgrade)
@@ -108,9 +111,7 @@ impl Forwarder {
                             return;
                         }
                     };
-                    let mut client = TokioIo::new(client);
-                    let mut backend = TokioIo::new(backend);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                    join_upgraded(client, backend).await;
                     drop(guard);
                 });
                 let (parts, _) = resp.into_parts();
@@ -119,11 +120,244 @@ impl Forwarder {
         }
 
         strip_hop_by_hop(resp.headers_mut());
-        resp.map(|body| ProxyBody::Backend {
-            body,
-            guard: Some(guard),
+        resp.map(|body| {
+            let mut conn = conn;
+            // A response without a body frees its connection at once.
+            conn.reusable = http_body::Body::is_end_stream(&body);
+            ProxyBody::Backend {
+                body,
+                guard: Some(guard),
+                conn: Some(conn),
+            }
         })
     }
+
+    /// Sends the request on an idle pooled connection to `authority`, or on a new one. A
+    /// request that a pooled connection could not take (it closed meanwhile) goes on the
+    /// next one; a request that was sent is never sent twice.
+    async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        authority: &Authority,
+    ) -> Result<(Response<Incoming>, Pooled), BoxError> {
+        let key = authority.as_str();
+        while let Some(mut sender) = self.pool.take(key) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lend(authority, sender))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut sender = connect(authority).await?;
+        let resp = sender.send_request(req).await?;
+        Ok((resp, self.lend(authority, sender)))
+    }
+
+    fn lend(&self, authority: &Authority, sender: SendRequest<Incoming>) -> Pooled {
+        Pooled {
+            pool: self.pool.clone(),
+            authority: authority.clone(),
+            sender: Some(sender),
+            reusable: false,
+        }
+    }
+}
+
+/// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
+async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| "connecting timed out")??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A backend connection lent to one response: back to the pool when dropped, if the
+/// response body it carried was read in full; closed otherwise.
+#[derive(Debug)]
+pub struct Pooled {
+    pool: Arc<Pool>,
+    authority: Authority,
+    sender: Option<SendRequest<Incoming>>,
+    pub(crate) reusable: bool,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let (true, Some(sender)) = (self.reusable, self.sender.take()) {
+            self.pool.put(self.authority.as_str(), sender);
+        }
+    }
+}
+
+/// Idle connections by backend `host:port`, the most recently used last.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_backend:
+        HashMap<String, VecDeque<(SendRequest<Incoming>, Instant)>, BuildHasherDefault<Fnv>>,
+    puts: u64,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    fn take(&self, key: &str) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.by_backend.get_mut(key)?;
+        while let Some((sender, since)) = list.pop_back() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: &str, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.puts += 1;
+        if idle.puts % 4096 == 0 {
+            // Now and then, forget backends whose connections all closed (ended backends).
+            idle.by_backend.retain(|_, list| {
+                list.retain(|(s, since)| {
+                    !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
+                });
+                !list.is_empty()
+            });
+        }
+        if !idle.by_backend.contains_key(key) {
+            idle.by_backend.insert(key.to_string(), VecDeque::new());
+        }
+        let Some(list) = idle.by_backend.get_mut(key) else {
+            return;
+        };
+        while list
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+        {
+            list.pop_front();
+        }
+        if list.len() < MAX_IDLE_PER_BACKEND {
+            list.push_back((sender, now));
+        }
+    }
+}
+
+/// FNV-1a: the pool's keys are short `host:port` strings of our own making, so a fast
+/// hash is enough.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Joins two upgraded connections until both directions have ended. Plain TCP on both
+/// sides (the usual case) is spliced without buffers of its own while idle, so an open,
+/// quiet WebSocket costs little memory; anything else is copied with tokio's buffers.
+async fn join_upgraded(client: hyper::upgrade::Upgraded, backend: hyper::upgrade::Upgraded) {
+    type Tcp = TokioIo<TcpStream>;
+    let result = match backend.downcast::<Tcp>() {
+        Ok(b) => match client.downcast::<Tcp>() {
+            Ok(c) => splice(c.io.into_inner(), c.read_buf, b.io.into_inner(), b.read_buf).await,
+            Err(client) => {
+                let mut client = TokioIo::new(client);
+                let mut backend = b.io.into_inner();
+                match client.write_all(&b.read_buf).await {
+                    Ok(()) => tokio::io::copy_bidirectional(&mut client, &mut backend)
+                        .await
+                        .map(drop),
+                    Err(e) => Err(e),
+                }
+            }
+        },
+        Err(backend) => {
+            let mut client = TokioIo::new(client);
+            let mut backend = TokioIo::new(backend);
+            tokio::io::copy_bidirectional(&mut client, &mut backend)
+                .await
+                .map(drop)
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Copies both ways between two sockets, first what was already read from each.
+async fn splice(
+    a: TcpStream,
+    a_read: bytes::Bytes,
+    b: TcpStream,
+    b_read: bytes::Bytes,
+) -> std::io::Result<()> {
+    let (a_rx, mut a_tx) = a.into_split();
+    let (b_rx, mut b_tx) = b.into_split();
+    b_tx.write_all(&a_read).await?;
+    a_tx.write_all(&b_read).await?;
+    drop((a_read, b_read));
+    tokio::try_join!(pipe(&a_rx, &mut b_tx), pipe(&b_rx, &mut a_tx))?;
+    Ok(())
+}
+
+/// One direction: waits for data without a buffer, and passes the end of input on.
+async fn pipe(
+    from: &tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    loop {
+        from.readable().await?;
+        let mut buf = vec![0u8; SPLICE_CHUNK];
+        match from.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => to.write_all(&buf[..n]).await?,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    to.shutdown().await
 }
 
 /// A short plain-text response of the proxy's own.
