@@ -10,9 +10,9 @@
 use crate::crd::SessionLivedBackend;
 use crate::naming::{name_for_key, Urls};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,12 +24,12 @@ use kube::api::{Preconditions, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
+use spawner_api::parse::{self, ListFilter};
+use spawner_api::seed::{self, SeedSpawn};
+use spawner_api::{require_token, respond, ApiError, BearerToken};
 use spawner_core::lifecycle::StopReason;
-use spawner_core::spec::{validate_label, DEFAULT_GRACE_SECONDS, DEFAULT_STARTUP_TIMEOUT_SECONDS};
 use spawner_core::time::Millis;
-use spawner_core::{
-    BackendId, BackendRecord, BackendSpec, Event, Executable, SpawnResponse, ValidationError,
-};
+use spawner_core::{BackendId, BackendRecord, BackendSpec, Event, SpawnResponse, ValidationError};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -144,67 +144,53 @@ pub fn events_of(obj: &SessionLivedBackend) -> Vec<Event> {
     }
 }
 
-/// An error as the contract writes it: `{"error": code, "message": text}`.
+/// What a handler can fail with: an answer of the contract, or a failure of the Kubernetes
+/// API (reported as the contract's error shape).
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+pub enum Error {
+    Contract(ApiError),
+    Kube(kube::Error),
 }
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    fn not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no backend with id {id:?}"),
-        )
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::Contract(e)
     }
 }
 
-impl From<ValidationError> for ApiError {
+impl From<ValidationError> for Error {
     fn from(e: ValidationError) -> Self {
-        ApiError::bad_request("invalid_field", e.to_string())
+        Error::Contract(e.into())
     }
 }
 
-impl From<kube::Error> for ApiError {
+impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
-        error!(error = %e, "Kubernetes API request failed");
-        match &e {
-            kube::Error::Api(s) if s.is_forbidden() => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "forbidden",
-                format!("the API's service account is not allowed to do this: {}; check deploy/kubernetes RBAC", s.message),
-            ),
-            _ => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "kubernetes_unavailable",
-                format!("the Kubernetes API failed: {e}"),
-            ),
-        }
+        Error::Kube(e)
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
+        match self {
+            Error::Contract(e) => e.into_response(),
+            Error::Kube(e) => {
+                error!(error = %e, "Kubernetes API request failed");
+                match &e {
+                    kube::Error::Api(s) if s.is_forbidden() => ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "forbidden",
+                        format!("the API's service account is not allowed to do this: {}; check deploy/kubernetes RBAC", s.message),
+                    ),
+                    _ => ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "kubernetes_unavailable",
+                        format!("the Kubernetes API failed: {e}"),
+                    ),
+                }
+                .into_response()
+            }
+        }
     }
 }
 
@@ -216,7 +202,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backends/{id}/terminate", post(terminate))
         .route("/v1/backends/{id}/logs", get(logs))
         .route("/spawn", post(seed_spawn))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            BearerToken::new(state.config.token.as_deref()),
+            require_token,
+        ));
     Router::new()
         .merge(control)
         .route("/v1/backends/{id}/status", get(status))
@@ -227,64 +216,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/backend/{id}/ready", get(ready))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route; see docs/api.md",
-            )
-        })
+        .fallback(|| async { ApiError::no_route() })
         .with_state(state)
 }
 
-async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this route needs the header \"Authorization: Bearer <token>\" with the API's token (SPAWNER_TOKEN)",
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-/// Compares without an early exit, so the time taken does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_body",
-            format!("the request body is not valid: {e}; see docs/api.md for the fields"),
-        )
-    })
-}
-
-fn parse_id(id: &str) -> Result<BackendId, ApiError> {
-    BackendId::parse(id).map_err(|_| ApiError::not_found(id))
-}
-
-async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, ApiError> {
-    let id = parse_id(id)?;
+async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error> {
+    let id = parse::id(id)?;
     state
         .slabs()
         .get_opt(id.as_str())
         .await?
-        .ok_or_else(|| ApiError::not_found(id.as_str()))
+        .ok_or_else(|| ApiError::not_found(id.as_str()).into())
 }
 
-async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
-    let spec: BackendSpec = parse_json(&body)?;
+async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, Error> {
+    let spec: BackendSpec = parse::json(&body)?;
     let (code, obj) = create(&state, &spec).await?;
     Ok((code, Json(state.spawn_response(&obj))).into_response())
 }
@@ -294,7 +240,7 @@ async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Respon
 pub async fn create(
     state: &ApiState,
     spec: &BackendSpec,
-) -> Result<(StatusCode, SessionLivedBackend), ApiError> {
+) -> Result<(StatusCode, SessionLivedBackend), Error> {
     spec.validate()?;
     let slabs = state.slabs();
     // A few rounds cover the races: the key's object deleted or ended between our create
@@ -322,7 +268,8 @@ pub async fn create(
                         StatusCode::CONFLICT,
                         "name_taken",
                         format!("object {id} exists but belongs to another key; delete it or change the key secret"),
-                    ));
+                    )
+                    .into());
                 }
                 if !state_of(&existing).is_terminal() {
                     return Ok((StatusCode::OK, existing));
@@ -348,44 +295,21 @@ pub async fn create(
         StatusCode::SERVICE_UNAVAILABLE,
         "busy",
         "the backend of this key kept changing while it was being created; retry",
-    ))
+    )
+    .into())
 }
 
 async fn list(
     State(state): State<Arc<ApiState>>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    let mut wanted_state = None;
-    let mut key = None;
-    let mut selector = Vec::new();
-    for (name, value) in params {
-        match name.as_str() {
-            "state" => {
-                wanted_state =
-                    Some(value.parse::<spawner_core::State>().map_err(|e| {
-                        ApiError::bad_request("invalid_query", format!("state: {e}"))
-                    })?)
-            }
-            "key" => key = Some(value),
-            "label" => {
-                let (k, v) = value.split_once('=').ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
-                    )
-                })?;
-                validate_label(k, v)
-                    .map_err(|e| ApiError::bad_request("invalid_query", format!("label: {e}")))?;
-                selector.push(format!("{k}={v}"));
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("unknown filter {other:?}: use state, label or key"),
-                ))
-            }
-        }
-    }
+) -> Result<Response, Error> {
+    let filter = ListFilter::from_query(params)?;
+    let key = filter.key.clone();
+    let selector: Vec<String> = filter
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let objects = match &key {
         // A key names at most one object: read it instead of listing them all.
         Some(k) => {
@@ -405,13 +329,8 @@ async fn list(
     let backends: Vec<BackendRecord> = objects
         .iter()
         .filter(|o| key.is_none() || o.spec.key == key)
-        .filter(|o| {
-            selector.iter().all(|term| {
-                let (k, v) = term.split_once('=').unwrap_or((term, ""));
-                o.labels().get(k).map(String::as_str) == Some(v)
-            })
-        })
-        .filter(|o| wanted_state.is_none_or(|s| state_of(o) == s))
+        .filter(|o| filter.labels_match(o.labels()))
+        .filter(|o| filter.state.is_none_or(|s| state_of(o) == s))
         .map(|o| state.record(o, false))
         .collect();
     Ok(Json(json!({ "backends": backends })).into_response())
@@ -420,7 +339,7 @@ async fn list(
 async fn get_one(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
-) -> Result<Json<BackendRecord>, ApiError> {
+) -> Result<Json<BackendRecord>, Error> {
     let obj = fetch(&state, &id).await?;
     Ok(Json(state.record(&obj, true)))
 }
@@ -438,12 +357,8 @@ async fn terminate(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
-    let body: TerminateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TerminateBody::default()
-    } else {
-        parse_json(&body)?
-    };
+) -> Result<Response, Error> {
+    let body: TerminateBody = parse::json_or_default(&body)?;
     let obj = fetch(&state, &id).await?;
     let current = state_of(&obj);
     if !current.is_terminal() {
@@ -473,7 +388,7 @@ async fn logs(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let obj = fetch(&state, &id).await?;
     let container = obj.spec.template.containers.first().map(|c| c.name.clone());
     let pods: Api<Pod> = Api::namespaced(state.client.clone(), &state.config.namespace);
@@ -497,7 +412,7 @@ async fn logs(
 async fn status(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let obj = fetch(&state, &id).await?;
     let last = events_of(&obj).pop();
     Ok(Json(last).into_response())
@@ -506,33 +421,14 @@ async fn status(
 async fn ready(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let obj = fetch(&state, &id).await?;
     let id = obj.name_any();
-    Ok(match state_of(&obj) {
-        spawner_core::State::Ready => (
-            StatusCode::FOUND,
-            [(header::LOCATION, state.config.urls.backend_url(&id))],
-        )
-            .into_response(),
-        s if s.is_terminal() => ApiError::new(
-            StatusCode::GONE,
-            "gone",
-            format!("backend {id} has ended ({s})"),
-        )
-        .into_response(),
-        s => {
-            let mut resp = ApiError::new(
-                StatusCode::CONFLICT,
-                "not_ready",
-                format!("backend {id} is {s}, not Ready yet"),
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
-        }
-    })
+    Ok(respond::ready(
+        &id,
+        state_of(&obj),
+        &state.config.urls.backend_url(&id),
+    ))
 }
 
 /// Replays the events after `Last-Event-ID` (all without it), then follows the object with
@@ -541,20 +437,8 @@ async fn stream(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let after: u64 = match headers.get("last-event-id") {
-        None => 0,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_header",
-                    "Last-Event-ID must be the number of an event of this stream",
-                )
-            })?,
-    };
+) -> Result<Response, Error> {
+    let after = parse::last_event_id(&headers)?;
     let obj = fetch(&state, &id).await?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(follow(state.slabs(), obj, after, tx));
@@ -577,9 +461,7 @@ async fn follow(
         let since = after;
         for e in events_of(&obj).into_iter().filter(|e| e.seq > since) {
             after = e.seq;
-            let data = serde_json::to_string(&e).unwrap_or_default();
-            let sse = SseEvent::default().id(e.seq.to_string()).data(data);
-            if tx.send(sse).await.is_err() || e.state.is_terminal() {
+            if tx.send(respond::sse_event(&e)).await.is_err() || e.state.is_terminal() {
                 return;
             }
         }
@@ -637,7 +519,7 @@ async fn follow(
 /// Prometheus text: backends by state and open connections, from the objects' status.
 /// (Spawn-to-ready latency and sweeps are counted where they happen: the embedded server,
 /// the sweeper.)
-async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> {
     let objects = state.slabs().list(&ListParams::default()).await?.items;
     let mut by_state: BTreeMap<&'static str, u64> = spawner_core::State::ALL
         .iter()
@@ -669,49 +551,13 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiErro
         .into_response())
 }
 
-/// The seed's camelCase spawn request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SeedSpawn {
-    image: Option<String>,
-    command: Option<Vec<String>>,
-    port: Option<u16>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    grace_period_seconds: Option<u64>,
-}
-
-async fn seed_spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
-    let seed: SeedSpawn = parse_json(&body)?;
-    let spec = BackendSpec {
-        key: None,
-        executable: Executable {
-            command: seed.command,
-            image: seed.image,
-            env: seed.env,
-            port: seed.port,
-            ..Executable::default()
-        },
-        grace_period_seconds: seed.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS),
-        lifetime_limit_seconds: None,
-        startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
-        labels: BTreeMap::new(),
-        resources: None,
-        strip_prefix: true,
-    };
-    let (code, obj) = create(&state, &spec).await?;
+async fn seed_spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, Error> {
+    let request: SeedSpawn = parse::json(&body)?;
+    let (code, obj) = create(&state, &request.into_spec()).await?;
     let id = obj.name_any();
     let base = state.config.api_base.trim_end_matches('/');
-    Ok((
-        code,
-        Json(json!({
-            "url": state.config.urls.backend_url(&id),
-            "name": id,
-            "readyUrl": format!("{base}/backend/{id}/ready"),
-            "statusUrl": format!("{base}/backend/{id}/status"),
-        })),
-    )
-        .into_response())
+    let url = state.config.urls.backend_url(&id);
+    Ok((code, Json(seed::response(base, &id, &url))).into_response())
 }
 
 /// Serves the API on `listener` until the future `shutdown` completes.
