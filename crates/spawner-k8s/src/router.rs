@@ -95,30 +95,51 @@ pub fn route_of(domain: Option<&str>, host: Option<&str>, path: &str) -> Route {
     }
 }
 
-/// The sidecar of a Ready backend, or the answer for one that cannot take requests:
-/// `503` with `Retry-After` while it starts or stops, `410` once it ended. Pure.
-pub fn target_of(obj: &SessionLivedBackend) -> Result<Authority, Response<ProxyBody>> {
+/// Why a known backend cannot take requests now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    Starting,
+    Stopping,
+    Ended,
+    /// The status holds an address that does not parse (edited by hand).
+    BadAddress,
+}
+
+impl Unavailable {
+    /// `503` with `Retry-After` while it starts or stops, `410` once it ended.
+    pub fn response(self) -> Response<ProxyBody> {
+        match self {
+            Unavailable::Starting => retry_later("this backend is starting; retry in a moment\n"),
+            Unavailable::Stopping => retry_later("this backend is stopping\n"),
+            Unavailable::Ended => message(
+                StatusCode::GONE,
+                "this backend has ended; ask the application for a new one\n",
+            ),
+            Unavailable::BadAddress => message(
+                StatusCode::BAD_GATEWAY,
+                "the backend's address is malformed\n",
+            ),
+        }
+    }
+}
+
+/// The sidecar of a Ready backend (Pod IP and sidecar port), or why there is none. Pure.
+pub fn target_of(obj: &SessionLivedBackend) -> Result<Authority, Unavailable> {
     let status = obj.status.as_ref();
     let state = status.and_then(|s| s.state).unwrap_or(State::Submitted);
     if state.is_terminal() {
-        return Err(message(
-            StatusCode::GONE,
-            "this backend has ended; ask the application for a new one\n",
-        ));
+        return Err(Unavailable::Ended);
     }
     let addr = status.and_then(|s| {
         let ip: IpAddr = s.ip.as_deref()?.parse().ok()?;
         Some(SocketAddr::new(ip, s.port?))
     });
     match (state, addr) {
-        (State::Ready, Some(addr)) => Authority::try_from(addr.to_string()).map_err(|_| {
-            message(
-                StatusCode::BAD_GATEWAY,
-                "the backend's address is malformed\n",
-            )
-        }),
-        (State::Terminating, _) => Err(retry_later("this backend is stopping\n")),
-        _ => Err(retry_later("this backend is starting; retry in a moment\n")),
+        (State::Ready, Some(addr)) => {
+            Authority::try_from(addr.to_string()).map_err(|_| Unavailable::BadAddress)
+        }
+        (State::Terminating, _) => Err(Unavailable::Stopping),
+        _ => Err(Unavailable::Starting),
     }
 }
 
@@ -188,7 +209,7 @@ impl Router {
                 };
                 let authority = match target_of(&obj) {
                     Ok(a) => a,
-                    Err(resp) => return resp,
+                    Err(why) => return why.response(),
                 };
                 let strip = if obj.spec.strip_prefix.unwrap_or(true) {
                     path_prefix
@@ -346,29 +367,27 @@ mod tests {
         );
         let v6 = in_state(&[State::Submitted, State::Ready], Some("fd00::1"));
         assert_eq!(target_of(&v6).expect("a target").as_str(), "[fd00::1]:9090");
-        let status = |obj: &SessionLivedBackend| match target_of(obj) {
-            Ok(_) => StatusCode::OK,
-            Err(r) => r.status(),
-        };
         let starting = in_state(&[State::Submitted, State::Running], Some("10.1.2.3"));
-        assert_eq!(status(&starting), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            target_of(&starting)
-                .err()
-                .map(|r| r.headers()[header::RETRY_AFTER].clone()),
-            Some(HeaderValue::from_static("1"))
-        );
+        assert_eq!(target_of(&starting), Err(Unavailable::Starting));
+        let resp = Unavailable::Starting.response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         let stopping = in_state(
             &[State::Submitted, State::Ready, State::Terminating],
             Some("10.1.2.3"),
         );
-        assert_eq!(status(&stopping), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(target_of(&stopping), Err(Unavailable::Stopping));
+        assert_eq!(
+            Unavailable::Stopping.response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         let ended = in_state(
             &[State::Submitted, State::Ready, State::Swept],
             Some("10.1.2.3"),
         );
-        assert_eq!(status(&ended), StatusCode::GONE);
+        assert_eq!(target_of(&ended), Err(Unavailable::Ended));
+        assert_eq!(Unavailable::Ended.response().status(), StatusCode::GONE);
         let no_ip = in_state(&[State::Submitted, State::Ready], None);
-        assert_eq!(status(&no_ip), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(target_of(&no_ip), Err(Unavailable::Starting));
     }
 }
