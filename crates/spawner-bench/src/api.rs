@@ -1,0 +1,240 @@
+//! A minimal client of Spawner's HTTP API, and a `spawner serve` started for one phase.
+
+use crate::util::{self, Proc};
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Keep-alive HTTP/1.1 client of one Spawner.
+#[derive(Clone)]
+pub struct Api {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// One event of a status stream and when it arrived here.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub state: String,
+    /// Spawner's timestamp of the event (ms since the epoch).
+    pub time_ms: Option<i64>,
+    /// When this client received it.
+    pub at: Instant,
+    pub wall_ms: i64,
+}
+
+const TERMINAL: [&str; 3] = ["Swept", "Failed", "Terminated"];
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        Api { addr, client }
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let body = match body {
+            Some(v) => Full::new(Bytes::from(serde_json::to_vec(v)?)),
+            None => Full::new(Bytes::new()),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let (status, body) = self.call(Method::GET, path, None).await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Spawns a backend and returns its id.
+    pub async fn spawn(&self, spec: &Value) -> Result<String> {
+        let (status, body) = self.call(Method::POST, "/v1/backends", Some(spec)).await?;
+        if !status.is_success() {
+            bail!(
+                "spawn refused: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let v: Value = serde_json::from_slice(&body)?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("spawn answer without id: {v}"))
+    }
+
+    pub async fn terminate(&self, id: &str, hard: bool) -> Result<()> {
+        let path = format!("/v1/backends/{id}/terminate");
+        let (status, body) = self
+            .call(Method::POST, &path, Some(&json!({ "hard": hard })))
+            .await?;
+        if !status.is_success() {
+            bail!(
+                "terminate {id}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// Follows the status stream until `until` or a terminal state; returns what was seen.
+    pub async fn follow(&self, id: &str, until: &str, limit: Duration) -> Result<Vec<Seen>> {
+        tokio::time::timeout(limit, self.follow_inner(id, until))
+            .await
+            .map_err(|_| anyhow!("backend {id} not {until} within {limit:?}"))?
+    }
+
+    async fn follow_inner(&self, id: &str, until: &str) -> Result<Vec<Seen>> {
+        let req = Request::builder()
+            .uri(format!(
+                "http://{}/v1/backends/{id}/status/stream",
+                self.addr
+            ))
+            .body(Full::new(Bytes::new()))?;
+        let resp = self.client.request(req).await?;
+        if !resp.status().is_success() {
+            bail!("status stream of {id}: {}", resp.status());
+        }
+        let mut body = resp.into_body().into_data_stream();
+        let mut buf = String::new();
+        let mut seen = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.push_str(std::str::from_utf8(&chunk?)?);
+            while let Some(end) = buf.find("\n\n") {
+                let message: String = buf.drain(..end + 2).collect();
+                for data in message.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    let ev: Value = serde_json::from_str(data.trim())?;
+                    let state = ev["state"].as_str().unwrap_or_default().to_string();
+                    let done = state == until || TERMINAL.contains(&state.as_str());
+                    seen.push(Seen {
+                        time_ms: ev["time"].as_str().and_then(util::parse_rfc3339_ms),
+                        state,
+                        at: Instant::now(),
+                        wall_ms: util::wall_ms(),
+                    });
+                    if done {
+                        return Ok(seen);
+                    }
+                }
+            }
+        }
+        bail!("the status stream of {id} ended before {until}")
+    }
+
+    /// Waits for `until` and fails if the backend ended another way.
+    pub async fn wait_for(&self, id: &str, until: &str, limit: Duration) -> Result<Seen> {
+        let seen = self.follow(id, until, limit).await?;
+        match seen.last() {
+            Some(s) if s.state == until => Ok(s.clone()),
+            Some(s) => bail!("backend {id} became {} instead of {until}", s.state),
+            None => bail!("no events for backend {id}"),
+        }
+    }
+
+    /// Terminates every backend that is not terminal, hard, and waits (bounded) until none is.
+    pub async fn terminate_all(&self) -> Result<usize> {
+        let list = self.get_json("/v1/backends").await?;
+        let ids: Vec<String> = list["backends"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|b| !TERMINAL.contains(&b["state"].as_str().unwrap_or_default()))
+                    .filter_map(|b| b["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let n = ids.len();
+        futures_util::stream::iter(ids)
+            .map(|id| async move { self.terminate(&id, true).await })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let list = self.get_json("/v1/backends").await?;
+            let live = list["backends"].as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|b| !TERMINAL.contains(&b["state"].as_str().unwrap_or_default()))
+                    .count()
+            });
+            if live == 0 {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("backends still live 30 s after a hard terminate")
+    }
+}
+
+/// A `spawner serve` of its own for one phase, with a fresh data directory.
+pub struct Server {
+    pub api: Api,
+    pub proc: Proc,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    pub async fn start(spawner: &Path, dir: &Path, token: &str) -> Result<Server> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let port = util::free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cmd = tokio::process::Command::new(spawner);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--stop-grace")
+            .arg("2");
+        let mut proc = Proc::start("spawner serve", cmd, token, &dir.join("spawner.log"))?;
+        proc.wait_port(addr, Duration::from_secs(20)).await?;
+        Ok(Server {
+            api: Api::new(addr),
+            proc,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn rss_kib(&self) -> Result<u64> {
+        util::rss_kib(self.proc.pid())
+    }
+
+    /// Stops every backend, then the server itself.
+    pub async fn stop(self) -> Result<()> {
+        let result = self.api.terminate_all().await;
+        drop(self.proc);
+        result.map(|_| ())
+    }
+}

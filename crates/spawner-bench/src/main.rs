@@ -1,0 +1,336 @@
+//! `spawner-bench`: the benchmark harness of issue 3. Measures Spawner's proxy, WebSocket
+//! path, spawn path, scale and sweep precision side by side with their peers (direct,
+//! nginx, HAProxy, the backend's own start-up) in one run, prints a table and writes a JSON
+//! summary. Run it through `scripts/bench`, which installs the peers and builds Spawner.
+
+mod api;
+mod proxy;
+mod report;
+mod scale;
+mod spawn;
+mod sweep;
+mod util;
+mod ws;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use report::Phase;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spawner-bench",
+    about = "Benchmarks Spawner against its peers (issue 3)."
+)]
+struct Args {
+    #[command(subcommand)]
+    cleanup: Option<Cleanup>,
+    /// The `spawner` binary to measure [default: next to this one].
+    #[arg(long)]
+    spawner: Option<PathBuf>,
+    /// Where runs keep their files (configs, logs, data directories).
+    #[arg(long, default_value = "target/bench/run")]
+    work_dir: PathBuf,
+    /// The JSON summary.
+    #[arg(long, default_value = "target/bench/summary.json")]
+    out: PathBuf,
+    /// Phases to run, comma-separated: proxy, ws, spawn, scale, sweep.
+    #[arg(
+        long,
+        default_value = "proxy,ws,spawn,scale,sweep",
+        value_delimiter = ','
+    )]
+    phases: Vec<String>,
+    /// Repetitions of the noisy measurements (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per loaded wrk run.
+    #[arg(long, default_value_t = 4)]
+    wrk_seconds: u64,
+    /// Seconds per one-connection wrk run (latency).
+    #[arg(long, default_value_t = 2)]
+    wrk_solo_seconds: u64,
+    /// wrk connections under load.
+    #[arg(long, default_value_t = 50)]
+    wrk_connections: usize,
+    /// Worker processes of the nginx backend.
+    #[arg(long, default_value_t = 1)]
+    backend_workers: usize,
+    /// WebSocket messages per round-trip run.
+    #[arg(long, default_value_t = 10_000)]
+    ws_messages: usize,
+    /// Idle WebSockets for the memory figure (capped by the open-file limit).
+    #[arg(long, default_value_t = 10_000)]
+    ws_conns: usize,
+    /// Sequential spawns (and own start-ups) for the latency distribution.
+    #[arg(long, default_value_t = 100)]
+    spawns: usize,
+    /// Spawns at once for the throughput figure.
+    #[arg(long, default_value_t = 200)]
+    concurrent: usize,
+    /// Repetitions of the concurrent spawns.
+    #[arg(long, default_value_t = 3)]
+    concurrent_rounds: usize,
+    /// Live backends in the scale phase.
+    #[arg(long, default_value_t = 1000)]
+    scale: usize,
+    /// Status calls and proxied requests in the scale phase (each).
+    #[arg(long, default_value_t = 2000)]
+    scale_calls: usize,
+    /// Parallel clients in the scale phase.
+    #[arg(long, default_value_t = 4)]
+    scale_workers: usize,
+    /// Backends in the sweep phase.
+    #[arg(long, default_value_t = 20)]
+    sweeps: usize,
+    /// Marks every process of this run, for the cleanup [default: a fresh one].
+    #[arg(long, env = "SPAWNER_BENCH_TOKEN")]
+    token: Option<String>,
+    /// The command line to record in the summary (set by scripts/bench).
+    #[arg(long, env = "SPAWNER_BENCH_COMMAND")]
+    command_line: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cleanup {
+    /// Kill whatever a run with this token left behind.
+    Cleanup { token: String },
+}
+
+/// What every phase needs.
+pub struct Ctx {
+    pub spawner: PathBuf,
+    pub dir: PathBuf,
+    pub token: String,
+    pub cores: usize,
+    pub rounds: usize,
+    pub wrk_seconds: u64,
+    pub wrk_solo_seconds: u64,
+    pub wrk_connections: usize,
+    pub backend_workers: usize,
+    pub ws_messages: usize,
+    pub ws_conns: usize,
+    pub spawns: usize,
+    pub concurrent: usize,
+    pub concurrent_rounds: usize,
+    pub scale: usize,
+    pub scale_calls: usize,
+    pub scale_workers: usize,
+    pub sweeps: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if let Some(Cleanup::Cleanup { token }) = &args.cleanup {
+        let n = util::kill_tagged(token);
+        if n > 0 {
+            eprintln!("spawner-bench cleanup: killed {n} leftover processes");
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let token = args
+        .token
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", std::process::id(), util::wall_ms()));
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(&args, &token) => r,
+            () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Whatever a phase did not stop (also after an error or a signal) goes now.
+    drop(runtime);
+    util::kill_tagged(&token);
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn run(args: &Args, token: &str) -> Result<()> {
+    util::raise_nofile();
+    let spawner = match &args.spawner {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the harness binary has no directory")?
+            .join("spawner"),
+    };
+    let spawner = spawner.canonicalize().with_context(|| {
+        format!(
+            "no spawner binary at {}: build it or pass --spawner",
+            spawner.display()
+        )
+    })?;
+    std::fs::create_dir_all(&args.work_dir)?;
+    let dir = args.work_dir.canonicalize()?;
+    let ctx = Ctx {
+        spawner,
+        dir,
+        token: token.to_string(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rounds: args.rounds.max(1),
+        wrk_seconds: args.wrk_seconds.max(1),
+        wrk_solo_seconds: args.wrk_solo_seconds.max(1),
+        wrk_connections: args.wrk_connections.max(1),
+        backend_workers: args.backend_workers.max(1),
+        ws_messages: args.ws_messages.max(1),
+        ws_conns: args.ws_conns,
+        spawns: args.spawns.max(1),
+        concurrent: args.concurrent.max(1),
+        concurrent_rounds: args.concurrent_rounds.max(1),
+        scale: args.scale.max(1),
+        scale_calls: args.scale_calls.max(1),
+        scale_workers: args.scale_workers.max(1),
+        sweeps: args.sweeps.max(1),
+    };
+    let machine = machine();
+    eprintln!(
+        "spawner-bench: {}",
+        machine["summary"].as_str().unwrap_or_default()
+    );
+
+    let started = Instant::now();
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut timings = serde_json::Map::new();
+    for name in &args.phases {
+        let t = Instant::now();
+        eprintln!("spawner-bench: phase {name} …");
+        let phase = match name.as_str() {
+            "proxy" => proxy::run(&ctx).await,
+            "ws" => ws::run(&ctx).await,
+            "spawn" => spawn::run(&ctx).await,
+            "scale" => scale::run(&ctx).await,
+            "sweep" => sweep::run(&ctx).await,
+            other => bail!("unknown phase {other:?}: use proxy, ws, spawn, scale, sweep"),
+        }
+        .with_context(|| format!("phase {name}"))?;
+        util::kill_tagged(token);
+        eprintln!(
+            "spawner-bench: phase {name} done in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        timings.insert(name.clone(), util::round3(t.elapsed().as_secs_f64()));
+        phases.push(phase);
+    }
+
+    let table = report::markdown(&phases);
+    println!("{table}");
+    let checks: Vec<Value> = phases
+        .iter()
+        .flat_map(|p| &p.checks)
+        .map(report::Check::json)
+        .collect();
+    let results: serde_json::Map<String, Value> = args
+        .phases
+        .iter()
+        .zip(&phases)
+        .map(|(name, p)| (name.clone(), p.json.clone()))
+        .collect();
+    let summary = json!({
+        "command": args.command_line.clone().unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
+        "started_at_ms": util::wall_ms() - started.elapsed().as_millis() as i64,
+        "seconds": util::round3(started.elapsed().as_secs_f64()),
+        "phase_seconds": Value::Object(timings),
+        "machine": machine,
+        "results": Value::Object(results),
+        "targets": checks,
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&summary)?)?;
+    std::fs::write(args.out.with_extension("md"), &table)?;
+    eprintln!(
+        "spawner-bench: done in {:.0} s; summary in {} (table in {})",
+        started.elapsed().as_secs_f64(),
+        args.out.display(),
+        args.out.with_extension("md").display()
+    );
+    Ok(())
+}
+
+/// The machine and the peers' versions, for the record.
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown", |(_, m)| m.trim())
+        .to_string();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let version = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                text.lines().next().unwrap_or_default().trim().to_string()
+            })
+            .unwrap_or_default()
+    };
+    let summary = format!(
+        "{cores} cores ({cpu}), {:.1} GiB, Linux {kernel}, open-file limit {}",
+        mem_kib as f64 / 1024.0 / 1024.0,
+        util::nofile_limit()
+    );
+    json!({
+        "summary": summary,
+        "nproc": cores,
+        "cpu": cpu,
+        "mem_total_kib": mem_kib,
+        "kernel": kernel,
+        "open_file_limit": util::nofile_limit(),
+        "nginx": version("nginx", "-v"),
+        "haproxy": version("haproxy", "-v"),
+        "wrk": version("wrk", "-v"),
+    })
+}

@@ -1,0 +1,369 @@
+//! Phase 1: HTTP throughput and latency with keep-alive, side by side: straight to an nginx
+//! backend spawned through Spawner, through Spawner's proxy, through nginx as a reverse
+//! proxy, and through HAProxy.
+
+use crate::api::Server;
+use crate::report::{fmt, Check, Phase};
+use crate::util::{self, median, Proc};
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// The four ways to the same backend.
+const PATHS: [&str; 4] = ["direct", "spawner", "nginx", "haproxy"];
+
+/// What one wrk run measured.
+#[derive(Debug, Clone, Copy)]
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+pub async fn run(ctx: &Ctx) -> Result<Phase> {
+    let dir = ctx.dir.join("proxy");
+    let server = Server::start(&ctx.spawner, &dir.join("spawner"), &ctx.token).await?;
+    let result = measure(ctx, &dir, &server).await;
+    let stopped = server.stop().await;
+    let phase = result?;
+    stopped?;
+    Ok(phase)
+}
+
+fn nginx_user() -> &'static str {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Workers would otherwise switch to `nobody`, who may not read the run directory.
+        "user root root;\n"
+    } else {
+        ""
+    }
+}
+
+pub(crate) fn nginx_common(dir: &Path, name: &str, workers: &str) -> String {
+    let d = dir.display();
+    format!(
+        "{user}worker_processes {workers};\npid {d}/{name}.pid;\nerror_log {d}/{name}-error.log warn;\n\
+         events {{ worker_connections 8192; }}\n",
+        user = nginx_user()
+    )
+}
+
+async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    // A small static response: 128 bytes of body.
+    std::fs::write(www.join("index.html"), format!("{}\n", "x".repeat(127)))?;
+    let d = dir.display();
+
+    // The backend: nginx serving the file, spawned through the API on a port of our choice.
+    let backend_port = util::free_port()?;
+    let backend_conf = dir.join("backend.conf");
+    std::fs::write(
+        &backend_conf,
+        format!(
+            "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+             keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  \
+             server {{\n    listen 127.0.0.1:{backend_port};\n    root {d}/www;\n  }}\n}}\n",
+            common = nginx_common(dir, "backend", &ctx.backend_workers.to_string())
+        ),
+    )?;
+    let spec = json!({
+        "executable": {
+            "command": ["nginx", "-p", dir, "-e", dir.join("backend-error.log"), "-c", backend_conf, "-g", "daemon off;"],
+            "port": backend_port,
+        },
+        "grace_period_seconds": 3600,
+    });
+    let id = server.api.spawn(&spec).await?;
+    server
+        .api
+        .wait_for(&id, "Ready", Duration::from_secs(20))
+        .await?;
+
+    // nginx as the reverse proxy, with keep-alive to the backend.
+    let nginx_port = util::free_port()?;
+    let proxy_conf = dir.join("proxy.conf");
+    std::fs::write(
+        &proxy_conf,
+        format!(
+            "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+             keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  \
+             upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 100000000; }}\n  \
+             server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{\n      proxy_pass http://backend;\n      \
+             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n      \
+             proxy_set_header X-Forwarded-Host $host;\n    }}\n  }}\n}}\n",
+            common = nginx_common(dir, "proxy", "auto")
+        ),
+    )?;
+    let mut cmd = tokio::process::Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("proxy-error.log"));
+    cmd.arg("-c").arg(&proxy_conf).arg("-g").arg("daemon off;");
+    let mut nginx = Proc::start(
+        "nginx (reverse proxy)",
+        cmd,
+        &ctx.token,
+        &dir.join("nginx.out"),
+    )?;
+
+    // HAProxy, likewise.
+    let haproxy_port = util::free_port()?;
+    let haproxy_conf = dir.join("haproxy.cfg");
+    std::fs::write(
+        &haproxy_conf,
+        format!(
+            "global\n  maxconn 4096\n  nbthread {threads}\n\ndefaults\n  mode http\n  timeout connect 5s\n  \
+             timeout client 300s\n  timeout server 300s\n  option http-keep-alive\n  option forwardfor\n\n\
+             frontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\n\n\
+             backend be\n  http-reuse always\n  server s1 127.0.0.1:{backend_port}\n",
+            threads = ctx.cores
+        ),
+    )?;
+    let mut cmd = tokio::process::Command::new("haproxy");
+    cmd.arg("-db").arg("-f").arg(&haproxy_conf);
+    let mut haproxy = Proc::start("haproxy", cmd, &ctx.token, &dir.join("haproxy.out"))?;
+
+    nginx
+        .wait_port(([127, 0, 0, 1], nginx_port).into(), Duration::from_secs(10))
+        .await?;
+    haproxy
+        .wait_port(
+            ([127, 0, 0, 1], haproxy_port).into(),
+            Duration::from_secs(10),
+        )
+        .await?;
+
+    let urls = [
+        format!("http://127.0.0.1:{backend_port}/index.html"),
+        format!("http://{}/p/{id}/index.html", server.api.addr),
+        format!("http://127.0.0.1:{nginx_port}/index.html"),
+        format!("http://127.0.0.1:{haproxy_port}/index.html"),
+    ];
+    let conns = ctx.wrk_connections.to_string();
+    let loaded = ["-t", "2", "-c", conns.as_str()];
+    let single = ["-t", "1", "-c", "1"];
+
+    // Warm-up: connections, pools, page cache.
+    for url in &urls {
+        wrk(&single, 1, url).await?;
+    }
+    let mut load: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
+    let mut solo: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
+    for round in 0..ctx.rounds {
+        // Rotate the order so that no path always runs first in a round.
+        for k in 0..PATHS.len() {
+            let i = (k + round) % PATHS.len();
+            load[i].push(wrk(&loaded, ctx.wrk_seconds, &urls[i]).await?);
+        }
+        for k in 0..PATHS.len() {
+            let i = (k + round) % PATHS.len();
+            solo[i].push(wrk(&single, ctx.wrk_solo_seconds, &urls[i]).await?);
+        }
+    }
+
+    let med = |runs: &[Wrk], f: fn(&Wrk) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let mut phase = Phase::new("1. Proxy: HTTP keep-alive, 128-byte static file from nginx");
+    let mut paths = serde_json::Map::new();
+    for (i, name) in PATHS.iter().enumerate() {
+        let rps = med(&load[i], |w| w.rps);
+        let p50 = med(&load[i], |w| w.p50_ms);
+        let p99 = med(&load[i], |w| w.p99_ms);
+        let s50 = med(&solo[i], |w| w.p50_ms);
+        let s99 = med(&solo[i], |w| w.p99_ms);
+        let errors: u64 = load[i].iter().chain(&solo[i]).map(|w| w.errors).sum();
+        phase.row(
+            format!(
+                "{name}: req/s; p50 / p99 under load ({} conns)",
+                ctx.wrk_connections
+            ),
+            format!("{} req/s; {} / {} ms", fmt(rps), fmt(p50), fmt(p99)),
+        );
+        phase.row(
+            format!("{name}: p50 / p99, one connection"),
+            format!("{} / {} ms", fmt(s50), fmt(s99)),
+        );
+        if errors > 0 {
+            phase.row(format!("{name}: errors"), errors.to_string());
+        }
+        paths.insert(
+            name.to_string(),
+            json!({
+                "rps_median": util::round3(rps),
+                "rps_runs": load[i].iter().map(|w| util::round3(w.rps)).collect::<Vec<_>>(),
+                "loaded_p50_ms": util::round3(p50),
+                "loaded_p99_ms": util::round3(p99),
+                "single_p50_ms": util::round3(s50),
+                "single_p99_ms": util::round3(s99),
+                "single_p99_runs_ms": solo[i].iter().map(|w| util::round3(w.p99_ms)).collect::<Vec<_>>(),
+                "errors": errors,
+            }),
+        );
+    }
+    // Ratios per round (same round, same conditions), then their median.
+    let ratio = |a: usize, b: usize| {
+        median(
+            &(0..ctx.rounds)
+                .map(|r| load[a][r].rps / load[b][r].rps)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (b_a, b_c, b_d) = (ratio(1, 0), ratio(1, 2), ratio(1, 3));
+    let added_p99 = median(
+        &(0..ctx.rounds)
+            .map(|r| solo[1][r].p99_ms - solo[0][r].p99_ms)
+            .collect::<Vec<_>>(),
+    );
+    let added_p50 = median(
+        &(0..ctx.rounds)
+            .map(|r| solo[1][r].p50_ms - solo[0][r].p50_ms)
+            .collect::<Vec<_>>(),
+    );
+    let nginx_added_p99 = median(
+        &(0..ctx.rounds)
+            .map(|r| solo[2][r].p99_ms - solo[0][r].p99_ms)
+            .collect::<Vec<_>>(),
+    );
+    phase.row("ratio req/s spawner / direct (b/a)", fmt(b_a));
+    phase.row("ratio req/s spawner / nginx (b/c)", fmt(b_c));
+    phase.row("ratio req/s spawner / haproxy (b/d)", fmt(b_d));
+    phase.row(
+        "added latency, one connection: spawner p50 / p99 (nginx p99)",
+        format!(
+            "{} / {} ms ({} ms)",
+            fmt(added_p50),
+            fmt(added_p99),
+            fmt(nginx_added_p99)
+        ),
+    );
+    phase.checks.push(Check::at_least(
+        "proxy req/s ÷ nginx reverse proxy",
+        b_c,
+        1.0,
+        "×",
+        "≥ 1.0×".into(),
+    ));
+    phase.checks.push(Check::at_least(
+        "proxy req/s ÷ direct",
+        b_a,
+        0.6,
+        "×",
+        "≥ 0.6×".into(),
+    ));
+    phase.checks.push(Check::at_most(
+        "proxy added p99 latency",
+        added_p99,
+        0.3,
+        "ms",
+        "≤ 0.3 ms".into(),
+    ));
+    phase.json = json!({
+        "paths": Value::Object(paths),
+        "ratio_spawner_direct": util::round3(b_a),
+        "ratio_spawner_nginx": util::round3(b_c),
+        "ratio_spawner_haproxy": util::round3(b_d),
+        "added_p50_ms": util::round3(added_p50),
+        "added_p99_ms": util::round3(added_p99),
+        "nginx_added_p99_ms": util::round3(nginx_added_p99),
+        "wrk_connections": ctx.wrk_connections,
+        "wrk_seconds": ctx.wrk_seconds,
+        "rounds": ctx.rounds,
+    });
+    Ok(phase)
+}
+
+/// Runs wrk and reads its figures.
+async fn wrk(shape: &[&str], seconds: u64, url: &str) -> Result<Wrk> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(seconds + 30),
+        tokio::process::Command::new("wrk")
+            .args(shape)
+            .arg("-d")
+            .arg(format!("{seconds}s"))
+            .arg("--latency")
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("wrk did not finish")??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("reading wrk's output for {url}:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Result<Wrk> {
+    let mut rps = None;
+    let (mut p50, mut p99) = (None, None);
+    let mut errors = 0u64;
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = line.strip_prefix("50%") {
+            p50 = duration_ms(v.trim());
+        } else if let Some(v) = line.strip_prefix("99%") {
+            p99 = duration_ms(v.trim());
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            errors += v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    match (rps, p50, p99) {
+        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(Wrk {
+            rps,
+            p50_ms,
+            p99_ms,
+            errors,
+        }),
+        _ => bail!("no Requests/sec or latency distribution"),
+    }
+}
+
+/// `123.45us`, `1.2ms`, `2.00s` → milliseconds.
+fn duration_ms(v: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|n| n * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let out = "Running 1s test @ http://127.0.0.1:1/\n  1 threads and 1 connections\n\
+                   \x20 Latency Distribution\n     50%   45.00us\n     75%   50.00us\n     90%   60.00us\n     99%    1.20ms\n\
+                   \x20 1000 requests in 1.00s, 1.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n\
+                   \x20 Non-2xx or 3xx responses: 4\nRequests/sec:  22222.50\nTransfer/sec:      3.00MB\n";
+        let w = parse_wrk(out).unwrap();
+        assert_eq!(w.rps, 22222.5);
+        assert!((w.p50_ms - 0.045).abs() < 1e-9);
+        assert!((w.p99_ms - 1.2).abs() < 1e-9);
+        assert_eq!(w.errors, 7);
+        assert_eq!(duration_ms("2.00s"), Some(2000.0));
+        assert!(parse_wrk("nothing").is_err());
+    }
+}

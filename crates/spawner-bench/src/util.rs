@@ -1,0 +1,324 @@
+//! Processes, probes, statistics and clocks shared by every phase.
+
+use anyhow::{bail, Context, Result};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The environment variable that marks every process of one run (and, by inheritance,
+/// every backend Spawner starts for it), so that a cleanup can find what is left.
+pub const RUN_VAR: &str = "SPAWNER_BENCH_RUN";
+
+/// A child process in its own process group, killed with its whole group when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pid: i32,
+}
+
+impl Proc {
+    /// Starts `cmd` in a new process group, tagged with the run token, output to `log`.
+    pub fn start(name: &str, mut cmd: Command, token: &str, log: &Path) -> Result<Proc> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        cmd.env(RUN_VAR, token)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .with_context(|| format!("{name} exited at once"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            pid,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits until the process accepts connections at `addr`; fails early if it exits.
+    pub async fn wait_port(&mut self, addr: SocketAddr, limit: Duration) -> Result<()> {
+        let since = Instant::now();
+        loop {
+            self.check_alive()?;
+            if wait_port(addr, Duration::from_millis(500)).await.is_ok() {
+                return Ok(());
+            }
+            if since.elapsed() > limit {
+                bail!(
+                    "{} does not accept connections at {addr} after {limit:?}",
+                    self.name
+                );
+            }
+        }
+    }
+
+    /// Kills the process group and waits for the process to be gone.
+    pub async fn stop(mut self) {
+        kill_group(self.pid);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
+    /// Fails if the process has exited already.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early: {status}", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill_group(self.pid);
+    }
+}
+
+/// SIGKILLs a process group (a no-op once it is gone).
+pub fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Kills every process (and its process group) whose environment carries the run token:
+/// the fallback that leaves nothing behind, also after a crash of the harness.
+pub fn kill_tagged(token: &str) -> usize {
+    let marker = format!("{RUN_VAR}={token}");
+    // SAFETY: getpid/getpgrp have no preconditions.
+    let (me, my_group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+    let mut killed = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            // SAFETY: getpgid and kill take plain integers.
+            unsafe {
+                let group = libc::getpgid(pid);
+                if group > 1 && group != my_group {
+                    libc::kill(-group, libc::SIGKILL);
+                }
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Probes `addr` the way Spawner's readiness probe does: connect, and back off a tenth of
+/// the time waited (1 ms to 100 ms). Returns when a connection is accepted.
+pub async fn wait_port(addr: SocketAddr, limit: Duration) -> Result<Duration> {
+    let since = Instant::now();
+    loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(since.elapsed());
+        }
+        let waited = since.elapsed();
+        if waited > limit {
+            bail!("nothing accepted connections at {addr} within {limit:?}");
+        }
+        let delay = (waited / 10).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Resident memory of a process in KiB (VmRSS).
+pub fn rss_kib(pid: i32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/{pid}/status")
+}
+
+/// The soft limit on open files of this process (children inherit it).
+pub fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain struct in, plain struct out.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Milliseconds since the epoch, by the wall clock (comparable with Spawner's timestamps).
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.mmm]Z` into milliseconds since the epoch.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let frac3: String = frac.chars().chain("000".chars()).take(3).collect();
+    let ms: i64 = frac3.parse().ok()?;
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant's well-known formula.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
+/// A distribution of samples (milliseconds unless named otherwise).
+#[derive(Debug, Clone, Default)]
+pub struct Dist {
+    sorted: Vec<f64>,
+}
+
+impl Dist {
+    pub fn new(mut samples: Vec<f64>) -> Self {
+        samples.retain(|v| v.is_finite());
+        samples.sort_by(f64::total_cmp);
+        Dist { sorted: samples }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The nearest-rank percentile `q` in 0..=100 (NaN when empty).
+    pub fn pct(&self, q: f64) -> f64 {
+        if self.sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((q / 100.0) * self.sorted.len() as f64).ceil() as usize;
+        self.sorted[rank.clamp(1, self.sorted.len()) - 1]
+    }
+
+    pub fn max(&self) -> f64 {
+        self.sorted.last().copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.sorted.is_empty() {
+            return f64::NAN;
+        }
+        self.sorted.iter().sum::<f64>() / self.sorted.len() as f64
+    }
+
+    /// p50, p90, p99, max and count as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "n": self.len(),
+            "p50": round3(self.pct(50.0)),
+            "p90": round3(self.pct(90.0)),
+            "p99": round3(self.pct(99.0)),
+            "max": round3(self.max()),
+            "mean": round3(self.mean()),
+        })
+    }
+}
+
+/// The median of a few figures (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    Dist::new(values.to_vec()).pct(50.0)
+}
+
+/// Three decimals, and NaN as null in JSON.
+pub fn round3(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!((v * 1000.0).round() / 1000.0)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let d = Dist::new((1..=100).map(f64::from).collect());
+        assert_eq!(d.pct(50.0), 50.0);
+        assert_eq!(d.pct(99.0), 99.0);
+        assert_eq!(d.pct(100.0), 100.0);
+        assert!(Dist::new(vec![]).pct(50.0).is_nan());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn parses_timestamps() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2000-03-01T00:00:01.5Z"),
+            Some(951_868_801_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-23T20:17:15.123Z"),
+            Some(1_795_465_035_123)
+        );
+        assert_eq!(parse_rfc3339_ms("garbage"), None);
+    }
+}
