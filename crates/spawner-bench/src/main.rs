@@ -85,6 +85,9 @@ struct Args {
     /// Backends in the sweep phase.
     #[arg(long, default_value_t = 20)]
     sweeps: usize,
+    /// Extra environment for `spawner serve` only (repeatable), e.g. TOKIO_WORKER_THREADS=1.
+    #[arg(long, value_name = "NAME=VALUE")]
+    spawner_env: Vec<String>,
     /// Marks every process of this run, for the cleanup [default: a fresh one].
     #[arg(long, env = "SPAWNER_BENCH_TOKEN")]
     token: Option<String>,
@@ -102,6 +105,7 @@ enum Cleanup {
 /// What every phase needs.
 pub struct Ctx {
     pub spawner: PathBuf,
+    pub spawner_env: Vec<(String, String)>,
     pub dir: PathBuf,
     pub token: String,
     pub cores: usize,
@@ -195,8 +199,16 @@ async fn run(args: &Args, token: &str) -> Result<()> {
     })?;
     std::fs::create_dir_all(&args.work_dir)?;
     let dir = args.work_dir.canonicalize()?;
+    let mut spawner_env = Vec::new();
+    for pair in &args.spawner_env {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--spawner-env {pair:?}: expected NAME=VALUE");
+        };
+        spawner_env.push((name.to_string(), value.to_string()));
+    }
     let ctx = Ctx {
         spawner,
+        spawner_env,
         dir,
         token: token.to_string(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("scale");
-    let server = Server::start(&ctx.spawner, &dir.join("spawner"), &ctx.token).await?;
+    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
     let result = measure(ctx, &server).await;
     let stopped = server.stop().await;
     let phase = result?;

@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("spawn");
-    let server = Server::start(&ctx.spawner, &dir.join("spawner"), &ctx.token).await?;
+    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
     let result = measure(ctx, &server).await;
     let stopped = server.stop().await;
     let phase = result?;

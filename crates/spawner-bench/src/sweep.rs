@@ -14,7 +14,7 @@ const GRACE_MS: i64 = 1000;
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("sweep");
-    let server = Server::start(&ctx.spawner, &dir.join("spawner"), &ctx.token).await?;
+    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
     let result = measure(ctx, &server).await;
     let stopped = server.stop().await;
     let phase = result?;

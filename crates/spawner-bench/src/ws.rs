@@ -19,7 +19,7 @@ type PlainWs = WebSocketStream<tokio::net::TcpStream>;
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("ws");
-    let server = Server::start(&ctx.spawner, &dir.join("spawner"), &ctx.token).await?;
+    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
     let result = measure(ctx, &dir, &server).await;
     let stopped = server.stop().await;
     let phase = result?;
