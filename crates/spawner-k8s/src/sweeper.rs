@@ -157,7 +157,8 @@ fn finished(obj: &SessionLivedBackend) -> bool {
             .is_some_and(|s| s.is_terminal() || s == State::Terminating)
 }
 
-/// Reported for every judged event, for logs and tests.
+/// Reported for every judged event once its verdict was carried out (a failed write is
+/// not reported: the next event is judged again), for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judged {
     pub name: String,
@@ -204,15 +205,18 @@ pub async fn follow(
             }
         };
         debug!(%name, %addr, "following the sidecar");
+        // Reset by events only: object updates must not keep a silent stream alive.
+        let mut deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
             tokio::select! {
-                next = tokio::time::timeout(EVENT_TIMEOUT, stream.next()) => {
+                next = tokio::time::timeout_at(deadline, stream.next()) => {
                     let report = match next {
                         Ok(Ok(report)) => report,
                         Ok(Err(e)) => { debug!(%name, error = %e, "event stream ended"); break; }
                         Err(_) => { debug!(%name, "no event for {EVENT_TIMEOUT:?}: reconnecting"); break; }
                     };
                     backoff = BACKOFF_START;
+                    deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
                     current = act(&api, current, &report, judged.as_ref()).await;
                     if finished(&current) {
                         break;
@@ -244,20 +248,24 @@ async fn act(
     for _ in 0..2 {
         let now = now_millis();
         let verdict = judge(&obj, report, now);
-        if let Some(tx) = judged {
-            let _ = tx.send(Judged {
-                name: name.clone(),
-                report: report.clone(),
-                verdict,
-            });
-        }
+        // Heard once carried out, so that a listener sees the write it announces.
+        let heard = |obj: Arc<SessionLivedBackend>| {
+            if let Some(tx) = judged {
+                let _ = tx.send(Judged {
+                    name: name.clone(),
+                    report: report.clone(),
+                    verdict,
+                });
+            }
+            obj
+        };
         let to = match verdict {
-            Verdict::Keep => return obj,
+            Verdict::Keep => return heard(obj),
             Verdict::MarkReady => State::Ready,
             Verdict::MarkSwept => State::Swept,
         };
         let Some(patch) = status_patch(&obj, to, report, now) else {
-            return obj;
+            return heard(obj);
         };
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -269,7 +277,7 @@ async fn act(
         {
             Ok(updated) => {
                 info!(%name, state = %to, live = report.live_connections, idle_s = report.seconds_since_active, "marked");
-                return Arc::new(updated);
+                return heard(Arc::new(updated));
             }
             Err(kube::Error::Api(s)) if s.is_conflict() => {
                 debug!(%name, "conflict: reading the object again");

@@ -77,6 +77,9 @@ pub struct Sidecar {
     monitor: Arc<Monitor>,
     app: Authority,
     ready: watch::Receiver<bool>,
+    /// Kept for as long as the sidecar lives, so that `ready.changed()` waits for a change
+    /// instead of failing at once when the probe task has ended.
+    _ready_tx: Arc<watch::Sender<bool>>,
 }
 
 fn now_ms() -> i64 {
@@ -95,19 +98,22 @@ impl Sidecar {
             .unwrap_or_else(|_| unreachable!("a socket address is a valid authority"));
         let monitor = Arc::new(Monitor::new(now_ms()));
         let (ready_tx, ready) = watch::channel(false);
+        let ready_tx = Arc::new(ready_tx);
+        let probe_tx = ready_tx.clone();
         let probe_monitor = monitor.clone();
         tokio::spawn(async move {
             wait_until_listening(app_addr).await;
             // The idle clock starts when the application can first be used.
             probe_monitor.touch();
             tracing::info!(%app_addr, "application is listening: ready");
-            let _ = ready_tx.send(true);
+            let _ = probe_tx.send(true);
         });
         Arc::new(Sidecar {
             forwarder: Forwarder::new(),
             monitor,
             app,
             ready,
+            _ready_tx: ready_tx,
         })
     }
 
@@ -193,6 +199,7 @@ impl Sidecar {
     /// the client goes away.
     async fn stream_reports(self: Arc<Self>, tx: mpsc::Sender<Bytes>) {
         let mut ready = self.ready.clone();
+        let mut ready_open = true;
         let mut last: Option<(bool, u64, u64)> = None;
         let mut last_sent = Instant::now();
         loop {
@@ -214,10 +221,9 @@ impl Sidecar {
             let wake = (last_sent + HEARTBEAT).min(Instant::now() + POLL);
             tokio::select! {
                 // Readiness is announced the moment the probe sees it.
-                changed = ready.changed() => if changed.is_err() {
-                    // The probe ended: readiness no longer changes; keep reporting.
-                    ready = watch::channel(true).1;
-                },
+                // While the sidecar lives its sender does too; should it not, stop
+                // listening rather than spin on an error.
+                changed = ready.changed(), if ready_open => ready_open = changed.is_ok(),
                 () = tokio::time::sleep_until(wake) => {}
                 () = tx.closed() => return,
             }
