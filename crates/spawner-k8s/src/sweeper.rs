@@ -475,8 +475,7 @@ fn apply(
 ) {
     let key = key_of(&obj);
     // The label selector already says so; a relabelled object must not linger.
-    let here = obj.labels().get(LABEL_NODE) == Some(&config.node_name);
-    if !here || finished(&obj) {
+    if obj.labels().get(LABEL_NODE) != Some(&config.node_name) {
         if let Some(f) = followed.remove(&key) {
             f.task.abort();
         }
@@ -484,7 +483,12 @@ fn apply(
     }
     let obj = Arc::new(obj);
     if let Some(f) = followed.get(&key) {
+        // An ended backend's follower stops by itself on this update, after finishing
+        // what it is doing (aborting it could cut it off between its write and its report).
         f.updates.send_replace(obj);
+        return;
+    }
+    if finished(&obj) {
         return;
     }
     info!(namespace = %key.0, name = %key.1, "following");
