@@ -212,10 +212,12 @@ struct Pool {
     idle: Mutex<Idle>,
 }
 
+/// One backend's idle connections, each with the time it went idle.
+type IdleList = VecDeque<(SendRequest<Incoming>, Instant)>;
+
 #[derive(Default)]
 struct Idle {
-    by_backend:
-        HashMap<String, VecDeque<(SendRequest<Incoming>, Instant)>, BuildHasherDefault<Fnv>>,
+    by_backend: HashMap<String, IdleList, BuildHasherDefault<Fnv>>,
     puts: u64,
 }
 

@@ -3,6 +3,7 @@
 //! every lifecycle decision; a runtime only does what it is told and reports what it saw.
 
 pub mod docker;
+pub mod ports;
 pub mod process;
 
 use futures_util::future::BoxFuture;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use docker::{DockerOptions, DockerRuntime};
+pub use ports::PortAllocator;
 pub use process::ProcessRuntime;
 
 /// What a runtime needs to start one backend.

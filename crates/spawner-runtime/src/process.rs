@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use spawner_core::lifecycle::Exit;
 use spawner_core::BackendId;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -45,17 +45,6 @@ impl ProcessHandle {
 impl ProcessRuntime {
     pub fn new() -> Self {
         ProcessRuntime
-    }
-
-    /// A free port on the loopback interface, for a backend whose spec names none.
-    pub fn free_port() -> Result<u16, RuntimeError> {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|source| RuntimeError::Io {
-                context: "finding a free port".into(),
-                source,
-            })
     }
 }
 

@@ -7,6 +7,7 @@ use crate::runtimes::Runtimes;
 use crate::store::{Store, StoreError};
 use spawner_core::{Event, State};
 use spawner_proxy::Forwarder;
+use spawner_runtime::PortAllocator;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ pub struct App {
     pub registry: Registry,
     pub runtimes: Runtimes,
     pub forwarder: Forwarder,
+    /// Ports for process backends that name none.
+    pub ports: PortAllocator,
     pub metrics: Metrics,
     /// This installation's id (kept in the database): marks its processes and containers.
     pub instance: String,

@@ -58,6 +58,7 @@ impl Server {
             registry: live::Registry::default(),
             runtimes,
             forwarder: Forwarder::new(),
+            ports: spawner_runtime::PortAllocator::default(),
             metrics: metrics::Metrics::new()?,
             instance,
         });

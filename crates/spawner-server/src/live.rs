@@ -7,7 +7,7 @@ use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::time::Millis;
 use spawner_core::{BackendSpec, State};
 use spawner_proxy::Monitor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::watch;
@@ -124,6 +124,18 @@ impl Registry {
         self.map
             .read()
             .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The ports live backends are reached on.
+    pub fn ports(&self) -> HashSet<u16> {
+        self.map
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter_map(|l| l.authority().and_then(Authority::port_u16))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

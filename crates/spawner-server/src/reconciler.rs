@@ -12,7 +12,7 @@ use spawner_core::env::{backend_env, expand};
 use spawner_core::lifecycle::{outcome, Exit, StopReason};
 use spawner_core::time::now_millis;
 use spawner_core::{BackendId, State};
-use spawner_runtime::{Handle, Launch, ProcessRuntime, Runtime, RuntimeError, Signal};
+use spawner_runtime::{Handle, Launch, Runtime, RuntimeError, Signal};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,7 +122,10 @@ fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
     let id = BackendId::parse(&live.id).map_err(|e| RuntimeError::Start(e.to_string()))?;
     let port = match (live.spec.executable.port, live.runtime) {
         (Some(p), _) => p,
-        (None, "process") => ProcessRuntime::free_port()?,
+        (None, "process") => {
+            let held = app.registry.ports();
+            app.ports.allocate(|p| held.contains(&p))?
+        }
         (None, _) => spawner_core::spec::DEFAULT_PORT,
     };
     let env = backend_env(
