@@ -11,9 +11,6 @@ use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -21,12 +18,10 @@ use kube::{Client, ResourceExt};
 use spawner_core::State;
 use spawner_proxy::forward::message;
 use spawner_proxy::{Forwarder, Monitor, ProxyBody, Target};
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -188,6 +183,7 @@ impl Router {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        forwarder: Forwarder,
     ) -> Response<ProxyBody> {
         let host = req
             .headers()
@@ -222,7 +218,7 @@ impl Router {
                     strip,
                     client_ip: peer.ip(),
                 };
-                self.forwarder.forward(req, target).await
+                forwarder.forward(req, target).await
             }
         }
     }
@@ -277,35 +273,14 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
 
 /// Serves the router on `listener` until `shutdown` resolves (HTTP/1.1 with upgrades).
 pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let router = router.clone();
-                async move { Ok::<_, Infallible>(router.handle(req, peer).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let forwarder = router.forwarder.clone();
+    spawner_proxy::listen::serve(
+        listener,
+        &forwarder,
+        shutdown,
+        move |req, peer, forwarder| router.clone().handle(req, peer, forwarder),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod listen;
 pub mod monitor;
 pub mod sidecar;
 

@@ -19,11 +19,7 @@ use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -143,6 +139,7 @@ impl Sidecar {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        forwarder: Forwarder,
     ) -> Response<SidecarBody> {
         match req.uri().path() {
             EVENTS_PATH => return self.events(req.method()),
@@ -170,10 +167,7 @@ impl Sidecar {
             strip: 0,
             client_ip: peer.ip(),
         };
-        self.forwarder
-            .forward(req, target)
-            .await
-            .map(SidecarBody::Proxy)
+        forwarder.forward(req, target).await.map(SidecarBody::Proxy)
     }
 
     fn events(self: Arc<Self>, method: &Method) -> Response<SidecarBody> {
@@ -287,36 +281,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let sidecar = sidecar.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let sidecar = sidecar.clone();
-                async move { Ok::<_, Infallible>(sidecar.handle(req, peer).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let forwarder = sidecar.forwarder.clone();
+    crate::listen::serve(
+        listener,
+        &forwarder,
+        shutdown,
+        move |req, peer, forwarder| sidecar.clone().handle(req, peer, forwarder),
+    )
+    .await
 }
 
 /// Parses one event of a `/_events` stream (the text after `data: `).

@@ -116,9 +116,7 @@ mod tests {
             .port();
         let ports = PortAllocator::new(busy.min(free)..=busy.max(free));
         for _ in 0..3 {
-            let port = ports
-                .allocate(|p| p != busy && p != free)
-                .expect("a port");
+            let port = ports.allocate(|p| p != busy && p != free).expect("a port");
             assert_eq!(port, free, "busy {busy}");
         }
     }

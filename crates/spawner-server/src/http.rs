@@ -7,13 +7,9 @@ use axum::body::Body;
 use axum::Router;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use spawner_core::{BackendId, State};
 use spawner_proxy::forward::message;
-use spawner_proxy::{ProxyBody, Target};
-use std::convert::Infallible;
+use spawner_proxy::{Forwarder, ProxyBody, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -27,34 +23,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let router = crate::api::router(app.clone());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(app.clone(), router.clone(), req, peer));
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let forwarder = app.forwarder.clone();
+    spawner_proxy::listen::serve(
+        listener,
+        &forwarder,
+        shutdown,
+        move |req, peer, forwarder| handle(app.clone(), router.clone(), req, peer, forwarder),
+    )
+    .await
 }
 
 async fn handle(
@@ -62,13 +38,19 @@ async fn handle(
     router: Router,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Response<Body>, Infallible> {
+    forwarder: Forwarder,
+) -> Response<Body> {
     match backend_of(&app, &req) {
-        Some(Route::Backend { id, path_prefix }) => Ok(proxy(&app, req, &id, path_prefix, peer)
-            .await
-            .map(Body::new)),
-        Some(Route::AddSlash) => Ok(add_slash(&req)),
-        None => router.oneshot(req.map(Body::new)).await,
+        Some(Route::Backend { id, path_prefix }) => {
+            proxy(&app, req, &id, path_prefix, peer, &forwarder)
+                .await
+                .map(Body::new)
+        }
+        Some(Route::AddSlash) => add_slash(&req),
+        None => match router.oneshot(req.map(Body::new)).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
     }
 }
 
@@ -129,6 +111,7 @@ async fn proxy(
     id: &str,
     path_prefix: usize,
     peer: SocketAddr,
+    forwarder: &Forwarder,
 ) -> Response<ProxyBody> {
     let live = match app.registry.get(id) {
         Some(live) => live,
@@ -150,7 +133,7 @@ async fn proxy(
         },
         client_ip: peer.ip(),
     };
-    app.forwarder.forward(req, target).await
+    forwarder.forward(req, target).await
 }
 
 /// A backend that is not live: ended (410), unknown (404), or live but unsupervised (503).
