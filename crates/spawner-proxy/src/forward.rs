@@ -319,8 +319,9 @@ impl OwnConn {
             conn,
             ..
         } = *self;
+        // Pooled connections may carry an upgrade (a WebSocket) next.
         runtime.spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "backend connection ended with an error");
             }
         });

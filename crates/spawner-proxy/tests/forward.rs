@@ -2,6 +2,7 @@
 //! connections to two real HTTP backends that count the connections they accept.
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -15,9 +16,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 /// A backend: answers `{connection number} {method} {path} {request body length}`;
-/// `/close` answers with `Connection: close`; `/stream` sends 64 chunks of 16 KiB.
+/// `/close` answers with `Connection: close`; `/stream` sends 64 chunks of 16 KiB; `/ws` is
+/// a WebSocket that echoes text.
 struct Backend {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -38,6 +44,7 @@ async fn backend() -> Backend {
                 let service = service_fn(move |req: Request<Incoming>| answer(n, req));
                 let _ = server::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -47,7 +54,13 @@ async fn backend() -> Backend {
 
 type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn answer(conn: usize, req: Request<Incoming>) -> Result<Response<AnswerBody>, Infallible> {
+async fn answer(
+    conn: usize,
+    mut req: Request<Incoming>,
+) -> Result<Response<AnswerBody>, Infallible> {
+    if req.uri().path() == "/ws" {
+        return Ok(echo_websocket(&mut req));
+    }
     let (parts, body) = req.into_parts();
     let len = body
         .collect()
@@ -69,6 +82,32 @@ async fn answer(conn: usize, req: Request<Incoming>) -> Result<Response<AnswerBo
         );
     }
     Ok(resp)
+}
+
+fn echo_websocket(req: &mut Request<Incoming>) -> Response<AnswerBody> {
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", key)
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("response")
 }
 
 /// A proxy that sends `/a/…` to one backend and `/b/…` to the other, prefix stripped.
@@ -210,4 +249,28 @@ async fn clients_with_a_connection_per_request_share_pooled_backend_connections(
     // a moment after the client saw its response.
     let opened = a.connections.load(Ordering::SeqCst);
     assert!(opened <= 10, "{opened} backend connections for 20 clients");
+}
+
+#[tokio::test]
+async fn a_websocket_can_take_a_pooled_connection_a_client_connection_had() {
+    let (a, b) = (backend().await, backend().await);
+    let proxy = proxy(a.addr, b.addr).await;
+    let mut client = connect(proxy).await;
+    let (_, text) = call(&mut client, "GET", "/a/first", Bytes::new()).await;
+    assert_eq!(text, "1 GET /first 0");
+    // The client goes; its backend connection joins the pool a moment later.
+    drop(client);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{proxy}/a/ws"))
+        .await
+        .expect("upgrade through the proxy");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..3 {
+        ws.send(Message::text(format!("m{i}"))).await.expect("send");
+        let echo = ws.next().await.expect("open").expect("message");
+        assert_eq!(echo.into_text().expect("text").as_str(), format!("m{i}"));
+    }
+    // The upgrade went over the pooled connection, not a new one.
+    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
 }
