@@ -183,7 +183,6 @@ impl Router {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        forwarder: Forwarder,
     ) -> Response<ProxyBody> {
         let host = req
             .headers()
@@ -218,7 +217,7 @@ impl Router {
                     strip,
                     client_ip: peer.ip(),
                 };
-                forwarder.forward(req, target).await
+                self.forwarder.forward(req, target).await
             }
         }
     }
@@ -273,13 +272,9 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
 
 /// Serves the router on `listener` until `shutdown` resolves (HTTP/1.1 with upgrades).
 pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let forwarder = router.forwarder.clone();
-    spawner_proxy::listen::serve(
-        listener,
-        &forwarder,
-        shutdown,
-        move |req, peer, forwarder| router.clone().handle(req, peer, forwarder),
-    )
+    spawner_proxy::listen::serve(listener, shutdown, move |req, peer| {
+        router.clone().handle(req, peer)
+    })
     .await
 }
 

@@ -41,10 +41,6 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Backend { body, guard, conn } => {
-                // A connection without a task of its own moves the body along here.
-                if let Some(c) = conn {
-                    c.poll_io(cx);
-                }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(None) => {

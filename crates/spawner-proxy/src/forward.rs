@@ -6,15 +6,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
-use std::future::{poll_fn, Future};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -53,33 +50,14 @@ pub struct Target {
 /// The pool is Spawner's own rather than a general-purpose client's: one lock and one
 /// short-key lookup per request, and a connection goes back to it as soon as the response
 /// body it carried has been read in full.
-///
-/// A forwarder made for one client connection ([`Forwarder::for_connection`]) also keeps a
-/// backend connection of its own whose I/O runs in the task that serves the client
-/// connection: a request then goes from client to backend and back without being handed
-/// between tasks. When the client connection ends, that backend connection joins the
-/// shared pool, so clients that open a connection per request still reuse them.
 #[derive(Clone, Default)]
 pub struct Forwarder {
     pool: Arc<Pool>,
-    own: Option<Arc<OwnSlot>>,
 }
 
 impl Forwarder {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// A forwarder for the requests of one client connection, all polled by one task (as a
-    /// hyper server connection polls its requests and their bodies).
-    pub fn for_connection(&self) -> Self {
-        Forwarder {
-            pool: self.pool.clone(),
-            own: Some(Arc::new(OwnSlot {
-                conn: Mutex::new(None),
-                pool: self.pool.clone(),
-            })),
-        }
     }
 
     /// Forwards `req` to `target` and returns the backend's response (or a 502 saying why
@@ -108,12 +86,7 @@ impl Forwarder {
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let guard = target.monitor.open();
-        let sent = match (&self.own, upgrade) {
-            // An upgrade takes its connection for good: it needs one with a task of its own.
-            (Some(own), false) => self.send_own(req, &target.authority, own).await,
-            _ => self.send(req, &target.authority).await,
-        };
-        let (mut resp, conn) = match sent {
+        let (mut resp, conn) = match self.send(req, &target.authority).await {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, backend = %target.authority, "backend unreachable");
@@ -185,52 +158,18 @@ impl Forwarder {
         Ok((resp, self.lend(authority, sender)))
     }
 
-    /// Sends the request on this client connection's own backend connection when it goes
-    /// to the same backend and is still open; otherwise on a pooled one, or on a new one
-    /// that becomes this client connection's own.
-    async fn send_own(
-        &self,
-        mut req: Request<Incoming>,
-        authority: &Authority,
-        own: &Arc<OwnSlot>,
-    ) -> Result<(Response<Incoming>, Pooled), BoxError> {
-        if let Some(mut conn) = own.take(authority) {
-            if conn.ready().await {
-                match conn.send(req).await {
-                    Ok(resp) => return Ok((resp, Pooled::own(own.clone(), conn))),
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => return Err(e.into_error().into()),
-                    },
-                }
-            }
-        }
-        if self.pool.has_idle(authority.as_str()) {
-            return self.send(req, authority).await;
-        }
-        let mut conn = OwnConn::connect(authority).await?;
-        let resp = conn.send(req).await.map_err(|e| e.into_error())?;
-        Ok((resp, Pooled::own(own.clone(), conn)))
-    }
-
     fn lend(&self, authority: &Authority, sender: SendRequest<Incoming>) -> Pooled {
         Pooled {
+            pool: self.pool.clone(),
+            authority: authority.clone(),
+            sender: Some(sender),
             reusable: false,
-            from: Some(From::Shared {
-                pool: self.pool.clone(),
-                authority: authority.clone(),
-                sender,
-            }),
         }
     }
 }
 
-type BackendIo = TokioIo<TcpStream>;
-
-/// Opens a TCP connection to a backend and starts HTTP/1.1 on it.
-async fn handshake(
-    authority: &Authority,
-) -> Result<(SendRequest<Incoming>, Connection<BackendIo, Incoming>), BoxError> {
+/// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
+async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
     let host = authority
         .host()
         .trim_start_matches('[')
@@ -240,12 +179,7 @@ async fn handshake(
         .await
         .map_err(|_| "connecting timed out")??;
     stream.set_nodelay(true)?;
-    Ok(hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?)
-}
-
-/// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
-async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
-    let (sender, conn) = handshake(authority).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "backend connection ended with an error");
@@ -254,193 +188,20 @@ async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxErro
     Ok(sender)
 }
 
-/// A backend connection whose I/O is driven by whoever holds it (the task serving one
-/// client connection), instead of by a task of its own.
-pub(crate) struct OwnConn {
-    authority: Authority,
-    sender: SendRequest<Incoming>,
-    conn: Connection<BackendIo, Incoming>,
-    ended: bool,
-}
-
-impl OwnConn {
-    /// Boxed: it moves between a client connection's slot and the responses it carries.
-    async fn connect(authority: &Authority) -> Result<Box<Self>, BoxError> {
-        let (sender, conn) = handshake(authority).await?;
-        Ok(Box::new(OwnConn {
-            authority: authority.clone(),
-            sender,
-            conn,
-            ended: false,
-        }))
-    }
-
-    /// Moves the connection's I/O forward (sends the request and its body, reads the
-    /// response); true once the connection has ended.
-    pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        poll_io(&mut self.conn, &mut self.ended, cx)
-    }
-
-    /// Waits until the connection can take a request; false if it closed meanwhile.
-    async fn ready(&mut self) -> bool {
-        poll_fn(|cx| {
-            if self.poll_io(cx) {
-                return Poll::Ready(false);
-            }
-            self.sender.poll_ready(cx).map(|r| r.is_ok())
-        })
-        .await
-    }
-
-    async fn send(
-        &mut self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
-        let (conn, ended) = (&mut self.conn, &mut self.ended);
-        poll_fn(|cx| {
-            poll_io(conn, ended, cx);
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
-
-    /// Hands the connection to the shared pool, its I/O to a task of its own.
-    fn detach(self: Box<Self>, pool: &Pool) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.ended || self.sender.is_closed() {
-            return;
-        }
-        let OwnConn {
-            authority,
-            sender,
-            conn,
-            ..
-        } = *self;
-        // Pooled connections may carry an upgrade (a WebSocket) next.
-        runtime.spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "backend connection ended with an error");
-            }
-        });
-        pool.put(authority.as_str(), sender);
-    }
-}
-
-/// Polls a connection once unless it has ended; whether it has.
-fn poll_io(
-    conn: &mut Connection<BackendIo, Incoming>,
-    ended: &mut bool,
-    cx: &mut Context<'_>,
-) -> bool {
-    if !*ended {
-        if let Poll::Ready(result) = Pin::new(conn).poll(cx) {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "backend connection ended with an error");
-            }
-            *ended = true;
-        }
-    }
-    *ended
-}
-
-/// The backend connection of one client connection, between its requests.
-pub(crate) struct OwnSlot {
-    conn: Mutex<Option<Box<OwnConn>>>,
-    pool: Arc<Pool>,
-}
-
-impl OwnSlot {
-    /// The connection, if it goes to `authority`; one to another backend joins the pool.
-    fn take(&self, authority: &Authority) -> Option<Box<OwnConn>> {
-        let conn = self.conn.lock().ok()?.take()?;
-        if conn.authority == *authority {
-            return Some(conn);
-        }
-        conn.detach(&self.pool);
-        None
-    }
-
-    fn put(&self, conn: Box<OwnConn>) {
-        if conn.ended {
-            return;
-        }
-        if let Ok(mut slot) = self.conn.lock() {
-            if let Some(previous) = slot.replace(conn) {
-                previous.detach(&self.pool);
-            }
-        }
-    }
-}
-
-impl Drop for OwnSlot {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.get_mut().ok().and_then(Option::take) {
-            conn.detach(&self.pool);
-        }
-    }
-}
-
-/// A backend connection lent to one response: back where it came from when dropped, if the
+/// A backend connection lent to one response: back to the pool when dropped, if the
 /// response body it carried was read in full; closed otherwise.
+#[derive(Debug)]
 pub struct Pooled {
+    pool: Arc<Pool>,
+    authority: Authority,
+    sender: Option<SendRequest<Incoming>>,
     pub(crate) reusable: bool,
-    from: Option<From>,
-}
-
-enum From {
-    /// The shared pool; its I/O runs in a task of its own.
-    Shared {
-        pool: Arc<Pool>,
-        authority: Authority,
-        sender: SendRequest<Incoming>,
-    },
-    /// A client connection's own; the response body drives its I/O.
-    Own {
-        slot: Arc<OwnSlot>,
-        conn: Box<OwnConn>,
-    },
-}
-
-impl Pooled {
-    fn own(slot: Arc<OwnSlot>, conn: Box<OwnConn>) -> Self {
-        Pooled {
-            reusable: false,
-            from: Some(From::Own { slot, conn }),
-        }
-    }
-
-    /// Moves the I/O of a connection that has no task of its own forward.
-    pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>) {
-        if let Some(From::Own { conn, .. }) = &mut self.from {
-            conn.poll_io(cx);
-        }
-    }
-}
-
-impl std::fmt::Debug for Pooled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pooled")
-            .field("reusable", &self.reusable)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if !self.reusable {
-            return;
-        }
-        match self.from.take() {
-            Some(From::Shared {
-                pool,
-                authority,
-                sender,
-            }) => pool.put(authority.as_str(), sender),
-            Some(From::Own { slot, conn }) => slot.put(conn),
-            None => {}
+        if let (true, Some(sender)) = (self.reusable, self.sender.take()) {
+            self.pool.put(self.authority.as_str(), sender);
         }
     }
 }
@@ -467,12 +228,6 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    fn has_idle(&self, key: &str) -> bool {
-        self.idle
-            .lock()
-            .is_ok_and(|idle| idle.by_backend.get(key).is_some_and(|l| !l.is_empty()))
-    }
-
     fn take(&self, key: &str) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.by_backend.get_mut(key)?;

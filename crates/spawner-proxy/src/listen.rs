@@ -1,7 +1,6 @@
 //! The accept loop every Spawner proxy runs (the embedded server, the sidecar, the
 //! Kubernetes router): HTTP/1.1 with keep-alive and upgrades, one task per connection.
 
-use crate::Forwarder;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -14,16 +13,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Accepts connections until `shutdown` resolves, answering each request with `handle`,
-/// which gets the client's address and a forwarder of the connection's own (see
-/// [`Forwarder::for_connection`]). Open connections (WebSockets above all) are left to
+/// which gets the client's address. Open connections (WebSockets above all) are left to
 /// finish on their own.
-pub async fn serve<H, F, B>(
-    listener: TcpListener,
-    forwarder: &Forwarder,
-    shutdown: impl Future<Output = ()>,
-    handle: H,
-) where
-    H: Fn(Request<Incoming>, SocketAddr, Forwarder) -> F + Clone + Send + Sync + 'static,
+pub async fn serve<H, F, B>(listener: TcpListener, shutdown: impl Future<Output = ()>, handle: H)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -45,10 +39,9 @@ pub async fn serve<H, F, B>(
         };
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
-        let forwarder = forwarder.for_connection();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = handle(req, peer, forwarder.clone());
+                let response = handle(req, peer);
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let conn = http1::Builder::new()

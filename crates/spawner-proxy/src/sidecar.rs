@@ -139,7 +139,6 @@ impl Sidecar {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        forwarder: Forwarder,
     ) -> Response<SidecarBody> {
         match req.uri().path() {
             EVENTS_PATH => return self.events(req.method()),
@@ -167,7 +166,10 @@ impl Sidecar {
             strip: 0,
             client_ip: peer.ip(),
         };
-        forwarder.forward(req, target).await.map(SidecarBody::Proxy)
+        self.forwarder
+            .forward(req, target)
+            .await
+            .map(SidecarBody::Proxy)
     }
 
     fn events(self: Arc<Self>, method: &Method) -> Response<SidecarBody> {
@@ -281,13 +283,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let forwarder = sidecar.forwarder.clone();
-    crate::listen::serve(
-        listener,
-        &forwarder,
-        shutdown,
-        move |req, peer, forwarder| sidecar.clone().handle(req, peer, forwarder),
-    )
+    crate::listen::serve(listener, shutdown, move |req, peer| {
+        sidecar.clone().handle(req, peer)
+    })
     .await
 }
 

@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use spawner_core::{BackendId, State};
 use spawner_proxy::forward::message;
-use spawner_proxy::{Forwarder, ProxyBody, Target};
+use spawner_proxy::{ProxyBody, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -23,13 +23,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let router = crate::api::router(app.clone());
-    let forwarder = app.forwarder.clone();
-    spawner_proxy::listen::serve(
-        listener,
-        &forwarder,
-        shutdown,
-        move |req, peer, forwarder| handle(app.clone(), router.clone(), req, peer, forwarder),
-    )
+    spawner_proxy::listen::serve(listener, shutdown, move |req, peer| {
+        handle(app.clone(), router.clone(), req, peer)
+    })
     .await
 }
 
@@ -38,14 +34,11 @@ async fn handle(
     router: Router,
     req: Request<Incoming>,
     peer: SocketAddr,
-    forwarder: Forwarder,
 ) -> Response<Body> {
     match backend_of(&app, &req) {
-        Some(Route::Backend { id, path_prefix }) => {
-            proxy(&app, req, &id, path_prefix, peer, &forwarder)
-                .await
-                .map(Body::new)
-        }
+        Some(Route::Backend { id, path_prefix }) => proxy(&app, req, &id, path_prefix, peer)
+            .await
+            .map(Body::new),
         Some(Route::AddSlash) => add_slash(&req),
         None => match router.oneshot(req.map(Body::new)).await {
             Ok(resp) => resp,
@@ -111,7 +104,6 @@ async fn proxy(
     id: &str,
     path_prefix: usize,
     peer: SocketAddr,
-    forwarder: &Forwarder,
 ) -> Response<ProxyBody> {
     let live = match app.registry.get(id) {
         Some(live) => live,
@@ -133,7 +125,7 @@ async fn proxy(
         },
         client_ip: peer.ip(),
     };
-    forwarder.forward(req, target).await
+    app.forwarder.forward(req, target).await
 }
 
 /// A backend that is not live: ended (410), unknown (404), or live but unsupervised (503).
