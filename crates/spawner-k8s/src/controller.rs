@@ -20,10 +20,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use spawner_core::lifecycle::{decide, outcome, Decision, Exit, Observed, StopReason, Timing};
 use spawner_core::time::Millis;
@@ -207,6 +207,18 @@ fn owned_by(child: &kube::core::ObjectMeta, obj: &SessionLivedBackend) -> bool {
 }
 
 /// Decides what to do with `obj`, given its Pod and Service as just read. Pure.
+/// Why the object cannot run, if it cannot: its own rules, and what this controller's Pods
+/// need (the application and the sidecar share the Pod's network, so not one port).
+fn invalid(obj: &SessionLivedBackend, pod: &PodConfig) -> Option<String> {
+    if let Err(e) = obj.validate() {
+        return Some(e.to_string());
+    }
+    let port = obj.http_port();
+    (port == pod.sidecar_port).then(|| {
+        format!("spec.httpPort: {port} is the port of the sidecar beside the application; choose another")
+    })
+}
+
 pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) -> Plan {
     let now = seen.now;
     let original = obj.status.clone().unwrap_or_default();
@@ -263,7 +275,7 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
     }
 
     let mut late = Vec::new();
-    if let Err(e) = obj.validate() {
+    if let Some(e) = invalid(obj, &cfg.pod) {
         status.enter(State::Failed, now, Some(format!("invalid spec: {e}")), None);
         if pod.is_some() && !pod_deleting {
             late.push(delete_pod(0));
@@ -560,24 +572,7 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                     .await?;
                 for entry in status.history.iter().skip(known) {
                     info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
-                    let event = K8sEvent {
-                        type_: if entry.state == State::Failed {
-                            EventType::Warning
-                        } else {
-                            EventType::Normal
-                        },
-                        reason: entry.state.as_str().to_string(),
-                        note: Some(
-                            entry
-                                .reason
-                                .clone()
-                                .unwrap_or_else(|| format!("entered {}", entry.state)),
-                        ),
-                        action: "Lifecycle".to_string(),
-                        secondary: None,
-                    };
-                    ctx.recorder
-                        .publish(&event, &obj.object_ref(&()))
+                    crate::write::publish_state(&ctx.recorder, &obj, entry)
                         .await
                         .map_err(Error::Event)?;
                 }
@@ -1083,6 +1078,24 @@ pub(crate) mod tests {
             .as_deref()
             .is_some_and(|r| r.starts_with("invalid spec: spec.template.containers[0].image")));
         assert_eq!(p.actions.len(), 1);
+    }
+
+    #[test]
+    fn the_sidecar_s_port_is_refused_as_the_application_s() {
+        let mut obj = stored("b1");
+        obj.spec.http_port = Some(config().pod.sidecar_port);
+        let p = plan(&obj, &seen(None, None, T0), &config());
+        let st = status_of(&p);
+        assert_eq!(st.state, Some(State::Failed));
+        assert!(
+            st.reason
+                .as_deref()
+                .is_some_and(|r| r
+                    .starts_with("invalid spec: spec.httpPort: 9090 is the port of the sidecar")),
+            "{:?}",
+            st.reason
+        );
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::CreatePod(_))));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
@@ -170,6 +171,7 @@ pub struct Judged {
 /// carries the object as the watch sees it; `judged`, if given, hears every verdict.
 pub async fn follow(
     api: Api<SessionLivedBackend>,
+    recorder: Recorder,
     mut updates: watch::Receiver<Arc<SessionLivedBackend>>,
     judged: Option<mpsc::UnboundedSender<Judged>>,
 ) {
@@ -217,7 +219,7 @@ pub async fn follow(
                     };
                     backoff = BACKOFF_START;
                     deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-                    current = act(&api, current, &report, judged.as_ref()).await;
+                    current = act(&api, &recorder, current, &report, judged.as_ref()).await;
                     if finished(&current) {
                         break;
                     }
@@ -239,6 +241,7 @@ pub async fn follow(
 /// Judges one report and carries the verdict out; returns the object as now known.
 async fn act(
     api: &Api<SessionLivedBackend>,
+    recorder: &Recorder,
     mut obj: Arc<SessionLivedBackend>,
     report: &Report,
     judged: Option<&mpsc::UnboundedSender<Judged>>,
@@ -277,6 +280,13 @@ async fn act(
         {
             Ok(updated) => {
                 info!(%name, state = %to, live = report.live_connections, idle_s = report.seconds_since_active, "marked");
+                let entered = updated.status.as_ref().and_then(|s| s.history.last());
+                if let Some(entry) = entered.filter(|e| e.state == to) {
+                    // Best effort, as Events are: the status already says it.
+                    if let Err(e) = crate::write::publish_state(recorder, &updated, entry).await {
+                        warn!(%name, error = %e, "publishing the Event failed");
+                    }
+                }
                 return heard(Arc::new(updated));
             }
             Err(kube::Error::Api(s)) if s.is_conflict() => {
@@ -410,6 +420,13 @@ pub async fn run(
         watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
     tokio::pin!(stream);
     tokio::pin!(shutdown);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(config.node_name.clone()),
+        },
+    );
     let mut followed: HashMap<(String, String), Followed> = HashMap::new();
     // Objects seen since the watch (re)started its initial list.
     let mut listing: Option<HashSet<(String, String)>> = None;
@@ -433,7 +450,14 @@ pub async fn run(
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(key_of(&obj));
                 }
-                apply(&client, &config, &mut followed, obj, judged.clone());
+                apply(
+                    &client,
+                    &recorder,
+                    &config,
+                    &mut followed,
+                    obj,
+                    judged.clone(),
+                );
             }
             Event::InitDone => {
                 // Objects deleted while the watch was down never get a Delete event.
@@ -468,6 +492,7 @@ fn key_of(obj: &SessionLivedBackend) -> (String, String) {
 /// Hands a changed object to its follower, starting one for a backend new to this node.
 fn apply(
     client: &Client,
+    recorder: &Recorder,
     config: &SweeperConfig,
     followed: &mut HashMap<(String, String), Followed>,
     obj: SessionLivedBackend,
@@ -494,7 +519,7 @@ fn apply(
     info!(namespace = %key.0, name = %key.1, "following");
     let api = Api::namespaced(client.clone(), &key.0);
     let (updates, rx) = watch::channel(obj);
-    let task = tokio::spawn(follow(api, rx, judged));
+    let task = tokio::spawn(follow(api, recorder.clone(), rx, judged));
     followed.insert(key, Followed { updates, task });
 }
 

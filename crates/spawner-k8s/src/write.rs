@@ -11,13 +11,40 @@
 //! [`StopReason::Idle`] (Terminating first, then Swept).
 
 use crate::crd::{SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD};
-use crate::status::SessionLivedBackendStatus;
+use crate::status::{HistoryEntry, SessionLivedBackendStatus};
 use kube::api::{Api, Patch, PatchParams};
-use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::time::Millis;
 use spawner_core::State;
+
+/// Publishes a state the writer entered as a Kubernetes Event of the object
+/// (`kubectl describe slab` lists them): reason = the state, Warning for Failed.
+pub async fn publish_state(
+    recorder: &Recorder,
+    obj: &SessionLivedBackend,
+    entry: &HistoryEntry,
+) -> Result<(), kube::Error> {
+    let event = Event {
+        type_: if entry.state == State::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: entry.state.as_str().to_string(),
+        note: Some(
+            entry
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("entered {}", entry.state)),
+        ),
+        action: "Lifecycle".to_string(),
+        secondary: None,
+    };
+    recorder.publish(&event, &obj.object_ref(&())).await
+}
 
 /// The JSON merge patch that replaces `obj`'s status with `status`, only if nobody wrote
 /// the object since `obj` was read.

@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 fn deploy_dir() -> PathBuf {
@@ -73,13 +73,40 @@ fn every_manifest_object_round_trips_through_its_type() {
     }
 }
 
-/// Whether `role` grants `verb` on `resource` in `group`.
-fn allows(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
-    role["rules"].as_array().into_iter().flatten().any(|r| {
-        let has =
-            |field: &str, want: &str| r[field].as_array().into_iter().flatten().any(|x| x == want);
-        has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-    })
+/// Every grant of `role`, one `verb group/resource[/name]` a line, sorted.
+fn grants(role: &Value) -> BTreeSet<String> {
+    let list = |r: &Value, field: &str| -> Vec<String> {
+        r[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let names = list(rule, "resourceNames");
+        let names = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        };
+        for group in list(rule, "apiGroups") {
+            for resource in list(rule, "resources") {
+                for verb in list(rule, "verbs") {
+                    for name in &names {
+                        let name = if name.is_empty() {
+                            String::new()
+                        } else {
+                            format!("/{name}")
+                        };
+                        out.insert(format!("{verb} {group}/{resource}{name}"));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -90,53 +117,69 @@ fn rbac_grants_what_each_component_does_and_no_more() {
             .unwrap_or_else(|| panic!("Role/{name}"))
             .clone()
     };
-    let controller = role("spawner-controller");
-    for (group, resource, verb) in [
-        ("spawner.dev", "sessionlivedbackends", "watch"),
-        ("spawner.dev", "sessionlivedbackends", "patch"),
-        ("spawner.dev", "sessionlivedbackends", "delete"),
-        ("spawner.dev", "sessionlivedbackends/status", "patch"),
-        ("", "pods", "create"),
-        ("", "pods", "delete"),
-        ("", "services", "create"),
-        ("events.k8s.io", "events", "create"),
-        ("events.k8s.io", "events", "patch"),
-        ("coordination.k8s.io", "leases", "create"),
-        ("coordination.k8s.io", "leases", "patch"),
-    ] {
-        assert!(
-            allows(&controller, group, resource, verb),
-            "controller: {verb} {group}/{resource}"
-        );
+    // Exactly what each component calls, and nothing else.
+    let expected: [(&str, &[&str]); 4] = [
+        (
+            "spawner-controller",
+            &[
+                "get spawner.dev/sessionlivedbackends",
+                "list spawner.dev/sessionlivedbackends",
+                "watch spawner.dev/sessionlivedbackends",
+                "patch spawner.dev/sessionlivedbackends",
+                "delete spawner.dev/sessionlivedbackends",
+                "patch spawner.dev/sessionlivedbackends/status",
+                "get /pods",
+                "list /pods",
+                "watch /pods",
+                "create /pods",
+                "delete /pods",
+                "get /services",
+                "list /services",
+                "watch /services",
+                "create /services",
+                "create events.k8s.io/events",
+                "patch events.k8s.io/events",
+                "create coordination.k8s.io/leases",
+                "get coordination.k8s.io/leases/spawner-controller",
+                "patch coordination.k8s.io/leases/spawner-controller",
+            ],
+        ),
+        (
+            "spawner-api",
+            &[
+                "get spawner.dev/sessionlivedbackends",
+                "list spawner.dev/sessionlivedbackends",
+                "watch spawner.dev/sessionlivedbackends",
+                "create spawner.dev/sessionlivedbackends",
+                "patch spawner.dev/sessionlivedbackends",
+                "delete spawner.dev/sessionlivedbackends",
+                "get /pods/log",
+            ],
+        ),
+        (
+            "spawner-sweeper",
+            &[
+                "get spawner.dev/sessionlivedbackends",
+                "list spawner.dev/sessionlivedbackends",
+                "watch spawner.dev/sessionlivedbackends",
+                "patch spawner.dev/sessionlivedbackends/status",
+                "create events.k8s.io/events",
+                "patch events.k8s.io/events",
+            ],
+        ),
+        (
+            "spawner-router",
+            &[
+                "get spawner.dev/sessionlivedbackends",
+                "list spawner.dev/sessionlivedbackends",
+                "watch spawner.dev/sessionlivedbackends",
+            ],
+        ),
+    ];
+    for (name, want) in expected {
+        let want: BTreeSet<String> = want.iter().map(|g| g.to_string()).collect();
+        assert_eq!(grants(&role(name)), want, "Role/{name}");
     }
-    assert!(!allows(&controller, "", "secrets", "get"));
-    let api = role("spawner-api");
-    for verb in ["get", "list", "watch", "create", "patch", "delete"] {
-        assert!(
-            allows(&api, "spawner.dev", "sessionlivedbackends", verb),
-            "api: {verb}"
-        );
-    }
-    assert!(allows(&api, "", "pods/log", "get"));
-    assert!(
-        !allows(&api, "", "pods", "create"),
-        "the API never touches Pods"
-    );
-    assert!(
-        !allows(&api, "spawner.dev", "sessionlivedbackends/status", "patch"),
-        "only the controller and sweeper write status"
-    );
-    let router = role("spawner-router");
-    assert!(allows(
-        &router,
-        "spawner.dev",
-        "sessionlivedbackends",
-        "watch"
-    ));
-    assert!(
-        !allows(&router, "spawner.dev", "sessionlivedbackends", "patch"),
-        "the router only reads"
-    );
     for name in [
         "spawner-controller",
         "spawner-api",

@@ -141,19 +141,31 @@ fn start_sweeper(
     (rx, stop, task)
 }
 
-/// The patches the fake received, as ("PATCH slabs/{name}/status by {field manager}", body).
+/// The writes the fake received: patches as ("PATCH slabs/{name}/status by {field manager}",
+/// body), Events as ("POST events", body).
 fn patches(fake: &Fake) -> Vec<(String, Value)> {
     fake.take_log()
         .into_iter()
-        .filter(|l| l.method == http::Method::PATCH)
+        .filter(|l| l.method == http::Method::PATCH || l.method == http::Method::POST)
         .map(|l| {
-            let manager = support::query_param(&l.query, "fieldManager").unwrap_or_default();
-            (
-                format!("{} by {manager}", l.short()),
-                l.body.unwrap_or(Value::Null),
-            )
+            let what = match support::query_param(&l.query, "fieldManager") {
+                Some(manager) => format!("{} by {manager}", l.short()),
+                None => l.short(),
+            };
+            (what, l.body.unwrap_or(Value::Null))
         })
         .collect()
+}
+
+/// Checks that an Event the sweeper published says that `name` entered `state`.
+fn assert_state_event(written: &(String, Value), name: &str, state: &str) {
+    let (what, event) = written;
+    assert_eq!(what, "POST events");
+    assert_eq!(event["reason"], state, "{event}");
+    assert_eq!(event["type"], "Normal", "{event}");
+    assert_eq!(event["regarding"]["kind"], "SessionLivedBackend", "{event}");
+    assert_eq!(event["regarding"]["name"], name, "{event}");
+    assert_eq!(event["reportingController"], "spawner-sweeper", "{event}");
 }
 
 /// Checks that `body[path]` is an RFC 3339 time within [from, to], and replaces it by a
@@ -289,9 +301,11 @@ async fn scenario(image: String, fake: Fake, client: kube::Client) {
     .await;
     let after_ready = now_millis();
 
-    // Exactly one write: Ready, with the whole status, conditional on the version read.
+    // Exactly one status write: Ready, with the whole status, conditional on the version
+    // read; then its Event.
     let mut written = patches(&fake);
-    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_state_event(&written[1], &name, "Ready");
     let (path, mut body) = written.remove(0);
     assert_eq!(
         path,
@@ -381,7 +395,8 @@ async fn scenario(image: String, fake: Fake, client: kube::Client) {
     assert_eq!(swept.report.live_connections, 0);
     assert!(swept.report.seconds_since_active >= GRACE_SECONDS as f64);
     let mut written = patches(&fake);
-    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_state_event(&written[1], &name, "Swept");
     let (_, mut body) = written.remove(0);
     let swept_at = take_time(
         &mut body,
