@@ -107,17 +107,24 @@ pub struct SlabArgs {
     #[arg(long)]
     image: String,
     /// The command, as one shell-quoted string; overrides the image's entry point.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "argv")]
     command: Option<String>,
+    /// The command, as separate arguments after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    argv: Vec<String>,
     /// Environment variables, NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Labels, NAME=VALUE (repeatable).
     #[arg(long = "label", value_name = "NAME=VALUE")]
     labels: Vec<String>,
-    /// The get-or-create key to record on the object.
-    #[arg(long)]
+    /// The get-or-create key: the object is named as the API names the backend of this key
+    /// (needs --key-secret), so that the API finds it.
+    #[arg(long, requires = "key_secret", conflicts_with = "name")]
     key: Option<String>,
+    /// The API's key secret (its --key-secret, or its --token when it has none).
+    #[arg(long, env = "SPAWNER_KEY_SECRET", hide_env_values = true)]
+    key_secret: Option<String>,
     /// Seconds without connections before the backend is swept.
     #[arg(long)]
     grace: Option<u64>,
@@ -127,6 +134,9 @@ pub struct SlabArgs {
     /// The port the application listens on (default 8080).
     #[arg(long)]
     port: Option<u16>,
+    /// Forward /p/{id}/... unchanged instead of stripping the prefix.
+    #[arg(long)]
+    keep_prefix: bool,
     /// The object's name (default: a fresh random id).
     #[arg(long)]
     name: Option<String>,
@@ -136,6 +146,9 @@ pub struct SlabArgs {
 pub struct PrintSlabArgs {
     #[command(flatten)]
     slab: SlabArgs,
+    /// The namespace it is for (a keyed backend's name depends on it).
+    #[arg(long, short = 'n', default_value = "spawner")]
+    namespace: String,
     /// Also print the Pod and the Service the controller would create for it.
     #[arg(long)]
     children: bool,
@@ -166,12 +179,14 @@ fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String
         .collect()
 }
 
-fn slab_of(args: &SlabArgs) -> anyhow::Result<SessionLivedBackend> {
-    let command = args
-        .command
-        .as_deref()
-        .map(|c| shlex::split(c).with_context(|| format!("--command {c:?} has unbalanced quotes")))
-        .transpose()?;
+fn slab_of(args: &SlabArgs, namespace: &str) -> anyhow::Result<SessionLivedBackend> {
+    let command = match &args.command {
+        Some(c) => Some(
+            shlex::split(c).with_context(|| format!("--command {c:?} has unbalanced quotes"))?,
+        ),
+        None if !args.argv.is_empty() => Some(args.argv.clone()),
+        None => None,
+    };
     let mut spec = BackendSpec::from_command(Vec::new());
     spec.executable = Executable {
         command,
@@ -186,12 +201,17 @@ fn slab_of(args: &SlabArgs) -> anyhow::Result<SessionLivedBackend> {
         spec.grace_period_seconds = g;
     }
     spec.lifetime_limit_seconds = args.lifetime;
+    spec.strip_prefix = !args.keep_prefix;
     spec.validate()?;
-    let name = match &args.name {
-        Some(n) => BackendId::parse(n)
+    let name = match (&args.name, &args.key) {
+        (Some(n), _) => BackendId::parse(n)
             .map_err(|e| anyhow::anyhow!("--name {n:?}: {e}"))?
             .to_string(),
-        None => BackendId::generate()
+        (None, Some(key)) => {
+            let secret = args.key_secret.as_deref().unwrap_or_default();
+            spawner_k8s::naming::name_for_key(secret.as_bytes(), namespace, key).to_string()
+        }
+        (None, None) => BackendId::generate()
             .context("no randomness for an id")?
             .to_string(),
     };
@@ -237,7 +257,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             Ok(())
         }
         K8sCommand::PrintSlab(args) => {
-            let mut obj = slab_of(&args.slab)?;
+            let mut obj = slab_of(&args.slab, &args.namespace)?;
             print!("{}", spawner_k8s::crd::to_yaml(&obj)?);
             if args.children {
                 let cfg = PodConfig {
@@ -246,7 +266,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                     stop_grace_seconds: 10,
                     urls: args.urls.urls(),
                 };
-                obj.metadata.namespace = Some("default".to_string());
+                obj.metadata.namespace = Some(args.namespace.clone());
                 let pod =
                     spawner_k8s::pod::build_pod(&obj, &cfg).context("no application container")?;
                 let svc = spawner_k8s::pod::build_service(&obj, &cfg)
@@ -257,11 +277,11 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             Ok(())
         }
         K8sCommand::CreateSlab(args) => {
-            let obj = slab_of(&args.slab)?;
             let client = client().await?;
             let ns = args
                 .namespace
                 .unwrap_or_else(|| client.default_namespace().to_string());
+            let obj = slab_of(&args.slab, &ns)?;
             let api: Api<SessionLivedBackend> = Api::namespaced(client, &ns);
             let created = api
                 .create(&PostParams::default(), &obj)
@@ -336,5 +356,74 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             spawner_k8s::api::serve(listener, state, shutdown_signal()).await?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        slab: SlabArgs,
+    }
+
+    fn slab(args: &[&str]) -> Result<SlabArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("print-slab").chain(args.iter().copied()))
+            .map(|c| c.slab)
+    }
+
+    #[test]
+    fn a_keyed_object_gets_the_name_the_api_derives_from_its_key() {
+        let args =
+            slab(&["--image", "app:1", "--key", "doc-42", "--key-secret", "s3"]).expect("flags");
+        let obj = slab_of(&args, "spawner").expect("object");
+        let want = spawner_k8s::naming::name_for_key(b"s3", "spawner", "doc-42");
+        assert_eq!(obj.metadata.name.as_deref(), Some(want.as_str()));
+        assert_eq!(obj.spec.key.as_deref(), Some("doc-42"));
+    }
+
+    #[test]
+    fn a_key_needs_the_key_secret_and_excludes_a_name() {
+        std::env::remove_var("SPAWNER_KEY_SECRET");
+        let err = slab(&["--image", "app:1", "--key", "doc-42"])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--key-secret"), "{err}");
+        let err = slab(&[
+            "--image",
+            "a",
+            "--key",
+            "k",
+            "--key-secret",
+            "s",
+            "--name",
+            "x",
+        ])
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("--name"), "{err}");
+    }
+
+    #[test]
+    fn argv_and_keep_prefix_as_in_spawn() {
+        let args = slab(&[
+            "--image",
+            "app:1",
+            "--keep-prefix",
+            "--",
+            "serve",
+            "$(PORT)",
+        ])
+        .expect("flags");
+        let obj = slab_of(&args, "spawner").expect("object");
+        let spec = obj.backend_spec();
+        assert_eq!(
+            spec.executable.command,
+            Some(vec!["serve".to_string(), "$(PORT)".to_string()])
+        );
+        assert!(!spec.strip_prefix);
     }
 }
