@@ -135,12 +135,17 @@ fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
         &app.urls.base_path(&live.id),
         &app.urls.backend(&live.id),
     );
-    let command = live
+    let mut command: Option<Vec<String>> = live
         .spec
         .executable
         .command
         .as_ref()
         .map(|c| c.iter().map(|a| expand(a, &env)).collect());
+    if live.runtime == "process" {
+        if let Some(program) = command.as_mut().and_then(|c| c.first_mut()) {
+            own_binary(program);
+        }
+    }
     Ok(Launch {
         id,
         spec: live.spec.clone(),
@@ -150,6 +155,19 @@ fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
         log_path: app.log_path(&live.id),
         instance: app.instance.clone(),
     })
+}
+
+/// A process backend whose program is `spawner` runs this server's own binary (the bundled
+/// example app, for one), whether or not it is on the server's `PATH`.
+fn own_binary(program: &mut String) {
+    if program == "spawner" {
+        if let Some(exe) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.into_os_string().into_string().ok())
+        {
+            *program = exe;
+        }
+    }
 }
 
 /// Watches a running backend until it has exited, and records how it ended.
@@ -172,15 +190,18 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        // In this order: a backend asked to stop never becomes Ready, even when its port
+        // opens at the same moment.
         tokio::select! {
+            biased;
             exit = &mut exited => return finish(app, live, None, exit),
+            _ = wait_stop(stop_rx) => {}
             () = ready => {
                 live.monitor.touch();
                 let took = probe_started.elapsed();
                 app.record(live, &[(State::Ready, None)], None)?;
                 app.metrics.spawn_to_ready(now_millis() - live.created_at, took);
             }
-            _ = wait_stop(stop_rx) => {}
         }
     }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use spawner_core::State;
+use spawner_core::{BackendSpec, State};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -293,6 +293,25 @@ async fn command_expansion_and_env() {
         log.contains(&format!("base=/p/{}/ mode=collab port=45678", resp.id)),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn spawner_as_the_program_is_the_server_s_own_binary() {
+    // The server's PATH has no `spawner` on it (the tests run it by full path), as on a
+    // fresh machine where it was started with `cargo run`.
+    let server = TestServer::start();
+    let client = server.client();
+    let spec = BackendSpec::from_command(vec!["spawner".into(), "example-app".into()]);
+    let (resp, _) = client.spawn(&spec).await.unwrap();
+    wait_state(&client, &resp.id, State::Ready).await;
+    let page = server
+        .http()
+        .get(format!("{}/p/{}/", server.url(), resp.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Spawner example"));
 }
 
 #[tokio::test]
