@@ -509,3 +509,62 @@ async fn sweeper_marked_swept_stops_the_pod_then_deletes_the_object() {
         ["GET pods/b7", "GET services/b7", "DELETE slabs/b7"]
     );
 }
+
+#[tokio::test]
+async fn the_lifetime_limit_stops_a_ready_backend_and_ends_it_terminated() {
+    let h = Harness::new();
+    let mut limited = spec();
+    limited.lifetime_limit_seconds = Some(30);
+    let obj = SessionLivedBackend::from_backend_spec("b8", &limited).expect("converts");
+    h.fake.put(SLABS, serde_json::to_value(&obj).expect("json"));
+    h.reconcile("b8").await.expect("constructs");
+    run_pod(&h.fake, "b8", json!({"running": {}}));
+    h.reconcile("b8").await.expect("runs");
+    h.fake.update(SLABS, "b8", |o| {
+        let mut st: SessionLivedBackendStatus =
+            serde_json::from_value(o["status"].clone()).expect("status");
+        st.enter(State::Ready, T0 + 1_000, None, None);
+        o["status"] = serde_json::to_value(st).expect("json");
+    });
+
+    // Before the limit, a busy backend is left alone.
+    h.fake.take_log();
+    h.at(T0 + 29_000);
+    h.reconcile("b8").await.expect("reconciles");
+    assert_eq!(h.fake.take_short_log(), ["GET pods/b8", "GET services/b8"]);
+
+    // Past it: Terminating with the reason, its Event, the Pod deleted with the stop grace.
+    h.at(T0 + 30_500);
+    h.reconcile("b8").await.expect("reconciles");
+    let log = h.fake.take_log();
+    assert_eq!(
+        log.iter().map(|l| l.short()).collect::<Vec<_>>(),
+        [
+            "GET pods/b8",
+            "GET services/b8",
+            "PATCH slabs/b8/status",
+            "POST events",
+            "DELETE pods/b8"
+        ]
+    );
+    assert_eq!(event_reasons(&log), ["Terminating"]);
+    assert_eq!(
+        body_of(&log, "DELETE pods/b8")["gracePeriodSeconds"],
+        json!(10)
+    );
+    let stopping = status(&h.object("b8"));
+    assert_eq!(stopping.state, Some(State::Terminating));
+    assert_eq!(stopping.stop_reason.as_deref(), Some("lifetime limit"));
+
+    // The Pod gone: Terminated, for the lifetime limit.
+    h.at(T0 + 31_000);
+    h.reconcile("b8").await.expect("reconciles");
+    let log = h.fake.take_log();
+    assert_eq!(event_reasons(&log), ["Terminated"]);
+    let done = h.object("b8");
+    assert_eq!(
+        history(&done)[4..],
+        [State::Ready, State::Terminating, State::Terminated]
+    );
+    assert_eq!(status(&done).reason.as_deref(), Some("lifetime limit"));
+}
