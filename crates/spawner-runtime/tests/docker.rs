@@ -429,7 +429,7 @@ async fn memory_limit_is_applied_and_oom_is_reported() {
 }
 
 #[tokio::test]
-async fn pull_policy_never_and_unreachable_registries_fail_the_start() {
+async fn pull_policies_never_always_if_not_present_and_unreachable_registries() {
     let Some(rt) = runtime().await else { return };
     let instance = Instance::new();
     let dir = tempfile::tempdir().expect("dir");
@@ -474,6 +474,46 @@ async fn pull_policy_never_and_unreachable_registries_fail_the_start() {
         Err(e) => panic!("not a start error: {e}"),
         Ok(_) => panic!("started an image that cannot be pulled"),
     }
+
+    // Always pulls even an image the engine has: tagged for a registry nobody serves, it
+    // fails to start; IfNotPresent starts the same image as it is.
+    let tagged = "127.0.0.1:1/spawner-test/present:always";
+    let tag = std::process::Command::new("docker")
+        .args(["tag", IMAGE, tagged])
+        .status()
+        .expect("docker tag");
+    assert!(tag.success(), "docker tag {IMAGE} {tagged}");
+    let mut spec = image_spec(tagged);
+    spec.executable.pull_policy = Some(PullPolicy::Always);
+    let l = launch(&instance, dir.path(), spec, None);
+    match tokio::time::timeout(PATIENCE, rt.start(&l))
+        .await
+        .expect("in time")
+    {
+        Err(RuntimeError::Start(msg)) => {
+            assert!(
+                msg.contains(&format!("pulling image {tagged} failed")),
+                "{msg}"
+            )
+        }
+        Err(e) => panic!("not a start error: {e}"),
+        Ok(_) => panic!("Always started a present image without pulling it"),
+    }
+    let mut spec = image_spec(tagged);
+    spec.executable.pull_policy = Some(PullPolicy::IfNotPresent);
+    let l = launch(&instance, dir.path(), spec, None);
+    let started = rt
+        .start(&l)
+        .await
+        .expect("present image under IfNotPresent");
+    rt.signal(&started.handle, Signal::Kill)
+        .await
+        .expect("kill");
+    wait_exit(started.exited).await;
+    rt.cleanup(&started.handle).await.expect("cleanup");
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", tagged])
+        .output();
 
     // A pull secret that does not exist is the spec's problem, said before any pull.
     let secrets = tempfile::tempdir().expect("dir");
