@@ -305,6 +305,7 @@ impl DockerRuntime {
         image: &str,
         policy: PullPolicy,
         secret: Option<&str>,
+        progress: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<String, RuntimeError> {
         let present = || async {
             match self.docker.inspect_image(image).await {
@@ -328,6 +329,9 @@ impl DockerRuntime {
             PullPolicy::IfNotPresent if present().await? => Ok(format!("image {image} present")),
             PullPolicy::IfNotPresent | PullPolicy::Always => {
                 let credentials = self.credentials(image, secret)?;
+                if let Some(tx) = progress {
+                    let _ = tx.send(format!("pulling image {image}"));
+                }
                 let started = Instant::now();
                 let options = CreateImageOptions {
                     from_image: Some(with_default_tag(image)),
@@ -490,7 +494,12 @@ impl Runtime for DockerRuntime {
         };
         let policy = exe.pull_policy.unwrap_or(PullPolicy::IfNotPresent);
         let image_note = self
-            .ensure_image(image, policy, exe.image_pull_secret.as_deref())
+            .ensure_image(
+                image,
+                policy,
+                exe.image_pull_secret.as_deref(),
+                launch.progress.as_ref(),
+            )
             .await?;
         let network = self.ensure_network().await?;
 

@@ -34,6 +34,9 @@ pub struct Launch {
     /// This Spawner installation's id: marks what it started, so that a restart finds its
     /// own backends and only those.
     pub instance: String,
+    /// Where the runtime says what a long start is doing ("pulling image …"), so that it
+    /// shows in the backend's events instead of looking like a hang.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// A runtime's own identity of a started backend (a pid and its start time, a container

@@ -127,6 +127,7 @@ fn launch(instance: &Instance, dir: &Path, spec: BackendSpec, command: Option<&[
         env,
         command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
         instance: instance.0.clone(),
+        progress: None,
     }
 }
 

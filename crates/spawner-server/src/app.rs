@@ -30,6 +30,16 @@ impl App {
         self.config.data_dir.join("logs").join(format!("{id}.log"))
     }
 
+    /// Records what a live backend is doing within its state (e.g. pulling its image), as
+    /// an event of that state; status streams see it.
+    pub fn note(&self, live: &Live, reason: &str) -> Result<(), StoreError> {
+        if let Some(e) = self.store.note(&live.id, reason)? {
+            tracing::info!(backend = %live.id, state = %e.state, %reason, "note");
+            live.set_state(e.state, e.seq);
+        }
+        Ok(())
+    }
+
     /// Records state changes of a live backend: durably first, then in memory, where status
     /// streams and the proxy see them. A terminal state retires it from the registry.
     pub fn record(

@@ -75,14 +75,39 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                 )?;
                 return Ok(());
             }
-            let launch = match prepare(app, live) {
+            let mut launch = match prepare(app, live) {
                 Ok(l) => l,
                 Err(e) => {
                     app.record(live, &[(State::Failed, Some(e.to_string()))], None)?;
                     return Ok(());
                 }
             };
-            let started = match runtime.start(&launch).await {
+            let (progress, mut said) = tokio::sync::mpsc::unbounded_channel();
+            launch.progress = Some(progress);
+            let mut start = Box::pin(runtime.start(&launch));
+            // A start can take long (an image pull): what it does is recorded as it goes,
+            // and a stop (terminate, startup timeout) abandons it.
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    _ = wait_stop(&mut stop_rx) => break None,
+                    Some(note) = said.recv() => app.note(live, &note)?,
+                    result = start.as_mut() => break Some(result),
+                }
+            };
+            let Some(result) = result else {
+                drop(start);
+                abandon_start(app, live, runtime.as_ref()).await;
+                if let Some(req) = *stop_rx.borrow() {
+                    app.record(
+                        live,
+                        &[(req.reason.final_state(), Some(req.reason.as_str().into()))],
+                        None,
+                    )?;
+                }
+                return Ok(());
+            };
+            let started = match result {
                 Ok(s) => s,
                 Err(e) => {
                     let reason = match e {
@@ -154,7 +179,23 @@ fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
         command,
         log_path: app.log_path(&live.id),
         instance: app.instance.clone(),
+        progress: None,
     })
+}
+
+/// Removes whatever an abandoned start had made (a created container) by the marks the
+/// runtime puts on it, so that nothing is left behind.
+async fn abandon_start(app: &App, live: &Live, runtime: &dyn Runtime) {
+    match runtime.list_owned(&app.instance).await {
+        Ok(owned) => {
+            for o in owned.into_iter().filter(|o| o.id == live.id) {
+                if let Err(e) = runtime.cleanup(&o.handle).await {
+                    tracing::warn!(error = %e, what = %o.describe, "cleanup of an abandoned start failed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing what an abandoned start made failed"),
+    }
 }
 
 /// A process backend whose program is `spawner` runs this server's own binary (the bundled

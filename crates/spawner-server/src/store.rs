@@ -257,6 +257,41 @@ impl Store {
         })
     }
 
+    /// Records an event in the backend's current state, for a long step within it (an image
+    /// pull while Submitted); nothing for a terminal backend.
+    pub fn note(&self, id: &str, reason: &str) -> Result<Option<Event>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let current: Option<(String, u64)> = tx
+                .query_row(
+                    "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1 AND b.terminal = 0",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((state, seq)) = current else {
+                return Ok(None);
+            };
+            let state: State = state.parse().map_err(|e| StoreError::Corrupt {
+                id: id.to_string(),
+                what: format!("{e}"),
+            })?;
+            let now = now_millis();
+            tx.execute(
+                "INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                params![id, seq + 1, state.as_str(), now, reason],
+            )?;
+            tx.commit()?;
+            Ok(Some(Event {
+                seq: seq + 1,
+                state,
+                time: now,
+                reason: Some(reason.to_string()),
+                exit_code: None,
+            }))
+        })
+    }
+
     /// Records where a started backend runs.
     pub fn set_started(&self, id: &str, handle: &serde_json::Value, address: &str) -> Result<()> {
         self.with(|c| {

@@ -257,6 +257,48 @@ async fn pull_policy_never_with_a_missing_image_fails_with_a_clear_reason() {
 }
 
 #[tokio::test]
+async fn a_pull_shows_in_the_events_and_a_terminate_does_not_wait_for_it() {
+    if !docker_available() {
+        return;
+    }
+    // A registry that takes connections and never answers: the pull hangs.
+    let registry = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = registry.local_addr().expect("addr").port();
+    let server = docker_server(&[]);
+    let client = server.client();
+    let image_name = format!("127.0.0.1:{port}/spawner-test/slow:1");
+    let (resp, _) = client.spawn(&image(&image_name)).await.expect("spawn");
+
+    let events = wait_for(&client, &resp.id, |e| {
+        e.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("pulling image"))
+    })
+    .await;
+    let pulling = events.last().expect("an event");
+    assert_eq!(pulling.state, State::Submitted, "{events:?}");
+    assert_eq!(
+        pulling.reason.as_deref(),
+        Some(format!("pulling image {image_name}").as_str())
+    );
+    let status = client.status(&resp.id).await.expect("status");
+    assert_eq!(status.state, State::Submitted);
+    assert_eq!(status.reason, pulling.reason);
+
+    // The pull would hang for minutes; the terminate ends the backend now.
+    let asked = Instant::now();
+    client.terminate(&resp.id, false).await.expect("terminate");
+    let ended = wait_state(&client, &resp.id, State::Terminated).await;
+    assert_eq!(ended.reason.as_deref(), Some("terminate requested"));
+    eprintln!(
+        "terminated {:?} after the request, mid-pull",
+        asked.elapsed()
+    );
+    assert!(containers_of(&resp.id).is_empty());
+    drop(registry);
+}
+
+#[tokio::test]
 async fn without_docker_an_image_spawn_is_refused_with_the_reason() {
     if !docker_available() {
         return;
