@@ -135,11 +135,21 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         }
     };
 
-    run(app, live, runtime.as_ref(), &handle, exited, &mut stop_rx).await?;
+    let outcome = run(app, live, runtime.as_ref(), &handle, exited, &mut stop_rx).await;
+    if let Err(e) = &outcome {
+        // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
+        // running unsupervised.
+        let _ = runtime.signal(&handle, Signal::Kill).await;
+        let _ = app.record(
+            live,
+            &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
+            None,
+        );
+    }
     if let Err(e) = runtime.cleanup(&handle).await {
         tracing::warn!(error = %e, "cleanup failed");
     }
-    Ok(())
+    outcome
 }
 
 /// Builds what the runtime needs: port, environment, expanded command.
@@ -181,6 +191,57 @@ fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
         instance: app.instance.clone(),
         progress: None,
     })
+}
+
+/// Re-attaches to one backend that the store says was started: supervised again if it
+/// runs, finished if it ended meanwhile.
+async fn adopt(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    runtime: &dyn Runtime,
+    handle: &Handle,
+    stopping: Option<StopReason>,
+) -> anyhow::Result<()> {
+    let id = BackendId::parse(&live.id)?;
+    match runtime.adopt(&id, handle).await? {
+        Some(exited) => {
+            tracing::info!(backend = %live.id, state = %live.state(), "adopted");
+            live.monitor.touch();
+            let begin = Begin::Running {
+                handle: handle.clone(),
+                exited,
+            };
+            spawn_supervisor(app, live.clone(), begin);
+        }
+        None => {
+            finish(app, live, stopping, Exit::Unknown)?;
+            let _ = runtime.cleanup(handle).await;
+        }
+    }
+    Ok(())
+}
+
+/// Asks again, with backoff, to adopt a backend whose runtime did not answer at start-up
+/// (an engine restarting), so that it is not left running unsupervised. A stop asked for
+/// meanwhile waits in its [`Live`] and is carried out once adopted.
+fn adopt_later(app: &Arc<App>, live: Arc<Live>, handle: Handle, stopping: Option<StopReason>) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(runtime) = app.runtimes.by_name(live.runtime) else {
+                return;
+            };
+            match adopt(&app, &live, runtime.as_ref(), &handle, stopping).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(backend = %live.id, error = %e, retry_in = ?wait, "could not adopt");
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    });
 }
 
 /// Removes whatever an abandoned start had made (a created container) by the marks the
@@ -374,21 +435,10 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         if let Some(address) = &row.address {
             live.set_authority(address);
         }
-        let id = BackendId::parse(&row.id)?;
-        match runtime.adopt(&id, &handle).await {
-            Ok(Some(exited)) => {
-                tracing::info!(backend = %row.id, state = %row.state, "adopted");
-                live.monitor.touch();
-                spawn_supervisor(app, live, Begin::Running { handle, exited });
-            }
-            Ok(None) => {
-                let stopping = row.stop_reason.as_deref().and_then(StopReason::parse);
-                finish(app, &live, stopping, Exit::Unknown)?;
-                let _ = runtime.cleanup(&handle).await;
-            }
-            Err(e) => {
-                tracing::error!(backend = %row.id, error = %e, "could not adopt");
-            }
+        let stopping = row.stop_reason.as_deref().and_then(StopReason::parse);
+        if let Err(e) = adopt(app, &live, runtime.as_ref(), &handle, stopping).await {
+            tracing::error!(backend = %row.id, error = %e, "could not adopt; trying again");
+            adopt_later(app, live, handle, stopping);
         }
     }
     // Anything of ours that the store does not count as live is stopped: no orphans.

@@ -451,3 +451,38 @@ async fn twenty_concurrent_spawns_become_ready_and_go() {
         wait_no_container(id).await;
     }
 }
+
+#[tokio::test]
+async fn a_terminate_while_the_engine_is_unavailable_is_carried_out_once_it_is_back() {
+    if !docker_available() {
+        return;
+    }
+    let mut server = docker_server(&[]);
+    let client = server.client();
+    let (resp, _) = client.spawn(&image(EXAMPLE_IMAGE)).await.expect("spawn");
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Ready).await;
+
+    // Restarted without the Docker runtime: the backend is left as it is, unsupervised.
+    server.kill9();
+    let with_docker = server.extra_args.clone();
+    server.extra_args = vec!["--docker".into(), "off".into()];
+    server.launch();
+    let client = server.client();
+    client.terminate(&resp.id, false).await.expect("terminate");
+    assert_eq!(
+        client.status(&resp.id).await.expect("status").state,
+        State::Ready,
+        "nothing can stop it without its runtime"
+    );
+    assert_eq!(containers_of(&resp.id).len(), 1);
+
+    // With the runtime again, the terminate that was asked for is carried out.
+    server.kill9();
+    server.extra_args = with_docker;
+    server.launch();
+    let client = server.client();
+    let ended = wait_state(&client, &resp.id, State::Terminated).await;
+    assert_eq!(ended.reason.as_deref(), Some("terminate requested"));
+    wait_no_container(&resp.id).await;
+}

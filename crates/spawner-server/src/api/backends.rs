@@ -153,18 +153,21 @@ pub async fn terminate(
         .get(id.as_str())
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    if !row.state.is_terminal() {
+        // Durably first: a backend whose runtime is unavailable now is stopped when Spawner
+        // next supervises it.
+        app.store
+            .set_stop(id.as_str(), StopReason::Terminate.as_str(), body.hard)
+            .map_err(ApiError::internal)?;
+    }
     let state = match app.registry.get(id.as_str()) {
         Some(live) => {
-            app.store
-                .set_stop(id.as_str(), StopReason::Terminate.as_str(), body.hard)
-                .map_err(ApiError::internal)?;
             live.request_stop(StopRequest {
                 reason: StopReason::Terminate,
                 hard: body.hard,
             });
             live.state()
         }
-        // Terminal already (or not supervised): nothing to do.
         None => row.state,
     };
     Ok((
