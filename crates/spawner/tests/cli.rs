@@ -129,3 +129,76 @@ async fn cli_errors_say_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Spawner"));
 }
+
+#[tokio::test]
+async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_terminate() {
+    let server = TestServer::start_with(
+        &["--public-url", "https://apps.example.com/spawner"],
+        Some("s3cret-token-of-the-test"),
+    );
+    let with_token = |args: &[&str]| {
+        let out = Command::new(SPAWNER)
+            .args(args)
+            .env("SPAWNER_URL", server.url())
+            .env("SPAWNER_TOKEN", "s3cret-token-of-the-test")
+            .output()
+            .expect("run spawner");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // Without the token the server refuses, and the CLI says how to give it.
+    let (ok, _, err) = cli(&server, &["ls"]);
+    assert!(!ok);
+    assert!(
+        err.contains("SPAWNER_TOKEN") || err.contains("--token"),
+        "{err}"
+    );
+
+    let script = format!("echo greeting=$GREETING; exec {SPAWNER} example-app");
+    let (ok, out, err) = with_token(&[
+        "spawn",
+        "--wait",
+        "--env",
+        "GREETING=hello",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(ok, "{err}");
+    // URLs are built on the public URL.
+    let url = out.trim();
+    assert!(
+        url.starts_with("https://apps.example.com/spawner/p/"),
+        "{url}"
+    );
+    let id = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // logs -f streams until the backend ends.
+    let follow = Command::new(SPAWNER)
+        .args(["logs", "-f", &id])
+        .env("SPAWNER_URL", server.url())
+        .env("SPAWNER_TOKEN", "s3cret-token-of-the-test")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    let (ok, _, err) = with_token(&["terminate", "--hard", &id]);
+    assert!(ok, "{err}");
+    let out = follow.wait_with_output().expect("logs -f ends");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("greeting=hello"), "{text}");
+    assert!(text.contains("example-app listening"), "{text}");
+    let ended = server.client().status(&id).await.unwrap();
+    assert_eq!(ended.state, State::Terminated);
+    assert_eq!(ended.reason.as_deref(), Some("terminate requested"));
+}
