@@ -307,6 +307,7 @@ impl Fake {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let field = query_param(query, "fieldSelector");
+        let selector = query_param(query, "labelSelector");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let notified = self.changed.notified();
@@ -319,6 +320,9 @@ impl Fake {
                         continue;
                     }
                     if field.as_deref().is_some_and(|f| !matches_fields(v, f)) {
+                        continue;
+                    }
+                    if selector.as_deref().is_some_and(|s| !matches_labels(v, s)) {
                         continue;
                     }
                     any = true;
