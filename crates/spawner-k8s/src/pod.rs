@@ -359,3 +359,166 @@ pub(crate) mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod golden {
+    //! The whole Pod and Service of one object, as literal JSON: every field the controller
+    //! sends is pinned here, not only the ones other tests look at.
+    use super::tests::{config, object};
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_pod_of_an_object_field_by_field() {
+        let pod = build_pod(&object("b1"), &config()).expect("pod");
+        let want = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "labels": {
+                    "app.kubernetes.io/managed-by": "spawner",
+                    "owner": "user-7",
+                    "spawner.dev/backend": "b1"
+                },
+                "name": "b1",
+                "namespace": "default",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "spawner.dev/v1",
+                        "controller": true,
+                        "kind": "SessionLivedBackend",
+                        "name": "b1",
+                        "uid": "uid-b1"
+                    }
+                ]
+            },
+            "spec": {
+                "automountServiceAccountToken": false,
+                "containers": [
+                    {
+                        "command": [
+                            "serve",
+                            "--base=/p/b1/",
+                            "--mode=collab",
+                            "$$(HOME)",
+                            "$$(UNKNOWN)"
+                        ],
+                        "env": [
+                            {
+                                "name": "PORT",
+                                "value": "8000"
+                            },
+                            {
+                                "name": "SPAWNER_BACKEND_ID",
+                                "value": "b1"
+                            },
+                            {
+                                "name": "SPAWNER_BASE_PATH",
+                                "value": "/p/b1/"
+                            },
+                            {
+                                "name": "SPAWNER_PUBLIC_URL",
+                                "value": "http://spawner.test/p/b1/"
+                            },
+                            {
+                                "name": "MODE",
+                                "value": "collab"
+                            }
+                        ],
+                        "image": "registry.example/app:1",
+                        "name": "app",
+                        "ports": [
+                            {
+                                "containerPort": 8000,
+                                "name": "app",
+                                "protocol": "TCP"
+                            }
+                        ],
+                        "resources": {
+                            "limits": {
+                                "cpu": "500m",
+                                "memory": "256Mi"
+                            }
+                        }
+                    },
+                    {
+                        "command": [
+                            "spawner",
+                            "sidecar",
+                            "--app-port",
+                            "8000",
+                            "--listen",
+                            "0.0.0.0:9090"
+                        ],
+                        "image": "spawner:test",
+                        "name": "spawner-sidecar",
+                        "ports": [
+                            {
+                                "containerPort": 9090,
+                                "name": "sidecar",
+                                "protocol": "TCP"
+                            }
+                        ],
+                        "resources": {
+                            "requests": {
+                                "cpu": "10m",
+                                "memory": "16Mi"
+                            }
+                        }
+                    }
+                ],
+                "enableServiceLinks": false,
+                "imagePullSecrets": [
+                    {
+                        "name": "regcred"
+                    }
+                ],
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 10
+            }
+        });
+        assert_eq!(serde_json::to_value(&pod).expect("json"), want);
+    }
+
+    #[test]
+    fn the_service_of_an_object_field_by_field() {
+        let svc = build_service(&object("b1"), &config()).expect("service");
+        let want = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "labels": {
+                    "app.kubernetes.io/managed-by": "spawner",
+                    "owner": "user-7",
+                    "spawner.dev/backend": "b1"
+                },
+                "name": "b1",
+                "namespace": "default",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "spawner.dev/v1",
+                        "controller": true,
+                        "kind": "SessionLivedBackend",
+                        "name": "b1",
+                        "uid": "uid-b1"
+                    }
+                ]
+            },
+            "spec": {
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": 9090,
+                        "protocol": "TCP",
+                        "targetPort": "sidecar"
+                    }
+                ],
+                "selector": {
+                    "spawner.dev/backend": "b1"
+                },
+                "type": "ClusterIP"
+            }
+        });
+        assert_eq!(serde_json::to_value(&svc).expect("json"), want);
+    }
+}
