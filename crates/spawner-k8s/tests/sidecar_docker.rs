@@ -236,35 +236,11 @@ async fn scenario(image: String, fake: Fake, client: kube::Client) {
     // The object as the controller leaves it once the Pod runs: Running, with the Pod's IP
     // and the sidecar's port, labelled with its node.
     let name = format!("b{}", suffix.replace('-', ""));
-    let mut status = SessionLivedBackendStatus::default();
-    for (i, s) in [
-        State::Submitted,
-        State::Constructed,
-        State::Scheduled,
-        State::Running,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        status.enter(s, 1_700_000_000_000 + i as Millis * 1_000, None, None);
-    }
-    status.node_name = Some(NODE.into());
-    status.ip = Some(ip.clone());
-    status.port = Some(SIDECAR_PORT);
+    let mut status = support::running_status(NODE, &ip, SIDECAR_PORT);
     status.url = Some(format!("http://spawner.test/p/{name}/"));
     let stored = fake.put(
         "sessionlivedbackends",
-        json!({
-            "apiVersion": "spawner.dev/v1",
-            "kind": "SessionLivedBackend",
-            "metadata": {"name": name, "namespace": "default", "labels": {"spawner.dev/node": NODE}},
-            "spec": {
-                "template": {"containers": [{"name": "app", "image": image}]},
-                "gracePeriodSeconds": GRACE_SECONDS,
-                "httpPort": 8080
-            },
-            "status": status,
-        }),
+        support::slab_json(&name, NODE, &image, GRACE_SECONDS, &status),
     );
     let rv_running = stored["metadata"]["resourceVersion"].clone();
 

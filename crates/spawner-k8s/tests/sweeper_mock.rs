@@ -3,11 +3,7 @@
 
 mod support;
 
-use serde_json::json;
-use spawner_core::time::Millis;
-use spawner_core::State;
 use spawner_k8s::sweeper::{self, Judged, SweeperConfig, Verdict};
-use spawner_k8s::SessionLivedBackendStatus;
 use spawner_proxy::sidecar::Report;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,34 +73,10 @@ async fn breaking_sidecar() -> (SocketAddr, Arc<AtomicUsize>) {
 async fn a_broken_event_stream_is_followed_again() {
     let (fake, client) = Fake::start();
     let (addr, accepted) = breaking_sidecar().await;
-    let mut status = SessionLivedBackendStatus::default();
-    for (i, s) in [
-        State::Submitted,
-        State::Constructed,
-        State::Scheduled,
-        State::Running,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        status.enter(s, 1_700_000_000_000 + i as Millis * 1_000, None, None);
-    }
-    status.node_name = Some(NODE.into());
-    status.ip = Some(addr.ip().to_string());
-    status.port = Some(addr.port());
+    let status = support::running_status(NODE, &addr.ip().to_string(), addr.port());
     fake.put(
         "sessionlivedbackends",
-        json!({
-            "apiVersion": "spawner.dev/v1",
-            "kind": "SessionLivedBackend",
-            "metadata": {"name": "b1", "namespace": "default", "labels": {"spawner.dev/node": NODE}},
-            "spec": {
-                "template": {"containers": [{"name": "app", "image": "app:1"}]},
-                "gracePeriodSeconds": 60,
-                "httpPort": 8080
-            },
-            "status": serde_json::to_value(&status).expect("status"),
-        }),
+        support::slab_json("b1", NODE, "app:1", 60, &status),
     );
 
     let (tx, mut judged) = mpsc::unbounded_channel::<Judged>();

@@ -68,12 +68,7 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         Begin::Start => {
             // A terminate that arrived before the start: nothing to stop.
             if let Some(req) = *stop_rx.borrow_and_update() {
-                app.record(
-                    live,
-                    &[(req.reason.final_state(), Some(req.reason.as_str().into()))],
-                    None,
-                )?;
-                return Ok(());
+                return end_unstarted(app, live, req);
             }
             let mut launch = match prepare(app, live) {
                 Ok(l) => l,
@@ -98,14 +93,10 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
             let Some(result) = result else {
                 drop(start);
                 abandon_start(app, live, runtime.as_ref()).await;
-                if let Some(req) = *stop_rx.borrow() {
-                    app.record(
-                        live,
-                        &[(req.reason.final_state(), Some(req.reason.as_str().into()))],
-                        None,
-                    )?;
-                }
-                return Ok(());
+                return match *stop_rx.borrow() {
+                    Some(req) => end_unstarted(app, live, req),
+                    None => Ok(()),
+                };
             };
             let started = match result {
                 Ok(s) => s,
@@ -242,6 +233,13 @@ fn adopt_later(app: &Arc<App>, live: Arc<Live>, handle: Handle, stopping: Option
             }
         }
     });
+}
+
+/// Ends a backend stopped before it ran: straight to the stop's terminal state.
+fn end_unstarted(app: &Arc<App>, live: &Live, req: StopRequest) -> anyhow::Result<()> {
+    let reason = req.reason.as_str().to_string();
+    app.record(live, &[(req.reason.final_state(), Some(reason))], None)?;
+    Ok(())
 }
 
 /// Removes whatever an abandoned start had made (a created container) by the marks the

@@ -7,12 +7,18 @@ use spawner_core::State;
 use std::process::Command;
 
 fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(SPAWNER)
-        .args(args)
-        .env("SPAWNER_URL", server.url())
-        .env_remove("SPAWNER_TOKEN")
-        .output()
-        .expect("run spawner");
+    cli_with(server, None, args)
+}
+
+/// The CLI with `SPAWNER_TOKEN` set to `token`, or unset.
+fn cli_with(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(SPAWNER);
+    cmd.args(args).env("SPAWNER_URL", server.url());
+    match token {
+        Some(t) => cmd.env("SPAWNER_TOKEN", t),
+        None => cmd.env_remove("SPAWNER_TOKEN"),
+    };
+    let out = cmd.output().expect("run spawner");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -132,23 +138,12 @@ async fn cli_errors_say_what_to_do() {
 
 #[tokio::test]
 async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_terminate() {
+    const TOKEN: &str = "s3cret-token-of-the-test";
     let server = TestServer::start_with(
         &["--public-url", "https://apps.example.com/spawner"],
-        Some("s3cret-token-of-the-test"),
+        Some(TOKEN),
     );
-    let with_token = |args: &[&str]| {
-        let out = Command::new(SPAWNER)
-            .args(args)
-            .env("SPAWNER_URL", server.url())
-            .env("SPAWNER_TOKEN", "s3cret-token-of-the-test")
-            .output()
-            .expect("run spawner");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let with_token = |args: &[&str]| cli_with(&server, Some(TOKEN), args);
 
     // Without the token the server refuses, and the CLI says how to give it.
     let (ok, _, err) = cli(&server, &["ls"]);
@@ -187,7 +182,7 @@ async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_ter
     let follow = Command::new(SPAWNER)
         .args(["logs", "-f", &id])
         .env("SPAWNER_URL", server.url())
-        .env("SPAWNER_TOKEN", "s3cret-token-of-the-test")
+        .env("SPAWNER_TOKEN", TOKEN)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("logs -f");

@@ -443,3 +443,44 @@ fn matches_fields(obj: &Value, selector: &str) -> bool {
         _ => false,
     })
 }
+
+/// A backend's status as the controller leaves it once its Pod runs: Running on `node`,
+/// its sidecar at `ip:port`.
+pub fn running_status(node: &str, ip: &str, port: u16) -> spawner_k8s::SessionLivedBackendStatus {
+    use spawner_core::State;
+    let mut status = spawner_k8s::SessionLivedBackendStatus::default();
+    let states = [
+        State::Submitted,
+        State::Constructed,
+        State::Scheduled,
+        State::Running,
+    ];
+    for (i, s) in (0..).zip(states) {
+        status.enter(s, 1_700_000_000_000 + i * 1_000, None, None);
+    }
+    status.node_name = Some(node.into());
+    status.ip = Some(ip.into());
+    status.port = Some(port);
+    status
+}
+
+/// A SessionLivedBackend object of one application container, labelled with its node.
+pub fn slab_json(
+    name: &str,
+    node: &str,
+    image: &str,
+    grace_seconds: u64,
+    status: &spawner_k8s::SessionLivedBackendStatus,
+) -> Value {
+    json!({
+        "apiVersion": "spawner.dev/v1",
+        "kind": "SessionLivedBackend",
+        "metadata": {"name": name, "namespace": "default", "labels": {"spawner.dev/node": node}},
+        "spec": {
+            "template": {"containers": [{"name": "app", "image": image}]},
+            "gracePeriodSeconds": grace_seconds,
+            "httpPort": 8080
+        },
+        "status": status,
+    })
+}
