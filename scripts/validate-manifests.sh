@@ -65,7 +65,7 @@ diff -u "$root/deploy/kubernetes/crd.yaml" "$tmp/crd.yaml"
 ok "deploy/kubernetes/crd.yaml is what print-crd prints"
 
 "$bin" print-slab --children --image registry.example/app:1 --command 'serve --base $(SPAWNER_BASE_PATH)' \
-    --env MODE=collab --label owner=user-7 --key doc-42 --grace 60 --port 8000 >"$tmp/children.yaml"
+    --env MODE=collab --label owner=user-7 --key doc-42 --key-secret validate --grace 60 --port 8000 >"$tmp/children.yaml"
 kv --no-warn "$tmp/children.yaml"
 ok "kubernetes-validate --strict ($K8S_VERSION): the generated Pod and Service"
 
