@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use spawner_core::time::{now_millis, Millis};
 use spawner_core::State;
-use spawner_k8s::sweeper::{self, Judged, SweeperConfig, Verdict};
+use spawner_k8s::sweeper::{self, Judged, Verdict};
 use spawner_k8s::SessionLivedBackendStatus;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -129,16 +129,7 @@ fn start_sweeper(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), sweeper::Error>>,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let config = SweeperConfig {
-        node_name: NODE.into(),
-        namespace: Some("default".into()),
-    };
-    let task = tokio::spawn(sweeper::run(client, config, Some(tx), async move {
-        let _ = stopped.await;
-    }));
-    (rx, stop, task)
+    support::start_sweeper(client, NODE)
 }
 
 /// The writes the fake received: patches as ("PATCH slabs/{name}/status by {field manager}",

@@ -3,7 +3,7 @@
 
 mod support;
 
-use spawner_k8s::sweeper::{self, Judged, SweeperConfig, Verdict};
+use spawner_k8s::sweeper::Verdict;
 use spawner_proxy::sidecar::Report;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,6 @@ use std::time::Duration;
 use support::Fake;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 
 const NODE: &str = "node-a";
 
@@ -79,15 +78,7 @@ async fn a_broken_event_stream_is_followed_again() {
         support::slab_json("b1", NODE, "app:1", 60, &status),
     );
 
-    let (tx, mut judged) = mpsc::unbounded_channel::<Judged>();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let config = SweeperConfig {
-        node_name: NODE.into(),
-        namespace: Some("default".into()),
-    };
-    let task = tokio::spawn(sweeper::run(client, config, Some(tx), async move {
-        let _ = stopped.await;
-    }));
+    let (mut judged, stop, task) = support::start_sweeper(client, NODE);
 
     // Reports of the first stream, then, once it broke, of the second.
     let mut seen = Vec::new();

@@ -131,6 +131,18 @@ fn launch(instance: &Instance, dir: &Path, spec: BackendSpec, command: Option<&[
     }
 }
 
+/// The reason a start fails with; a start that succeeds, or fails otherwise, fails the test.
+async fn start_error(rt: &DockerRuntime, l: &Launch) -> String {
+    match tokio::time::timeout(PATIENCE, rt.start(l))
+        .await
+        .expect("in time")
+    {
+        Err(RuntimeError::Start(msg)) => msg,
+        Err(e) => panic!("not a start error: {e}"),
+        Ok(_) => panic!("started although it should not have"),
+    }
+}
+
 fn image_spec(image: &str) -> BackendSpec {
     let mut spec = BackendSpec::from_command(vec![]);
     spec.executable.command = None;
@@ -462,19 +474,11 @@ async fn pull_policies_never_always_if_not_present_and_unreachable_registries() 
     let mut spec = image_spec("127.0.0.1:1/spawner-test/missing:1");
     spec.executable.pull_policy = Some(PullPolicy::IfNotPresent);
     let l = launch(&instance, dir.path(), spec, None);
-    match tokio::time::timeout(PATIENCE, rt.start(&l))
-        .await
-        .expect("in time")
-    {
-        Err(RuntimeError::Start(msg)) => {
-            assert!(
-                msg.contains("pulling image 127.0.0.1:1/spawner-test/missing:1 failed"),
-                "{msg}"
-            )
-        }
-        Err(e) => panic!("not a start error: {e}"),
-        Ok(_) => panic!("started an image that cannot be pulled"),
-    }
+    let msg = start_error(&rt, &l).await;
+    assert!(
+        msg.contains("pulling image 127.0.0.1:1/spawner-test/missing:1 failed"),
+        "{msg}"
+    );
 
     // Always pulls even an image the engine has: tagged for a registry nobody serves, it
     // fails to start; IfNotPresent starts the same image as it is.
@@ -487,19 +491,11 @@ async fn pull_policies_never_always_if_not_present_and_unreachable_registries() 
     let mut spec = image_spec(tagged);
     spec.executable.pull_policy = Some(PullPolicy::Always);
     let l = launch(&instance, dir.path(), spec, None);
-    match tokio::time::timeout(PATIENCE, rt.start(&l))
-        .await
-        .expect("in time")
-    {
-        Err(RuntimeError::Start(msg)) => {
-            assert!(
-                msg.contains(&format!("pulling image {tagged} failed")),
-                "{msg}"
-            )
-        }
-        Err(e) => panic!("not a start error: {e}"),
-        Ok(_) => panic!("Always started a present image without pulling it"),
-    }
+    let msg = start_error(&rt, &l).await;
+    assert!(
+        msg.contains(&format!("pulling image {tagged} failed")),
+        "{msg}"
+    );
     let mut spec = image_spec(tagged);
     spec.executable.pull_policy = Some(PullPolicy::IfNotPresent);
     let l = launch(&instance, dir.path(), spec, None);

@@ -211,20 +211,9 @@ impl Store {
     ) -> Result<Vec<Event>> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let current: Option<(String, u64)> = tx
-                .query_row(
-                    "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((state, mut seq)) = current else {
+            let Some((mut state, mut seq)) = current(&tx, id)? else {
                 return Ok(Vec::new());
             };
-            let mut state: State = state.parse().map_err(|e| StoreError::Corrupt {
-                id: id.to_string(),
-                what: format!("{e}"),
-            })?;
             let mut recorded = Vec::new();
             let now = now_millis();
             for (to, reason) in states {
@@ -262,20 +251,9 @@ impl Store {
     pub fn note(&self, id: &str, reason: &str) -> Result<Option<Event>> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let current: Option<(String, u64)> = tx
-                .query_row(
-                    "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1 AND b.terminal = 0",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((state, seq)) = current else {
+            let Some((state, seq)) = current(&tx, id)?.filter(|(s, _)| !s.is_terminal()) else {
                 return Ok(None);
             };
-            let state: State = state.parse().map_err(|e| StoreError::Corrupt {
-                id: id.to_string(),
-                what: format!("{e}"),
-            })?;
             let now = now_millis();
             tx.execute(
                 "INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
@@ -397,4 +375,23 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// A backend's state and the sequence number of its newest event, read in `tx`.
+fn current(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<(State, u64)>> {
+    let row: Option<(String, u64)> = tx
+        .query_row(
+            "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(state, seq)| {
+        let state: State = state.parse().map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            what: format!("{e}"),
+        })?;
+        Ok((state, seq))
+    })
+    .transpose()
 }

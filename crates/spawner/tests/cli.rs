@@ -26,6 +26,15 @@ fn cli_with(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, S
     )
 }
 
+/// The backend id at the end of a backend URL (`…/p/{id}/`).
+fn id_of(url: &str) -> String {
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test]
 async fn spawn_wait_ls_status_logs_terminate() {
     let server = TestServer::start();
@@ -48,12 +57,7 @@ async fn spawn_wait_ls_status_logs_terminate() {
     assert!(ok, "{err}");
     assert!(err.contains("Ready"), "progress is shown: {err}");
     let url = out.trim();
-    let id = url
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = id_of(url);
     assert_eq!(url, format!("{}/p/{id}/", server.url()));
     let page = server
         .http()
@@ -171,12 +175,7 @@ async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_ter
         url.starts_with("https://apps.example.com/spawner/p/"),
         "{url}"
     );
-    let id = url
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = id_of(url);
 
     // logs -f streams until the backend ends.
     let follow = Command::new(SPAWNER)

@@ -484,3 +484,30 @@ pub fn slab_json(
         "status": status,
     })
 }
+
+/// Starts the whole sweeper of `node` (watch and followers) against this client; returns
+/// its verdicts, its stop switch and its task.
+pub fn start_sweeper(
+    client: Client,
+    node: &str,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<spawner_k8s::sweeper::Judged>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), spawner_k8s::sweeper::Error>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = spawner_k8s::sweeper::SweeperConfig {
+        node_name: node.into(),
+        namespace: Some("default".into()),
+    };
+    let task = tokio::spawn(spawner_k8s::sweeper::run(
+        client,
+        config,
+        Some(tx),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (rx, stop, task)
+}
