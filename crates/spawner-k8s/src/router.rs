@@ -17,7 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use spawner_core::State;
 use spawner_proxy::forward::message;
-use spawner_proxy::{Forwarder, Monitor, ProxyBody, Target};
+use spawner_proxy::{Forwarder, Monitor, ProxyBody, RequestHead, Target};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -195,30 +195,59 @@ impl Router {
             Route::Health => retry_later("the router is reading the backends\n"),
             Route::NotFound => message(StatusCode::NOT_FOUND, "not found\n"),
             Route::AddSlash => add_slash(&req),
-            Route::Backend { id, path_prefix } => {
-                let Some(obj) = self.lookup(&id) else {
-                    if !self.is_synced() {
-                        return retry_later("the router is reading the backends\n");
-                    }
-                    return message(StatusCode::NOT_FOUND, "no such backend\n");
-                };
-                let authority = match target_of(&obj) {
-                    Ok(a) => a,
-                    Err(why) => return why.response(),
-                };
-                let strip = if obj.spec.strip_prefix.unwrap_or(true) {
-                    path_prefix
-                } else {
-                    0
-                };
-                let target = Target {
-                    authority,
-                    monitor: self.monitor.clone(),
-                    strip,
-                    client_ip: peer.ip(),
-                };
-                self.forwarder.forward(req, target).await
-            }
+            Route::Backend { id, path_prefix } => match self.target(&id, path_prefix, peer) {
+                Ok(target) => self.forwarder.forward(req, target).await,
+                Err(refusal) => refusal.response(),
+            },
+        }
+    }
+
+    /// The relay's route: requests for backends that can take them now.
+    fn relay_route(&self, head: &RequestHead, peer: SocketAddr) -> Option<Target> {
+        match route_of(self.config.domain.as_deref(), head.host, head.path) {
+            Route::Backend { id, path_prefix } => self.target(&id, path_prefix, peer).ok(),
+            _ => None,
+        }
+    }
+
+    /// Where a request for backend `id` goes, or why it cannot go there now.
+    fn target(&self, id: &str, path_prefix: usize, peer: SocketAddr) -> Result<Target, Refusal> {
+        let Some(obj) = self.lookup(id) else {
+            return Err(if self.is_synced() {
+                Refusal::Unknown
+            } else {
+                Refusal::Syncing
+            });
+        };
+        let authority = target_of(&obj).map_err(Refusal::Unavailable)?;
+        let strip = if obj.spec.strip_prefix.unwrap_or(true) {
+            path_prefix
+        } else {
+            0
+        };
+        Ok(Target {
+            authority,
+            monitor: self.monitor.clone(),
+            strip,
+            client_ip: peer.ip(),
+        })
+    }
+}
+
+/// Why a request for a backend is answered by the router itself.
+enum Refusal {
+    /// The first list of backends has not arrived yet.
+    Syncing,
+    Unknown,
+    Unavailable(Unavailable),
+}
+
+impl Refusal {
+    fn response(self) -> Response<ProxyBody> {
+        match self {
+            Refusal::Syncing => retry_later("the router is reading the backends\n"),
+            Refusal::Unknown => message(StatusCode::NOT_FOUND, "no such backend\n"),
+            Refusal::Unavailable(why) => why.response(),
         }
     }
 }
@@ -272,9 +301,14 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
 
 /// Serves the router on `listener` until `shutdown` resolves (HTTP/1.1 with upgrades).
 pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    spawner_proxy::listen::serve(listener, shutdown, move |req, peer| {
-        router.clone().handle(req, peer)
-    })
+    let relayed = router.clone();
+    spawner_proxy::listen::serve(
+        listener,
+        shutdown,
+        router.forwarder.clone(),
+        move |head: &RequestHead, peer| relayed.relay_route(head, peer),
+        move |req, peer| router.clone().handle(req, peer),
+    )
     .await
 }
 

@@ -1,18 +1,20 @@
 //! Forwarding one request (or one upgraded connection) to a backend.
 
 use crate::body::ProxyBody;
+use crate::head::ip_text;
+use crate::listen::Prefixed;
 use crate::monitor::Monitor;
+use crate::pool::{Pool, Reusable};
+use crate::relay::BackendConn;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -24,15 +26,13 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle keep-alive connections kept per backend, and for how long.
-const MAX_IDLE_PER_BACKEND: usize = 1024;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size of an upgraded connection; the buffer exists only while data moves.
 const SPLICE_CHUNK: usize = 16 * 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where one request goes.
+#[derive(Debug)]
 pub struct Target {
     /// The backend's `host:port`.
     pub authority: Authority,
@@ -47,12 +47,13 @@ pub struct Target {
 
 /// Forwards requests to backends over pooled keep-alive connections. Cheap to clone.
 ///
-/// The pool is Spawner's own rather than a general-purpose client's: one lock and one
-/// short-key lookup per request, and a connection goes back to it as soon as the response
-/// body it carried has been read in full.
+/// Two paths share it: the relay (`crate::relay`), which takes nearly every proxied
+/// request, and [`Forwarder::forward`] on hyper's objects, for the requests the relay
+/// leaves to the full HTTP stack. Each keeps its own idle connections.
 #[derive(Clone, Default)]
 pub struct Forwarder {
-    pool: Arc<Pool>,
+    pool: Arc<Pool<SendRequest<Incoming>>>,
+    pub(crate) relay_pool: Arc<Pool<BackendConn>>,
 }
 
 impl Forwarder {
@@ -192,7 +193,7 @@ async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxErro
 /// response body it carried was read in full; closed otherwise.
 #[derive(Debug)]
 pub struct Pooled {
-    pool: Arc<Pool>,
+    pool: Arc<Pool<SendRequest<Incoming>>>,
     authority: Authority,
     sender: Option<SendRequest<Incoming>>,
     pub(crate) reusable: bool,
@@ -206,93 +207,9 @@ impl Drop for Pooled {
     }
 }
 
-/// Idle connections by backend `host:port`, the most recently used last.
-#[derive(Default)]
-struct Pool {
-    idle: Mutex<Idle>,
-}
-
-/// One backend's idle connections, each with the time it went idle.
-type IdleList = VecDeque<(SendRequest<Incoming>, Instant)>;
-
-#[derive(Default)]
-struct Idle {
-    by_backend: HashMap<String, IdleList, BuildHasherDefault<Fnv>>,
-    puts: u64,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").finish_non_exhaustive()
-    }
-}
-
-impl Pool {
-    fn take(&self, key: &str) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.by_backend.get_mut(key)?;
-        while let Some((sender, since)) = list.pop_back() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn put(&self, key: &str, sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        idle.puts += 1;
-        if idle.puts % 4096 == 0 {
-            // Now and then, forget backends whose connections all closed (ended backends).
-            idle.by_backend.retain(|_, list| {
-                list.retain(|(s, since)| {
-                    !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
-                });
-                !list.is_empty()
-            });
-        }
-        if !idle.by_backend.contains_key(key) {
-            idle.by_backend.insert(key.to_string(), VecDeque::new());
-        }
-        let Some(list) = idle.by_backend.get_mut(key) else {
-            return;
-        };
-        while list
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
-        {
-            list.pop_front();
-        }
-        if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push_back((sender, now));
-        }
-    }
-}
-
-/// FNV-1a: the pool's keys are short `host:port` strings of our own making, so a fast
-/// hash is enough.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
+impl Reusable for SendRequest<Incoming> {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
     }
 }
 
@@ -302,8 +219,12 @@ impl Hasher for Fnv {
 async fn join_upgraded(client: hyper::upgrade::Upgraded, backend: hyper::upgrade::Upgraded) {
     type Tcp = TokioIo<TcpStream>;
     let result = match backend.downcast::<Tcp>() {
-        Ok(b) => match client.downcast::<Tcp>() {
-            Ok(c) => splice(c.io.into_inner(), c.read_buf, b.io.into_inner(), b.read_buf).await,
+        Ok(b) => match client.downcast::<TokioIo<Prefixed>>() {
+            Ok(c) => {
+                let (stream, unread) = c.io.into_inner().into_parts();
+                let read = [c.read_buf, unread].concat();
+                splice(stream, read.into(), b.io.into_inner(), b.read_buf).await
+            }
             Err(client) => {
                 let mut client = TokioIo::new(client);
                 let mut backend = b.io.into_inner();
@@ -329,7 +250,7 @@ async fn join_upgraded(client: hyper::upgrade::Upgraded, backend: hyper::upgrade
 }
 
 /// Copies both ways between two sockets, first what was already read from each.
-async fn splice(
+pub(crate) async fn splice(
     a: TcpStream,
     a_read: bytes::Bytes,
     b: TcpStream,
@@ -445,28 +366,6 @@ fn prepare_headers(
     }
 }
 
-/// An address as text; IPv4 by hand, since the standard formatter costs more than all the
-/// other header work of a request together.
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
-}
-
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip_connection_listed(headers);
     headers.remove(header::CONNECTION);
@@ -533,21 +432,6 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PREFIX], "/p/abc");
         assert_eq!(h[header::HOST], "example.com");
         assert_eq!(h[header::COOKIE], "a=b");
-    }
-
-    #[test]
-    fn formats_addresses() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.255.9",
-            "192.168.100.1",
-            "::1",
-            "fe80::1",
-        ] {
-            let parsed: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(parsed), parsed.to_string());
-        }
     }
 
     #[test]

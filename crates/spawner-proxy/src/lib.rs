@@ -4,11 +4,16 @@
 //! the same code, so both modes count activity the same way.
 
 pub mod body;
+mod chunked;
 pub mod forward;
+pub mod head;
 pub mod listen;
 pub mod monitor;
+mod pool;
+mod relay;
 pub mod sidecar;
 
 pub use body::ProxyBody;
 pub use forward::{Forwarder, Target};
+pub use head::RequestHead;
 pub use monitor::{ActivityGuard, Monitor};

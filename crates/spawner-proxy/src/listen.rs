@@ -1,6 +1,15 @@
 //! The accept loop every Spawner proxy runs (the embedded server, the sidecar, the
 //! Kubernetes router): HTTP/1.1 with keep-alive and upgrades, one task per connection.
+//!
+//! Each connection starts in the relay (`crate::relay`), which forwards the requests that
+//! `route` gives a target. At the first request it does not take (an API call, a request
+//! for a backend that is not ready, anything unusual), the connection goes to hyper with
+//! `handle` for the rest of its life, the bytes already read first.
 
+use crate::forward::{Forwarder, Target};
+use crate::head::RequestHead;
+use crate::relay::{self, Ended};
+use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -8,15 +17,26 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
-/// Accepts connections until `shutdown` resolves, answering each request with `handle`,
-/// which gets the client's address. Open connections (WebSockets above all) are left to
-/// finish on their own.
-pub async fn serve<H, F, B>(listener: TcpListener, shutdown: impl Future<Output = ()>, handle: H)
-where
+/// Accepts connections until `shutdown` resolves. Requests that `route` gives a target are
+/// relayed with `forwarder`'s connections; the others are answered by `handle`, which gets
+/// the client's address. Open connections (WebSockets above all) are left to finish on
+/// their own.
+pub async fn serve<R, H, F, B>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    forwarder: Forwarder,
+    route: R,
+    handle: H,
+) where
+    R: Fn(&RequestHead, SocketAddr) -> Option<Target> + Clone + Send + Sync + 'static,
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + 'static,
@@ -38,19 +58,84 @@ where
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
+        let (forwarder, route, handle) = (forwarder.clone(), route.clone(), handle.clone());
         tokio::spawn(async move {
+            let (stream, read) = match relay::run(stream, peer, &route, &forwarder.relay_pool).await
+            {
+                Ended::Closed => return,
+                Ended::Fallback(stream, read) => (stream, read.freeze()),
+            };
             let service = service_fn(move |req| {
                 let response = handle(req, peer);
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Prefixed { read, stream }), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// A client connection of which the relay already read the first bytes.
+pub struct Prefixed {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    /// The socket, and the bytes read from it that nobody has used yet.
+    pub fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.read)
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.has_remaining() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }

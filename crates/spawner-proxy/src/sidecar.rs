@@ -12,6 +12,7 @@
 
 use crate::body::ProxyBody;
 use crate::forward::{message, Forwarder, Target};
+use crate::head::RequestHead;
 use crate::monitor::Monitor;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -134,6 +135,23 @@ impl Sidecar {
         }
     }
 
+    /// Where a request for the application goes.
+    fn target(&self, peer: SocketAddr) -> Target {
+        Target {
+            authority: self.app.clone(),
+            monitor: self.monitor.clone(),
+            // The router already stripped whatever prefix the application must not see.
+            strip: 0,
+            client_ip: peer.ip(),
+        }
+    }
+
+    /// The relay's route: every request for a ready application but the sidecar's own.
+    fn route(&self, head: &RequestHead, peer: SocketAddr) -> Option<Target> {
+        let own = head.path == EVENTS_PATH || head.path == HEALTH_PATH;
+        (!own && self.is_ready()).then(|| self.target(peer))
+    }
+
     /// Answers one request: the sidecar's own paths, or the application's.
     pub async fn handle(
         self: Arc<Self>,
@@ -159,13 +177,7 @@ impl Sidecar {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return resp.map(SidecarBody::Proxy);
         }
-        let target = Target {
-            authority: self.app.clone(),
-            monitor: self.monitor.clone(),
-            // The router already stripped whatever prefix the application must not see.
-            strip: 0,
-            client_ip: peer.ip(),
-        };
+        let target = self.target(peer);
         self.forwarder
             .forward(req, target)
             .await
@@ -283,9 +295,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    crate::listen::serve(listener, shutdown, move |req, peer| {
-        sidecar.clone().handle(req, peer)
-    })
+    let forwarder = sidecar.forwarder.clone();
+    let router = sidecar.clone();
+    crate::listen::serve(
+        listener,
+        shutdown,
+        forwarder,
+        move |head: &RequestHead, peer| router.route(head, peer),
+        move |req, peer| sidecar.clone().handle(req, peer),
+    )
     .await
 }
 

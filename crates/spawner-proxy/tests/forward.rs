@@ -10,11 +10,13 @@ use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use spawner_proxy::{Forwarder, Monitor, Target};
+use spawner_proxy::forward::message;
+use spawner_proxy::{Forwarder, Monitor, RequestHead, Target};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -22,8 +24,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// A backend: answers `{connection number} {method} {path} {request body length}`;
-/// `/close` answers with `Connection: close`; `/stream` sends 64 chunks of 16 KiB; `/ws` is
-/// a WebSocket that echoes text.
+/// `/close` answers with `Connection: close`; `/stream` sends 64 chunks of 16 KiB; `/slow`
+/// answers after 30 s; `/ws` is a WebSocket that echoes text.
 struct Backend {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -67,6 +69,9 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
+    if parts.uri.path() == "/slow" {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
     if parts.uri.path() == "/stream" {
         let chunks =
             (0..64).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 16 * 1024]))));
@@ -110,31 +115,63 @@ fn echo_websocket(req: &mut Request<Incoming>) -> Response<AnswerBody> {
         .expect("response")
 }
 
-/// A proxy that sends `/a/…` to one backend and `/b/…` to the other, prefix stripped.
-async fn proxy(a: SocketAddr, b: SocketAddr) -> SocketAddr {
+/// Which of the proxy's two paths a test goes through: the relay, or hyper's full stack
+/// (which the relay hands a connection to at a request it does not take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    Relay,
+    Full,
+}
+
+const STACKS: [Stack; 2] = [Stack::Relay, Stack::Full];
+
+/// A proxy that sends `/a/…` to one backend and `/b/…` to the other, prefix stripped;
+/// `/x/…` is its own (404), as an API path would be.
+async fn proxy(a: SocketAddr, b: SocketAddr, stack: Stack) -> SocketAddr {
+    proxy_counted(a, b, stack).await.0
+}
+
+/// [`proxy`], with the monitor its requests are counted in.
+async fn proxy_counted(a: SocketAddr, b: SocketAddr, stack: Stack) -> (SocketAddr, Arc<Monitor>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let monitor = Arc::new(Monitor::new(0));
+    let counted = monitor.clone();
+    let target = move |path: &str, peer: SocketAddr| Target {
+        authority: if path.starts_with("/b/") { b } else { a }
+            .to_string()
+            .parse()
+            .expect("authority"),
+        monitor: monitor.clone(),
+        strip: 2,
+        client_ip: peer.ip(),
+    };
+    let relayed = target.clone();
     tokio::spawn(async move {
         let forwarder = Forwarder::new();
-        spawner_proxy::listen::serve(listener, std::future::pending(), move |req, peer| {
-            let forwarder = forwarder.clone();
-            let backend = if req.uri().path().starts_with("/b/") {
-                b
-            } else {
-                a
-            };
-            let target = Target {
-                authority: backend.to_string().parse().expect("authority"),
-                monitor: monitor.clone(),
-                strip: 2,
-                client_ip: peer.ip(),
-            };
-            async move { forwarder.forward(req, target).await }
-        })
+        let full = forwarder.clone();
+        spawner_proxy::listen::serve(
+            listener,
+            std::future::pending(),
+            forwarder,
+            move |head: &RequestHead, peer| {
+                (stack == Stack::Relay && !head.path.starts_with("/x/"))
+                    .then(|| relayed(head.path, peer))
+            },
+            move |req: Request<Incoming>, peer| {
+                let forwarder = full.clone();
+                let target = target(req.uri().path(), peer);
+                async move {
+                    if req.uri().path().starts_with("/x/") {
+                        return message(StatusCode::NOT_FOUND, "not a backend\n");
+                    }
+                    forwarder.forward(req, target).await
+                }
+            },
+        )
         .await
     });
-    addr
+    (addr, counted)
 }
 
 /// One keep-alive client connection to the proxy.
@@ -168,102 +205,409 @@ async fn call(
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_backend_connection() {
-    let (a, b) = (backend().await, backend().await);
-    let proxy = proxy(a.addr, b.addr).await;
-    let mut client = connect(proxy).await;
-    for i in 0..50 {
-        let (status, text) = call(&mut client, "GET", &format!("/a/n{i}"), Bytes::new()).await;
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut client = connect(proxy).await;
+        for i in 0..50 {
+            let (status, text) = call(&mut client, "GET", &format!("/a/n{i}"), Bytes::new()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(text, format!("1 GET /n{i} 0"));
+        }
+        // Bodies both ways, whole, on the same connection.
+        let (_, text) = call(
+            &mut client,
+            "POST",
+            "/a/up",
+            Bytes::from(vec![7u8; 1 << 20]),
+        )
+        .await;
+        assert_eq!(text, "1 POST /up 1048576");
+        let (status, text) = call(&mut client, "GET", "/a/stream", Bytes::new()).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(text, format!("1 GET /n{i} 0"));
+        assert_eq!(text.len(), 64 * 16 * 1024);
+        let (_, text) = call(&mut client, "GET", "/a/after", Bytes::new()).await;
+        assert_eq!(text, "1 GET /after 0");
+        assert_eq!(a.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(b.connections.load(Ordering::SeqCst), 0);
     }
-    // Bodies both ways, whole, on the same connection.
-    let (_, text) = call(
-        &mut client,
-        "POST",
-        "/a/up",
-        Bytes::from(vec![7u8; 1 << 20]),
-    )
-    .await;
-    assert_eq!(text, "1 POST /up 1048576");
-    let (status, text) = call(&mut client, "GET", "/a/stream", Bytes::new()).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(text.len(), 64 * 16 * 1024);
-    let (_, text) = call(&mut client, "GET", "/a/after", Bytes::new()).await;
-    assert_eq!(text, "1 GET /after 0");
-    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
-    assert_eq!(b.connections.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_backend_closing_its_connection_between_requests_is_not_an_error() {
-    let (a, b) = (backend().await, backend().await);
-    let proxy = proxy(a.addr, b.addr).await;
-    let mut client = connect(proxy).await;
-    let (_, text) = call(&mut client, "GET", "/a/close", Bytes::new()).await;
-    assert_eq!(text, "1 GET /close 0");
-    // Give the backend's close time to arrive, so that the next request finds it closed.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    for _ in 0..3 {
-        let (status, text) = call(&mut client, "GET", "/a/next", Bytes::new()).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(text, "2 GET /next 0");
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut client = connect(proxy).await;
+        let (_, text) = call(&mut client, "GET", "/a/close", Bytes::new()).await;
+        assert_eq!(text, "1 GET /close 0");
+        // Give the backend's close time to arrive, so that the next request finds it closed.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for _ in 0..3 {
+            let (status, text) = call(&mut client, "GET", "/a/next", Bytes::new()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(text, "2 GET /next 0");
+        }
+        assert_eq!(a.connections.load(Ordering::SeqCst), 2);
     }
-    assert_eq!(a.connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn requests_to_two_backends_on_one_client_connection_each_reuse_a_connection() {
-    let (a, b) = (backend().await, backend().await);
-    let proxy = proxy(a.addr, b.addr).await;
-    let mut client = connect(proxy).await;
-    for i in 0..20 {
-        let (which, path) = if i % 2 == 0 {
-            ("a", "/a/x")
-        } else {
-            ("b", "/b/y")
-        };
-        let (status, text) = call(&mut client, "GET", path, Bytes::new()).await;
-        assert_eq!(status, StatusCode::OK, "{which}");
-        assert_eq!(text, format!("1 GET {} 0", &path[2..]), "{which}");
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut client = connect(proxy).await;
+        for i in 0..20 {
+            let (which, path) = if i % 2 == 0 {
+                ("a", "/a/x")
+            } else {
+                ("b", "/b/y")
+            };
+            let (status, text) = call(&mut client, "GET", path, Bytes::new()).await;
+            assert_eq!(status, StatusCode::OK, "{which}");
+            assert_eq!(text, format!("1 GET {} 0", &path[2..]), "{which}");
+        }
+        assert_eq!(a.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(b.connections.load(Ordering::SeqCst), 1);
     }
-    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
-    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
 async fn clients_with_a_connection_per_request_share_pooled_backend_connections() {
-    let (a, b) = (backend().await, backend().await);
-    let proxy = proxy(a.addr, b.addr).await;
-    for i in 0..20 {
-        let mut client = connect(proxy).await;
-        let (status, text) = call(&mut client, "GET", &format!("/a/c{i}"), Bytes::new()).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(text.ends_with(&format!(" GET /c{i} 0")), "{text}");
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        for i in 0..20 {
+            let mut client = connect(proxy).await;
+            let (status, text) = call(&mut client, "GET", &format!("/a/c{i}"), Bytes::new()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(text.ends_with(&format!(" GET /c{i} 0")), "{text}");
+        }
+        // Without the pool, every client connection would have opened one of its own (20).
+        let opened = a.connections.load(Ordering::SeqCst);
+        assert!(opened <= 2, "{opened} backend connections for 20 clients");
     }
-    // Without the pool, every client connection would have opened one of its own (20).
-    let opened = a.connections.load(Ordering::SeqCst);
-    assert!(opened <= 2, "{opened} backend connections for 20 clients");
 }
 
 #[tokio::test]
 async fn a_websocket_can_take_a_pooled_connection() {
-    let (a, b) = (backend().await, backend().await);
-    let proxy = proxy(a.addr, b.addr).await;
-    let mut client = connect(proxy).await;
-    let (_, text) = call(&mut client, "GET", "/a/first", Bytes::new()).await;
-    assert_eq!(text, "1 GET /first 0");
-    // The client goes; the backend connection its request used stays in the pool.
-    drop(client);
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut client = connect(proxy).await;
+        let (_, text) = call(&mut client, "GET", "/a/first", Bytes::new()).await;
+        assert_eq!(text, "1 GET /first 0");
+        // The client goes; the backend connection its request used stays in the pool.
+        drop(client);
 
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{proxy}/a/ws"))
-        .await
-        .expect("upgrade through the proxy");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    for i in 0..3 {
-        ws.send(Message::text(format!("m{i}"))).await.expect("send");
-        let echo = ws.next().await.expect("open").expect("message");
-        assert_eq!(echo.into_text().expect("text").as_str(), format!("m{i}"));
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{proxy}/a/ws"))
+            .await
+            .expect("upgrade through the proxy");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for i in 0..3 {
+            ws.send(Message::text(format!("m{i}"))).await.expect("send");
+            let echo = ws.next().await.expect("open").expect("message");
+            assert_eq!(echo.into_text().expect("text").as_str(), format!("m{i}"));
+        }
+        // The upgrade went over the pooled connection, not a new one.
+        assert_eq!(a.connections.load(Ordering::SeqCst), 1);
     }
-    // The upgrade went over the pooled connection, not a new one.
-    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A raw client connection: what it sends is exactly what the test writes.
+struct Raw {
+    stream: TcpStream,
+    read: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw {
+            stream,
+            read: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        self.stream
+            .write_all(bytes.as_bytes())
+            .await
+            .expect("write");
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.stream.read(&mut chunk),
+        )
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+        self.read.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// The next response: its status, lower-cased header lines and body (none for 1xx,
+    /// 204 and 304; by `Content-Length`; or to the end of the connection).
+    async fn response(&mut self) -> (u16, Vec<String>, Vec<u8>) {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = resp.parse(&self.read).expect("a response") {
+                let status = resp.code.expect("status");
+                let lines: Vec<String> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        format!("{}: {}", h.name, String::from_utf8_lossy(h.value))
+                            .to_ascii_lowercase()
+                    })
+                    .collect();
+                let length = lines
+                    .iter()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map(|v| v.parse::<usize>().expect("length"));
+                self.read.drain(..n);
+                let bodiless = status < 200 || status == 204 || status == 304;
+                let body = match length {
+                    _ if bodiless => Vec::new(),
+                    Some(len) => {
+                        while self.read.len() < len {
+                            assert!(self.fill().await > 0, "closed inside a body");
+                        }
+                        self.read.drain(..len).collect()
+                    }
+                    None => {
+                        while self.fill().await > 0 {}
+                        std::mem::take(&mut self.read)
+                    }
+                };
+                return (status, lines, body);
+            }
+            assert!(self.fill().await > 0, "closed before a response");
+        }
+    }
+
+    /// Whether the proxy closed the connection (after what was read).
+    async fn closed(&mut self) -> bool {
+        self.read.is_empty() && self.fill().await == 0
+    }
+}
+
+fn text(body: &[u8]) -> &str {
+    std::str::from_utf8(body).expect("text")
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /a/one HTTP/1.1\r\nHost: p\r\n\r\nPOST /b/two HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\n\r\nxyzGET /a/three HTTP/1.1\r\nHost: p\r\n\r\n").await;
+        for want in ["1 GET /one 0", "1 POST /two 3", "1 GET /three 0"] {
+            let (status, _, body) = raw.response().await;
+            assert_eq!((status, text(&body)), (200, want), "{stack:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_the_relay_does_not_take_hands_the_connection_to_the_full_stack() {
+    let (a, b) = (backend().await, backend().await);
+    let proxy = proxy(a.addr, b.addr, Stack::Relay).await;
+    let mut raw = Raw::connect(proxy).await;
+    // Relayed; then the proxy's own path; then a chunked upload and an `Expect`, which only
+    // the full stack takes; then relayed requests again, by the full stack now.
+    raw.send("GET /a/first HTTP/1.1\r\nHost: p\r\n\r\n").await;
+    assert_eq!(text(&raw.response().await.2), "1 GET /first 0");
+    raw.send("GET /x/own HTTP/1.1\r\nHost: p\r\n\r\n").await;
+    let (status, _, body) = raw.response().await;
+    assert_eq!((status, text(&body)), (404, "not a backend\n"));
+    raw.send("POST /a/chunks HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await;
+    assert_eq!(text(&raw.response().await.2), "2 POST /chunks 5");
+    raw.send(
+        "PUT /a/expect HTTP/1.1\r\nHost: p\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    )
+    .await;
+    let (status, _, _) = raw.response().await;
+    assert_eq!(status, 100);
+    raw.send("abcd").await;
+    assert_eq!(text(&raw.response().await.2), "2 PUT /expect 4");
+    raw.send("GET /a/last HTTP/1.1\r\nHost: p\r\n\r\n").await;
+    assert_eq!(text(&raw.response().await.2), "2 GET /last 0");
+    // The relay's backend connection went back to its pool; the full stack opened its own.
+    assert_eq!(a.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn head_requests_get_no_body_and_the_connection_goes_on() {
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("HEAD /a/h HTTP/1.1\r\nHost: p\r\n\r\nGET /a/g HTTP/1.1\r\nHost: p\r\n\r\n")
+            .await;
+        // The HEAD response announces the length a GET would have, and has no body: the
+        // next bytes are the next response.
+        while !raw.read.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(raw.fill().await > 0, "closed early");
+        }
+        let end = raw
+            .read
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head end")
+            + 4;
+        let head = String::from_utf8_lossy(&raw.read[..end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{stack:?}: {head}");
+        assert!(head.contains("content-length: 11\r\n"), "{stack:?}: {head}");
+        raw.read.drain(..end);
+        let (status, _, body) = raw.response().await;
+        assert_eq!((status, text(&body)), (200, "1 GET /g 0"), "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_is_a_502_and_the_connection_goes_on() {
+    for stack in STACKS {
+        let a = backend().await;
+        let gone = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let gone_addr = gone.local_addr().expect("addr");
+        drop(gone);
+        let proxy = proxy(a.addr, gone_addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /b/x HTTP/1.1\r\nHost: p\r\n\r\n").await;
+        let (status, _, body) = raw.response().await;
+        assert_eq!(status, 502, "{stack:?}");
+        assert!(text(&body).contains("did not answer"), "{stack:?}");
+        raw.send("GET /a/y HTTP/1.1\r\nHost: p\r\n\r\n").await;
+        assert_eq!(text(&raw.response().await.2), "1 GET /y 0", "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn connection_close_from_the_client_is_honoured() {
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /a/bye HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+            .await;
+        let (status, headers, body) = raw.response().await;
+        assert_eq!((status, text(&body)), (200, "1 GET /bye 0"), "{stack:?}");
+        assert!(
+            headers.contains(&"connection: close".to_string()),
+            "{stack:?}: {headers:?}"
+        );
+        assert!(raw.closed().await, "{stack:?}");
+    }
+}
+
+/// A backend that answers every request on a connection with `response`, as it is, and
+/// then closes the connection if `close`.
+async fn raw_backend(response: &'static str, close: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                        read.drain(..end + 4);
+                        if stream.write_all(response.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_response_ended_by_close_ends_the_client_connection_too() {
+    for stack in STACKS {
+        let old = raw_backend("HTTP/1.0 200 OK\r\nX-Old: 1\r\n\r\nuntil the end", true).await;
+        let proxy = proxy(old, old, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /a/ HTTP/1.1\r\nHost: p\r\n\r\n").await;
+        let (status, headers, body) = raw.response().await;
+        assert_eq!((status, text(&body)), (200, "until the end"), "{stack:?}");
+        assert!(
+            headers.contains(&"x-old: 1".to_string()),
+            "{stack:?}: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn chunked_responses_pass_with_their_trailers() {
+    let chunked = raw_backend(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+         5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n",
+        false,
+    )
+    .await;
+    let relay = proxy(chunked, chunked, Stack::Relay).await;
+    let mut raw = Raw::connect(relay).await;
+    raw.send("GET /a/1 HTTP/1.1\r\nHost: p\r\n\r\nGET /a/2 HTTP/1.1\r\nHost: p\r\n\r\n")
+        .await;
+    // The relay passes the body as the backend framed it, trailers and all, and finds its
+    // end: the second response follows on the same connection.
+    let want = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+                5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n";
+    while raw.read.len() < 2 * want.len() {
+        assert!(raw.fill().await > 0, "closed early");
+    }
+    assert_eq!(text(&raw.read), want.repeat(2));
+    // And a client that decodes chunks gets the body.
+    for stack in STACKS {
+        let proxy = proxy(chunked, chunked, stack).await;
+        let mut client = connect(proxy).await;
+        for _ in 0..2 {
+            let (status, body) = call(&mut client, "GET", "/a/c", Bytes::new()).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::OK, "hello, world"),
+                "{stack:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_slow_request_is_no_longer_counted() {
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let (proxy, monitor) = proxy_counted(a.addr, b.addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /a/slow HTTP/1.1\r\nHost: p\r\n\r\n").await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while monitor.live() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{stack:?}: never counted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        drop(raw);
+        while monitor.live() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{stack:?}: still counted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 }

@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use spawner_core::{BackendId, State};
 use spawner_proxy::forward::message;
-use spawner_proxy::{ProxyBody, Target};
+use spawner_proxy::{ProxyBody, RequestHead, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -23,9 +23,17 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let router = crate::api::router(app.clone());
-    spawner_proxy::listen::serve(listener, shutdown, move |req, peer| {
-        handle(app.clone(), router.clone(), req, peer)
-    })
+    let relayed = app.clone();
+    spawner_proxy::listen::serve(
+        listener,
+        shutdown,
+        app.forwarder.clone(),
+        move |head: &RequestHead, peer| match backend_of(&relayed, head.host, head.path)? {
+            Route::Backend { id, path_prefix } => target_of(&relayed, id, path_prefix, peer).ok(),
+            Route::AddSlash => None,
+        },
+        move |req, peer| handle(app.clone(), router.clone(), req, peer),
+    )
     .await
 }
 
@@ -35,10 +43,16 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    match backend_of(&app, &req) {
-        Some(Route::Backend { id, path_prefix }) => proxy(&app, req, &id, path_prefix, peer)
-            .await
-            .map(Body::new),
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    match backend_of(&app, host, req.uri().path()) {
+        Some(Route::Backend { id, path_prefix }) => match target_of(&app, id, path_prefix, peer) {
+            Ok(target) => app.forwarder.forward(req, target).await.map(Body::new),
+            Err(refusal) => refusal.response(&app, id).map(Body::new),
+        },
         Some(Route::AddSlash) => add_slash(&req),
         None => match router.oneshot(req.map(Body::new)).await {
             Ok(resp) => resp,
@@ -47,38 +61,28 @@ async fn handle(
     }
 }
 
-enum Route {
+enum Route<'a> {
     /// For backend `id`; `path_prefix` is the length of `/p/{id}` under path routing.
-    Backend { id: String, path_prefix: usize },
+    Backend { id: &'a str, path_prefix: usize },
     /// `/p/{id}` without the slash.
     AddSlash,
 }
 
-fn backend_of(app: &App, req: &Request<Incoming>) -> Option<Route> {
-    if let Some(domain) = &app.config.domain {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
-        if let Some(host) = host {
-            let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            if let Some(id) = name
-                .strip_suffix(domain.as_str())
-                .and_then(|s| s.strip_suffix('.'))
-                .filter(|id| !id.is_empty() && !id.contains('.'))
-            {
-                return Some(Route::Backend {
-                    id: id.to_string(),
-                    path_prefix: 0,
-                });
-            }
+fn backend_of<'a>(app: &App, host: Option<&'a str>, path: &'a str) -> Option<Route<'a>> {
+    if let (Some(domain), Some(host)) = (&app.config.domain, host) {
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if let Some(id) = name
+            .strip_suffix(domain.as_str())
+            .and_then(|s| s.strip_suffix('.'))
+            .filter(|id| !id.is_empty() && !id.contains('.'))
+        {
+            return Some(Route::Backend { id, path_prefix: 0 });
         }
     }
-    let rest = req.uri().path().strip_prefix("/p/")?;
+    let rest = path.strip_prefix("/p/")?;
     match rest.split_once('/') {
         Some((id, _)) => Some(Route::Backend {
-            id: id.to_string(),
+            id,
             path_prefix: 3 + id.len(),
         }),
         None => Some(Route::AddSlash),
@@ -98,24 +102,32 @@ fn add_slash(req: &Request<Incoming>) -> Response<Body> {
     resp
 }
 
-async fn proxy(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    id: &str,
-    path_prefix: usize,
-    peer: SocketAddr,
-) -> Response<ProxyBody> {
-    let live = match app.registry.get(id) {
-        Some(live) => live,
-        None => return not_live(app, id),
-    };
+/// Why a request for a backend cannot go there now.
+enum Refusal {
+    NotLive,
+    Unavailable(State),
+}
+
+impl Refusal {
+    fn response(self, app: &App, id: &str) -> Response<ProxyBody> {
+        match self {
+            Refusal::NotLive => not_live(app, id),
+            Refusal::Unavailable(state) => unavailable(state),
+        }
+    }
+}
+
+/// Where a request for backend `id` goes, if it is Ready. A map lookup: the relay asks
+/// this on every request.
+fn target_of(app: &App, id: &str, path_prefix: usize, peer: SocketAddr) -> Result<Target, Refusal> {
+    let live = app.registry.get(id).ok_or(Refusal::NotLive)?;
     let state = live.state();
     let authority = match (state, live.authority()) {
         (State::Ready, Some(a)) => a.clone(),
-        _ => return unavailable(state),
+        _ => return Err(Refusal::Unavailable(state)),
     };
     app.metrics.proxied.inc();
-    let target = Target {
+    Ok(Target {
         authority,
         monitor: live.monitor.clone(),
         strip: if live.spec.strip_prefix {
@@ -124,8 +136,7 @@ async fn proxy(
             0
         },
         client_ip: peer.ip(),
-    };
-    app.forwarder.forward(req, target).await
+    })
 }
 
 /// A backend that is not live: ended (410), unknown (404), or live but unsupervised (503).

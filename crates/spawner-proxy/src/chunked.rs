@@ -1,0 +1,215 @@
+//! Finding the end of a chunked body (RFC 9112 §7.1) without decoding it: the relay
+//! passes chunked bodies through as they are and only needs to know where they stop.
+
+/// A malformed chunked body.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body")]
+pub struct Malformed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Hex digits of a chunk size (`digits` so far).
+    Size {
+        digits: u8,
+    },
+    /// A chunk extension, up to its CR.
+    Extension,
+    /// The LF after a chunk size line.
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// The start of a trailer line, or the final CRLF.
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// The scanner's place in one chunked body.
+#[derive(Debug, Clone)]
+pub struct Chunked {
+    step: Step,
+    /// The current chunk's size while reading it, then the data bytes still to come.
+    remaining: u64,
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Chunked {
+            step: Step::Size { digits: 0 },
+            remaining: 0,
+        }
+    }
+}
+
+impl Chunked {
+    /// Whether the body has ended (the last chunk and the trailers were seen).
+    pub fn done(&self) -> bool {
+        self.step == Step::Done
+    }
+
+    /// Scans the next bytes of the body and returns how many of them belong to it: all of
+    /// them, or fewer if the body ends inside `bytes`.
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            self.step = match self.step {
+                Step::Done => return Ok(i),
+                Step::Data => {
+                    let n = self.remaining.min((bytes.len() - i) as u64);
+                    self.remaining -= n;
+                    i += n as usize;
+                    if self.remaining == 0 {
+                        Step::DataCr
+                    } else {
+                        Step::Data
+                    }
+                }
+                Step::Size { digits } => {
+                    let step = match (b as char).to_digit(16) {
+                        Some(d) if digits < 15 => {
+                            self.remaining = self.remaining * 16 + u64::from(d);
+                            Step::Size { digits: digits + 1 }
+                        }
+                        None if digits > 0 && matches!(b, b';' | b' ' | b'\t') => Step::Extension,
+                        None if digits > 0 && b == b'\r' => Step::SizeLf,
+                        _ => return Err(Malformed),
+                    };
+                    i += 1;
+                    step
+                }
+                Step::Extension => {
+                    i += 1;
+                    match b {
+                        b'\r' => Step::SizeLf,
+                        b'\n' => return Err(Malformed),
+                        _ => Step::Extension,
+                    }
+                }
+                Step::SizeLf => {
+                    expect(b, b'\n')?;
+                    i += 1;
+                    if self.remaining == 0 {
+                        Step::TrailerStart
+                    } else {
+                        Step::Data
+                    }
+                }
+                Step::DataCr => {
+                    expect(b, b'\r')?;
+                    i += 1;
+                    Step::DataLf
+                }
+                Step::DataLf => {
+                    expect(b, b'\n')?;
+                    i += 1;
+                    Step::Size { digits: 0 }
+                }
+                Step::TrailerStart => {
+                    i += 1;
+                    match b {
+                        b'\r' => Step::EndLf,
+                        b'\n' => return Err(Malformed),
+                        _ => Step::TrailerLine,
+                    }
+                }
+                Step::TrailerLine => {
+                    i += 1;
+                    match b {
+                        b'\r' => Step::TrailerLf,
+                        b'\n' => return Err(Malformed),
+                        _ => Step::TrailerLine,
+                    }
+                }
+                Step::TrailerLf => {
+                    expect(b, b'\n')?;
+                    i += 1;
+                    Step::TrailerStart
+                }
+                Step::EndLf => {
+                    expect(b, b'\n')?;
+                    i += 1;
+                    Step::Done
+                }
+            };
+        }
+        Ok(i)
+    }
+}
+
+fn expect(got: u8, want: u8) -> Result<(), Malformed> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scans `body` split at every possible point into two pieces, and returns how many
+    /// bytes belonged to the body each time (they must all agree).
+    fn scan_split(body: &[u8]) -> Result<usize, Malformed> {
+        let mut whole = Chunked::default();
+        let n = whole.scan(body)?;
+        for cut in 0..=body.len() {
+            let mut c = Chunked::default();
+            let first = c.scan(&body[..cut])?;
+            let second = if c.done() { 0 } else { c.scan(&body[cut..])? };
+            assert_eq!(first + second, n, "split at {cut}");
+            assert_eq!(c.done(), whole.done(), "split at {cut}");
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn finds_the_end_of_a_body() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
+        assert_eq!(scan_split(body), Ok(body.len() - 4));
+        let mut c = Chunked::default();
+        c.scan(body).unwrap();
+        assert!(c.done());
+    }
+
+    #[test]
+    fn passes_trailers() {
+        let body = b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-more: 2\r\n\r\n";
+        assert_eq!(scan_split(body), Ok(body.len()));
+    }
+
+    #[test]
+    fn an_unfinished_body_is_not_done() {
+        let mut c = Chunked::default();
+        assert_eq!(c.scan(b"10\r\n0123456789"), Ok(14));
+        assert!(!c.done());
+        assert_eq!(c.scan(b"abcdef\r\n0\r\n"), Ok(11));
+        assert!(!c.done());
+        assert_eq!(c.scan(b"\r\n"), Ok(2));
+        assert!(c.done());
+    }
+
+    #[test]
+    fn rejects_malformed_bodies() {
+        for bad in [
+            &b"\r\n"[..],
+            b"x\r\n",
+            b"5\nhello",
+            b"5\r\nhelloX",
+            b"0\r\nbad\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            let mut c = Chunked::default();
+            assert_eq!(
+                c.scan(bad),
+                Err(Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

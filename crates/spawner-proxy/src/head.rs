@@ -1,0 +1,633 @@
+//! Request and response heads as the relay reads and rewrites them: parsed with
+//! `httparse`, copied header by header into the head sent on, less the hop-by-hop headers
+//! (RFC 9110 §7.6.1) and plus the `X-Forwarded-*` ones.
+//!
+//! The relay takes only requests it fully understands (HTTP/1.1 in origin form, a body
+//! framed by `Content-Length` or none, no `Expect`); anything else is left to the full
+//! HTTP stack, which the caller falls back to.
+
+use crate::forward::Target;
+use std::net::IpAddr;
+
+/// Most header lines a head may have, and its largest size; beyond either the full HTTP
+/// stack answers (431 and the like).
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// What a router sees of a request to decide where it goes.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The first `Host` header, if it is text.
+    pub host: Option<&'a str>,
+}
+
+/// A request the relay forwards.
+#[derive(Debug)]
+pub struct Forward {
+    pub target: Target,
+    /// Bytes of the client's head, which the relay consumes.
+    pub head_len: usize,
+    /// The head to send to the backend.
+    pub head: Vec<u8>,
+    /// `Content-Length` of the request body (0 without one).
+    pub body_len: u64,
+    /// A `HEAD` request: its response has no body whatever its headers say.
+    pub head_method: bool,
+    /// Safe to send again if a reused backend connection closed before answering.
+    pub idempotent: bool,
+    /// The client asked to switch protocols (WebSocket).
+    pub upgrade: bool,
+    /// The client asked to close its connection after this response.
+    pub close: bool,
+}
+
+/// The outcome of reading a request head.
+#[derive(Debug)]
+pub enum RequestParse {
+    /// More bytes are needed.
+    Partial,
+    /// Not for the relay: the full HTTP stack answers it.
+    Fallback,
+    Forward(Box<Forward>),
+}
+
+/// Hop-by-hop headers of a request, which are never forwarded (`upgrade` is handled
+/// apart).
+const REQUEST_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "proxy-authorization",
+];
+
+/// What the `Connection` headers of a head say.
+#[derive(Debug, Default)]
+struct ConnectionTokens<'a> {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    /// Other tokens: headers that must not be forwarded.
+    listed: Vec<&'a str>,
+}
+
+impl<'a> ConnectionTokens<'a> {
+    fn of(headers: &[httparse::Header<'a>]) -> Self {
+        let mut tokens = ConnectionTokens::default();
+        for h in headers {
+            if !h.name.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            let Ok(value) = std::str::from_utf8(h.value) else {
+                continue;
+            };
+            for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if t.eq_ignore_ascii_case("close") {
+                    tokens.close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") {
+                    tokens.keep_alive = true;
+                } else if t.eq_ignore_ascii_case("upgrade") {
+                    tokens.upgrade = true;
+                } else {
+                    tokens.listed.push(t);
+                }
+            }
+        }
+        tokens
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.listed.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Parses the request head at the start of `buf` and, if the relay can take it and
+/// `route` gives it a target, builds the head for the backend.
+pub fn parse_request(
+    buf: &[u8],
+    route: impl FnOnce(&RequestHead) -> Option<Target>,
+) -> RequestParse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return RequestParse::Partial,
+        Err(_) => return RequestParse::Fallback,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return RequestParse::Fallback;
+    };
+    if !target.starts_with('/') || method == "CONNECT" {
+        return RequestParse::Fallback;
+    }
+    let headers = req.headers;
+
+    let mut host = None;
+    let mut content_length = None;
+    let mut has_upgrade = false;
+    for h in headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return RequestParse::Fallback;
+            }
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if content_length.is_some() {
+                return RequestParse::Fallback;
+            }
+            match parse_length(h.value) {
+                Some(n) => content_length = Some(n),
+                None => return RequestParse::Fallback,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return RequestParse::Fallback;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            has_upgrade = true;
+        }
+    }
+    let host_text = host.and_then(|h| std::str::from_utf8(h).ok());
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let Some(target_to) = route(&RequestHead {
+        method,
+        path,
+        query,
+        host: host_text,
+    }) else {
+        return RequestParse::Fallback;
+    };
+    let Some(rest) = path.get(target_to.strip..) else {
+        return RequestParse::Fallback;
+    };
+    let prefix = &path[..target_to.strip];
+    let tokens = ConnectionTokens::of(headers);
+    let upgrade = has_upgrade && tokens.upgrade;
+
+    let mut out = Vec::with_capacity(head_len + 160);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(if rest.is_empty() { "/" } else { rest }.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for: Vec<u8> = Vec::new();
+    let (mut has_proto, mut has_fwd_host) = (false, false);
+    for h in headers.iter() {
+        let name = h.name;
+        if REQUEST_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+            || (name.eq_ignore_ascii_case("upgrade") && !upgrade)
+            || tokens.lists(name)
+            || (name.eq_ignore_ascii_case("x-forwarded-prefix") && !prefix.is_empty())
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.extend_from_slice(h.value);
+            forwarded_for.extend_from_slice(b", ");
+            continue;
+        }
+        has_proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
+        has_fwd_host |= name.eq_ignore_ascii_case("x-forwarded-host");
+        header_line(&mut out, name, h.value);
+    }
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    forwarded_for.extend_from_slice(ip_text(target_to.client_ip).as_bytes());
+    header_line(&mut out, "x-forwarded-for", &forwarded_for);
+    if !has_proto {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    match host {
+        Some(host) if !has_fwd_host => header_line(&mut out, "x-forwarded-host", host),
+        Some(_) => {}
+        None => header_line(&mut out, "host", target_to.authority.as_str().as_bytes()),
+    }
+    if !prefix.is_empty() {
+        header_line(&mut out, "x-forwarded-prefix", prefix.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+
+    RequestParse::Forward(Box::new(Forward {
+        target: target_to,
+        head_len,
+        head: out,
+        body_len: content_length.unwrap_or(0),
+        head_method: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        upgrade,
+        close: tokens.close,
+    }))
+}
+
+/// How a response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes the connection (then the client's is closed too).
+    UntilClose,
+}
+
+/// A backend's response head, rewritten for the client.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub head_len: usize,
+    pub status: u16,
+    /// The head to send to the client.
+    pub head: Vec<u8>,
+    pub framing: Framing,
+    /// The backend connection can carry another request once the body is read.
+    pub reusable: bool,
+    /// The client connection must close after this response.
+    pub close: bool,
+}
+
+/// A response head the relay cannot pass on (the client gets a 502).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed response head from the backend")]
+pub struct BadResponse;
+
+/// Parses the response head at the start of `buf`, for a request described by `req`;
+/// `None` while more bytes are needed.
+pub fn parse_response(buf: &[u8], req: &Forward) -> Result<Option<ResponseHead>, BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) | Err(_) => return Err(BadResponse),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Err(BadResponse);
+    };
+    let headers = resp.headers;
+    let tokens = ConnectionTokens::of(headers);
+    let switching = status == 101;
+
+    let mut chunked = None;
+    let mut length = None;
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding decides (RFC 9112 §6.3).
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match (parse_length(h.value), length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err(BadResponse),
+            }
+        }
+    }
+    let framing = if req.head_method || status == 204 || status == 304 || status < 200 {
+        Framing::None
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    let backend_keeps = if version == 1 {
+        !tokens.close
+    } else {
+        tokens.keep_alive && !tokens.close
+    };
+    let close = framing == Framing::UntilClose || (req.close && status >= 200);
+
+    let mut out = Vec::with_capacity(head_len + 32);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&status_digits(status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers.iter() {
+        let name = h.name;
+        let skip = if switching {
+            false
+        } else {
+            name.eq_ignore_ascii_case("connection")
+                || name.eq_ignore_ascii_case("keep-alive")
+                || name.eq_ignore_ascii_case("proxy-connection")
+                || name.eq_ignore_ascii_case("upgrade")
+                || tokens.lists(name)
+                || (chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
+        };
+        if !skip {
+            header_line(&mut out, name, h.value);
+        }
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Some(ResponseHead {
+        head_len,
+        status,
+        head: out,
+        framing,
+        reusable: backend_keeps && framing != Framing::UntilClose && !switching,
+        close,
+    }))
+}
+
+fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value: decimal digits only, at most 18 of them.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+fn status_digits(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+/// An address as text; IPv4 by hand, since the standard formatter costs more than all the
+/// other header work of a request together.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::Monitor;
+    use std::sync::Arc;
+
+    fn target(strip: usize) -> Target {
+        Target {
+            authority: "127.0.0.1:9000".parse().unwrap(),
+            monitor: Arc::new(Monitor::new(0)),
+            strip,
+            client_ip: "127.0.0.1".parse().unwrap(),
+        }
+    }
+
+    fn forward(raw: &str, strip: usize) -> Box<Forward> {
+        match parse_request(raw.as_bytes(), |_| Some(target(strip))) {
+            RequestParse::Forward(f) => f,
+            other => panic!("not forwarded: {other:?}"),
+        }
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn rewrites_a_request_for_the_backend() {
+        let raw = "GET /p/abc/x/y?q=1 HTTP/1.1\r\nHost: example.com\r\n\
+                   Connection: keep-alive, x-secret\r\nx-secret: 1\r\n\
+                   X-Forwarded-For: 10.0.0.1\r\nCookie: a=b\r\nTE: trailers\r\n\r\nNEXT";
+        let f = forward(raw, 6);
+        assert_eq!(f.head_len, raw.len() - 4);
+        assert_eq!(
+            text(&f.head),
+            "GET /x/y?q=1 HTTP/1.1\r\nHost: example.com\r\nCookie: a=b\r\n\
+             x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example.com\r\nx-forwarded-prefix: /p/abc\r\n\r\n"
+        );
+        assert!(f.idempotent && !f.upgrade && !f.close && !f.head_method);
+        assert_eq!(f.body_len, 0);
+    }
+
+    #[test]
+    fn keeps_the_root_and_adds_a_missing_host() {
+        let f = forward("POST /p/abc?x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 6);
+        assert!(
+            text(&f.head).starts_with("POST /?x HTTP/1.1\r\ncontent-length: 5\r\n")
+                || text(&f.head).starts_with("POST /?x HTTP/1.1\r\nContent-Length: 5\r\n")
+        );
+        assert!(text(&f.head).contains("\r\nhost: 127.0.0.1:9000\r\n"));
+        assert_eq!(f.body_len, 5);
+        assert!(!f.idempotent);
+    }
+
+    #[test]
+    fn keeps_upgrades_and_notes_close() {
+        let f = forward(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            0,
+        );
+        assert!(f.upgrade);
+        let head = text(&f.head);
+        assert!(
+            head.contains("\r\nUpgrade: websocket\r\n") && head.contains("connection: upgrade\r\n")
+        );
+        let f = forward(
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
+            0,
+        );
+        assert!(!f.upgrade && f.close);
+        assert!(!text(&f.head).to_ascii_lowercase().contains("upgrade"));
+    }
+
+    #[test]
+    fn leaves_what_it_does_not_take_to_the_full_stack() {
+        for raw in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            let parsed = parse_request(raw.as_bytes(), |_| Some(target(0)));
+            assert!(
+                matches!(parsed, RequestParse::Fallback),
+                "{raw:?}: {parsed:?}"
+            );
+        }
+        let unrouted = parse_request(b"GET /v1/x HTTP/1.1\r\n\r\n", |_| None);
+        assert!(matches!(unrouted, RequestParse::Fallback));
+        let partial = parse_request(b"GET / HTTP/1.1\r\nHo", |_| Some(target(0)));
+        assert!(matches!(partial, RequestParse::Partial));
+    }
+
+    #[test]
+    fn the_router_sees_path_query_and_host() {
+        let mut seen = None;
+        parse_request(b"GET /p/x/y?a=b HTTP/1.1\r\nHost: x.example\r\n\r\n", |h| {
+            seen = Some((
+                h.method.to_string(),
+                h.path.to_string(),
+                h.query.map(str::to_string),
+                h.host.map(str::to_string),
+            ));
+            None
+        });
+        assert_eq!(
+            seen,
+            Some((
+                "GET".into(),
+                "/p/x/y".into(),
+                Some("a=b".into()),
+                Some("x.example".into())
+            ))
+        );
+    }
+
+    fn response(raw: &str, req: &Forward) -> ResponseHead {
+        parse_response(raw.as_bytes(), req)
+            .unwrap()
+            .expect("a whole head")
+    }
+
+    #[test]
+    fn frames_responses() {
+        let get = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+        let r = response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nKeep-Alive: timeout=5\r\n\r\n",
+            &get,
+        );
+        assert_eq!(r.framing, Framing::Length(12));
+        assert!(r.reusable && !r.close);
+        assert_eq!(
+            text(&r.head),
+            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"
+        );
+
+        let r = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+            &get,
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+        assert_eq!(
+            text(&r.head),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        );
+
+        let r = response("HTTP/1.0 200 OK\r\n\r\n", &get);
+        assert_eq!(r.framing, Framing::UntilClose);
+        assert!(!r.reusable && r.close);
+        assert!(text(&r.head).ends_with("connection: close\r\n\r\n"));
+
+        let r = response(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            &get,
+        );
+        assert!(r.reusable);
+        let r = response(
+            "HTTP/1.1 204 No Content\r\nConnection: close, x-a\r\nx-a: 1\r\n\r\n",
+            &get,
+        );
+        assert_eq!(r.framing, Framing::None);
+        assert!(!r.reusable && !r.close);
+        assert_eq!(text(&r.head), "HTTP/1.1 204 No Content\r\n\r\n");
+
+        let head = forward("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+        assert_eq!(
+            response("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", &head).framing,
+            Framing::None
+        );
+
+        let closing = forward("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 0);
+        let r = response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", &closing);
+        assert!(r.close && r.reusable);
+        assert!(text(&r.head).ends_with("connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn passes_switching_protocols_whole() {
+        let ws = forward(
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            0,
+        );
+        let raw =
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let r = response(raw, &ws);
+        assert_eq!(text(&r.head), raw);
+        assert_eq!(r.status, 101);
+        assert!(!r.reusable);
+    }
+
+    #[test]
+    fn rejects_bad_responses() {
+        let get = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/9 200 OK\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_response(raw.as_bytes(), &get).err(),
+                Some(BadResponse),
+                "{raw:?}"
+            );
+        }
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", &get)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn formats_addresses() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "192.168.100.1",
+            "::1",
+            "fe80::1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(parsed), parsed.to_string());
+        }
+    }
+}
