@@ -7,6 +7,7 @@
 //! HTTP stack, which the caller falls back to.
 
 use crate::forward::Target;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 /// Most header lines a head may have, and its largest size; beyond either the full HTTP
@@ -31,8 +32,6 @@ pub struct Forward {
     pub target: Target,
     /// Bytes of the client's head, which the relay consumes.
     pub head_len: usize,
-    /// The head to send to the backend.
-    pub head: Vec<u8>,
     /// `Content-Length` of the request body (0 without one).
     pub body_len: u64,
     /// A `HEAD` request: its response has no body whatever its headers say.
@@ -107,14 +106,15 @@ impl<'a> ConnectionTokens<'a> {
 }
 
 /// Parses the request head at the start of `buf` and, if the relay can take it and
-/// `route` gives it a target, builds the head for the backend.
+/// `route` gives it a target, writes the head for the backend into `out`.
 pub fn parse_request(
     buf: &[u8],
+    out: &mut Vec<u8>,
     route: impl FnOnce(&RequestHead) -> Option<Target>,
 ) -> RequestParse {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return RequestParse::Partial,
         Err(_) => return RequestParse::Fallback,
@@ -173,7 +173,7 @@ pub fn parse_request(
     let tokens = ConnectionTokens::of(headers);
     let upgrade = has_upgrade && tokens.upgrade;
 
-    let mut out = Vec::with_capacity(head_len + 160);
+    out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(if rest.is_empty() { "/" } else { rest }.as_bytes());
@@ -182,7 +182,6 @@ pub fn parse_request(
         out.extend_from_slice(q.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Vec<u8> = Vec::new();
     let (mut has_proto, mut has_fwd_host) = (false, false);
     for h in headers.iter() {
         let name = h.name;
@@ -194,36 +193,41 @@ pub fn parse_request(
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for.extend_from_slice(h.value);
-            forwarded_for.extend_from_slice(b", ");
             continue;
         }
         has_proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
         has_fwd_host |= name.eq_ignore_ascii_case("x-forwarded-host");
-        header_line(&mut out, name, h.value);
+        header_line(out, name, h.value);
     }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
-    forwarded_for.extend_from_slice(ip_text(target_to.client_ip).as_bytes());
-    header_line(&mut out, "x-forwarded-for", &forwarded_for);
+    // Earlier proxies' addresses, then the client's, on one line.
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    push_ip(out, target_to.client_ip);
+    out.extend_from_slice(b"\r\n");
     if !has_proto {
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     }
     match host {
-        Some(host) if !has_fwd_host => header_line(&mut out, "x-forwarded-host", host),
+        Some(host) if !has_fwd_host => header_line(out, "x-forwarded-host", host),
         Some(_) => {}
-        None => header_line(&mut out, "host", target_to.authority.as_str().as_bytes()),
+        None => header_line(out, "host", target_to.authority.as_str().as_bytes()),
     }
     if !prefix.is_empty() {
-        header_line(&mut out, "x-forwarded-prefix", prefix.as_bytes());
+        header_line(out, "x-forwarded-prefix", prefix.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 
     RequestParse::Forward(Box::new(Forward {
         target: target_to,
         head_len,
-        head: out,
         body_len: content_length.unwrap_or(0),
         head_method: method == "HEAD",
         idempotent: matches!(
@@ -250,8 +254,6 @@ pub enum Framing {
 pub struct ResponseHead {
     pub head_len: usize,
     pub status: u16,
-    /// The head to send to the client.
-    pub head: Vec<u8>,
     pub framing: Framing,
     /// The backend connection can carry another request once the body is read.
     pub reusable: bool,
@@ -264,12 +266,21 @@ pub struct ResponseHead {
 #[error("malformed response head from the backend")]
 pub struct BadResponse;
 
-/// Parses the response head at the start of `buf`, for a request described by `req`;
-/// `None` while more bytes are needed.
-pub fn parse_response(buf: &[u8], req: &Forward) -> Result<Option<ResponseHead>, BadResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
+/// Parses the response head at the start of `buf`, for a request described by `req`, and
+/// writes the head for the client into `out`; `None` while more bytes are needed.
+pub fn parse_response(
+    buf: &[u8],
+    req: &Forward,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, BadResponse> {
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) | Err(_) => return Err(BadResponse),
@@ -313,7 +324,7 @@ pub fn parse_response(buf: &[u8], req: &Forward) -> Result<Option<ResponseHead>,
     };
     let close = framing == Framing::UntilClose || (req.close && status >= 200);
 
-    let mut out = Vec::with_capacity(head_len + 32);
+    out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&status_digits(status));
     out.push(b' ');
@@ -332,7 +343,7 @@ pub fn parse_response(buf: &[u8], req: &Forward) -> Result<Option<ResponseHead>,
                 || (chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
         };
         if !skip {
-            header_line(&mut out, name, h.value);
+            header_line(out, name, h.value);
         }
     }
     if close {
@@ -343,7 +354,6 @@ pub fn parse_response(buf: &[u8], req: &Forward) -> Result<Option<ResponseHead>,
     Ok(Some(ResponseHead {
         head_len,
         status,
-        head: out,
         framing,
         reusable: backend_keeps && framing != Framing::UntilClose && !switching,
         close,
@@ -382,23 +392,28 @@ fn status_digits(status: u16) -> [u8; 3] {
 /// An address as text; IPv4 by hand, since the standard formatter costs more than all the
 /// other header work of a request together.
 pub fn ip_text(ip: IpAddr) -> String {
+    let mut text = Vec::with_capacity(15);
+    push_ip(&mut text, ip);
+    String::from_utf8(text).unwrap_or_default()
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
+        out.extend_from_slice(ip.to_string().as_bytes());
+        return;
     };
-    let mut text = String::with_capacity(15);
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            text.push('.');
+            out.push(b'.');
         }
         if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
+            out.push(b'0' + octet / 100);
         }
         if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
+            out.push(b'0' + octet / 10 % 10);
         }
-        text.push(char::from(b'0' + octet % 10));
+        out.push(b'0' + octet % 10);
     }
-    text
 }
 
 #[cfg(test)]
@@ -416,15 +431,13 @@ mod tests {
         }
     }
 
-    fn forward(raw: &str, strip: usize) -> Box<Forward> {
-        match parse_request(raw.as_bytes(), |_| Some(target(strip))) {
-            RequestParse::Forward(f) => f,
+    /// The request as the relay would forward it, and the head it would send.
+    fn forward(raw: &str, strip: usize) -> (Box<Forward>, String) {
+        let mut out = Vec::new();
+        match parse_request(raw.as_bytes(), &mut out, |_| Some(target(strip))) {
+            RequestParse::Forward(f) => (f, String::from_utf8(out).unwrap()),
             other => panic!("not forwarded: {other:?}"),
         }
-    }
-
-    fn text(bytes: &[u8]) -> &str {
-        std::str::from_utf8(bytes).unwrap()
     }
 
     #[test]
@@ -432,10 +445,10 @@ mod tests {
         let raw = "GET /p/abc/x/y?q=1 HTTP/1.1\r\nHost: example.com\r\n\
                    Connection: keep-alive, x-secret\r\nx-secret: 1\r\n\
                    X-Forwarded-For: 10.0.0.1\r\nCookie: a=b\r\nTE: trailers\r\n\r\nNEXT";
-        let f = forward(raw, 6);
+        let (f, head) = forward(raw, 6);
         assert_eq!(f.head_len, raw.len() - 4);
         assert_eq!(
-            text(&f.head),
+            head,
             "GET /x/y?q=1 HTTP/1.1\r\nHost: example.com\r\nCookie: a=b\r\n\
              x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: example.com\r\nx-forwarded-prefix: /p/abc\r\n\r\n"
@@ -446,33 +459,29 @@ mod tests {
 
     #[test]
     fn keeps_the_root_and_adds_a_missing_host() {
-        let f = forward("POST /p/abc?x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 6);
-        assert!(
-            text(&f.head).starts_with("POST /?x HTTP/1.1\r\ncontent-length: 5\r\n")
-                || text(&f.head).starts_with("POST /?x HTTP/1.1\r\nContent-Length: 5\r\n")
-        );
-        assert!(text(&f.head).contains("\r\nhost: 127.0.0.1:9000\r\n"));
+        let (f, head) = forward("POST /p/abc?x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 6);
+        assert!(head.starts_with("POST /?x HTTP/1.1\r\nContent-Length: 5\r\n"));
+        assert!(head.contains("\r\nhost: 127.0.0.1:9000\r\n"));
         assert_eq!(f.body_len, 5);
         assert!(!f.idempotent);
     }
 
     #[test]
     fn keeps_upgrades_and_notes_close() {
-        let f = forward(
+        let (f, head) = forward(
             "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             0,
         );
         assert!(f.upgrade);
-        let head = text(&f.head);
         assert!(
             head.contains("\r\nUpgrade: websocket\r\n") && head.contains("connection: upgrade\r\n")
         );
-        let f = forward(
+        let (f, head) = forward(
             "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
             0,
         );
         assert!(!f.upgrade && f.close);
-        assert!(!text(&f.head).to_ascii_lowercase().contains("upgrade"));
+        assert!(!head.to_ascii_lowercase().contains("upgrade"));
     }
 
     #[test]
@@ -488,30 +497,36 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",
         ] {
-            let parsed = parse_request(raw.as_bytes(), |_| Some(target(0)));
+            let parsed = parse_request(raw.as_bytes(), &mut Vec::new(), |_| Some(target(0)));
             assert!(
                 matches!(parsed, RequestParse::Fallback),
                 "{raw:?}: {parsed:?}"
             );
         }
-        let unrouted = parse_request(b"GET /v1/x HTTP/1.1\r\n\r\n", |_| None);
+        let unrouted = parse_request(b"GET /v1/x HTTP/1.1\r\n\r\n", &mut Vec::new(), |_| None);
         assert!(matches!(unrouted, RequestParse::Fallback));
-        let partial = parse_request(b"GET / HTTP/1.1\r\nHo", |_| Some(target(0)));
+        let partial = parse_request(b"GET / HTTP/1.1\r\nHo", &mut Vec::new(), |_| {
+            Some(target(0))
+        });
         assert!(matches!(partial, RequestParse::Partial));
     }
 
     #[test]
     fn the_router_sees_path_query_and_host() {
         let mut seen = None;
-        parse_request(b"GET /p/x/y?a=b HTTP/1.1\r\nHost: x.example\r\n\r\n", |h| {
-            seen = Some((
-                h.method.to_string(),
-                h.path.to_string(),
-                h.query.map(str::to_string),
-                h.host.map(str::to_string),
-            ));
-            None
-        });
+        parse_request(
+            b"GET /p/x/y?a=b HTTP/1.1\r\nHost: x.example\r\n\r\n",
+            &mut Vec::new(),
+            |h| {
+                seen = Some((
+                    h.method.to_string(),
+                    h.path.to_string(),
+                    h.query.map(str::to_string),
+                    h.host.map(str::to_string),
+                ));
+                None
+            },
+        );
         assert_eq!(
             seen,
             Some((
@@ -523,97 +538,101 @@ mod tests {
         );
     }
 
-    fn response(raw: &str, req: &Forward) -> ResponseHead {
-        parse_response(raw.as_bytes(), req)
+    /// The response head as parsed, and the head the client would get.
+    fn response(raw: &str, req: &Forward) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        let head = parse_response(raw.as_bytes(), req, &mut out)
             .unwrap()
-            .expect("a whole head")
+            .expect("a whole head");
+        (head, String::from_utf8(out).unwrap())
     }
 
     #[test]
     fn frames_responses() {
-        let get = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
-        let r = response(
+        let (get, _) = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+        let (r, out) = response(
             "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nKeep-Alive: timeout=5\r\n\r\n",
             &get,
         );
         assert_eq!(r.framing, Framing::Length(12));
         assert!(r.reusable && !r.close);
-        assert_eq!(
-            text(&r.head),
-            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"
-        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
 
-        let r = response(
+        let (r, out) = response(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
             &get,
         );
         assert_eq!(r.framing, Framing::Chunked);
         assert_eq!(
-            text(&r.head),
+            out,
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
         );
 
-        let r = response("HTTP/1.0 200 OK\r\n\r\n", &get);
+        let (r, out) = response("HTTP/1.0 200 OK\r\n\r\n", &get);
         assert_eq!(r.framing, Framing::UntilClose);
         assert!(!r.reusable && r.close);
-        assert!(text(&r.head).ends_with("connection: close\r\n\r\n"));
+        assert!(out.ends_with("connection: close\r\n\r\n"));
 
-        let r = response(
+        let (r, _) = response(
             "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
             &get,
         );
         assert!(r.reusable);
-        let r = response(
+        let (r, out) = response(
             "HTTP/1.1 204 No Content\r\nConnection: close, x-a\r\nx-a: 1\r\n\r\n",
             &get,
         );
         assert_eq!(r.framing, Framing::None);
         assert!(!r.reusable && !r.close);
-        assert_eq!(text(&r.head), "HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(out, "HTTP/1.1 204 No Content\r\n\r\n");
 
-        let head = forward("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+        let (head, _) = forward("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
         assert_eq!(
-            response("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", &head).framing,
+            response("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", &head)
+                .0
+                .framing,
             Framing::None
         );
 
-        let closing = forward("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 0);
-        let r = response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", &closing);
+        let (closing, _) = forward("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 0);
+        let (r, out) = response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", &closing);
         assert!(r.close && r.reusable);
-        assert!(text(&r.head).ends_with("connection: close\r\n\r\n"));
+        assert!(out.ends_with("connection: close\r\n\r\n"));
     }
 
     #[test]
     fn passes_switching_protocols_whole() {
-        let ws = forward(
+        let (ws, _) = forward(
             "GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
             0,
         );
         let raw =
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        let r = response(raw, &ws);
-        assert_eq!(text(&r.head), raw);
+        let (r, out) = response(raw, &ws);
+        assert_eq!(out, raw);
         assert_eq!(r.status, 101);
         assert!(!r.reusable);
     }
 
     #[test]
     fn rejects_bad_responses() {
-        let get = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+        let (get, _) = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0);
         for raw in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             "HTTP/9 200 OK\r\n\r\n",
         ] {
             assert_eq!(
-                parse_response(raw.as_bytes(), &get).err(),
+                parse_response(raw.as_bytes(), &get, &mut Vec::new()).err(),
                 Some(BadResponse),
                 "{raw:?}"
             );
         }
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", &get)
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\n", &get, &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -71,10 +71,12 @@ where
     R: Fn(&RequestHead, SocketAddr) -> Option<Target>,
 {
     let mut buf = BytesMut::new();
+    // The head being sent (to the backend, then to the client), reused for every request.
+    let mut out = Vec::new();
     loop {
         let forward = loop {
             if !buf.is_empty() {
-                match parse_request(&buf, |head| route(head, peer)) {
+                match parse_request(&buf, &mut out, |head| route(head, peer)) {
                     RequestParse::Partial if buf.len() < MAX_HEAD => {}
                     RequestParse::Partial | RequestParse::Fallback => {
                         return Ended::Fallback(client, buf)
@@ -90,10 +92,11 @@ where
                 Ok(_) => {}
             }
         };
-        match exchange(&mut client, &mut buf, *forward, pool).await {
+        match exchange(&mut client, &mut buf, &mut out, *forward, pool).await {
             Next::Request => {}
             Next::Close => return Ended::Closed,
             Next::Upgrade(backend, guard) => {
+                drop(out);
                 let result =
                     splice(client, buf.freeze(), backend.stream, backend.buf.freeze()).await;
                 if let Err(e) = result {
@@ -122,10 +125,12 @@ enum Fail {
     Backend { silent: bool },
 }
 
-/// One request and its response. The request's head is at the start of `buf`.
+/// One request and its response. The client's head is at the start of `buf`; the head
+/// for the backend is in `out`.
 async fn exchange(
     client: &mut TcpStream,
     buf: &mut BytesMut,
+    out: &mut Vec<u8>,
     f: Forward,
     pool: &Pool<BackendConn>,
 ) -> Next {
@@ -133,11 +138,10 @@ async fn exchange(
     let authority = f.target.authority.clone();
     let key = authority.as_str();
 
-    // The head and what the client already sent of the body, in one write.
+    // The head and what the client already sent of the body, in one write. `out` holds
+    // them until the backend's first byte, so that a retry can send them again.
     let in_buf = ((buf.len() - f.head_len) as u64).min(f.body_len) as usize;
-    let mut request = Vec::with_capacity(f.head.len() + in_buf);
-    request.extend_from_slice(&f.head);
-    request.extend_from_slice(&buf[f.head_len..f.head_len + in_buf]);
+    out.extend_from_slice(&buf[f.head_len..f.head_len + in_buf]);
     buf.advance(f.head_len + in_buf);
     let mut body_left = f.body_len - in_buf as u64;
     // A request that was sent whole in one write can go again on a fresh connection, if it
@@ -155,9 +159,9 @@ async fn exchange(
                 }
             },
         };
-        let sent = send(&mut conn, &request, client, buf, &mut body_left).await;
+        let sent = send(&mut conn, out, client, buf, &mut body_left).await;
         let result = match sent {
-            Ok(()) => read_head(&mut conn, &f, client, buf).await,
+            Ok(()) => read_head(&mut conn, &f, client, buf, out).await,
             Err(fail) => Err(fail),
         };
         match result {
@@ -176,22 +180,13 @@ async fn exchange(
             return bad_gateway(client, true).await;
         }
         conn.buf.advance(head.head_len);
-        if client.write_all(&head.head).await.is_err() {
+        if client.write_all(out).await.is_err() {
             return Next::Close;
         }
         return Next::Upgrade(conn, guard);
     }
 
-    match relay_body(
-        &mut conn,
-        head.head_len,
-        head.head,
-        head.framing,
-        client,
-        buf,
-    )
-    .await
-    {
+    match relay_body(&mut conn, head.head_len, out, head.framing, client, buf).await {
         Ok(()) => {}
         Err(Fail::Client | Fail::Backend { .. }) => return Next::Close,
     }
@@ -233,22 +228,24 @@ async fn send(
     Ok(())
 }
 
-/// Reads the backend's final response head; informational ones (`100 Continue`, `103
-/// Early Hints`) are passed on to the client as they come.
+/// Reads the backend's final response head, and writes the head for the client into
+/// `out`; informational ones (`100 Continue`, `103 Early Hints`) are passed on to the
+/// client as they come. `out` is left as it was until a whole head has arrived.
 async fn read_head(
     conn: &mut BackendConn,
     f: &Forward,
     client: &mut TcpStream,
     pending: &mut BytesMut,
+    out: &mut Vec<u8>,
 ) -> Result<ResponseHead, Fail> {
     let mut silent = true;
     loop {
         if !conn.buf.is_empty() {
             silent = false;
-            match parse_response(&conn.buf, f) {
+            match parse_response(&conn.buf, f, out) {
                 Ok(Some(head)) if head.status < 200 && head.status != 101 => {
                     conn.buf.advance(head.head_len);
-                    if client.write_all(&head.head).await.is_err() {
+                    if client.write_all(out).await.is_err() {
                         return Err(Fail::Client);
                     }
                     continue;
@@ -277,7 +274,7 @@ async fn read_head(
 async fn relay_body(
     conn: &mut BackendConn,
     head_len: usize,
-    mut out: Vec<u8>,
+    out: &mut Vec<u8>,
     framing: Framing,
     client: &mut TcpStream,
     pending: &mut BytesMut,
@@ -309,10 +306,9 @@ async fn relay_body(
     let (n, mut done) = take(&conn.buf)?;
     out.extend_from_slice(&conn.buf[..n]);
     conn.buf.advance(n);
-    if client.write_all(&out).await.is_err() {
+    if client.write_all(out).await.is_err() {
         return Err(Fail::Client);
     }
-    drop(out);
     while !done {
         if !conn.buf.is_empty() {
             // Bytes past the end of a body that has not ended: impossible by construction.
