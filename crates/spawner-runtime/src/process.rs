@@ -145,9 +145,14 @@ impl Runtime for ProcessRuntime {
             return Ok(None);
         }
         // Not our child any more: a pidfd tells when it ends (its exit code went to init).
+        // Where there are no pidfds (kernels before 5.3, seccomp profiles that refuse the
+        // call, valgrind), `/proc` is polled instead: a live backend is never given up.
         let pidfd = match pidfd_open(h.pid) {
             Ok(fd) => fd,
-            Err(_) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(pid = h.pid, error = %e, "no pidfd; watching /proc instead");
+                return Ok(Some(watch_by_polling(h)));
+            }
         };
         // The pid could have been recycled between the check and the pidfd: check again.
         if !is_alive(h) {
@@ -155,8 +160,13 @@ impl Runtime for ProcessRuntime {
             return Ok(None);
         }
         // SAFETY: the AsyncFd owns the pidfd, so it stays open for as long as it is registered.
-        let fd = unsafe { AsyncFd::register(pidfd) }
-            .map_err(|e| RuntimeError::Unavailable(format!("watching an adopted process: {e}")))?;
+        let fd = match unsafe { AsyncFd::register(pidfd) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!(pid = h.pid, error = %e, "pidfd not pollable; watching /proc instead");
+                return Ok(Some(watch_by_polling(h)));
+            }
+        };
         let pid = h.pid;
         Ok(Some(
             async move {
@@ -195,6 +205,22 @@ impl Runtime for ProcessRuntime {
             .await
             .map_err(|e| RuntimeError::Unavailable(format!("scanning /proc: {e}")))
     }
+}
+
+/// How often an adopted process without a pidfd is looked at.
+const POLL_ADOPTED: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Resolves once the process has ended, by looking at `/proc` now and then; then kills
+/// whatever is left of its group, as the pidfd watch does.
+fn watch_by_polling(h: ProcessHandle) -> BoxFuture<'static, Exit> {
+    async move {
+        while is_alive(h) {
+            tokio::time::sleep(POLL_ADOPTED).await;
+        }
+        kill_group(h.pid);
+        Exit::Unknown
+    }
+    .boxed()
 }
 
 /// Kills whatever is left of a backend's process group; a no-op once it is empty.
@@ -278,4 +304,38 @@ fn scan_proc(instance: &str) -> Vec<Owned> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_process_watched_without_a_pidfd_is_followed_until_it_ends() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let h = ProcessHandle {
+            pid,
+            start_time: proc_start_time(pid).expect("a start time"),
+        };
+        let mut watch = watch_by_polling(h);
+        // Alive: the watch does not end, and does not harm the process.
+        assert!(tokio::time::timeout(Duration::from_millis(600), &mut watch)
+            .await
+            .is_err());
+        assert!(is_alive(h));
+        // Ended (a zombie until reaped counts as ended): the watch ends.
+        let _ = kill(Pid::from_raw(pid), NixSignal::SIGTERM);
+        let exit = tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .expect("the watch ends once the process has");
+        assert!(matches!(exit, Exit::Unknown));
+        let _ = child.wait();
+    }
 }
