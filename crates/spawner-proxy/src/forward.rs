@@ -169,8 +169,8 @@ impl Forwarder {
     }
 }
 
-/// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
-async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
+/// Opens a TCP connection to a backend (both proxy paths), giving up after 10 s.
+pub(crate) async fn connect_tcp(authority: &Authority) -> std::io::Result<TcpStream> {
     let host = authority
         .host()
         .trim_start_matches('[')
@@ -178,8 +178,14 @@ async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxErro
     let port = authority.port_u16().unwrap_or(80);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| "connecting timed out")??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
+async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
+    let stream = connect_tcp(authority).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {

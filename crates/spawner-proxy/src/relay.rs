@@ -12,7 +12,7 @@
 //! for the rest of the connection, with the bytes already read.
 
 use crate::chunked::Chunked;
-use crate::forward::{splice, Target};
+use crate::forward::{connect_tcp, splice, Target};
 use crate::head::{parse_request, parse_response, Forward, Framing, RequestHead, RequestParse};
 use crate::head::{ResponseHead, MAX_HEAD};
 use crate::monitor::ActivityGuard;
@@ -20,11 +20,9 @@ use crate::pool::{Pool, Reusable};
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use std::net::SocketAddr;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room made in a read buffer before each read.
 const READ_SIZE: usize = 8 * 1024;
 const BODY_CHUNK: usize = 16 * 1024;
@@ -377,17 +375,8 @@ async fn bad_gateway(client: &mut TcpStream, close: bool) -> Next {
 }
 
 async fn connect(authority: &Authority) -> std::io::Result<BackendConn> {
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
-    stream.set_nodelay(true)?;
     Ok(BackendConn {
-        stream,
+        stream: connect_tcp(authority).await?,
         buf: BytesMut::new(),
     })
 }
