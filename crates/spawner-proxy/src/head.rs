@@ -51,7 +51,7 @@ pub enum RequestParse {
     Partial,
     /// Not for the relay: the full HTTP stack answers it.
     Fallback,
-    Forward(Box<Forward>),
+    Forward(Forward),
 }
 
 /// Hop-by-hop headers of a request, which are never forwarded (`upgrade` is handled
@@ -76,28 +76,22 @@ struct ConnectionTokens<'a> {
 }
 
 impl<'a> ConnectionTokens<'a> {
-    fn of(headers: &[httparse::Header<'a>]) -> Self {
-        let mut tokens = ConnectionTokens::default();
-        for h in headers {
-            if !h.name.eq_ignore_ascii_case("connection") {
-                continue;
-            }
-            let Ok(value) = std::str::from_utf8(h.value) else {
-                continue;
-            };
-            for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                if t.eq_ignore_ascii_case("close") {
-                    tokens.close = true;
-                } else if t.eq_ignore_ascii_case("keep-alive") {
-                    tokens.keep_alive = true;
-                } else if t.eq_ignore_ascii_case("upgrade") {
-                    tokens.upgrade = true;
-                } else {
-                    tokens.listed.push(t);
-                }
+    /// Takes in the value of one `Connection` header.
+    fn read(&mut self, value: &'a [u8]) {
+        let Ok(value) = std::str::from_utf8(value) else {
+            return;
+        };
+        for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if t.eq_ignore_ascii_case("close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case("keep-alive") {
+                self.keep_alive = true;
+            } else if t.eq_ignore_ascii_case("upgrade") {
+                self.upgrade = true;
+            } else {
+                self.listed.push(t);
             }
         }
-        tokens
     }
 
     fn lists(&self, name: &str) -> bool {
@@ -127,12 +121,16 @@ pub fn parse_request(
     }
     let headers = req.headers;
 
+    // One pass for everything the decision and the rewriting need to know.
     let mut host = None;
     let mut content_length = None;
-    let mut has_upgrade = false;
+    let mut tokens = ConnectionTokens::default();
+    let (mut has_upgrade, mut has_forwarded_for) = (false, false);
     for h in headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
+        if name.eq_ignore_ascii_case("connection") {
+            tokens.read(h.value);
+        } else if name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return RequestParse::Fallback;
             }
@@ -151,6 +149,8 @@ pub fn parse_request(
             return RequestParse::Fallback;
         } else if name.eq_ignore_ascii_case("upgrade") {
             has_upgrade = true;
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            has_forwarded_for = true;
         }
     }
     let host_text = host.and_then(|h| std::str::from_utf8(h).ok());
@@ -170,7 +170,6 @@ pub fn parse_request(
         return RequestParse::Fallback;
     };
     let prefix = &path[..target_to.strip];
-    let tokens = ConnectionTokens::of(headers);
     let upgrade = has_upgrade && tokens.upgrade;
 
     out.clear();
@@ -204,10 +203,12 @@ pub fn parse_request(
     }
     // Earlier proxies' addresses, then the client's, on one line.
     out.extend_from_slice(b"x-forwarded-for: ");
-    for h in headers.iter() {
-        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b", ");
+    if has_forwarded_for {
+        for h in headers.iter() {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b", ");
+            }
         }
     }
     push_ip(out, target_to.client_ip);
@@ -225,7 +226,7 @@ pub fn parse_request(
     }
     out.extend_from_slice(b"\r\n");
 
-    RequestParse::Forward(Box::new(Forward {
+    RequestParse::Forward(Forward {
         target: target_to,
         head_len,
         body_len: content_length.unwrap_or(0),
@@ -236,7 +237,7 @@ pub fn parse_request(
         ),
         upgrade,
         close: tokens.close,
-    }))
+    })
 }
 
 /// How a response body is framed.
@@ -289,13 +290,15 @@ pub fn parse_response(
         return Err(BadResponse);
     };
     let headers = resp.headers;
-    let tokens = ConnectionTokens::of(headers);
     let switching = status == 101;
 
+    let mut tokens = ConnectionTokens::default();
     let mut chunked = None;
     let mut length = None;
     for h in headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        if h.name.eq_ignore_ascii_case("connection") {
+            tokens.read(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides (RFC 9112 §6.3).
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
@@ -432,7 +435,7 @@ mod tests {
     }
 
     /// The request as the relay would forward it, and the head it would send.
-    fn forward(raw: &str, strip: usize) -> (Box<Forward>, String) {
+    fn forward(raw: &str, strip: usize) -> (Forward, String) {
         let mut out = Vec::new();
         match parse_request(raw.as_bytes(), &mut out, |_| Some(target(strip))) {
             RequestParse::Forward(f) => (f, String::from_utf8(out).unwrap()),

@@ -90,7 +90,7 @@ where
                 Ok(_) => {}
             }
         };
-        match exchange(&mut client, &mut buf, &mut out, *forward, pool).await {
+        match exchange(&mut client, &mut buf, &mut out, forward, pool).await {
             Next::Request => {}
             Next::Close => return Ended::Closed,
             Next::Upgrade(backend, guard) => {
@@ -133,7 +133,7 @@ async fn exchange(
     pool: &Pool<BackendConn>,
 ) -> Next {
     let guard = f.target.monitor.open();
-    let authority = f.target.authority.clone();
+    let authority = &f.target.authority;
     let key = authority.as_str();
 
     // The head and what the client already sent of the body, in one write. `out` holds
@@ -149,7 +149,7 @@ async fn exchange(
     let (mut conn, head) = loop {
         let (mut conn, reused) = match pool.take(key) {
             Some(conn) => (conn, true),
-            None => match connect(&authority).await {
+            None => match connect(authority).await {
                 Ok(conn) => (conn, false),
                 Err(e) => {
                     tracing::debug!(error = %e, backend = %authority, "backend unreachable");
