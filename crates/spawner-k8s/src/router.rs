@@ -17,6 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use spawner_core::State;
 use spawner_proxy::forward::message;
+use spawner_proxy::route::{add_slash, host_of, id_from_host};
 use spawner_proxy::{Forwarder, Monitor, ProxyBody, RequestHead, Target};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -61,18 +62,11 @@ pub enum Route {
 
 /// Routes by `Host` first (with a domain), then by path. Pure.
 pub fn route_of(domain: Option<&str>, host: Option<&str>, path: &str) -> Route {
-    if let (Some(domain), Some(host)) = (domain, host) {
-        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if let Some(id) = name
-            .strip_suffix(domain)
-            .and_then(|s| s.strip_suffix('.'))
-            .filter(|id| !id.is_empty() && !id.contains('.'))
-        {
-            return Route::Backend {
-                id: id.to_string(),
-                path_prefix: 0,
-            };
-        }
+    if let Some(id) = domain.zip(host).and_then(|(d, h)| id_from_host(d, h)) {
+        return Route::Backend {
+            id: id.to_string(),
+            path_prefix: 0,
+        };
     }
     if path == "/healthz" {
         return Route::Health;
@@ -184,12 +178,11 @@ impl Router {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
-        let route = route_of(self.config.domain.as_deref(), host, req.uri().path());
+        let route = route_of(
+            self.config.domain.as_deref(),
+            host_of(&req),
+            req.uri().path(),
+        );
         match route {
             Route::Health if self.is_synced() => message(StatusCode::OK, "ok\n"),
             Route::Health => retry_later("the router is reading the backends\n"),
@@ -250,19 +243,6 @@ impl Refusal {
             Refusal::Unavailable(why) => why.response(),
         }
     }
-}
-
-fn add_slash(req: &Request<Incoming>) -> Response<ProxyBody> {
-    let location = match req.uri().query() {
-        Some(q) => format!("{}/?{q}", req.uri().path()),
-        None => format!("{}/", req.uri().path()),
-    };
-    let mut resp = Response::new(ProxyBody::empty());
-    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::try_from(location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// Watches SessionLivedBackends into a store, and returns the router over it with the

@@ -11,6 +11,7 @@ pub mod listen;
 pub mod monitor;
 mod pool;
 mod relay;
+pub mod route;
 pub mod sidecar;
 
 pub use body::ProxyBody;

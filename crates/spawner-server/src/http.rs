@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use spawner_core::{BackendId, State};
 use spawner_proxy::forward::message;
+use spawner_proxy::route::{add_slash, host_of, id_from_host};
 use spawner_proxy::{ProxyBody, RequestHead, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,17 +44,12 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host());
-    match backend_of(&app, host, req.uri().path()) {
+    match backend_of(&app, host_of(&req), req.uri().path()) {
         Some(Route::Backend { id, path_prefix }) => match target_of(&app, id, path_prefix, peer) {
             Ok(target) => app.forwarder.forward(req, target).await.map(Body::new),
             Err(refusal) => refusal.response(&app, id).map(Body::new),
         },
-        Some(Route::AddSlash) => add_slash(&req),
+        Some(Route::AddSlash) => add_slash(&req).map(Body::new),
         None => match router.oneshot(req.map(Body::new)).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -69,15 +65,14 @@ enum Route<'a> {
 }
 
 fn backend_of<'a>(app: &App, host: Option<&'a str>, path: &'a str) -> Option<Route<'a>> {
-    if let (Some(domain), Some(host)) = (&app.config.domain, host) {
-        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if let Some(id) = name
-            .strip_suffix(domain.as_str())
-            .and_then(|s| s.strip_suffix('.'))
-            .filter(|id| !id.is_empty() && !id.contains('.'))
-        {
-            return Some(Route::Backend { id, path_prefix: 0 });
-        }
+    if let Some(id) = app
+        .config
+        .domain
+        .as_deref()
+        .zip(host)
+        .and_then(|(domain, host)| id_from_host(domain, host))
+    {
+        return Some(Route::Backend { id, path_prefix: 0 });
     }
     let rest = path.strip_prefix("/p/")?;
     match rest.split_once('/') {
@@ -87,19 +82,6 @@ fn backend_of<'a>(app: &App, host: Option<&'a str>, path: &'a str) -> Option<Rou
         }),
         None => Some(Route::AddSlash),
     }
-}
-
-fn add_slash(req: &Request<Incoming>) -> Response<Body> {
-    let location = match req.uri().query() {
-        Some(q) => format!("{}/?{q}", req.uri().path()),
-        None => format!("{}/", req.uri().path()),
-    };
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::try_from(location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// Why a request for a backend cannot go there now.
