@@ -18,6 +18,7 @@ const PATHS: [&str; 4] = ["direct", "spawner", "nginx", "haproxy"];
 #[derive(Debug, Clone, Copy)]
 struct Wrk {
     rps: f64,
+    requests: u64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
@@ -155,13 +156,31 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
     for url in &urls {
         wrk(&single, 1, url).await?;
     }
+    // The process that does each path's proxying, whose CPU time per request is measured:
+    // Spawner's server alone (its children are the backends), nginx's master with its
+    // workers, HAProxy's one process.
+    let proxies = [
+        None,
+        Some((server.proc.pid(), false)),
+        Some((nginx.pid(), true)),
+        Some((haproxy.pid(), false)),
+    ];
     let mut load: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); PATHS.len()];
     let mut solo: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
     for round in 0..ctx.rounds {
         // Rotate the order so that no path always runs first in a round.
         for k in 0..PATHS.len() {
             let i = (k + round) % PATHS.len();
-            load[i].push(wrk(&loaded, ctx.wrk_seconds, &urls[i]).await?);
+            let before = proxies[i]
+                .map(|(pid, kids)| util::cpu_time(pid, kids))
+                .transpose()?;
+            let run = wrk(&loaded, ctx.wrk_seconds, &urls[i]).await?;
+            if let (Some((pid, kids)), Some(before)) = (proxies[i], before) {
+                let used = util::cpu_time(pid, kids)?.saturating_sub(before);
+                cpu[i].push(used.as_secs_f64() * 1e6 / run.requests.max(1) as f64);
+            }
+            load[i].push(run);
         }
         for k in 0..PATHS.len() {
             let i = (k + round) % PATHS.len();
@@ -190,6 +209,13 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
             format!("{name}: p50 / p99, one connection"),
             format!("{} / {} ms", fmt(s50), fmt(s99)),
         );
+        let cpu_us = (!cpu[i].is_empty()).then(|| median(&cpu[i]));
+        if let Some(us) = cpu_us {
+            phase.row(
+                format!("{name}: proxy CPU time per request under load"),
+                format!("{} µs", fmt(us)),
+            );
+        }
         if errors > 0 {
             phase.row(format!("{name}: errors"), errors.to_string());
         }
@@ -203,6 +229,8 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
                 "single_p50_ms": util::round3(s50),
                 "single_p99_ms": util::round3(s99),
                 "single_p99_runs_ms": solo[i].iter().map(|w| util::round3(w.p99_ms)).collect::<Vec<_>>(),
+                "proxy_cpu_us_per_request": cpu_us.map(util::round3),
+                "proxy_cpu_us_per_request_runs": cpu[i].iter().map(|&v| util::round3(v)).collect::<Vec<_>>(),
                 "errors": errors,
             }),
         );
@@ -234,6 +262,22 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
     phase.row("ratio req/s spawner / direct (b/a)", fmt(b_a));
     phase.row("ratio req/s spawner / nginx (b/c)", fmt(b_c));
     phase.row("ratio req/s spawner / haproxy (b/d)", fmt(b_d));
+    // CPU per request is steadier than req/s on a shared machine: it does not depend on
+    // what else got the cores during the run.
+    let cpu_ratio = |other: usize| {
+        median(
+            &cpu[1]
+                .iter()
+                .zip(&cpu[other])
+                .map(|(s, o)| s / o)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (cpu_c, cpu_d) = (cpu_ratio(2), cpu_ratio(3));
+    phase.row(
+        "ratio proxy CPU per request spawner / nginx; spawner / haproxy",
+        format!("{}; {}", fmt(cpu_c), fmt(cpu_d)),
+    );
     phase.row(
         "added latency, one connection: spawner p50 / p99 (nginx p99)",
         format!(
@@ -269,6 +313,8 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
         "ratio_spawner_direct": util::round3(b_a),
         "ratio_spawner_nginx": util::round3(b_c),
         "ratio_spawner_haproxy": util::round3(b_d),
+        "ratio_cpu_per_request_spawner_nginx": util::round3(cpu_c),
+        "ratio_cpu_per_request_spawner_haproxy": util::round3(cpu_d),
         "added_p50_ms": util::round3(added_p50),
         "added_p99_ms": util::round3(added_p99),
         "nginx_added_p99_ms": util::round3(nginx_added_p99),
@@ -303,11 +349,14 @@ async fn wrk(shape: &[&str], seconds: u64, url: &str) -> Result<Wrk> {
 
 fn parse_wrk(text: &str) -> Result<Wrk> {
     let mut rps = None;
+    let mut requests = None;
     let (mut p50, mut p99) = (None, None);
     let mut errors = 0u64;
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("Requests/sec:") {
             rps = v.trim().parse::<f64>().ok();
+        } else if let Some((n, _)) = line.split_once(" requests in ") {
+            requests = n.trim().parse::<u64>().ok();
         } else if let Some(v) = line.strip_prefix("50%") {
             p50 = duration_ms(v.trim());
         } else if let Some(v) = line.strip_prefix("99%") {
@@ -321,14 +370,15 @@ fn parse_wrk(text: &str) -> Result<Wrk> {
                 .sum::<u64>();
         }
     }
-    match (rps, p50, p99) {
-        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(Wrk {
+    match (rps, requests, p50, p99) {
+        (Some(rps), Some(requests), Some(p50_ms), Some(p99_ms)) => Ok(Wrk {
             rps,
+            requests,
             p50_ms,
             p99_ms,
             errors,
         }),
-        _ => bail!("no Requests/sec or latency distribution"),
+        _ => bail!("no Requests/sec, request count or latency distribution"),
     }
 }
 
@@ -360,6 +410,7 @@ mod tests {
                    \x20 Non-2xx or 3xx responses: 4\nRequests/sec:  22222.50\nTransfer/sec:      3.00MB\n";
         let w = parse_wrk(out).unwrap();
         assert_eq!(w.rps, 22222.5);
+        assert_eq!(w.requests, 1000);
         assert!((w.p50_ms - 0.045).abs() < 1e-9);
         assert!((w.p99_ms - 1.2).abs() < 1e-9);
         assert_eq!(w.errors, 7);

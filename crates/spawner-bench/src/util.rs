@@ -167,6 +167,53 @@ pub fn rss_kib(pid: i32) -> Result<u64> {
         .context("no VmRSS in /proc/{pid}/status")
 }
 
+/// CPU time (user + system, all threads) that process `pid` has used so far, and with
+/// `children` also that of its live child processes (nginx's workers under their master).
+pub fn cpu_time(pid: i32, children: bool) -> Result<Duration> {
+    let mut ticks = stat_ticks(pid)?.1;
+    if children {
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // A process may end between the listing and the read: it then counts for nothing.
+            if let Ok((parent, t)) = stat_ticks(child) {
+                if parent == pid {
+                    ticks += t;
+                }
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+    Ok(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
+/// The parent and the utime + stime clock ticks of a process, from `/proc/PID/stat`.
+fn stat_ticks(pid: i32) -> Result<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces; the fields follow the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    let num = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {i} in /proc/{pid}/stat"))
+    };
+    let parent = i32::try_from(num(1)?).unwrap_or(0);
+    Ok((parent, num(11)? + num(12)?))
+}
+
 /// The soft limit on open files of this process (children inherit it).
 pub fn nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
@@ -320,5 +367,36 @@ mod tests {
             Some(1_795_465_035_123)
         );
         assert_eq!(parse_rfc3339_ms("garbage"), None);
+    }
+
+    #[test]
+    fn counts_cpu_time_of_a_process_and_its_children() {
+        // A child that burns CPU for a moment, then waits to be counted.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        let me = std::process::id() as i32;
+        let started = Instant::now();
+        let mut counted = Duration::ZERO;
+        while started.elapsed() < Duration::from_secs(5) {
+            counted = cpu_time(me, true)
+                .unwrap()
+                .saturating_sub(cpu_time(me, false).unwrap());
+            if counted >= Duration::from_millis(50) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            counted >= Duration::from_millis(50),
+            "children's CPU: {counted:?}"
+        );
+        assert!(cpu_time(-1, false).is_err());
     }
 }
