@@ -50,15 +50,40 @@ pub struct Target {
 /// Two paths share it: the relay (`crate::relay`), which takes nearly every proxied
 /// request, and [`Forwarder::forward`] on hyper's objects, for the requests the relay
 /// leaves to the full HTTP stack. Each keeps its own idle connections.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Forwarder {
     pool: Arc<Pool<SendRequest<Incoming>>>,
     pub(crate) relay_pool: Arc<Pool<BackendConn>>,
+    pub(crate) client_idle: Option<Duration>,
+}
+
+/// How long a client connection may sit between requests, or take to send a request's
+/// head, unless set otherwise: nginx's `keepalive_timeout` is 75 s, hyper's header timeout 30 s.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Self {
+            pool: Arc::default(),
+            relay_pool: Arc::default(),
+            client_idle: Some(CLIENT_IDLE_TIMEOUT),
+        }
+    }
 }
 
 impl Forwarder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Closes client connections that send nothing for `idle` while no request is under
+    /// way, or that take longer to send a request's head: each one holds a task and a
+    /// descriptor, and a browser opens a new connection when it needs one. `None` keeps
+    /// them open for as long as the client does. Upgraded connections (WebSockets) are
+    /// never closed for being quiet: the sweeper counts them as activity.
+    pub fn with_client_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.client_idle = idle.filter(|d| !d.is_zero());
+        self
     }
 
     /// Forwards `req` to `target` and returns the backend's response (or a 502 saying why

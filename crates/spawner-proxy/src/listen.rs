@@ -5,6 +5,9 @@
 //! `route` gives a target. At the first request it does not take (an API call, a request
 //! for a backend that is not ready, anything unusual), the connection goes to hyper with
 //! `handle` for the rest of its life, the bytes already read first.
+//!
+//! On either path a client connection that stays quiet between requests for the
+//! forwarder's idle timeout, or sends a request head more slowly than that, is closed.
 
 use crate::forward::{Forwarder, Target};
 use crate::head::RequestHead;
@@ -14,7 +17,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -60,17 +63,21 @@ pub async fn serve<R, H, F, B>(
         let _ = stream.set_nodelay(true);
         let (forwarder, route, handle) = (forwarder.clone(), route.clone(), handle.clone());
         tokio::spawn(async move {
-            let (stream, read) = match relay::run(stream, peer, &route, &forwarder.relay_pool).await
-            {
-                Ended::Closed => return,
-                Ended::Fallback(stream, read) => (stream, read.freeze()),
-            };
+            let idle = forwarder.client_idle;
+            let (stream, read) =
+                match relay::run(stream, peer, &route, &forwarder.relay_pool, idle).await {
+                    Ended::Closed => return,
+                    Ended::Fallback(stream, read) => (stream, read.freeze()),
+                };
             let service = service_fn(move |req| {
                 let response = handle(req, peer);
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let conn = http1::Builder::new()
                 .keep_alive(true)
+                .timer(TokioTimer::new())
+                // From the end of a response until the next request's head is in.
+                .header_read_timeout(idle)
                 .serve_connection(TokioIo::new(Prefixed { read, stream }), service)
                 .with_upgrades();
             if let Err(e) = conn.await {

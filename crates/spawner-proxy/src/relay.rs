@@ -20,8 +20,10 @@ use crate::pool::{Pool, Reusable};
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Room made in a read buffer before each read.
 const READ_SIZE: usize = 8 * 1024;
@@ -59,11 +61,14 @@ pub enum Ended {
 }
 
 /// Relays requests on one client connection for as long as `route` gives them a target.
+/// The connection is closed once it has waited `idle` for a request's head to be complete
+/// since it opened or since the last exchange ended.
 pub async fn run<R>(
     mut client: TcpStream,
     peer: SocketAddr,
     route: &R,
     pool: &Pool<BackendConn>,
+    idle: Option<Duration>,
 ) -> Ended
 where
     R: Fn(&RequestHead, SocketAddr) -> Option<Target>,
@@ -71,6 +76,11 @@ where
     let mut buf = BytesMut::new();
     // The head being sent (to the backend, then to the client), reused for every request.
     let mut out = Vec::new();
+    // One timer for the connection, re-armed only when it fires before the connection has
+    // been idle long enough: a deadline per request would update the timer wheel per request.
+    let mut idle_since = Instant::now();
+    let timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
+    tokio::pin!(timer);
     loop {
         let forward = loop {
             if !buf.is_empty() {
@@ -85,13 +95,24 @@ where
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_SIZE);
             }
-            match client.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return Ended::Closed,
-                Ok(_) => {}
+            let read = tokio::select! {
+                read = client.read_buf(&mut buf) => Some(read),
+                () = &mut timer, if idle.is_some() => None,
+            };
+            match read {
+                Some(Ok(0) | Err(_)) => return Ended::Closed,
+                Some(Ok(_)) => {}
+                None => match idle.map(|limit| idle_since + limit) {
+                    Some(deadline) if Instant::now() < deadline => timer.as_mut().reset(deadline),
+                    _ => {
+                        tracing::debug!(%peer, "closing a client connection idle too long");
+                        return Ended::Closed;
+                    }
+                },
             }
         };
         match exchange(&mut client, &mut buf, &mut out, forward, pool).await {
-            Next::Request => {}
+            Next::Request => idle_since = Instant::now(),
             Next::Close => return Ended::Closed,
             Next::Upgrade(backend, guard) => {
                 drop(out);

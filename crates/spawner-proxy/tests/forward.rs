@@ -133,6 +133,16 @@ async fn proxy(a: SocketAddr, b: SocketAddr, stack: Stack) -> SocketAddr {
 
 /// [`proxy`], with the monitor its requests are counted in.
 async fn proxy_counted(a: SocketAddr, b: SocketAddr, stack: Stack) -> (SocketAddr, Arc<Monitor>) {
+    proxy_with(a, b, stack, Forwarder::new()).await
+}
+
+/// [`proxy_counted`], with a forwarder of the test's own.
+async fn proxy_with(
+    a: SocketAddr,
+    b: SocketAddr,
+    stack: Stack,
+    forwarder: Forwarder,
+) -> (SocketAddr, Arc<Monitor>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let monitor = Arc::new(Monitor::new(0));
@@ -148,7 +158,6 @@ async fn proxy_counted(a: SocketAddr, b: SocketAddr, stack: Stack) -> (SocketAdd
     };
     let relayed = target.clone();
     tokio::spawn(async move {
-        let forwarder = Forwarder::new();
         let full = forwarder.clone();
         spawner_proxy::listen::serve(
             listener,
@@ -609,5 +618,73 @@ async fn a_client_that_leaves_a_slow_request_is_no_longer_counted() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// Reads until the proxy closes the connection; true if it closed without a response or
+/// with `408 Request Timeout`.
+async fn closed_for_idleness(raw: &mut Raw) -> bool {
+    while raw.fill().await > 0 {}
+    raw.read.is_empty() || raw.read.starts_with(b"HTTP/1.1 408")
+}
+
+#[tokio::test]
+async fn a_client_connection_quiet_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
+    let idle = std::time::Duration::from_secs(2);
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let forwarder = Forwarder::new().with_client_idle_timeout(Some(idle));
+        let (proxy, _) = proxy_with(a.addr, b.addr, stack, forwarder).await;
+
+        // Requests spaced well inside the timeout keep one connection going past it.
+        let mut raw = Raw::connect(proxy).await;
+        for i in 0..12 {
+            raw.send(&format!("GET /a/{i} HTTP/1.1\r\nHost: p\r\n\r\n"))
+                .await;
+            let (status, _, body) = raw.response().await;
+            assert_eq!(
+                (status, text(&body)),
+                (200, format!("1 GET /{i} 0").as_str())
+            );
+            tokio::time::sleep(idle / 8).await;
+        }
+        // Then it goes quiet, and the proxy closes it.
+        assert!(closed_for_idleness(&mut raw).await, "{stack:?}");
+
+        // A connection that never completes a request head is closed too.
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /a/slow HTTP/1.1\r\nHost: p\r\n").await;
+        assert!(closed_for_idleness(&mut raw).await, "{stack:?}");
+
+        // And so is one that the full stack took over (an API-like path), quiet after its
+        // answer or slow with its next head.
+        for next in ["", "GET /x/two HTTP/1.1\r\n"] {
+            let mut raw = Raw::connect(proxy).await;
+            raw.send("GET /x/one HTTP/1.1\r\nHost: p\r\n\r\n").await;
+            assert_eq!(raw.response().await.0, 404);
+            raw.send(next).await;
+            assert!(closed_for_idleness(&mut raw).await, "{stack:?} {next:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_websocket_outlives_the_idle_timeout() {
+    let idle = std::time::Duration::from_millis(300);
+    for stack in STACKS {
+        let (a, b) = (backend().await, backend().await);
+        let forwarder = Forwarder::new().with_client_idle_timeout(Some(idle));
+        let (proxy, _) = proxy_with(a.addr, b.addr, stack, forwarder).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{proxy}/a/ws"))
+            .await
+            .expect("upgrade through the proxy");
+        tokio::time::sleep(idle * 4).await;
+        ws.send(Message::text("still here")).await.expect("send");
+        let echo = ws.next().await.expect("open").expect("message");
+        assert_eq!(
+            echo.into_text().expect("text").as_str(),
+            "still here",
+            "{stack:?}"
+        );
     }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub stop_grace: Duration,
     /// How often the sweeper looks at every backend.
     pub sweep_interval: Duration,
+    /// Client connections quiet this long between requests are closed (`None`: never).
+    pub client_idle_timeout: Option<Duration>,
     /// At start-up, remove containers labelled with this installation whose backend the
     /// store has no record of (otherwise they are only reported).
     pub remove_unknown_containers: bool,
@@ -36,6 +38,7 @@ impl Config {
             public_url: None,
             stop_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_millis(100),
+            client_idle_timeout: Some(spawner_proxy::forward::CLIENT_IDLE_TIMEOUT),
             remove_unknown_containers: false,
         }
     }

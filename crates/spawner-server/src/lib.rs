@@ -51,13 +51,14 @@ impl Server {
         for line in runtimes.describe() {
             tracing::info!("{line}");
         }
+        let forwarder = Forwarder::new().with_client_idle_timeout(config.client_idle_timeout);
         let app = Arc::new(App {
             urls: config::Urls::new(&config),
             config,
             store,
             registry: live::Registry::default(),
             runtimes,
-            forwarder: Forwarder::new(),
+            forwarder,
             ports: spawner_runtime::PortAllocator::default(),
             metrics: metrics::Metrics::new()?,
             instance,

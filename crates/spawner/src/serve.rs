@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Seconds between SIGTERM and SIGKILL when a backend is stopped.
     #[arg(long, env = "SPAWNER_STOP_GRACE", default_value_t = 10)]
     stop_grace: u64,
+    /// Seconds a client connection may stay quiet between requests (or take to send a
+    /// request's head) before the proxy closes it; 0 keeps it open. WebSockets are exempt.
+    #[arg(long, env = "SPAWNER_CLIENT_IDLE_TIMEOUT", default_value_t = 60)]
+    client_idle_timeout: u64,
     /// Milliseconds between two sweeps (idle, lifetime and startup checks).
     #[arg(
         long,
@@ -117,6 +121,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.domain = args.domain.filter(|d| !d.is_empty());
     config.public_url = args.public_url.filter(|u| !u.is_empty());
     config.stop_grace = Duration::from_secs(args.stop_grace);
+    config.client_idle_timeout =
+        Some(Duration::from_secs(args.client_idle_timeout)).filter(|d| !d.is_zero());
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.remove_unknown_containers = args.remove_unknown_containers;
     let runtimes = Runtimes::new(docker);

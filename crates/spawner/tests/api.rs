@@ -548,3 +548,46 @@ async fn health_and_metrics() {
     assert_eq!(get(&server, "/healthz").await.0, 200);
     assert_eq!(get(&server, "/nope").await.0, 404);
 }
+
+/// Sends `request` on a fresh connection, reads the answer, then waits (up to 30 s) for
+/// the server to close the connection; true if it did.
+async fn closed_after_quiet(port: u16, request: String) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    ended
+}
+
+#[tokio::test]
+async fn client_connections_quiet_for_the_idle_timeout_are_closed() {
+    let server = TestServer::start_with(&["--client-idle-timeout", "1"], None);
+    let id = ready_example(&server.client(), 3600).await;
+    // A proxied request (the relay's path) and an API call (the full HTTP stack).
+    let proxied = format!("GET /p/{id}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert!(closed_after_quiet(server.port, proxied).await);
+    let api = format!("GET /v1/backends/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert!(closed_after_quiet(server.port, api).await);
+    // The backend itself is untouched: only the quiet connections went.
+    let (status, record) = get(&server, &format!("/v1/backends/{id}/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(record["state"], "Ready");
+}
