@@ -9,9 +9,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Idle connections kept per backend, and for how long.
+/// Idle connections kept per backend, and for how long: less than the time after which a
+/// Spawner proxy closes a quiet client connection (`forward::CLIENT_IDLE_TIMEOUT`), so the
+/// Kubernetes router never sends a request on a connection that its sidecar is closing.
 const MAX_IDLE_PER_BACKEND: usize = 1024;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+const _: () = assert!(IDLE_TIMEOUT.as_secs() < crate::forward::CLIENT_IDLE_TIMEOUT.as_secs());
 
 /// A connection that can tell, without waiting, that its backend closed it.
 pub trait Reusable {
