@@ -80,9 +80,11 @@ impl Forwarder {
     /// way, or that take longer to send a request's head: each one holds a task and a
     /// descriptor, and a browser opens a new connection when it needs one. `None` keeps
     /// them open for as long as the client does. Upgraded connections (WebSockets) are
-    /// never closed for being quiet: the sweeper counts them as activity.
+    /// never closed for being quiet: the sweeper counts them as activity. Zero means `None`;
+    /// more than a year is taken as a year (deadlines must stay representable).
     pub fn with_client_idle_timeout(mut self, idle: Option<Duration>) -> Self {
-        self.client_idle = idle.filter(|d| !d.is_zero());
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        self.client_idle = idle.filter(|d| !d.is_zero()).map(|d| d.min(YEAR));
         self
     }
 

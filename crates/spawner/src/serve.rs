@@ -32,7 +32,12 @@ pub struct ServeArgs {
     stop_grace: u64,
     /// Seconds a client connection may stay quiet between requests (or take to send a
     /// request's head) before the proxy closes it; 0 keeps it open. WebSockets are exempt.
-    #[arg(long, env = "SPAWNER_CLIENT_IDLE_TIMEOUT", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "SPAWNER_CLIENT_IDLE_TIMEOUT",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(0..=604_800)
+    )]
     client_idle_timeout: u64,
     /// Milliseconds between two sweeps (idle, lifetime and startup checks).
     #[arg(

@@ -209,7 +209,7 @@ async fn token_is_enforced_on_control_routes() {
 }
 
 #[tokio::test]
-async fn serve_refuses_a_public_address_without_a_token() {
+async fn serve_refuses_a_public_address_without_a_token_and_a_timeout_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(SPAWNER)
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
@@ -220,6 +220,25 @@ async fn serve_refuses_a_public_address_without_a_token() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--token"), "{err}");
+    // A timeout out of range is refused by name, with the range.
+    let out = std::process::Command::new(SPAWNER)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-idle-timeout",
+            "9999999",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--client-idle-timeout") && err.contains("0..=604800"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
