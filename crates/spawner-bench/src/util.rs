@@ -95,6 +95,15 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
+/// The ids of the processes alive now (none if `/proc` cannot be read).
+fn pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+}
+
 /// Kills every process (and its process group) whose environment carries the run token:
 /// the fallback that leaves nothing behind, also after a crash of the harness.
 pub fn kill_tagged(token: &str) -> usize {
@@ -102,17 +111,7 @@ pub fn kill_tagged(token: &str) -> usize {
     // SAFETY: getpid/getpgrp have no preconditions.
     let (me, my_group) = unsafe { (libc::getpid(), libc::getpgrp()) };
     let mut killed = 0;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids() {
         if pid == me {
             continue;
         }
@@ -172,14 +171,7 @@ pub fn rss_kib(pid: i32) -> Result<u64> {
 pub fn cpu_time(pid: i32, children: bool) -> Result<Duration> {
     let mut ticks = stat_ticks(pid)?.1;
     if children {
-        for entry in std::fs::read_dir("/proc")?.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for child in pids() {
             // A process may end between the listing and the read: it then counts for nothing.
             if let Ok((parent, t)) = stat_ticks(child) {
                 if parent == pid {
