@@ -670,7 +670,8 @@ async fn a_client_connection_quiet_for_the_idle_timeout_is_closed_and_a_busy_one
 
 #[tokio::test]
 async fn a_quiet_websocket_outlives_the_idle_timeout() {
-    let idle = std::time::Duration::from_millis(300);
+    // Long enough that a busy machine still sends the upgrade request in time.
+    let idle = std::time::Duration::from_secs(1);
     for stack in STACKS {
         let (a, b) = (backend().await, backend().await);
         let forwarder = Forwarder::new().with_client_idle_timeout(Some(idle));
@@ -678,7 +679,7 @@ async fn a_quiet_websocket_outlives_the_idle_timeout() {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{proxy}/a/ws"))
             .await
             .expect("upgrade through the proxy");
-        tokio::time::sleep(idle * 4).await;
+        tokio::time::sleep(idle * 3).await;
         ws.send(Message::text("still here")).await.expect("send");
         let echo = ws.next().await.expect("open").expect("message");
         assert_eq!(
