@@ -55,7 +55,6 @@ impl Chunked {
     pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
-            let b = bytes[i];
             self.step = match self.step {
                 Step::Done => return Ok(i),
                 Step::Data => {
@@ -68,81 +67,55 @@ impl Chunked {
                         Step::Data
                     }
                 }
-                Step::Size { digits } => {
-                    let step = match (b as char).to_digit(16) {
-                        Some(d) if digits < 15 => {
-                            self.remaining = self.remaining * 16 + u64::from(d);
-                            Step::Size { digits: digits + 1 }
-                        }
-                        None if digits > 0 && matches!(b, b';' | b' ' | b'\t') => Step::Extension,
-                        None if digits > 0 && b == b'\r' => Step::SizeLf,
-                        _ => return Err(Malformed),
-                    };
+                step => {
                     i += 1;
-                    step
-                }
-                Step::Extension => {
-                    i += 1;
-                    match b {
-                        b'\r' => Step::SizeLf,
-                        b'\n' => return Err(Malformed),
-                        _ => Step::Extension,
-                    }
-                }
-                Step::SizeLf => {
-                    expect(b, b'\n')?;
-                    i += 1;
-                    if self.remaining == 0 {
-                        Step::TrailerStart
-                    } else {
-                        Step::Data
-                    }
-                }
-                Step::DataCr => {
-                    expect(b, b'\r')?;
-                    i += 1;
-                    Step::DataLf
-                }
-                Step::DataLf => {
-                    expect(b, b'\n')?;
-                    i += 1;
-                    Step::Size { digits: 0 }
-                }
-                Step::TrailerStart => {
-                    i += 1;
-                    match b {
-                        b'\r' => Step::EndLf,
-                        b'\n' => return Err(Malformed),
-                        _ => Step::TrailerLine,
-                    }
-                }
-                Step::TrailerLine => {
-                    i += 1;
-                    match b {
-                        b'\r' => Step::TrailerLf,
-                        b'\n' => return Err(Malformed),
-                        _ => Step::TrailerLine,
-                    }
-                }
-                Step::TrailerLf => {
-                    expect(b, b'\n')?;
-                    i += 1;
-                    Step::TrailerStart
-                }
-                Step::EndLf => {
-                    expect(b, b'\n')?;
-                    i += 1;
-                    Step::Done
+                    self.after(step, bytes[i - 1])?
                 }
             };
         }
         Ok(i)
     }
+
+    /// The step after byte `b` of a size line, a line end or a trailer line.
+    fn after(&mut self, step: Step, b: u8) -> Result<Step, Malformed> {
+        Ok(match step {
+            Step::Size { digits } => match (b as char).to_digit(16) {
+                Some(d) if digits < 15 => {
+                    self.remaining = self.remaining * 16 + u64::from(d);
+                    Step::Size { digits: digits + 1 }
+                }
+                None if digits > 0 && matches!(b, b';' | b' ' | b'\t') => Step::Extension,
+                None if digits > 0 && b == b'\r' => Step::SizeLf,
+                _ => return Err(Malformed),
+            },
+            Step::Extension => line(b, Step::Extension, Step::SizeLf)?,
+            Step::SizeLf if self.remaining == 0 => expect(b, b'\n', Step::TrailerStart)?,
+            Step::SizeLf => expect(b, b'\n', Step::Data)?,
+            Step::DataCr => expect(b, b'\r', Step::DataLf)?,
+            Step::DataLf => expect(b, b'\n', Step::Size { digits: 0 })?,
+            Step::TrailerStart => line(b, Step::TrailerLine, Step::EndLf)?,
+            Step::TrailerLine => line(b, Step::TrailerLine, Step::TrailerLf)?,
+            Step::TrailerLf => expect(b, b'\n', Step::TrailerStart)?,
+            Step::EndLf => expect(b, b'\n', Step::Done)?,
+            // `scan` handles these two itself.
+            Step::Data | Step::Done => step,
+        })
+    }
 }
 
-fn expect(got: u8, want: u8) -> Result<(), Malformed> {
+/// Inside a line: `other` for any byte but CR (`cr`) and a bare LF (malformed).
+fn line(b: u8, other: Step, cr: Step) -> Result<Step, Malformed> {
+    match b {
+        b'\r' => Ok(cr),
+        b'\n' => Err(Malformed),
+        _ => Ok(other),
+    }
+}
+
+/// `next` if `got` is the byte wanted.
+fn expect(got: u8, want: u8, next: Step) -> Result<Step, Malformed> {
     if got == want {
-        Ok(())
+        Ok(next)
     } else {
         Err(Malformed)
     }

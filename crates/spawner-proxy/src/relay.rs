@@ -95,7 +95,9 @@ where
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_SIZE);
             }
+            // Biased: the read first, and no random branch order drawn per poll.
             let read = tokio::select! {
+                biased;
                 read = client.read_buf(&mut buf) => Some(read),
                 () = &mut timer, if idle.is_some() => None,
             };
