@@ -5,7 +5,6 @@ use crate::head::ip_text;
 use crate::listen::Prefixed;
 use crate::monitor::Monitor;
 use crate::pool::{Pool, Reusable};
-use crate::relay::BackendConn;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
@@ -48,25 +47,31 @@ pub struct Target {
 /// Forwards requests to backends over pooled keep-alive connections. Cheap to clone.
 ///
 /// Two paths share it: the relay (`crate::relay`), which takes nearly every proxied
-/// request, and [`Forwarder::forward`] on hyper's objects, for the requests the relay
-/// leaves to the full HTTP stack. Each keeps its own idle connections.
+/// request on the proxy's own threads, each with its own idle connections; and
+/// [`Forwarder::forward`] on hyper's objects, for the requests the relay leaves to the
+/// full HTTP stack, with the idle connections kept here.
 #[derive(Clone)]
 pub struct Forwarder {
     pool: Arc<Pool<SendRequest<Incoming>>>,
-    pub(crate) relay_pool: Arc<Pool<BackendConn>>,
     pub(crate) client_idle: Option<Duration>,
+    pub(crate) threads: usize,
 }
 
 /// How long a client connection may sit between requests, or take to send a request's
 /// head, unless set otherwise: nginx's `keepalive_timeout` is 75 s, hyper's header timeout 30 s.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// One proxy thread per CPU the process may use (which counts a container's CPU limit).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Default for Forwarder {
     fn default() -> Self {
         Self {
             pool: Arc::default(),
-            relay_pool: Arc::default(),
             client_idle: Some(CLIENT_IDLE_TIMEOUT),
+            threads: default_threads(),
         }
     }
 }
@@ -85,6 +90,13 @@ impl Forwarder {
     pub fn with_client_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
         self.client_idle = idle.filter(|d| !d.is_zero()).map(|d| d.min(YEAR));
+        self
+    }
+
+    /// The number of threads that relay client connections ([`crate::listen::serve`]); at
+    /// least one.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
         self
     }
 

@@ -13,6 +13,7 @@ mod pool;
 mod relay;
 pub mod route;
 pub mod sidecar;
+mod workers;
 
 pub use body::ProxyBody;
 pub use forward::{Forwarder, Target};

@@ -1,10 +1,12 @@
 //! The accept loop every Spawner proxy runs (the embedded server, the sidecar, the
 //! Kubernetes router): HTTP/1.1 with keep-alive and upgrades, one task per connection.
 //!
-//! Each connection starts in the relay (`crate::relay`), which forwards the requests that
-//! `route` gives a target. At the first request it does not take (an API call, a request
-//! for a backend that is not ready, anything unusual), the connection goes to hyper with
-//! `handle` for the rest of its life, the bytes already read first.
+//! Each connection starts in the relay (`crate::relay`), on one of the proxy's threads
+//! (`crate::workers`), which forwards the requests that `route` gives a target. At the
+//! first request it does not take (an API call, a request for a backend that is not ready,
+//! anything unusual), the connection goes to hyper with `handle` for the rest of its life,
+//! the bytes already read first, back on the runtime that called [`serve`]: the API's work
+//! does not hold up a proxy thread.
 //!
 //! On either path a client connection that stays quiet between requests for the
 //! forwarder's idle timeout, or sends a request head more slowly than that, is closed.
@@ -12,6 +14,7 @@
 use crate::forward::{Forwarder, Target};
 use crate::head::RequestHead;
 use crate::relay::{self, Ended};
+use crate::workers::Workers;
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -29,9 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Accepts connections until `shutdown` resolves. Requests that `route` gives a target are
-/// relayed with `forwarder`'s connections; the others are answered by `handle`, which gets
-/// the client's address. Open connections (WebSockets above all) are left to finish on
-/// their own.
+/// relayed on `forwarder`'s threads; the others are answered by `handle`, which gets the
+/// client's address. Open connections (WebSockets above all) are left to finish on their
+/// own; the threads end after the last.
 pub async fn serve<R, H, F, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -47,6 +50,8 @@ pub async fn serve<R, H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(shutdown);
+    let runtime = tokio::runtime::Handle::current();
+    let workers = Workers::start(forwarder.threads).await;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -61,28 +66,61 @@ pub async fn serve<R, H, F, B>(
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let (forwarder, route, handle) = (forwarder.clone(), route.clone(), handle.clone());
-        tokio::spawn(async move {
-            let idle = forwarder.client_idle;
-            let (stream, read) =
-                match relay::run(stream, peer, &route, &forwarder.relay_pool, idle).await {
-                    Ended::Closed => return,
-                    Ended::Fallback(stream, read) => (stream, read.freeze()),
-                };
-            let service = service_fn(move |req| {
-                let response = handle(req, peer);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .timer(TokioTimer::new())
-                // From the end of a response until the next request's head is in.
-                .header_read_timeout(idle)
-                .serve_connection(TokioIo::new(Prefixed { read, stream }), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        // Registered anew with the event loop of the thread it goes to.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot hand over an accepted connection");
+                continue;
             }
+        };
+        let placed = workers.place();
+        let (forwarder, route, handle) = (forwarder.clone(), route.clone(), handle.clone());
+        let runtime = runtime.clone();
+        placed.spawn(move |placed| async move {
+            let idle = forwarder.client_idle;
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot take over an accepted connection");
+                    return;
+                }
+            };
+            let (stream, read) = match relay::run(stream, peer, &route, placed.pool(), idle).await {
+                Ended::Closed => return,
+                Ended::Fallback(stream, read) => (stream, read.freeze()),
+            };
+            drop(placed);
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot hand a connection to the HTTP stack");
+                    return;
+                }
+            };
+            runtime.spawn(async move {
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot take over a connection");
+                        return;
+                    }
+                };
+                let service = service_fn(move |req| {
+                    let response = handle(req, peer);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    // From the end of a response until the next request's head is in.
+                    .header_read_timeout(idle)
+                    .serve_connection(TokioIo::new(Prefixed { read, stream }), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
         });
     }
 }

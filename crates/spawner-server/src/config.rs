@@ -23,6 +23,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Client connections quiet this long between requests are closed (`None`: never).
     pub client_idle_timeout: Option<Duration>,
+    /// Threads that relay proxied connections (at least one).
+    pub proxy_threads: usize,
     /// At start-up, remove containers labelled with this installation whose backend the
     /// store has no record of (otherwise they are only reported).
     pub remove_unknown_containers: bool,
@@ -39,6 +41,7 @@ impl Config {
             stop_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_millis(100),
             client_idle_timeout: Some(spawner_proxy::forward::CLIENT_IDLE_TIMEOUT),
+            proxy_threads: spawner_proxy::forward::default_threads(),
             remove_unknown_containers: false,
         }
     }

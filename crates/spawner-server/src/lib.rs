@@ -51,7 +51,9 @@ impl Server {
         for line in runtimes.describe() {
             tracing::info!("{line}");
         }
-        let forwarder = Forwarder::new().with_client_idle_timeout(config.client_idle_timeout);
+        let forwarder = Forwarder::new()
+            .with_client_idle_timeout(config.client_idle_timeout)
+            .with_threads(config.proxy_threads);
         let app = Arc::new(App {
             urls: config::Urls::new(&config),
             config,

@@ -39,6 +39,14 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(0..=604_800)
     )]
     client_idle_timeout: u64,
+    /// Threads that relay proxied connections, each with its own event loop [default: the
+    /// number of CPUs this process may use]. The API runs on the process's other threads.
+    #[arg(
+        long,
+        env = "SPAWNER_PROXY_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    proxy_threads: Option<u16>,
     /// Milliseconds between two sweeps (idle, lifetime and startup checks).
     #[arg(
         long,
@@ -128,6 +136,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.client_idle_timeout =
         Some(Duration::from_secs(args.client_idle_timeout)).filter(|d| !d.is_zero());
+    if let Some(threads) = args.proxy_threads {
+        config.proxy_threads = threads.into();
+    }
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.remove_unknown_containers = args.remove_unknown_containers;
     let runtimes = Runtimes::new(docker);

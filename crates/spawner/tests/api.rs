@@ -239,6 +239,19 @@ async fn serve_refuses_a_public_address_without_a_token_and_a_timeout_out_of_ran
         err.contains("--client-idle-timeout") && err.contains("0..=604800"),
         "{err}"
     );
+    // So is a proxy without threads.
+    let out = std::process::Command::new(SPAWNER)
+        .args(["serve", "--listen", "127.0.0.1:0", "--proxy-threads", "0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--proxy-threads") && err.contains("1..=1024"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -566,6 +579,65 @@ async fn health_and_metrics() {
     }
     assert_eq!(get(&server, "/healthz").await.0, 200);
     assert_eq!(get(&server, "/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn the_proxy_runs_on_its_own_threads_and_api_calls_share_its_connections() {
+    let server = TestServer::start_with(&["--proxy-threads", "3"], None);
+    let id = ready_example(&server.client(), 3600).await;
+    // Concurrent clients, each on one keep-alive connection: proxied requests (the relay,
+    // on a proxy thread), then an API call (handed to the full HTTP stack), then proxied
+    // again on the same connection.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let (url, id) = (server.url(), id.clone());
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for path in [
+                format!("/p/{id}/"),
+                format!("/p/{id}/"),
+                format!("/v1/backends/{id}/status"),
+                format!("/p/{id}/"),
+            ] {
+                let resp = http.get(format!("{url}{path}")).send().await.unwrap();
+                seen.push((path, resp.status().as_u16()));
+            }
+            seen
+        }));
+    }
+    for client in clients {
+        for (path, status) in client.await.unwrap() {
+            assert_eq!(status, 200, "{path}");
+        }
+    }
+    // The threads, by the names that `top -H` shows.
+    let pid = server.pid().expect("running");
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("proxy-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["proxy-0", "proxy-1", "proxy-2"]);
+    // Every proxied request was counted, whichever thread relayed it.
+    let metrics = server
+        .http()
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spawner_proxied_requests_total 18"),
+        "{metrics}"
+    );
 }
 
 /// Sends `request` on a fresh connection, reads the answer, then waits (up to 30 s) for
