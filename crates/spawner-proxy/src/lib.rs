@@ -4,6 +4,7 @@
 //! the same code, so both modes count activity the same way.
 
 pub mod body;
+mod busy_poll;
 mod chunked;
 pub mod forward;
 pub mod head;

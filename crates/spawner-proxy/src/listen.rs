@@ -51,7 +51,7 @@ pub async fn serve<R, H, F, B>(
 {
     tokio::pin!(shutdown);
     let runtime = tokio::runtime::Handle::current();
-    let workers = Workers::start(forwarder.threads).await;
+    let workers = Workers::start(forwarder.threads, forwarder.busy_poll).await;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

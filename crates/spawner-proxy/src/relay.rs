@@ -155,6 +155,7 @@ async fn exchange(
     f: Forward,
     pool: &Pool<BackendConn>,
 ) -> Next {
+    crate::busy_poll::note_activity();
     let guard = f.target.monitor.open();
     let authority = &f.target.authority;
     let key = authority.as_str();

@@ -14,6 +14,7 @@ use crate::relay::BackendConn;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -44,13 +45,14 @@ impl Worker {
 }
 
 impl Workers {
-    /// Starts `threads` threads (at least one). Should none start, connections are served
-    /// on the calling runtime instead, as they would be without these threads.
-    pub(crate) async fn start(threads: usize) -> Arc<Self> {
+    /// Starts `threads` threads (at least one), busy polling for `busy_poll` after activity
+    /// (`crate::busy_poll`). Should none start, connections are served on the calling
+    /// runtime instead, as they would be without these threads.
+    pub(crate) async fn start(threads: usize, busy_poll: Option<Duration>) -> Arc<Self> {
         let mut workers = Vec::new();
         let mut stop = Vec::new();
         for i in 0..threads.max(1) {
-            match spawn_thread(i).await {
+            match spawn_thread(i, busy_poll).await {
                 Ok((runtime, stopper)) => {
                     workers.push(Worker::new(runtime));
                     stop.push(stopper);
@@ -131,7 +133,10 @@ impl Drop for Placed {
 }
 
 /// A thread with its own runtime, which runs until the sender returned is dropped.
-async fn spawn_thread(i: usize) -> std::io::Result<(Handle, oneshot::Sender<()>)> {
+async fn spawn_thread(
+    i: usize,
+    busy_poll: Option<Duration>,
+) -> std::io::Result<(Handle, oneshot::Sender<()>)> {
     let (stop, stopped) = oneshot::channel::<()>();
     let (started, handle) = oneshot::channel();
     std::thread::Builder::new()
@@ -149,6 +154,9 @@ async fn spawn_thread(i: usize) -> std::io::Result<(Handle, oneshot::Sender<()>)
                     return;
                 }
             };
+            if let Some(window) = busy_poll {
+                runtime.spawn(crate::busy_poll::run(window));
+            }
             if started.send(Ok(runtime.handle().clone())).is_ok() {
                 runtime.block_on(async {
                     let _ = stopped.await;
@@ -175,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_placed_connection_counts_and_runs_on_its_thread() {
-        let workers = Workers::start(2).await;
+        let workers = Workers::start(2, None).await;
         let a = workers.place();
         let b = workers.place();
         assert_ne!(

@@ -25,6 +25,8 @@ pub struct Config {
     pub client_idle_timeout: Option<Duration>,
     /// Threads that relay proxied connections (at least one).
     pub proxy_threads: usize,
+    /// How long a proxy thread polls after activity before it sleeps (`None`: never).
+    pub busy_poll: Option<Duration>,
     /// At start-up, remove containers labelled with this installation whose backend the
     /// store has no record of (otherwise they are only reported).
     pub remove_unknown_containers: bool,
@@ -42,6 +44,7 @@ impl Config {
             sweep_interval: Duration::from_millis(100),
             client_idle_timeout: Some(spawner_proxy::forward::CLIENT_IDLE_TIMEOUT),
             proxy_threads: spawner_proxy::forward::default_threads(),
+            busy_poll: Some(spawner_proxy::forward::BUSY_POLL),
             remove_unknown_containers: false,
         }
     }

@@ -53,7 +53,8 @@ impl Server {
         }
         let forwarder = Forwarder::new()
             .with_client_idle_timeout(config.client_idle_timeout)
-            .with_threads(config.proxy_threads);
+            .with_threads(config.proxy_threads)
+            .with_busy_poll(config.busy_poll);
         let app = Arc::new(App {
             urls: config::Urls::new(&config),
             config,

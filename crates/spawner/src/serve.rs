@@ -47,6 +47,16 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u16).range(1..=1024)
     )]
     proxy_threads: Option<u16>,
+    /// Microseconds a proxy thread keeps polling for the next message after it relayed
+    /// something, before it sleeps: lower latency for a CPU's time while the window lasts,
+    /// given up while other programs want the CPUs. 0 turns it off.
+    #[arg(
+        long,
+        env = "SPAWNER_BUSY_POLL_US",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(0..=10_000)
+    )]
+    busy_poll_us: u64,
     /// Milliseconds between two sweeps (idle, lifetime and startup checks).
     #[arg(
         long,
@@ -136,6 +146,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.client_idle_timeout =
         Some(Duration::from_secs(args.client_idle_timeout)).filter(|d| !d.is_zero());
+    config.busy_poll = Some(Duration::from_micros(args.busy_poll_us)).filter(|d| !d.is_zero());
     if let Some(threads) = args.proxy_threads {
         config.proxy_threads = threads.into();
     }

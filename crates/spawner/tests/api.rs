@@ -252,6 +252,24 @@ async fn serve_refuses_a_public_address_without_a_token_and_a_timeout_out_of_ran
         err.contains("--proxy-threads") && err.contains("1..=1024"),
         "{err}"
     );
+    let out = std::process::Command::new(SPAWNER)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--busy-poll-us",
+            "20000",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--busy-poll-us") && err.contains("0..=10000"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -624,6 +642,19 @@ async fn the_proxy_runs_on_its_own_threads_and_api_calls_share_its_connections()
         .collect();
     names.sort();
     assert_eq!(names, ["proxy-0", "proxy-1", "proxy-2"]);
+    // Busy polling (on by default) ends once the traffic has: all three threads sleep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let states = proxy_thread_states(pid);
+        if states.len() == 3 && states.iter().all(|s| s == "S") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "proxy threads still running with no traffic: {states:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Every proxied request was counted, whichever thread relayed it.
     let metrics = server
         .http()
@@ -638,6 +669,22 @@ async fn the_proxy_runs_on_its_own_threads_and_api_calls_share_its_connections()
         metrics.contains("spawner_proxied_requests_total 18"),
         "{metrics}"
     );
+}
+
+/// The scheduler state (`R`, `S`, …) of each of the process's proxy threads.
+fn proxy_thread_states(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        // `pid (comm) state …`: the name is in parentheses.
+        .filter_map(|stat| {
+            let (name, rest) = stat.split_once(") ")?;
+            name.contains("(proxy-")
+                .then(|| rest.split_whitespace().next().map(str::to_string))?
+        })
+        .collect()
 }
 
 /// Sends `request` on a fresh connection, reads the answer, then waits (up to 30 s) for
