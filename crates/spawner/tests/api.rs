@@ -209,67 +209,33 @@ async fn token_is_enforced_on_control_routes() {
 }
 
 #[tokio::test]
-async fn serve_refuses_a_public_address_without_a_token_and_a_timeout_out_of_range() {
+async fn serve_refuses_a_public_address_without_a_token_and_settings_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
+    let err = serve_refusal(dir.path(), &["--listen", "0.0.0.0:0"]);
+    assert!(err.contains("--token"), "{err}");
+    // A setting out of range is refused by name, with the range.
+    for (flag, value, range) in [
+        ("--client-idle-timeout", "9999999", "0..=604800"),
+        ("--proxy-threads", "0", "1..=1024"),
+        ("--busy-poll-us", "20000", "0..=10000"),
+    ] {
+        let err = serve_refusal(dir.path(), &["--listen", "127.0.0.1:0", flag, value]);
+        assert!(err.contains(flag) && err.contains(range), "{err}");
+    }
+}
+
+/// What `spawner serve` with `args` says on stderr when it refuses to start.
+fn serve_refusal(data_dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new(SPAWNER)
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
         .env_remove("SPAWNER_TOKEN")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--token"), "{err}");
-    // A timeout out of range is refused by name, with the range.
-    let out = std::process::Command::new(SPAWNER)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client-idle-timeout",
-            "9999999",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--client-idle-timeout") && err.contains("0..=604800"),
-        "{err}"
-    );
-    // So is a proxy without threads.
-    let out = std::process::Command::new(SPAWNER)
-        .args(["serve", "--listen", "127.0.0.1:0", "--proxy-threads", "0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--proxy-threads") && err.contains("1..=1024"),
-        "{err}"
-    );
-    let out = std::process::Command::new(SPAWNER)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--busy-poll-us",
-            "20000",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--busy-poll-us") && err.contains("0..=10000"),
-        "{err}"
-    );
+    assert!(!out.status.success(), "serve {args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test]
@@ -577,15 +543,7 @@ async fn health_and_metrics() {
         .await
         .unwrap();
     wait_state(&client, &id, State::Swept).await;
-    let text = server
-        .http()
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.text("/metrics").await;
     for needle in [
         "spawner_backends{state=\"Swept\"} 1",
         "spawner_spawn_to_ready_seconds_count 1",
@@ -656,15 +614,7 @@ async fn the_proxy_runs_on_its_own_threads_and_api_calls_share_its_connections()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // Every proxied request was counted, whichever thread relayed it.
-    let metrics = server
-        .http()
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.text("/metrics").await;
     assert!(
         metrics.contains("spawner_proxied_requests_total 18"),
         "{metrics}"

@@ -116,6 +116,12 @@ impl TestServer {
             .expect("http client")
     }
 
+    /// The body of `GET {path}` on the server, as text.
+    pub async fn text(&self, path: &str) -> String {
+        let resp = self.http().get(format!("{}{path}", self.url())).send();
+        resp.await.expect("GET").text().await.expect("body")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
