@@ -66,45 +66,28 @@ pub async fn serve<R, H, F, B>(
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        // Registered anew with the event loop of the thread it goes to.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot hand over an accepted connection");
-                continue;
-            }
+        let Some(stream) = detach(stream) else {
+            continue;
         };
         let placed = workers.place();
         let (forwarder, route, handle) = (forwarder.clone(), route.clone(), handle.clone());
         let runtime = runtime.clone();
         placed.spawn(move |placed| async move {
             let idle = forwarder.client_idle;
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot take over an accepted connection");
-                    return;
-                }
+            let Some(stream) = attach(stream) else {
+                return;
             };
             let (stream, read) = match relay::run(stream, peer, &route, placed.pool(), idle).await {
                 Ended::Closed => return,
                 Ended::Fallback(stream, read) => (stream, read.freeze()),
             };
             drop(placed);
-            let stream = match stream.into_std() {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot hand a connection to the HTTP stack");
-                    return;
-                }
+            let Some(stream) = detach(stream) else {
+                return;
             };
             runtime.spawn(async move {
-                let stream = match TcpStream::from_std(stream) {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot take over a connection");
-                        return;
-                    }
+                let Some(stream) = attach(stream) else {
+                    return;
                 };
                 let service = service_fn(move |req| {
                     let response = handle(req, peer);
@@ -123,6 +106,22 @@ pub async fn serve<R, H, F, B>(
             });
         });
     }
+}
+
+/// Takes a socket off the event loop of the runtime it is registered with, so that it can
+/// move to another thread's (`attach` there).
+fn detach(stream: TcpStream) -> Option<std::net::TcpStream> {
+    stream
+        .into_std()
+        .map_err(|e| tracing::debug!(error = %e, "cannot hand over a connection"))
+        .ok()
+}
+
+/// Registers a socket with the event loop of the runtime this runs on.
+fn attach(stream: std::net::TcpStream) -> Option<TcpStream> {
+    TcpStream::from_std(stream)
+        .map_err(|e| tracing::debug!(error = %e, "cannot take over a connection"))
+        .ok()
 }
 
 /// A client connection of which the relay already read the first bytes.
