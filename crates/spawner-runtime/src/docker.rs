@@ -47,6 +47,8 @@ pub const LABEL_KEY: &str = "dev.spawner.key";
 pub const LABEL_LOG_PATH: &str = "dev.spawner.log-path";
 /// Label on the network Spawner created.
 pub const LABEL_MANAGED: &str = "dev.spawner.managed";
+/// Starts tried again while the network's name is ambiguous (see `start_container`).
+const AMBIGUOUS_NETWORK_RETRIES: usize = 5;
 
 const DEFAULT_SOCKET_PATH: &str = "/var/run/docker.sock";
 /// Engine requests (not the long-lived log and wait streams) give up after this long.
@@ -261,6 +263,27 @@ impl DockerRuntime {
         };
         *cached = Some(id.clone());
         Ok(id)
+    }
+
+    /// Starts a created container. An engine before API 1.44 refuses to while another
+    /// network has the same name as the container's, even though the container names its
+    /// network by id: another Spawner process that created its network at the same moment
+    /// as this one removes the newer of the two right after (`find_network`). So the
+    /// duplicate is removed here too, and the start tried again, a few times.
+    async fn start_container(&self, container: &str) -> Result<(), bollard::errors::Error> {
+        let mut pause = Duration::from_millis(20);
+        for _ in 0..AMBIGUOUS_NETWORK_RETRIES {
+            match self.docker.start_container(container, None).await {
+                Err(e) if engine_message(&e).contains("is ambiguous") => {
+                    tracing::debug!(error = %e, "two networks of one name: settling on one");
+                    let _ = self.find_network().await;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                result => return result,
+            }
+        }
+        self.docker.start_container(container, None).await
     }
 
     async fn find_network(&self) -> Result<Option<String>, RuntimeError> {
@@ -572,7 +595,7 @@ impl Runtime for DockerRuntime {
             container: container.clone(),
             log_path: Some(launch.log_path.clone()),
         };
-        if let Err(e) = self.docker.start_container(&container, None).await {
+        if let Err(e) = self.start_container(&container).await {
             let _ = self.remove(&container).await;
             return Err(start_failed("starting the container", e));
         }

@@ -486,3 +486,85 @@ async fn a_terminate_while_the_engine_is_unavailable_is_carried_out_once_it_is_b
     assert_eq!(ended.reason.as_deref(), Some("terminate requested"));
     wait_no_container(&resp.id).await;
 }
+
+/// Ids of the networks named exactly `name`.
+fn networks_named(name: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["network", "ls", "-q", "--no-trunc", "--filter"])
+        .arg(format!("name=^{name}$"))
+        .output()
+        .expect("docker network ls");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Two Spawner processes that find their network missing at the same moment both create it,
+/// and an engine before API 1.44 keeps both; it then refuses to start any container on
+/// either while the name is ambiguous. Made here by hand: a second network of the server's
+/// network's name (through the engine's API, as the CLI refuses a duplicate name).
+#[tokio::test]
+async fn a_second_network_of_the_same_name_is_removed_and_the_backend_starts() {
+    if !docker_available() {
+        return;
+    }
+    let network = format!("spawner-test-dup-{}", std::process::id());
+    let _gone = NetworksRemoved(network.clone());
+    let server = TestServer::start_with(&["--docker", "on", "--docker-network", &network], None);
+    assert_eq!(networks_named(&network).len(), 1, "serve made its network");
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let body = serde_json::json!({
+        "Name": network,
+        "CheckDuplicate": false,
+        "Labels": {"dev.spawner.managed": "true"},
+    });
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket", &socket, "-X", "POST"])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body.to_string(),
+        ])
+        .arg("http://localhost/v1.41/networks/create")
+        .output()
+        .expect("curl (to reach the engine's API)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(networks_named(&network).len(), 2, "the engine kept both");
+
+    let client = server.client();
+    let (resp, _) = client.spawn(&busybox("sleep 600")).await.expect("spawn");
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Running).await;
+    assert_eq!(
+        networks_named(&network).len(),
+        1,
+        "the newer one was removed"
+    );
+
+    client.terminate(&resp.id, true).await.expect("terminate");
+    wait_no_container(&resp.id).await;
+}
+
+/// Removes the networks of a name at the end of a test, also after a failure.
+struct NetworksRemoved(String);
+
+impl Drop for NetworksRemoved {
+    fn drop(&mut self) {
+        let ids = networks_named(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["network", "rm"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
