@@ -6,7 +6,7 @@
 //! and there each may be handled by another thread than the last, with a futex wake-up to
 //! hand the task over, and a pooled backend connection may be polled by one thread while
 //! another turns the event loop it is registered with. Thread-local event loops, as nginx
-//! and HAProxy have, took about 5 % more requests per second through the proxy at less CPU
+//! and HAProxy have, took about 8 % more requests per second through the proxy at less CPU
 //! per request (docs/benchmarks.md).
 
 use crate::pool::Pool;
