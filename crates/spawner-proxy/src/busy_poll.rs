@@ -112,10 +112,9 @@ struct Load {
 
 impl Load {
     fn open() -> Self {
-        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
-            .ok()
-            .and_then(|list| count_cpus(&list))
-            .unwrap_or(1);
+        // The machine's CPUs, as `/proc/loadavg` counts threads over the whole machine.
+        // SAFETY: sysconf has no preconditions.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1);
         Load {
             file: File::open("/proc/loadavg").ok(),
             cpus: cpus as f64,
@@ -153,18 +152,6 @@ fn runnable(loadavg: &[u8]) -> Option<usize> {
     field.split_once('/')?.0.parse().ok()
 }
 
-/// The number of CPUs in a kernel CPU list (`0-3,8,10-11`: 7).
-fn count_cpus(list: &str) -> Option<usize> {
-    let mut n = 0;
-    for range in list.trim().split(',') {
-        n += match range.split_once('-') {
-            Some((a, b)) => b.parse::<usize>().ok()?.checked_sub(a.parse().ok()?)? + 1,
-            None => range.parse::<usize>().map(|_| 1).ok()?,
-        };
-    }
-    (n > 0).then_some(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,10 +160,6 @@ mod tests {
     fn reads_the_kernels_counts() {
         assert_eq!(runnable(b"0.52 0.58 0.59 3/1046 12345\n"), Some(3));
         assert_eq!(runnable(b"0.52 0.58"), None);
-        assert_eq!(count_cpus("0-3,8,10-11\n"), Some(7));
-        assert_eq!(count_cpus("0\n"), Some(1));
-        assert_eq!(count_cpus("3-1"), None);
-        assert_eq!(count_cpus(""), None);
     }
 
     #[test]

@@ -83,15 +83,20 @@ fn busybox(script: &str) -> BackendSpec {
 
 /// Ids of the containers (running or not) of backend `id`.
 fn containers_of(id: &str) -> Vec<String> {
+    docker_ids(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.spawner.backend-id={id}"),
+    ])
+}
+
+/// The ids a `docker … -q` listing prints.
+fn docker_ids(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.spawner.backend-id={id}"),
-        ])
+        .args(args)
         .output()
-        .expect("docker ps");
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(str::to_string)
@@ -489,15 +494,14 @@ async fn a_terminate_while_the_engine_is_unavailable_is_carried_out_once_it_is_b
 
 /// Ids of the networks named exactly `name`.
 fn networks_named(name: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["network", "ls", "-q", "--no-trunc", "--filter"])
-        .arg(format!("name=^{name}$"))
-        .output()
-        .expect("docker network ls");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    docker_ids(&[
+        "network",
+        "ls",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("name=^{name}$"),
+    ])
 }
 
 /// Two Spawner processes that find their network missing at the same moment both create it,
