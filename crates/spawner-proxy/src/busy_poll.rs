@@ -7,10 +7,13 @@
 //! CPU out of its idle state, which the client and the backend then wake on sooner. HAProxy's
 //! `busy-polling` and the kernel's halt-polling do the same.
 //!
-//! Spinning pays only while a CPU would otherwise be idle. When the other threads that want to
-//! run (the kernel's count in `/proc/loadavg`, smoothed over the poller's looks) outnumber
-//! the CPUs, the poller stops and backs off, for longer each time in a row, so that a loaded
-//! machine's CPUs go to the clients and the backends.
+//! Spinning must not take a CPU from a thread that wants it. While the other threads that want
+//! to run (the kernel's count in `/proc/loadavg`, smoothed over the poller's looks) outnumber
+//! the CPUs, the poller yields its CPU to the kernel at every turn (`sched_yield`): a waiting
+//! thread runs at once, and the poller only gets the time that nobody else wants. It keeps
+//! polling rather than sleeping, because on a loaded machine the next message is due soon, and
+//! a thread that never sleeps is never woken: no wake-up for the client or the backend to pay
+//! in their writes, and no switch back in for the proxy.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -20,8 +23,6 @@ use std::time::{Duration, Instant};
 
 /// Spin iterations between two looks at the machine's load (a system call).
 const CHECK_EVERY: u32 = 32;
-const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 thread_local! {
     /// Things relayed by this thread: a changing count is activity.
@@ -47,7 +48,6 @@ fn activity() -> u64 {
 /// keeps the event loop polled until `window` has passed without activity.
 pub(crate) async fn run(window: Duration) {
     let mut load = Load::open();
-    let mut backoff = Duration::ZERO;
     loop {
         let seen = activity();
         poll_fn(|cx| {
@@ -59,50 +59,41 @@ pub(crate) async fn run(window: Duration) {
             }
         })
         .await;
-        let crowded = spin(window, &mut load).await;
-        backoff = next_backoff(backoff, crowded);
-        if !backoff.is_zero() {
-            tokio::time::sleep(backoff).await;
-        }
+        spin(window, &mut load).await;
     }
 }
 
 /// Yields to the runtime, which then polls the event loop without waiting, until `window`
-/// passed without activity; true if it stopped because other threads wanted the CPUs.
-async fn spin(window: Duration, load: &mut Load) -> bool {
+/// passed without activity; while the machine is crowded, yields the CPU at every turn too.
+async fn spin(window: Duration, load: &mut Load) {
     let mut seen = activity();
     let mut last = Instant::now();
     let mut turns = 0u32;
+    let mut crowded = false;
     loop {
-        if turns.is_multiple_of(CHECK_EVERY) && load.crowded() {
-            return true;
+        if turns.is_multiple_of(CHECK_EVERY) {
+            crowded = load.crowded();
         }
         turns = turns.wrapping_add(1);
+        if crowded {
+            // `sched_yield`: returns at once when no other thread waits for this CPU.
+            std::thread::yield_now();
+        }
         tokio::task::yield_now().await;
         let now = Instant::now();
         let current = activity();
         if current != seen {
             (seen, last) = (current, now);
         } else if now.duration_since(last) >= window {
-            return false;
+            return;
         }
-    }
-}
-
-/// How long to stay off after a spin: not at all after one that stopped for quiet, else
-/// twice the last pause, from 10 ms up to a quarter of a second.
-fn next_backoff(last: Duration, crowded: bool) -> Duration {
-    if crowded {
-        (last * 2).clamp(MIN_BACKOFF, MAX_BACKOFF)
-    } else {
-        Duration::ZERO
     }
 }
 
 /// The machine's runnable threads against its CPUs.
 struct Load {
     /// `/proc/loadavg`, kept open: one read per look. `None` where it cannot be read, and
-    /// then the machine counts as crowded (no spinning).
+    /// then the machine counts as crowded (the poller always yields its CPU).
     file: Option<File>,
     cpus: f64,
     /// Other threads runnable, a moving average over the looks (an instant's count swings
@@ -162,20 +153,6 @@ mod tests {
         assert_eq!(runnable(b"0.52 0.58"), None);
     }
 
-    #[test]
-    fn backs_off_longer_while_crowded_and_not_after_a_quiet_end() {
-        let mut b = Duration::ZERO;
-        b = next_backoff(b, true);
-        assert_eq!(b, MIN_BACKOFF);
-        b = next_backoff(b, true);
-        assert_eq!(b, 2 * MIN_BACKOFF);
-        for _ in 0..20 {
-            b = next_backoff(b, true);
-        }
-        assert_eq!(b, MAX_BACKOFF);
-        assert_eq!(next_backoff(b, false), Duration::ZERO);
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn polls_after_activity_and_sleeps_once_quiet() {
         let poller = tokio::spawn(run(Duration::from_millis(20)));
@@ -190,7 +167,7 @@ mod tests {
             PARKED.with(|p| p.borrow().is_none()),
             "awake after activity"
         );
-        // Quiet for longer than the window (or crowded, then backing off): asleep again.
+        // Quiet for longer than the window (crowded or not): asleep again.
         let deadline = Instant::now() + Duration::from_secs(10);
         while PARKED.with(|p| p.borrow().is_none()) {
             assert!(

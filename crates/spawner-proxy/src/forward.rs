@@ -109,8 +109,8 @@ impl Forwarder {
 
     /// Keeps each proxy thread polling for `window` after it relayed something, before it
     /// sleeps (`None`: never): lower latency for a conversation's next message, paid in CPU
-    /// time while the window lasts. The threads stop polling while other programs want
-    /// their CPUs. More than 10 ms is taken as 10 ms.
+    /// time while the window lasts. While other programs want the CPUs, the threads hand
+    /// theirs over at every turn of the poll. More than 10 ms is taken as 10 ms.
     pub fn with_busy_poll(mut self, window: Option<Duration>) -> Self {
         const MAX: Duration = Duration::from_millis(10);
         self.busy_poll = window.filter(|d| !d.is_zero()).map(|d| d.min(MAX));

@@ -14,6 +14,7 @@ mod pool;
 mod relay;
 pub mod route;
 pub mod sidecar;
+mod slice;
 mod workers;
 
 pub use body::ProxyBody;

@@ -142,6 +142,7 @@ async fn spawn_thread(
     std::thread::Builder::new()
         .name(format!("proxy-{i}"))
         .spawn(move || {
+            crate::slice::request_short();
             // Built on its own thread: a runtime must not be dropped in an async context,
             // which the caller's is.
             let runtime = match tokio::runtime::Builder::new_current_thread()

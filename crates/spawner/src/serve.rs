@@ -49,7 +49,7 @@ pub struct ServeArgs {
     proxy_threads: Option<u16>,
     /// Microseconds a proxy thread keeps polling for the next message after it relayed
     /// something, before it sleeps: lower latency for a CPU's time while the window lasts,
-    /// given up while other programs want the CPUs. 0 turns it off.
+    /// handed at once to other programs that want the CPU. 0 turns it off.
     #[arg(
         long,
         env = "SPAWNER_BUSY_POLL_US",

@@ -600,6 +600,24 @@ async fn the_proxy_runs_on_its_own_threads_and_api_calls_share_its_connections()
         .collect();
     names.sort();
     assert_eq!(names, ["proxy-0", "proxy-1", "proxy-2"]);
+    // Each asked the kernel for a short slice (100 µs); the other threads keep the default.
+    let slices = thread_slices(pid);
+    let main = slices
+        .iter()
+        .find(|(name, _)| name == "spawner")
+        .map(|s| s.1);
+    if main.is_some_and(|slice| slice > 0) {
+        for (name, slice) in &slices {
+            let want = if name.starts_with("proxy-") {
+                100_000
+            } else {
+                main.unwrap_or(0)
+            };
+            assert_eq!(*slice, want, "slice of {name}: {slices:?}");
+        }
+    } else {
+        eprintln!("this kernel (before 6.12) has no custom slices: the proxy threads' slice is not checked");
+    }
     // Busy polling (on by default) ends once the traffic has: all three threads sleep.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -619,6 +637,25 @@ async fn the_proxy_runs_on_its_own_threads_and_api_calls_share_its_connections()
         metrics.contains("spawner_proxied_requests_total 18"),
         "{metrics}"
     );
+}
+
+/// Each thread's name and scheduler slice in ns (`sched_getattr`; 0 where the kernel has no
+/// custom slices).
+fn thread_slices(pid: u32) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let tid: libc::pid_t = path.file_name()?.to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let size = std::mem::size_of::<libc::sched_attr>() as u32;
+            // SAFETY: zeroes are a valid `sched_attr` (plain integers).
+            let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+            // SAFETY: `attr` is writable for `size` bytes.
+            let got = unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &mut attr, size, 0) };
+            (got == 0).then(|| (name.trim().to_string(), attr.sched_runtime))
+        })
+        .collect()
 }
 
 /// The scheduler state (`R`, `S`, …) of each of the process's proxy threads.
