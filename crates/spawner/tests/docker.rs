@@ -61,6 +61,16 @@ fn docker_available() -> bool {
     true
 }
 
+/// Runs `command` to its end and asserts that it succeeded, showing its error output if not.
+fn succeeded(command: &mut Command) {
+    let out = command.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `spawner serve` with the Docker runtime required, on the tests' network.
 fn docker_server(extra: &[&str]) -> TestServer {
     let mut args = vec!["--docker", "on", "--docker-network", NETWORK];
@@ -355,24 +365,14 @@ async fn kill_9_and_restart_adopts_running_containers_and_marks_lost_ones() {
     // While Spawner is down: one backend's container dies, and a container of this
     // installation appears that the store has never heard of.
     let lost_container = containers_of(&lost.id);
-    let out = Command::new("docker")
-        .args(["kill"])
-        .args(&lost_container)
-        .output()
-        .expect("docker kill");
-    assert!(out.status.success());
+    succeeded(Command::new("docker").args(["kill"]).args(&lost_container));
     let stranger = "strangerbackend0000000000000";
-    let out = Command::new("docker")
-        .args(["run", "-d", "--network", NETWORK])
-        .args(["--label", &format!("dev.spawner.instance={instance}")])
-        .args(["--label", &format!("dev.spawner.backend-id={stranger}")])
-        .args([BUSYBOX_IMAGE, "sleep", "600"])
-        .output()
-        .expect("docker run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new("docker")
+            .args(["run", "-d", "--network", NETWORK])
+            .args(["--label", &format!("dev.spawner.instance={instance}")])
+            .args(["--label", &format!("dev.spawner.backend-id={stranger}")])
+            .args([BUSYBOX_IMAGE, "sleep", "600"]),
     );
     let _stranger = Leftovers(vec![stranger.to_string()]);
 
@@ -526,21 +526,16 @@ async fn a_second_network_of_the_same_name_is_removed_and_the_backend_starts() {
         "CheckDuplicate": false,
         "Labels": {"dev.spawner.managed": "true"},
     });
-    let out = Command::new("curl")
-        .args(["-sf", "--unix-socket", &socket, "-X", "POST"])
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body.to_string(),
-        ])
-        .arg("http://localhost/v1.41/networks/create")
-        .output()
-        .expect("curl (to reach the engine's API)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new("curl")
+            .args(["-sf", "--unix-socket", &socket, "-X", "POST"])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body.to_string(),
+            ])
+            .arg("http://localhost/v1.41/networks/create"),
     );
     assert_eq!(networks_named(&network).len(), 2, "the engine kept both");
 
