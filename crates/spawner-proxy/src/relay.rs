@@ -212,10 +212,15 @@ async fn exchange(
         Ok(()) => {}
         Err(Fail::Client | Fail::Backend { .. }) => return Next::Close,
     }
-    drop(guard);
     if head.reusable && conn.buf.is_empty() {
         pool.put(key, conn);
     }
+    // The response's end only now: a client that sends its next request on another
+    // connection the moment it has this response finds the backend connection pooled.
+    if client.write_all(out).await.is_err() {
+        return Next::Close;
+    }
+    drop(guard);
     if head.close {
         Next::Close
     } else {
@@ -291,8 +296,9 @@ async fn read_head(
     }
 }
 
-/// Sends the response head and its body to the client; the body's first bytes (already
-/// read with the head) go in the same write as the head.
+/// Sends the response head and its body to the client, all but the last write: that is
+/// left in `out` for the caller, who gives the backend connection back first. The body's
+/// first bytes (already read with the head) go in the same write as the head.
 async fn relay_body(
     conn: &mut BackendConn,
     head_len: usize,
@@ -325,13 +331,17 @@ async fn relay_body(
             Framing::UntilClose => Ok((bytes.len(), false)),
         }
     };
-    let (n, mut done) = take(&conn.buf)?;
+    let (n, done) = take(&conn.buf)?;
     out.extend_from_slice(&conn.buf[..n]);
     conn.buf.advance(n);
+    if done {
+        return Ok(());
+    }
     if client.write_all(out).await.is_err() {
         return Err(Fail::Client);
     }
-    while !done {
+    out.clear();
+    loop {
         if !conn.buf.is_empty() {
             // Bytes past the end of a body that has not ended: impossible by construction.
             return Err(Fail::Backend { silent: false });
@@ -344,14 +354,17 @@ async fn relay_body(
             }
             return Err(Fail::Backend { silent: false });
         }
-        let (n, end) = take(&conn.buf)?;
-        done = end;
+        let (n, done) = take(&conn.buf)?;
+        if done {
+            out.extend_from_slice(&conn.buf[..n]);
+            conn.buf.advance(n);
+            return Ok(());
+        }
         if client.write_all(&conn.buf[..n]).await.is_err() {
             return Err(Fail::Client);
         }
         conn.buf.advance(n);
     }
-    Ok(())
 }
 
 /// Reads from the backend into its buffer. Meanwhile, it notices a client that went away
