@@ -11,10 +11,13 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use std::future::poll_fn;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -318,31 +321,37 @@ pub(crate) async fn splice(
     b: TcpStream,
     b_read: bytes::Bytes,
 ) -> std::io::Result<()> {
-    let (a_rx, mut a_tx) = a.into_split();
-    let (b_rx, mut b_tx) = b.into_split();
+    let (mut a_rx, mut a_tx) = a.into_split();
+    let (mut b_rx, mut b_tx) = b.into_split();
     b_tx.write_all(&a_read).await?;
     a_tx.write_all(&b_read).await?;
     drop((a_read, b_read));
-    tokio::try_join!(pipe(&a_rx, &mut b_tx), pipe(&b_rx, &mut a_tx))?;
+    tokio::try_join!(pipe(&mut a_rx, &mut b_tx), pipe(&mut b_rx, &mut a_tx))?;
     Ok(())
 }
 
 /// One direction: waits for data without a buffer, and passes the end of input on.
 async fn pipe(
-    from: &tokio::net::tcp::OwnedReadHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
     to: &mut tokio::net::tcp::OwnedWriteHalf,
 ) -> std::io::Result<()> {
     loop {
         from.readable().await?;
-        let mut buf = vec![0u8; SPLICE_CHUNK];
-        match from.try_read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
+        let mut chunk = Vec::with_capacity(SPLICE_CHUNK);
+        let mut buf = ReadBuf::uninit(chunk.spare_capacity_mut());
+        // One read attempt, through `poll_read` rather than `try_read`: a read shorter than
+        // the buffer drained the socket, and tokio then forgets the readiness, so the next
+        // wait costs no read that finds nothing. Nothing there after all: wait again,
+        // without the buffer.
+        let read = poll_fn(|cx| Poll::Ready(Pin::new(&mut *from).poll_read(cx, &mut buf))).await;
+        match read {
+            Poll::Pending => continue,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+            Poll::Ready(Ok(())) => {
                 crate::busy_poll::note_activity();
-                to.write_all(&buf[..n]).await?
+                to.write_all(buf.filled()).await?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
         }
     }
     to.shutdown().await
