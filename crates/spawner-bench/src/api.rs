@@ -206,12 +206,23 @@ pub struct Server {
 
 impl Server {
     pub async fn start(ctx: &crate::Ctx, dir: &Path, token: &str) -> Result<Server> {
+        Self::start_with(ctx, dir, token, &[]).await
+    }
+
+    /// [`Server::start`] with more environment, which wins over `--spawner-env`.
+    pub async fn start_with(
+        ctx: &crate::Ctx,
+        dir: &Path,
+        token: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let port = util::free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = tokio::process::Command::new(&ctx.spawner);
         cmd.envs(ctx.spawner_env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--listen")
             .arg(addr.to_string())

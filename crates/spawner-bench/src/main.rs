@@ -4,6 +4,7 @@
 //! summary. Run it through `scripts/bench`, which installs the peers and builds Spawner.
 
 mod api;
+mod paced;
 mod proxy;
 mod report;
 mod scale;
@@ -36,10 +37,10 @@ struct Args {
     /// The JSON summary.
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
-    /// Phases to run, comma-separated: proxy, ws, spawn, scale, sweep.
+    /// Phases to run, comma-separated: proxy, ws, paced, spawn, scale, sweep.
     #[arg(
         long,
-        default_value = "proxy,ws,spawn,scale,sweep",
+        default_value = "proxy,ws,paced,spawn,scale,sweep",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -64,6 +65,15 @@ struct Args {
     /// Idle WebSockets for the memory figure (capped by the open-file limit).
     #[arg(long, default_value_t = 10_000)]
     ws_conns: usize,
+    /// WebSockets in the paced phase.
+    #[arg(long, default_value_t = 100)]
+    paced_conns: usize,
+    /// Messages per second on each paced WebSocket (60: a game's tick rate).
+    #[arg(long, default_value_t = 60)]
+    paced_hz: u32,
+    /// Seconds per paced run.
+    #[arg(long, default_value_t = 3)]
+    paced_seconds: u64,
     /// Sequential spawns (and own start-ups) for the latency distribution.
     #[arg(long, default_value_t = 100)]
     spawns: usize,
@@ -116,6 +126,9 @@ pub struct Ctx {
     pub backend_workers: usize,
     pub ws_messages: usize,
     pub ws_conns: usize,
+    pub paced_conns: usize,
+    pub paced_hz: u32,
+    pub paced_seconds: u64,
     pub spawns: usize,
     pub concurrent: usize,
     pub concurrent_rounds: usize,
@@ -219,6 +232,9 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         backend_workers: args.backend_workers.max(1),
         ws_messages: args.ws_messages.max(1),
         ws_conns: args.ws_conns,
+        paced_conns: args.paced_conns.max(1),
+        paced_hz: args.paced_hz.clamp(1, 1000),
+        paced_seconds: args.paced_seconds.max(1),
         spawns: args.spawns.max(1),
         concurrent: args.concurrent.max(1),
         concurrent_rounds: args.concurrent_rounds.max(1),
@@ -242,10 +258,11 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         let phase = match name.as_str() {
             "proxy" => proxy::run(&ctx).await,
             "ws" => ws::run(&ctx).await,
+            "paced" => paced::run(&ctx).await,
             "spawn" => spawn::run(&ctx).await,
             "scale" => scale::run(&ctx).await,
             "sweep" => sweep::run(&ctx).await,
-            other => bail!("unknown phase {other:?}: use proxy, ws, spawn, scale, sweep"),
+            other => bail!("unknown phase {other:?}: use proxy, ws, paced, spawn, scale, sweep"),
         }
         .with_context(|| format!("phase {name}"))?;
         util::kill_tagged(token);

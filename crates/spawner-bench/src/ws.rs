@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 type PlainWs = WebSocketStream<tokio::net::TcpStream>;
+/// A client WebSocket as `connect_async` opens it.
+pub type Ws = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("ws");
@@ -28,54 +30,10 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
 }
 
 async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
-    let spec = json!({
-        "executable": {"command": [ctx.spawner, "example-app"]},
-        "grace_period_seconds": 3600,
-    });
-    let id = server.api.spawn(&spec).await?;
-    server
-        .api
-        .wait_for(&id, "Ready", Duration::from_secs(20))
-        .await?;
-    let record = server.api.get_json(&format!("/v1/backends/{id}")).await?;
-    let address = record["address"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no address in {record}"))?
-        .to_string();
+    let (id, address) = spawn_example(ctx, server).await?;
     let direct = format!("ws://{address}/ws");
     let proxied = format!("ws://{}/p/{id}/ws", server.api.addr);
-
-    // nginx as a WebSocket reverse proxy to the same backend, for reference.
-    let nginx_port = util::free_port()?;
-    let conf = dir.join("nginx-ws.conf");
-    let d = dir.display();
-    std::fs::create_dir_all(dir.join("tmp"))?;
-    std::fs::write(
-        &conf,
-        format!(
-            "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
-             server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{\n      proxy_pass http://{address};\n      \
-             proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      \
-             proxy_set_header Connection \"upgrade\";\n      proxy_set_header Host $host;\n      \
-             proxy_read_timeout 3600s;\n    }}\n  }}\n}}\n",
-            common = crate::proxy::nginx_common(dir, "nginx-ws", "auto")
-        ),
-    )?;
-    let mut cmd = tokio::process::Command::new("nginx");
-    cmd.arg("-p")
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("nginx-ws-error.log"));
-    cmd.arg("-c").arg(&conf).arg("-g").arg("daemon off;");
-    let mut nginx = Proc::start(
-        "nginx (WebSocket proxy)",
-        cmd,
-        &ctx.token,
-        &dir.join("nginx-ws.out"),
-    )?;
-    nginx
-        .wait_port(([127, 0, 0, 1], nginx_port).into(), Duration::from_secs(10))
-        .await?;
+    let (nginx, nginx_port) = start_nginx(ctx, dir, &address).await?;
     let via_nginx = format!("ws://127.0.0.1:{nginx_port}/ws");
 
     // Round trips, alternating direct, Spawner and nginx, one connection each.
@@ -215,31 +173,98 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
     Ok(phase)
 }
 
+/// Spawns `spawner example-app` (a WebSocket echo) through `server`'s API and waits until it
+/// is Ready; its id and address.
+pub async fn spawn_example(ctx: &Ctx, server: &Server) -> Result<(String, String)> {
+    let spec = json!({
+        "executable": {"command": [ctx.spawner, "example-app"]},
+        "grace_period_seconds": 3600,
+    });
+    let id = server.api.spawn(&spec).await?;
+    server
+        .api
+        .wait_for(&id, "Ready", Duration::from_secs(20))
+        .await?;
+    let record = server.api.get_json(&format!("/v1/backends/{id}")).await?;
+    let address = record["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no address in {record}"))?
+        .to_string();
+    Ok((id, address))
+}
+
+/// nginx as a WebSocket reverse proxy to the backend at `address`, for reference; the
+/// process and its port.
+pub async fn start_nginx(ctx: &Ctx, dir: &Path, address: &str) -> Result<(Proc, u16)> {
+    let nginx_port = util::free_port()?;
+    let conf = dir.join("nginx-ws.conf");
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    std::fs::write(
+        &conf,
+        format!(
+            "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+             server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{\n      proxy_pass http://{address};\n      \
+             proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      \
+             proxy_set_header Connection \"upgrade\";\n      proxy_set_header Host $host;\n      \
+             proxy_read_timeout 3600s;\n    }}\n  }}\n}}\n",
+            common = crate::proxy::nginx_common(dir, "nginx-ws", "auto")
+        ),
+    )?;
+    let mut cmd = tokio::process::Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("nginx-ws-error.log"));
+    cmd.arg("-c").arg(&conf).arg("-g").arg("daemon off;");
+    let mut nginx = Proc::start(
+        "nginx (WebSocket proxy)",
+        cmd,
+        &ctx.token,
+        &dir.join("nginx-ws.out"),
+    )?;
+    nginx
+        .wait_port(([127, 0, 0, 1], nginx_port).into(), Duration::from_secs(10))
+        .await?;
+    Ok((nginx, nginx_port))
+}
+
 /// Sends `n` one-byte texts, one at a time, and times each echo (after a warm-up).
 async fn round_trips(url: &str, n: usize) -> Result<Dist> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    first_message(&mut ws).await?;
+    let mut ws = connect(url).await?;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + 200 {
         let t = Instant::now();
-        ws.send(Message::text("x")).await?;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "echo: x" => break,
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(e))) => return Err(e.into()),
-                Ok(None) => bail!("{url} closed the WebSocket"),
-                Err(_) => bail!("no echo from {url} within 5 s"),
-            }
-        }
+        round_trip(&mut ws, url).await?;
         if i >= 200 {
             samples.push(ms(t.elapsed()));
         }
     }
     let _ = ws.close(None).await;
     Ok(Dist::new(samples))
+}
+
+/// A WebSocket to the example app at `url`, past its greeting.
+pub async fn connect(url: &str) -> Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    first_message(&mut ws).await?;
+    Ok(ws)
+}
+
+/// Sends a one-byte text and waits for its echo.
+pub async fn round_trip(ws: &mut Ws, url: &str) -> Result<()> {
+    ws.send(Message::text("x")).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "echo: x" => return Ok(()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) => bail!("{url} closed the WebSocket"),
+            Err(_) => bail!("no echo from {url} within 5 s"),
+        }
+    }
 }
 
 /// The example app greets every WebSocket with `count N`.
