@@ -44,6 +44,23 @@ fn nginx_user() -> &'static str {
     }
 }
 
+/// Starts nginx in the foreground with `conf`, its files in `dir` named after `file`.
+pub(crate) fn start_nginx(
+    ctx: &Ctx,
+    dir: &Path,
+    conf: &Path,
+    label: &str,
+    file: &str,
+) -> Result<Proc> {
+    let mut cmd = tokio::process::Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join(format!("{file}-error.log")));
+    cmd.arg("-c").arg(conf).arg("-g").arg("daemon off;");
+    Proc::start(label, cmd, &ctx.token, &dir.join(format!("{file}.out")))
+}
+
 pub(crate) fn nginx_common(dir: &Path, name: &str, workers: &str) -> String {
     let d = dir.display();
     format!(
@@ -102,18 +119,7 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
             common = nginx_common(dir, "proxy", "auto")
         ),
     )?;
-    let mut cmd = tokio::process::Command::new("nginx");
-    cmd.arg("-p")
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("proxy-error.log"));
-    cmd.arg("-c").arg(&proxy_conf).arg("-g").arg("daemon off;");
-    let mut nginx = Proc::start(
-        "nginx (reverse proxy)",
-        cmd,
-        &ctx.token,
-        &dir.join("nginx.out"),
-    )?;
+    let mut nginx = start_nginx(ctx, dir, &proxy_conf, "nginx (reverse proxy)", "proxy")?;
 
     // HAProxy, likewise.
     let haproxy_port = util::free_port()?;

@@ -211,18 +211,8 @@ pub async fn start_nginx(ctx: &Ctx, dir: &Path, address: &str) -> Result<(Proc, 
             common = crate::proxy::nginx_common(dir, "nginx-ws", "auto")
         ),
     )?;
-    let mut cmd = tokio::process::Command::new("nginx");
-    cmd.arg("-p")
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("nginx-ws-error.log"));
-    cmd.arg("-c").arg(&conf).arg("-g").arg("daemon off;");
-    let mut nginx = Proc::start(
-        "nginx (WebSocket proxy)",
-        cmd,
-        &ctx.token,
-        &dir.join("nginx-ws.out"),
-    )?;
+    let mut nginx =
+        crate::proxy::start_nginx(ctx, dir, &conf, "nginx (WebSocket proxy)", "nginx-ws")?;
     nginx
         .wait_port(([127, 0, 0, 1], nginx_port).into(), Duration::from_secs(10))
         .await?;
