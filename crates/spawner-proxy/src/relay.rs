@@ -215,8 +215,9 @@ async fn exchange(
     if head.reusable && conn.buf.is_empty() {
         pool.put(key, conn);
     }
-    // The response's end only now: a client that sends its next request on another
-    // connection the moment it has this response finds the backend connection pooled.
+    // The response's end goes out only now that the backend connection is back: a slow
+    // client's last bytes do not hold it, and a request that arrives on another connection
+    // of this thread the moment this response is complete can have it.
     if client.write_all(out).await.is_err() {
         return Next::Close;
     }
