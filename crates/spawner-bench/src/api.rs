@@ -162,6 +162,13 @@ impl Api {
         }
     }
 
+    /// Spawns `spec` and waits until it is Ready; its id.
+    pub async fn spawn_ready(&self, spec: &Value, limit: Duration) -> Result<String> {
+        let id = self.spawn(spec).await?;
+        self.wait_for(&id, "Ready", limit).await?;
+        Ok(id)
+    }
+
     /// Terminates every backend that is not terminal, hard, and waits (bounded) until none is.
     pub async fn terminate_all(&self) -> Result<usize> {
         let list = self.get_json("/v1/backends").await?;

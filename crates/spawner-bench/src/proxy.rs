@@ -97,10 +97,9 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
         },
         "grace_period_seconds": 3600,
     });
-    let id = server.api.spawn(&spec).await?;
-    server
+    let id = server
         .api
-        .wait_for(&id, "Ready", Duration::from_secs(20))
+        .spawn_ready(&spec, Duration::from_secs(20))
         .await?;
 
     // nginx as the reverse proxy, with keep-alive to the backend.

@@ -26,8 +26,9 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
 /// Returns (Terminating event − deadline, Swept received − deadline) in milliseconds.
 async fn one(ctx: &Ctx, server: &Server) -> Result<(f64, f64)> {
     let api = &server.api;
-    let id = api.spawn(&crate::spawn::backend_spec(ctx, 1)).await?;
-    api.wait_for(&id, "Ready", Duration::from_secs(30)).await?;
+    let id = api
+        .spawn_ready(&crate::spawn::backend_spec(ctx, 1), Duration::from_secs(30))
+        .await?;
     let (status, _) = api.call(Method::GET, &format!("/p/{id}/"), None).await?;
     if !status.is_success() {
         bail!("proxied GET of {id}: {status}");

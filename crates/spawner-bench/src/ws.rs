@@ -176,14 +176,10 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
 /// Spawns `spawner example-app` (a WebSocket echo) through `server`'s API and waits until it
 /// is Ready; its id and address.
 pub async fn spawn_example(ctx: &Ctx, server: &Server) -> Result<(String, String)> {
-    let spec = json!({
-        "executable": {"command": [ctx.spawner, "example-app"]},
-        "grace_period_seconds": 3600,
-    });
-    let id = server.api.spawn(&spec).await?;
-    server
+    let spec = crate::spawn::backend_spec(ctx, 3600);
+    let id = server
         .api
-        .wait_for(&id, "Ready", Duration::from_secs(20))
+        .spawn_ready(&spec, Duration::from_secs(20))
         .await?;
     let record = server.api.get_json(&format!("/v1/backends/{id}")).await?;
     let address = record["address"]
