@@ -1,5 +1,10 @@
 //! Finding the end of a chunked body (RFC 9112 §7.1) without decoding it: the relay
 //! passes chunked bodies through as they are and only needs to know where they stop.
+//!
+//! Strict, because what passes is read again by a backend whose parser may be lenient in
+//! other ways: at most 15 hex digits of size; whitespace after the size only before a `;`;
+//! extensions and trailer lines of visible ASCII, space and tab only (trailer lines as
+//! `name: value`, no folding); every line ended by CRLF. Anything else is [`Malformed`].
 
 /// A malformed chunked body.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -12,6 +17,8 @@ enum Step {
     Size {
         digits: u8,
     },
+    /// Whitespace after a chunk size, which only a `;` may follow.
+    SizeWs,
     /// A chunk extension, up to its CR.
     Extension,
     /// The LF after a chunk size line.
@@ -21,7 +28,8 @@ enum Step {
     DataLf,
     /// The start of a trailer line, or the final CRLF.
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -84,32 +92,46 @@ impl Chunked {
                     self.remaining = self.remaining * 16 + u64::from(d);
                     Step::Size { digits: digits + 1 }
                 }
-                None if digits > 0 && matches!(b, b';' | b' ' | b'\t') => Step::Extension,
+                None if digits > 0 && b == b';' => Step::Extension,
+                None if digits > 0 && matches!(b, b' ' | b'\t') => Step::SizeWs,
                 None if digits > 0 && b == b'\r' => Step::SizeLf,
                 _ => return Err(Malformed),
             },
-            Step::Extension => line(b, Step::Extension, Step::SizeLf)?,
+            Step::SizeWs => match b {
+                b' ' | b'\t' => Step::SizeWs,
+                b';' => Step::Extension,
+                _ => return Err(Malformed),
+            },
+            Step::Extension if b == b'\r' => Step::SizeLf,
+            Step::Extension if visible(b) => Step::Extension,
             Step::SizeLf if self.remaining == 0 => expect(b, b'\n', Step::TrailerStart)?,
             Step::SizeLf => expect(b, b'\n', Step::Data)?,
             Step::DataCr => expect(b, b'\r', Step::DataLf)?,
             Step::DataLf => expect(b, b'\n', Step::Size { digits: 0 })?,
-            Step::TrailerStart => line(b, Step::TrailerLine, Step::EndLf)?,
-            Step::TrailerLine => line(b, Step::TrailerLine, Step::TrailerLf)?,
+            Step::TrailerStart if b == b'\r' => Step::EndLf,
+            Step::TrailerStart | Step::TrailerName if token(b) => Step::TrailerName,
+            Step::TrailerName if b == b':' => Step::TrailerValue,
+            Step::TrailerValue if b == b'\r' => Step::TrailerLf,
+            Step::TrailerValue if visible(b) => Step::TrailerValue,
             Step::TrailerLf => expect(b, b'\n', Step::TrailerStart)?,
             Step::EndLf => expect(b, b'\n', Step::Done)?,
             // `scan` handles these two itself.
             Step::Data | Step::Done => step,
+            Step::Extension | Step::TrailerStart | Step::TrailerName | Step::TrailerValue => {
+                return Err(Malformed)
+            }
         })
     }
 }
 
-/// Inside a line: `other` for any byte but CR (`cr`) and a bare LF (malformed).
-fn line(b: u8, other: Step, cr: Step) -> Result<Step, Malformed> {
-    match b {
-        b'\r' => Ok(cr),
-        b'\n' => Err(Malformed),
-        _ => Ok(other),
-    }
+/// Visible ASCII, space or tab: what an extension or a trailer's value may hold.
+fn visible(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | 0x21..=0x7e)
+}
+
+/// A character of a token (RFC 9110 §5.6.2): a trailer's name.
+fn token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// `next` if `got` is the byte wanted.
@@ -142,7 +164,7 @@ mod tests {
 
     #[test]
     fn finds_the_end_of_a_body() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
+        let body = b"5\r\nhello\r\n1a ; ext=\"1 2\"\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
         assert_eq!(scan_split(body), Ok(body.len() - 4));
         let mut c = Chunked::default();
         c.scan(body).unwrap();
@@ -174,7 +196,22 @@ mod tests {
             b"5\nhello",
             b"5\r\nhelloX",
             b"0\r\nbad\n",
+            b"0\r\nbad\r\n",
+            b"0\r\n x: 1\r\n",
+            b"0\r\nx : 1\r\n",
+            b"0\r\nx: \x01\r\n",
             b"fffffffffffffffff\r\n",
+            b"5 \r\n",
+            b"5\t\r\n",
+            b"5;a\nb\r\n",
+            b"5;a\x00\r\n",
+            b"5;a\x7f\r\n",
+            b"5;\xff\r\n",
+            b"5\r\nhello\n",
+            b"5\r\nhello\r\r\n",
+            b"-5\r\n",
+            b"0x5\r\n",
+            b"\r\n5\r\n",
         ] {
             let mut c = Chunked::default();
             assert_eq!(

@@ -1,6 +1,7 @@
 //! Forwarding one request (or one upgraded connection) to a backend.
 
 use crate::body::ProxyBody;
+use crate::framing::{Refusal, RequestFraming};
 use crate::head::ip_text;
 use crate::listen::Prefixed;
 use crate::monitor::Monitor;
@@ -123,6 +124,10 @@ impl Forwarder {
     /// Forwards `req` to `target` and returns the backend's response (or a 502 saying why
     /// not). An upgrade (WebSocket) is joined end to end and counted until it closes.
     pub async fn forward(&self, mut req: Request<Incoming>, target: Target) -> Response<ProxyBody> {
+        if let Err(refusal) = check_framing(&req) {
+            tracing::debug!(%refusal, "refused a request");
+            return refused(refusal);
+        }
         let upgrade = is_upgrade(req.headers());
         let path_and_query = match rewrite_path(req.uri(), target.strip) {
             Some(pq) => pq,
@@ -368,6 +373,32 @@ pub fn message(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     resp
 }
 
+/// The relay's framing rules ([`crate::framing`]) on a request hyper parsed: hyper frames
+/// a body by `Transfer-Encoding` when it also has `Content-Length`, and keeps both headers,
+/// which a backend might read the other way.
+fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
+    let mut framing = RequestFraming::default();
+    for (name, value) in req.headers() {
+        framing.take(name.as_str(), value.as_bytes());
+    }
+    framing
+        .finish(req.version() >= http::Version::HTTP_11)
+        .map(drop)
+}
+
+/// The answer to a refused request; the connection closes after it.
+fn refused(refusal: Refusal) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::message(format!("{}\n", refusal.reason)));
+    *resp.status_mut() = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Whether the request asks to switch protocols (WebSocket and other upgrades).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -449,7 +480,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Removes the headers that `Connection` names (other than `upgrade`/`close`/`keep-alive`).
+/// Removes the headers that `Connection` names (other than `upgrade`/`close`/`keep-alive`,
+/// and never the framing headers or `Host`).
 fn strip_connection_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -462,6 +494,7 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
                 && !t.eq_ignore_ascii_case("upgrade")
                 && !t.eq_ignore_ascii_case("close")
                 && !t.eq_ignore_ascii_case("keep-alive")
+                && !crate::framing::never_hop_by_hop(t)
         })
         .filter_map(|t| HeaderName::try_from(t.to_ascii_lowercase()).ok())
         .collect();

@@ -1,17 +1,21 @@
 //! Request and response heads as the relay reads and rewrites them: parsed with
 //! `httparse`, copied header by header into the head sent on, less the hop-by-hop headers
-//! (RFC 9110 §7.6.1) and plus the `X-Forwarded-*` ones.
+//! (RFC 9110 §7.6.1) and plus the `X-Forwarded-*` ones; framing headers are checked by
+//! [`crate::framing`] and written anew in canonical form.
 //!
-//! The relay takes only requests it fully understands (HTTP/1.1 in origin form, a body
-//! framed by `Content-Length` or none, no `Expect`); anything else is left to the full
-//! HTTP stack, which the caller falls back to.
+//! The relay takes HTTP/1.1 requests in origin form whose framing is certain (a body framed
+//! by `Content-Length`, by `chunked` alone, or none), without `Expect`; it refuses those it
+//! cannot frame with certainty or parse at all; anything else (HTTP/1.0, absolute and
+//! asterisk forms, `Expect`, requests no backend takes) is left to the full HTTP stack,
+//! which the caller falls back to.
 
 use crate::forward::Target;
+use crate::framing::{self, Refusal, RequestBody, RequestFraming, ResponseCodings};
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-/// Most header lines a head may have, and its largest size; beyond either the full HTTP
-/// stack answers (431 and the like).
+/// Most header lines a head may have, and its largest size; beyond either the relay
+/// answers 431.
 pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD: usize = 64 * 1024;
 
@@ -22,7 +26,7 @@ pub struct RequestHead<'a> {
     /// The path, without the query.
     pub path: &'a str,
     pub query: Option<&'a str>,
-    /// The first `Host` header, if it is text.
+    /// The `Host` header, if it is text.
     pub host: Option<&'a str>,
 }
 
@@ -32,8 +36,8 @@ pub struct Forward {
     pub target: Target,
     /// Bytes of the client's head, which the relay consumes.
     pub head_len: usize,
-    /// `Content-Length` of the request body (0 without one).
-    pub body_len: u64,
+    /// How the request body is framed.
+    pub body: RequestBody,
     /// A `HEAD` request: its response has no body whatever its headers say.
     pub head_method: bool,
     /// Safe to send again if a reused backend connection closed before answering.
@@ -51,6 +55,9 @@ pub enum RequestParse {
     Partial,
     /// Not for the relay: the full HTTP stack answers it.
     Fallback,
+    /// Not for anyone: the client gets this answer, its connection is closed, and no
+    /// backend sees any of it.
+    Refuse(Refusal),
     Forward(Forward),
 }
 
@@ -71,7 +78,7 @@ struct ConnectionTokens<'a> {
     close: bool,
     keep_alive: bool,
     upgrade: bool,
-    /// Other tokens: headers that must not be forwarded.
+    /// Other tokens: headers that must not be forwarded (but see [`ConnectionTokens::lists`]).
     listed: Vec<&'a str>,
 }
 
@@ -88,12 +95,14 @@ impl<'a> ConnectionTokens<'a> {
                 self.keep_alive = true;
             } else if t.eq_ignore_ascii_case("upgrade") {
                 self.upgrade = true;
-            } else {
+            } else if !framing::never_hop_by_hop(t) {
                 self.listed.push(t);
             }
         }
     }
 
+    /// Whether `Connection` lists `name` as hop-by-hop; never true of the framing headers
+    /// and `Host`, which a listing cannot remove.
     fn lists(&self, name: &str) -> bool {
         self.listed.iter().any(|t| t.eq_ignore_ascii_case(name))
     }
@@ -110,48 +119,45 @@ pub fn parse_request(
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return RequestParse::Partial,
-        Err(_) => return RequestParse::Fallback,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return RequestParse::Partial,
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            return RequestParse::Refuse(Refusal::TOO_LARGE)
+        }
+        Err(_) => return RequestParse::Refuse(Refusal::MALFORMED),
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return RequestParse::Fallback;
-    };
-    if !target.starts_with('/') || method == "CONNECT" {
-        return RequestParse::Fallback;
+    if head_len > MAX_HEAD {
+        return RequestParse::Refuse(Refusal::TOO_LARGE);
     }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return RequestParse::Refuse(Refusal::MALFORMED);
+    };
     let headers = req.headers;
 
     // One pass for everything the decision and the rewriting need to know.
-    let mut host = None;
-    let mut content_length = None;
+    let mut framing = RequestFraming::default();
     let mut tokens = ConnectionTokens::default();
-    let (mut has_upgrade, mut has_forwarded_for) = (false, false);
+    let (mut has_upgrade, mut has_forwarded_for, mut expect) = (false, false, false);
     for h in headers.iter() {
         let name = h.name;
+        if framing.take(name, h.value) {
+            continue;
+        }
         if name.eq_ignore_ascii_case("connection") {
             tokens.read(h.value);
-        } else if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return RequestParse::Fallback;
-            }
-            host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if content_length.is_some() {
-                return RequestParse::Fallback;
-            }
-            match parse_length(h.value) {
-                Some(n) => content_length = Some(n),
-                None => return RequestParse::Fallback,
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("expect")
-        {
-            return RequestParse::Fallback;
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect = true;
         } else if name.eq_ignore_ascii_case("upgrade") {
             has_upgrade = true;
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             has_forwarded_for = true;
         }
+    }
+    let (body, host) = match framing.finish(version == 1) {
+        Ok(pair) => pair,
+        Err(refusal) => return RequestParse::Refuse(refusal),
+    };
+    if version != 1 || expect || !target.starts_with('/') || method == "CONNECT" {
+        return RequestParse::Fallback;
     }
     let host_text = host.and_then(|h| std::str::from_utf8(h).ok());
     let (path, query) = match target.split_once('?') {
@@ -184,19 +190,33 @@ pub fn parse_request(
     let (mut has_proto, mut has_fwd_host) = (false, false);
     for h in headers.iter() {
         let name = h.name;
+        // Framing is written below, in one canonical form; `Host` stays where it was.
+        if (name.len() == 14 || name.len() == 17)
+            && (name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            continue;
+        }
         if REQUEST_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
             || (name.eq_ignore_ascii_case("upgrade") && !upgrade)
             || tokens.lists(name)
             || (name.eq_ignore_ascii_case("x-forwarded-prefix") && !prefix.is_empty())
+            || name.eq_ignore_ascii_case("x-forwarded-for")
         {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
             continue;
         }
         has_proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
         has_fwd_host |= name.eq_ignore_ascii_case("x-forwarded-host");
         header_line(out, name, h.value);
+    }
+    match body {
+        RequestBody::Length(0) => {}
+        RequestBody::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -229,7 +249,7 @@ pub fn parse_request(
     RequestParse::Forward(Forward {
         target: target_to,
         head_len,
-        body_len: content_length.unwrap_or(0),
+        body,
         head_method: method == "HEAD",
         idempotent: matches!(
             method,
@@ -282,9 +302,9 @@ pub fn parse_response(
         &mut headers,
     );
     let head_len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) | Err(_) => return Err(BadResponse),
+        Ok(_) | Err(_) => return Err(BadResponse),
     };
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(BadResponse);
@@ -293,24 +313,26 @@ pub fn parse_response(
     let switching = status == 101;
 
     let mut tokens = ConnectionTokens::default();
-    let mut chunked = None;
+    let mut codings = ResponseCodings::default();
     let mut length = None;
+    let mut lengths = 0u32;
     for h in headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
             tokens.read(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // The last coding decides (RFC 9112 §6.3).
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            codings.take(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            match (parse_length(h.value), length) {
+            lengths += 1;
+            match (framing::parse_length(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => return Err(BadResponse),
             }
         }
     }
-    let framing = if req.head_method || status == 204 || status == 304 || status < 200 {
+    let chunked = codings.chunked().map_err(|()| BadResponse)?;
+    let bodiless = req.head_method || status == 204 || status == 304 || status < 200;
+    let framing = if bodiless {
         Framing::None
     } else {
         match (chunked, length) {
@@ -325,6 +347,9 @@ pub fn parse_response(
     } else {
         tokens.keep_alive && !tokens.close
     };
+    // Both framings at once may be an attempt at response splitting (RFC 9112 §6.3): the
+    // chunked coding frames the body, and the connection is not used again.
+    let both = chunked.is_some() && lengths > 0;
     let close = framing == Framing::UntilClose || (req.close && status >= 200);
 
     out.clear();
@@ -333,20 +358,50 @@ pub fn parse_response(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut te_values: [&[u8]; 8] = [&[]; 8];
+    let mut te_count = 0;
     for h in headers.iter() {
         let name = h.name;
-        let skip = if switching {
-            false
-        } else {
-            name.eq_ignore_ascii_case("connection")
+        if !switching {
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                if let Some(slot) = te_values.get_mut(te_count) {
+                    *slot = h.value;
+                    te_count += 1;
+                } else {
+                    return Err(BadResponse);
+                }
+                continue;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("connection")
                 || name.eq_ignore_ascii_case("keep-alive")
                 || name.eq_ignore_ascii_case("proxy-connection")
                 || name.eq_ignore_ascii_case("upgrade")
                 || tokens.lists(name)
-                || (chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
-        };
-        if !skip {
-            header_line(out, name, h.value);
+            {
+                continue;
+            }
+        }
+        header_line(out, name, h.value);
+    }
+    // The body's framing for the client, in one canonical form: the length as a number,
+    // the codings with `chunked` last; none for a body read until close, which the
+    // connection's end delimits.
+    if !switching {
+        match (chunked, length) {
+            (Some(chunked), _) => {
+                out.extend_from_slice(b"transfer-encoding: ");
+                ResponseCodings::write_value(&te_values[..te_count], chunked, out);
+                out.extend_from_slice(b"\r\n");
+            }
+            (None, Some(n)) => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            (None, None) => {}
         }
     }
     if close {
@@ -358,7 +413,7 @@ pub fn parse_response(
         head_len,
         status,
         framing,
-        reusable: backend_keeps && framing != Framing::UntilClose && !switching,
+        reusable: backend_keeps && framing != Framing::UntilClose && !switching && !both,
         close,
     }))
 }
@@ -370,17 +425,19 @@ fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A `Content-Length` value: decimal digits only, at most 18 of them.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
+/// A number in decimal, without allocating.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
-    )
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn status_digits(status: u16) -> [u8; 3] {
@@ -457,16 +514,41 @@ mod tests {
              x-forwarded-host: example.com\r\nx-forwarded-prefix: /p/abc\r\n\r\n"
         );
         assert!(f.idempotent && !f.upgrade && !f.close && !f.head_method);
-        assert_eq!(f.body_len, 0);
+        assert_eq!(f.body, RequestBody::Length(0));
     }
 
     #[test]
-    fn keeps_the_root_and_adds_a_missing_host() {
-        let (f, head) = forward("POST /p/abc?x HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 6);
-        assert!(head.starts_with("POST /?x HTTP/1.1\r\nContent-Length: 5\r\n"));
-        assert!(head.contains("\r\nhost: 127.0.0.1:9000\r\n"));
-        assert_eq!(f.body_len, 5);
+    fn keeps_the_root_and_writes_framing_canonically() {
+        let (f, head) = forward(
+            "POST /p/abc?x HTTP/1.1\r\nHost: h\r\nContent-Length: 005\r\n\r\n",
+            6,
+        );
+        assert!(head.starts_with("POST /?x HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\n"));
+        assert_eq!(f.body, RequestBody::Length(5));
         assert!(!f.idempotent);
+        let (f, head) = forward(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            0,
+        );
+        assert!(
+            head.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("Chunked"));
+        assert_eq!(f.body, RequestBody::Chunked);
+    }
+
+    #[test]
+    fn connection_cannot_remove_framing_or_host() {
+        let (f, head) = forward(
+            "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length, host, \
+             transfer-encoding, x-a\r\nx-a: 1\r\nContent-Length: 74\r\n\r\n",
+            0,
+        );
+        assert_eq!(f.body, RequestBody::Length(74));
+        assert!(head.contains("\r\ncontent-length: 74\r\n"), "{head}");
+        assert!(head.contains("\r\nHost: h\r\n"), "{head}");
+        assert!(!head.contains("x-a"), "{head}");
     }
 
     #[test]
@@ -492,13 +574,9 @@ mod tests {
         for raw in [
             "GET / HTTP/1.0\r\n\r\n",
             "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
             "CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            "GET /\x01 HTTP/1.1\r\n\r\n",
         ] {
             let parsed = parse_request(raw.as_bytes(), &mut Vec::new(), |_| Some(target(0)));
             assert!(
@@ -506,12 +584,45 @@ mod tests {
                 "{raw:?}: {parsed:?}"
             );
         }
-        let unrouted = parse_request(b"GET /v1/x HTTP/1.1\r\n\r\n", &mut Vec::new(), |_| None);
+        let unrouted = parse_request(
+            b"GET /v1/x HTTP/1.1\r\nHost: h\r\n\r\n",
+            &mut Vec::new(),
+            |_| None,
+        );
         assert!(matches!(unrouted, RequestParse::Fallback));
         let partial = parse_request(b"GET / HTTP/1.1\r\nHo", &mut Vec::new(), |_| {
             Some(target(0))
         });
         assert!(matches!(partial, RequestParse::Partial));
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_framed_with_certainty() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX : 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\n folded\r\n\r\n",
+        ] {
+            let parsed = parse_request(raw.as_bytes(), &mut Vec::new(), |_| Some(target(0)));
+            assert!(
+                matches!(parsed, RequestParse::Refuse(r) if r.status == 400),
+                "{raw:?}: {parsed:?}"
+            );
+        }
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        let parsed = parse_request(big.as_bytes(), &mut Vec::new(), |_| Some(target(0)));
+        assert!(matches!(parsed, RequestParse::Refuse(r) if r.status == 431));
     }
 
     #[test]
@@ -559,7 +670,13 @@ mod tests {
         );
         assert_eq!(r.framing, Framing::Length(12));
         assert!(r.reusable && !r.close);
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n");
+        let (r, out) = response(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n",
+            &get,
+        );
+        assert_eq!(r.framing, Framing::Length(2));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
 
         let (r, out) = response(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
@@ -568,7 +685,11 @@ mod tests {
         assert_eq!(r.framing, Framing::Chunked);
         assert_eq!(
             out,
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+        );
+        assert!(
+            !r.reusable,
+            "both framings: the connection is not used again"
         );
 
         let (r, out) = response("HTTP/1.0 200 OK\r\n\r\n", &get);
@@ -623,6 +744,8 @@ mod tests {
         for raw in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
             "HTTP/9 200 OK\r\n\r\n",
         ] {
             assert_eq!(

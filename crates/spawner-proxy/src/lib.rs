@@ -5,8 +5,9 @@
 
 pub mod body;
 mod busy_poll;
-mod chunked;
+pub mod chunked;
 pub mod forward;
+pub mod framing;
 pub mod head;
 pub mod listen;
 pub mod monitor;

@@ -95,6 +95,9 @@ pub async fn serve<R, H, F, B>(
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
+                    // A client's end of input ends its requests here (hyper cannot tell a
+                    // reset while it waits on a half-closed connection); the relay, which
+                    // takes nearly every proxied request, answers a half-closed client.
                     .timer(TokioTimer::new())
                     // From the end of a response until the next request's head is in.
                     .header_read_timeout(idle)

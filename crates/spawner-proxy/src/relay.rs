@@ -10,9 +10,43 @@
 //!
 //! What the relay does not take ([`parse_request`] says which) goes to the full HTTP stack
 //! for the rest of the connection, with the bytes already read.
+//!
+//! # Security model
+//!
+//! The relay faces the internet: every byte a client sends is hostile. What it holds to,
+//! and what `tests/adversarial.rs` (a corpus of crafted requests against a backend that
+//! records every byte it receives) and the property tests of the parsers prove:
+//!
+//! 1. **One parse, one framing.** A request's end is decided once, by [`crate::framing`]:
+//!    `Content-Length` (one, digits only), `Transfer-Encoding: chunked` alone, or no body.
+//!    Anything ambiguous (both, duplicates, other codings, `chunked` in HTTP/1.0, a malformed
+//!    head, a missing or doubled `Host`) is refused with 400 (431 for a head over 64 KiB or
+//!    100 lines) and the connection closed; no backend sees any of it.
+//! 2. **What the backend reads is what the relay read.** The head is written anew from the
+//!    parsed one: one request line, the client's headers less the hop-by-hop ones, the
+//!    framing in canonical form (`content-length: N` or `transfer-encoding: chunked`), and
+//!    the `X-Forwarded-*` headers of the proxy's own. `Connection` can list hop-by-hop
+//!    headers but never `Content-Length`, `Transfer-Encoding` or `Host`. A chunked body is
+//!    passed through as it is, but only as far as [`Chunked`] (strict RFC 9112 §7.1: hex
+//!    sizes, CRLF only, no control bytes) has checked it; a malformed one gets 400 and the
+//!    backend connection is closed mid-request, so the backend never reads a whole request
+//!    the client did not send.
+//! 3. **A response belongs to one request.** A response head is parsed as strictly (502
+//!    otherwise); its body is read by its own framing and only that far.
+//! 4. **A pooled connection is clean.** A backend connection goes back to the pool only
+//!    when its request was sent whole, its response was read whole by its framing, the
+//!    backend sent nothing beyond it, and neither side asked to close; at reuse a pooled
+//!    connection that has anything to read (bytes or its end) is closed instead. So a
+//!    response can only ever reach the client whose request it answers.
+//! 5. **After a switch of protocols (101) the bytes are not HTTP**: the two connections
+//!    are joined as they are, and the backend connection is never pooled.
+//!
+//! A client that half-closes after its request still gets the response (as from HAProxy
+//! and nginx); its connection is closed after the requests it sent are answered.
 
 use crate::chunked::Chunked;
 use crate::forward::{connect_tcp, splice, Target};
+use crate::framing::{Refusal, RequestBody};
 use crate::head::{parse_request, parse_response, Forward, Framing, RequestHead, RequestParse};
 use crate::head::{ResponseHead, MAX_HEAD};
 use crate::monitor::ActivityGuard;
@@ -81,16 +115,24 @@ where
     let mut idle_since = Instant::now();
     let timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
     tokio::pin!(timer);
+    // The client half-closed: it is sent the answers to the requests it sent, then closed.
+    let mut client_done = false;
     loop {
         let forward = loop {
             if !buf.is_empty() {
                 match parse_request(&buf, &mut out, |head| route(head, peer)) {
-                    RequestParse::Partial if buf.len() < MAX_HEAD => {}
-                    RequestParse::Partial | RequestParse::Fallback => {
-                        return Ended::Fallback(client, buf)
+                    RequestParse::Partial => {}
+                    RequestParse::Fallback => return Ended::Fallback(client, buf),
+                    RequestParse::Refuse(refusal) => {
+                        tracing::debug!(%peer, %refusal, "refused a request");
+                        refuse(&mut client, refusal).await;
+                        return Ended::Closed;
                     }
                     RequestParse::Forward(f) => break f,
                 }
+            }
+            if client_done {
+                return Ended::Closed;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_SIZE);
@@ -113,7 +155,16 @@ where
                 },
             }
         };
-        match exchange(&mut client, &mut buf, &mut out, forward, pool).await {
+        match exchange(
+            &mut client,
+            &mut buf,
+            &mut out,
+            forward,
+            pool,
+            &mut client_done,
+        )
+        .await
+        {
             Next::Request => idle_since = Instant::now(),
             Next::Close => return Ended::Closed,
             Next::Upgrade(backend, guard) => {
@@ -142,8 +193,40 @@ enum Next {
 enum Fail {
     /// The client went away or its connection failed.
     Client,
+    /// The client's request body is malformed: it is refused, and the connection closed.
+    BadRequest(Refusal),
     /// The backend failed; `silent` if it sent nothing at all for this request.
     Backend { silent: bool },
+}
+
+/// What of a request's body is still to come from the client.
+enum BodyLeft {
+    Length(u64),
+    Chunked(Chunked),
+}
+
+impl BodyLeft {
+    fn done(&self) -> bool {
+        match self {
+            BodyLeft::Length(n) => *n == 0,
+            BodyLeft::Chunked(c) => c.done(),
+        }
+    }
+
+    /// How many of `bytes` (read from the client) belong to the body; the rest is the next
+    /// request's.
+    fn take(&mut self, bytes: &[u8]) -> Result<usize, Fail> {
+        match self {
+            BodyLeft::Length(left) => {
+                let n = (bytes.len() as u64).min(*left);
+                *left -= n;
+                Ok(n as usize)
+            }
+            BodyLeft::Chunked(c) => c
+                .scan(bytes)
+                .map_err(|_| Fail::BadRequest(Refusal::BAD_CHUNKED)),
+        }
+    }
 }
 
 /// One request and its response. The client's head is at the start of `buf`; the head
@@ -154,6 +237,7 @@ async fn exchange(
     out: &mut Vec<u8>,
     f: Forward,
     pool: &Pool<BackendConn>,
+    client_done: &mut bool,
 ) -> Next {
     crate::busy_poll::note_activity();
     let guard = f.target.monitor.open();
@@ -161,14 +245,26 @@ async fn exchange(
     let key = authority.as_str();
 
     // The head and what the client already sent of the body, in one write. `out` holds
-    // them until the backend's first byte, so that a retry can send them again.
-    let in_buf = ((buf.len() - f.head_len) as u64).min(f.body_len) as usize;
-    out.extend_from_slice(&buf[f.head_len..f.head_len + in_buf]);
-    buf.advance(f.head_len + in_buf);
-    let mut body_left = f.body_len - in_buf as u64;
+    // them until the backend's first byte, so that a retry can send them again. A body
+    // found malformed here is refused before any backend sees the request.
+    buf.advance(f.head_len);
+    let mut body = match f.body {
+        RequestBody::Length(n) => BodyLeft::Length(n),
+        RequestBody::Chunked => BodyLeft::Chunked(Chunked::default()),
+    };
+    let in_buf = match body.take(buf) {
+        Ok(n) => n,
+        Err(Fail::BadRequest(refusal)) => {
+            refuse(client, refusal).await;
+            return Next::Close;
+        }
+        Err(_) => return Next::Close,
+    };
+    out.extend_from_slice(&buf[..in_buf]);
+    buf.advance(in_buf);
     // A request that was sent whole in one write can go again on a fresh connection, if it
     // is idempotent and a reused connection closed without answering (RFC 9110 §9.2.2).
-    let replayable = body_left == 0 && f.idempotent;
+    let replayable = body.done() && f.idempotent;
 
     let (mut conn, head) = loop {
         let (mut conn, reused) = match pool.take(key) {
@@ -177,22 +273,27 @@ async fn exchange(
                 Ok(conn) => (conn, false),
                 Err(e) => {
                     tracing::debug!(error = %e, backend = %authority, "backend unreachable");
-                    return bad_gateway(client, body_left > 0).await;
+                    return bad_gateway(client, !body.done() || *client_done).await;
                 }
             },
         };
-        let sent = send(&mut conn, out, client, buf, &mut body_left).await;
+        let sent = send(&mut conn, out, client, buf, &mut body).await;
         let result = match sent {
-            Ok(()) => read_head(&mut conn, &f, client, buf, out).await,
+            Ok(()) => read_head(&mut conn, &f, client, buf, out, client_done).await,
             Err(fail) => Err(fail),
         };
         match result {
             Ok(head) => break (conn, head),
             Err(Fail::Client) => return Next::Close,
+            Err(Fail::BadRequest(refusal)) => {
+                tracing::debug!(%refusal, backend = %authority, "refused a request body");
+                refuse(client, refusal).await;
+                return Next::Close;
+            }
             Err(Fail::Backend { silent: true }) if reused && replayable => continue,
             Err(Fail::Backend { .. }) => {
                 tracing::debug!(backend = %authority, "backend failed before answering");
-                return bad_gateway(client, body_left > 0).await;
+                return bad_gateway(client, !body.done() || *client_done).await;
             }
         }
     };
@@ -208,9 +309,17 @@ async fn exchange(
         return Next::Upgrade(conn, guard);
     }
 
-    match relay_body(&mut conn, head.head_len, out, head.framing, client, buf).await {
-        Ok(()) => {}
-        Err(Fail::Client | Fail::Backend { .. }) => return Next::Close,
+    let relayed = relay_body(
+        &mut conn,
+        head.head_len,
+        out,
+        head.framing,
+        client,
+        buf,
+        client_done,
+    );
+    if relayed.await.is_err() {
+        return Next::Close;
     }
     if head.reusable && conn.buf.is_empty() {
         pool.put(key, conn);
@@ -222,7 +331,7 @@ async fn exchange(
         return Next::Close;
     }
     drop(guard);
-    if head.close {
+    if head.close || (*client_done && buf.is_empty()) {
         Next::Close
     } else {
         Next::Request
@@ -230,28 +339,32 @@ async fn exchange(
 }
 
 /// Sends the request's head and buffered body, then the rest of the body as the client
-/// sends it.
+/// sends it, checked against its framing as it passes.
 async fn send(
     conn: &mut BackendConn,
     request: &[u8],
     client: &mut TcpStream,
     buf: &mut BytesMut,
-    body_left: &mut u64,
+    body: &mut BodyLeft,
 ) -> Result<(), Fail> {
     if conn.stream.write_all(request).await.is_err() {
         return Err(Fail::Backend { silent: true });
     }
-    while *body_left > 0 {
+    while !body.done() {
         buf.reserve(BODY_CHUNK);
-        let n = match (&mut *client).take(*body_left).read_buf(buf).await {
-            Ok(0) | Err(_) => return Err(Fail::Client),
-            Ok(n) => n,
+        let read = match body {
+            // Never past the body: what follows is the next request's.
+            BodyLeft::Length(left) => (&mut *client).take(*left).read_buf(buf).await,
+            BodyLeft::Chunked(_) => client.read_buf(buf).await,
         };
-        *body_left -= n as u64;
-        if conn.stream.write_all(buf).await.is_err() {
+        if !matches!(read, Ok(n) if n > 0) {
+            return Err(Fail::Client);
+        }
+        let n = body.take(buf)?;
+        if conn.stream.write_all(&buf[..n]).await.is_err() {
             return Err(Fail::Backend { silent: false });
         }
-        buf.clear();
+        buf.advance(n);
     }
     Ok(())
 }
@@ -265,6 +378,7 @@ async fn read_head(
     client: &mut TcpStream,
     pending: &mut BytesMut,
     out: &mut Vec<u8>,
+    client_done: &mut bool,
 ) -> Result<ResponseHead, Fail> {
     let mut silent = true;
     loop {
@@ -289,10 +403,10 @@ async fn read_head(
         if conn.buf.capacity() - conn.buf.len() < 1024 {
             conn.buf.reserve(READ_SIZE);
         }
-        match read_backend(conn, client, pending).await {
+        match read_backend(conn, client, pending, client_done).await {
             Ok(0) | Err(Fail::Backend { .. }) => return Err(Fail::Backend { silent }),
             Ok(_) => {}
-            Err(Fail::Client) => return Err(Fail::Client),
+            Err(fail) => return Err(fail),
         }
     }
 }
@@ -307,6 +421,7 @@ async fn relay_body(
     framing: Framing,
     client: &mut TcpStream,
     pending: &mut BytesMut,
+    client_done: &mut bool,
 ) -> Result<(), Fail> {
     conn.buf.advance(head_len);
     let mut left = match framing {
@@ -348,7 +463,7 @@ async fn relay_body(
             return Err(Fail::Backend { silent: false });
         }
         conn.buf.reserve(BODY_CHUNK);
-        let read = read_backend(conn, client, pending).await?;
+        let read = read_backend(conn, client, pending, client_done).await?;
         if read == 0 {
             if framing == Framing::UntilClose {
                 return Ok(());
@@ -370,11 +485,13 @@ async fn relay_body(
 
 /// Reads from the backend into its buffer. Meanwhile, it notices a client that went away
 /// (so a request waiting on a slow backend stops being counted as live), keeping whatever
-/// the client sent ahead (a pipelined request) for later.
+/// the client sent ahead (a pipelined request) for later. A client's end of input is a
+/// half-close, not a departure: it still gets its answers (`client_done` is set).
 async fn read_backend(
     conn: &mut BackendConn,
     client: &TcpStream,
     pending: &mut BytesMut,
+    client_done: &mut bool,
 ) -> Result<usize, Fail> {
     loop {
         tokio::select! {
@@ -382,13 +499,13 @@ async fn read_backend(
             read = conn.stream.read_buf(&mut conn.buf) => {
                 return read.map_err(|_| Fail::Backend { silent: true });
             }
-            ready = client.readable(), if pending.len() < MAX_HEAD => {
+            ready = client.readable(), if !*client_done && pending.len() < MAX_HEAD => {
                 if ready.is_err() {
                     return Err(Fail::Client);
                 }
                 pending.reserve(READ_SIZE);
                 match client.try_read_buf(pending) {
-                    Ok(0) => return Err(Fail::Client),
+                    Ok(0) => *client_done = true,
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return Err(Fail::Client),
@@ -396,6 +513,27 @@ async fn read_backend(
             }
         }
     }
+}
+
+/// Answers a refused request and closes the connection the way nginx's lingering close
+/// does: the answer first, then the end of output, then what the client still sends is
+/// read and dropped for a moment (bounded in time and bytes), so that the kernel does not
+/// reset the connection, and lose the answer, over unread input.
+async fn refuse(client: &mut TcpStream, refusal: Refusal) {
+    if client.write_all(&refusal.response()).await.is_err() || client.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = 256 * 1024usize;
+        while let Ok(n @ 1..) = client.read(&mut sink).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// Answers 502 for a request the backend did not answer. If the client is still sending

@@ -583,8 +583,9 @@ async fn chunked_responses_pass_with_their_trailers() {
     raw.send("GET /a/1 HTTP/1.1\r\nHost: p\r\n\r\nGET /a/2 HTTP/1.1\r\nHost: p\r\n\r\n")
         .await;
     // The relay passes the body as the backend framed it, trailers and all, and finds its
-    // end: the second response follows on the same connection.
-    let want = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+    // end: the second response follows on the same connection. The framing header is
+    // written anew, in canonical form.
+    let want = "HTTP/1.1 200 OK\r\nTrailer: x-sum\r\ntransfer-encoding: chunked\r\n\r\n\
                 5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n";
     while raw.read.len() < 2 * want.len() {
         assert!(raw.fill().await > 0, "closed early");
@@ -605,12 +606,17 @@ async fn chunked_responses_pass_with_their_trailers() {
     }
 }
 
+/// A client that resets its connection has gone; one that only closes its sending side
+/// (below) is still waiting for its answer, as HAProxy and nginx take it too.
 #[tokio::test]
 async fn a_client_that_leaves_a_slow_request_is_no_longer_counted() {
     for stack in STACKS {
         let (a, b) = (backend().await, backend().await);
         let (proxy, monitor) = proxy_counted(a.addr, b.addr, stack).await;
         let mut raw = Raw::connect(proxy).await;
+        raw.stream
+            .set_linger(Some(std::time::Duration::ZERO))
+            .expect("linger");
         raw.send("GET /a/slow HTTP/1.1\r\nHost: p\r\n\r\n").await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while monitor.live() == 0 {
@@ -628,6 +634,24 @@ async fn a_client_that_leaves_a_slow_request_is_no_longer_counted() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// On the relay's path; hyper's ends the requests of a client that half-closes.
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_requests_gets_the_answers() {
+    for stack in [Stack::Relay] {
+        let (a, b) = (backend().await, backend().await);
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send("GET /a/one HTTP/1.1\r\nHost: p\r\n\r\nGET /a/two HTTP/1.1\r\nHost: p\r\n\r\n")
+            .await;
+        raw.stream.shutdown().await.expect("half-close");
+        let (status, _, body) = raw.response().await;
+        assert_eq!((status, text(&body)), (200, "1 GET /one 0"), "{stack:?}");
+        let (status, _, body) = raw.response().await;
+        assert_eq!((status, text(&body)), (200, "1 GET /two 0"), "{stack:?}");
+        assert!(raw.closed().await, "{stack:?}: closed after the answers");
     }
 }
 
