@@ -199,12 +199,12 @@ impl ResponseCodings {
 
     /// `None` without `Transfer-Encoding`; `Some(true)` for a chunked body, `Some(false)` for
     /// one read until the connection closes; an error when `chunked` is applied twice.
-    pub fn chunked(&self) -> Result<Option<bool>, ()> {
+    pub fn chunked(&self) -> Result<Option<bool>, ChunkedTwice> {
         if !self.seen {
             return Ok(None);
         }
         if self.chunked_count > 1 {
-            return Err(());
+            return Err(ChunkedTwice);
         }
         Ok(Some(self.last_chunked))
     }
@@ -234,6 +234,11 @@ impl ResponseCodings {
         }
     }
 }
+
+/// A `Transfer-Encoding` that applies `chunked` more than once (RFC 9112 §6.1 forbids it).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("chunked coding applied more than once")]
+pub struct ChunkedTwice;
 
 fn trim_ows(bytes: &[u8]) -> &[u8] {
     let start = bytes
@@ -414,7 +419,7 @@ mod tests {
         assert_eq!(chunked(&["gzip, chunked"]), Ok(Some(true)));
         assert_eq!(chunked(&["gzip", "chunked, "]), Ok(Some(true)));
         assert_eq!(chunked(&["chunked, gzip"]), Ok(Some(false)));
-        assert_eq!(chunked(&["chunked", "chunked"]), Err(()));
+        assert_eq!(chunked(&["chunked", "chunked"]), Err(ChunkedTwice));
         let mut out = Vec::new();
         ResponseCodings::write_value(&[b"gzip, Chunked", b" ,"], true, &mut out);
         assert_eq!(out, b"gzip, chunked");

@@ -330,7 +330,7 @@ pub fn parse_response(
             }
         }
     }
-    let chunked = codings.chunked().map_err(|()| BadResponse)?;
+    let chunked = codings.chunked().map_err(|_| BadResponse)?;
     let bodiless = req.head_method || status == 204 || status == 304 || status < 200;
     let framing = if bodiless {
         Framing::None
