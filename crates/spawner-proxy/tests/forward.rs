@@ -614,9 +614,7 @@ async fn a_client_that_leaves_a_slow_request_is_no_longer_counted() {
         let (a, b) = (backend().await, backend().await);
         let (proxy, monitor) = proxy_counted(a.addr, b.addr, stack).await;
         let mut raw = Raw::connect(proxy).await;
-        raw.stream
-            .set_linger(Some(std::time::Duration::ZERO))
-            .expect("linger");
+        raw.stream.set_zero_linger().expect("linger");
         raw.send("GET /a/slow HTTP/1.1\r\nHost: p\r\n\r\n").await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while monitor.live() == 0 {
