@@ -373,10 +373,14 @@ pub fn message(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     resp
 }
 
-/// The relay's framing rules ([`crate::framing`]) on a request hyper parsed: hyper frames
+/// The relay's framing rules ([`crate::framing`]), and its refusal of `CONNECT`, on a
+/// request hyper parsed: hyper frames
 /// a body by `Transfer-Encoding` when it also has `Content-Length`, and keeps both headers,
 /// which a backend might read the other way.
 fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
+    if req.method() == http::Method::CONNECT {
+        return Err(Refusal::CONNECT);
+    }
     let mut framing = RequestFraming::default();
     for (name, value) in req.headers() {
         framing.take(name.as_str(), value.as_bytes());

@@ -38,12 +38,17 @@ impl Refusal {
         status: 431,
         reason: "request head too large: at most 64 KiB and 100 header lines",
     };
+    pub const CONNECT: Refusal = Refusal {
+        status: 405,
+        reason: "CONNECT is not supported: the proxy forwards HTTP requests, it opens no tunnels",
+    };
     pub const BAD_CHUNKED: Refusal =
         Refusal::bad("malformed chunked request body: see RFC 9112 section 7.1");
 
     /// The whole answer, which closes the connection.
     pub fn response(&self) -> Vec<u8> {
         let text = match self.status {
+            405 => "Method Not Allowed",
             431 => "Request Header Fields Too Large",
             _ => "Bad Request",
         };

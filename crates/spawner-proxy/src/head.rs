@@ -156,7 +156,10 @@ pub fn parse_request(
         Ok(pair) => pair,
         Err(refusal) => return RequestParse::Refuse(refusal),
     };
-    if version != 1 || expect || !target.starts_with('/') || method == "CONNECT" {
+    if method == "CONNECT" {
+        return RequestParse::Refuse(Refusal::CONNECT);
+    }
+    if version != 1 || expect || !target.starts_with('/') {
         return RequestParse::Fallback;
     }
     let host_text = host.and_then(|h| std::str::from_utf8(h).ok());
@@ -575,7 +578,6 @@ mod tests {
             "GET / HTTP/1.0\r\n\r\n",
             "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
-            "CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
         ] {
             let parsed = parse_request(raw.as_bytes(), &mut Vec::new(), |_| Some(target(0)));
