@@ -111,7 +111,13 @@ async fn session(mut socket: WebSocket, counter: Arc<Counter>) {
                         return;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                // The closing handshake (RFC 6455 §5.5.1): the WebSocket queued the answer
+                // to the client's close frame when it read it; closing sends it.
+                Some(Ok(Message::Close(_))) => {
+                    let _ = futures_util::SinkExt::close(&mut socket).await;
+                    return;
+                }
+                None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
             change = changes.recv() => match change {

@@ -86,7 +86,19 @@ async fn spawn_route_http_and_websocket_then_sweep_when_idle() {
     assert_eq!(next_text(&mut ws).await, "echo: hello");
     let record = client.get(&id).await.unwrap();
     assert_eq!(record.live_connections, 1);
-    ws.close(None).await.unwrap();
+    // The closing handshake: the app answers the client's close frame with its own.
+    let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.send(Message::Close(Some(close))).await.unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("an answer to the close frame within 5 s");
+    assert!(
+        matches!(&answer, Some(Ok(Message::Close(Some(f)))) if f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal),
+        "{answer:?}"
+    );
     drop(ws);
 
     // Idle: swept after its grace period, and its process is gone.
