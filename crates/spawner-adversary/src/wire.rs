@@ -197,16 +197,23 @@ pub fn request(buf: &[u8]) -> Parsed<Request> {
     {
         return Parsed::Invalid("bare LF in a request head".into());
     }
-    if req.version != Some(1) {
-        return Parsed::Invalid("not HTTP/1.1".into());
-    }
     let hosts = req
         .headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("host"))
         .count();
-    if hosts != 1 {
+    // HTTP/1.0 needs no Host, and knows no Transfer-Encoding.
+    let http11 = req.version == Some(1);
+    if hosts > 1 || (http11 && hosts == 0) {
         return Parsed::Invalid(format!("{hosts} Host headers"));
+    }
+    if !http11
+        && req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        return Parsed::Invalid("Transfer-Encoding in HTTP/1.0".into());
     }
     let framing = match framing(req.headers, true) {
         Ok(f) => f,
@@ -336,8 +343,13 @@ mod tests {
         assert!(
             matches!(request(chunked), Parsed::Complete(r, n) if r.body == b"abc" && n == chunked.len())
         );
+        assert!(matches!(
+            request(b"GET / HTTP/1.0\r\n\r\n"),
+            Parsed::Complete(..)
+        ));
         for bad in [
             &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\nHost: h\n\n",
             b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\n",
