@@ -1,12 +1,15 @@
 //! The body of a proxied response: the backend's body, counted until it ends, or a short
 //! message of the proxy's own.
 
-use crate::forward::Pooled;
 use crate::monitor::ActivityGuard;
+use crate::pool::{Pool, Reusable};
 use bytes::Bytes;
+use http::uri::Authority;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// A response body of the proxy. The guard keeps the request counted as live until the
@@ -79,5 +82,29 @@ impl Body for ProxyBody {
             ProxyBody::Message(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Message(None) => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// A backend connection lent to one response: back to the pool when dropped, if the
+/// response body it carried was read in full; closed otherwise.
+#[derive(Debug)]
+pub struct Pooled {
+    pub(crate) pool: Arc<Pool<SendRequest<Incoming>>>,
+    pub(crate) authority: Authority,
+    pub(crate) sender: Option<SendRequest<Incoming>>,
+    pub(crate) reusable: bool,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let (true, Some(sender)) = (self.reusable, self.sender.take()) {
+            self.pool.put(self.authority.as_str(), sender);
+        }
+    }
+}
+
+impl Reusable for SendRequest<Incoming> {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
     }
 }

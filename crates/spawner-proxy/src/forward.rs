@@ -1,24 +1,22 @@
 //! Forwarding one request (or one upgraded connection) to a backend.
 
-use crate::body::ProxyBody;
+use crate::body::{Pooled, ProxyBody};
 use crate::framing::{Refusal, RequestFraming};
 use crate::head::ip_text;
-use crate::listen::Prefixed;
-use crate::monitor::Monitor;
-use crate::pool::{Pool, Reusable};
+use crate::pool::Pool;
+use crate::prefixed::Prefixed;
+use crate::target::Target;
+use crate::tunnel;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use std::future::poll_fn;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -28,25 +26,7 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read size of an upgraded connection; the buffer exists only while data moves.
-const SPLICE_CHUNK: usize = 16 * 1024;
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Where one request goes.
-#[derive(Debug)]
-pub struct Target {
-    /// The backend's `host:port`.
-    pub authority: Authority,
-    /// The monitor the request is counted in.
-    pub monitor: Arc<Monitor>,
-    /// Bytes of the request path to drop before forwarding (`/p/{id}` under path routing
-    /// with prefix stripping); the dropped prefix is sent as `X-Forwarded-Prefix`.
-    pub strip: usize,
-    /// The address of the client that sent the request, for `X-Forwarded-For`.
-    pub client_ip: IpAddr,
-}
 
 /// Forwards requests to backends over pooled keep-alive connections. Cheap to clone.
 ///
@@ -65,6 +45,9 @@ pub struct Forwarder {
 /// How long a client connection may sit between requests, or take to send a request's
 /// head, unless set otherwise: nginx's `keepalive_timeout` is 75 s, hyper's header timeout 30 s.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+// Pooled backend connections are given up before a Spawner proxy in front of the backend
+// (the Kubernetes sidecar) closes them for being quiet.
+const _: () = assert!(crate::pool::IDLE_TIMEOUT.as_secs() < CLIENT_IDLE_TIMEOUT.as_secs());
 
 /// How long a proxy thread keeps polling after it relayed something, unless set otherwise:
 /// longer than the backend's answer to a small message takes on a quiet machine, so that the
@@ -104,7 +87,7 @@ impl Forwarder {
         self
     }
 
-    /// The number of threads that relay client connections ([`crate::listen::serve`]); at
+    /// The number of threads that relay client connections (`listen::serve`); at
     /// least one.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
@@ -233,23 +216,9 @@ impl Forwarder {
     }
 }
 
-/// Opens a TCP connection to a backend (both proxy paths), giving up after 10 s.
-pub(crate) async fn connect_tcp(authority: &Authority) -> std::io::Result<TcpStream> {
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
 /// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
 async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
-    let stream = connect_tcp(authority).await?;
+    let stream = crate::target::connect_tcp(authority).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -257,30 +226,6 @@ async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxErro
         }
     });
     Ok(sender)
-}
-
-/// A backend connection lent to one response: back to the pool when dropped, if the
-/// response body it carried was read in full; closed otherwise.
-#[derive(Debug)]
-pub struct Pooled {
-    pool: Arc<Pool<SendRequest<Incoming>>>,
-    authority: Authority,
-    sender: Option<SendRequest<Incoming>>,
-    pub(crate) reusable: bool,
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let (true, Some(sender)) = (self.reusable, self.sender.take()) {
-            self.pool.put(self.authority.as_str(), sender);
-        }
-    }
-}
-
-impl Reusable for SendRequest<Incoming> {
-    fn is_closed(&self) -> bool {
-        SendRequest::is_closed(self)
-    }
 }
 
 /// Joins two upgraded connections until both directions have ended. Plain TCP on both
@@ -293,7 +238,7 @@ async fn join_upgraded(client: hyper::upgrade::Upgraded, backend: hyper::upgrade
             Ok(c) => {
                 let (stream, unread) = c.io.into_inner().into_parts();
                 let read = [c.read_buf, unread].concat();
-                splice(stream, read.into(), b.io.into_inner(), b.read_buf).await
+                tunnel::join(stream, read.into(), b.io.into_inner(), b.read_buf).await
             }
             Err(client) => {
                 let mut client = TokioIo::new(client);
@@ -317,49 +262,6 @@ async fn join_upgraded(client: hyper::upgrade::Upgraded, backend: hyper::upgrade
     if let Err(e) = result {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
-}
-
-/// Copies both ways between two sockets, first what was already read from each.
-pub(crate) async fn splice(
-    a: TcpStream,
-    a_read: bytes::Bytes,
-    b: TcpStream,
-    b_read: bytes::Bytes,
-) -> std::io::Result<()> {
-    let (mut a_rx, mut a_tx) = a.into_split();
-    let (mut b_rx, mut b_tx) = b.into_split();
-    b_tx.write_all(&a_read).await?;
-    a_tx.write_all(&b_read).await?;
-    drop((a_read, b_read));
-    tokio::try_join!(pipe(&mut a_rx, &mut b_tx), pipe(&mut b_rx, &mut a_tx))?;
-    Ok(())
-}
-
-/// One direction: waits for data without a buffer, and passes the end of input on.
-async fn pipe(
-    from: &mut tokio::net::tcp::OwnedReadHalf,
-    to: &mut tokio::net::tcp::OwnedWriteHalf,
-) -> std::io::Result<()> {
-    loop {
-        from.readable().await?;
-        let mut chunk = Vec::with_capacity(SPLICE_CHUNK);
-        let mut buf = ReadBuf::uninit(chunk.spare_capacity_mut());
-        // One read attempt, through `poll_read` rather than `try_read`: a read shorter than
-        // the buffer drained the socket, and tokio then forgets the readiness, so the next
-        // wait costs no read that finds nothing. Nothing there after all: wait again,
-        // without the buffer.
-        let read = poll_fn(|cx| Poll::Ready(Pin::new(&mut *from).poll_read(cx, &mut buf))).await;
-        match read {
-            Poll::Pending => continue,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
-            Poll::Ready(Ok(())) => {
-                crate::busy_poll::note_activity();
-                to.write_all(buf.filled()).await?
-            }
-        }
-    }
-    to.shutdown().await
 }
 
 /// A short plain-text response of the proxy's own.

@@ -9,8 +9,8 @@
 //! asterisk forms, `Expect`, requests no backend takes) is left to the full HTTP stack,
 //! which the caller falls back to.
 
-use crate::forward::Target;
 use crate::framing::{self, Refusal, RequestBody, RequestFraming, ResponseCodings};
+use crate::target::Target;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 

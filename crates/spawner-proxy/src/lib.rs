@@ -2,6 +2,17 @@
 //! backend, and counts them in the backend's [`Monitor`], which is all the sweeper needs
 //! to know whether a backend is idle. The embedded server and the Kubernetes sidecar use
 //! the same code, so both modes count activity the same way.
+//!
+//! The modules, from the top down; each uses only modules below it (`tests/layers.rs`
+//! checks this):
+//!
+//! ```text
+//! accepting, placing   sidecar · listen · workers · route
+//! the two paths        forward (hyper's stack, for what the relay does not take)
+//!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
+//! framing              head · chunked · framing   (the security model: relay's docs)
+//! shared ground        tunnel · prefixed · pool · target · slice · busy_poll · monitor
+//! ```
 
 pub mod body;
 mod busy_poll;
@@ -12,13 +23,17 @@ pub mod head;
 pub mod listen;
 pub mod monitor;
 mod pool;
+pub mod prefixed;
 mod relay;
 pub mod route;
 pub mod sidecar;
 mod slice;
+pub mod target;
+mod tunnel;
 mod workers;
 
 pub use body::ProxyBody;
-pub use forward::{Forwarder, Target};
+pub use forward::Forwarder;
 pub use head::RequestHead;
 pub use monitor::{ActivityGuard, Monitor};
+pub use target::Target;

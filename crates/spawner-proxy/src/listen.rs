@@ -11,11 +11,12 @@
 //! On either path a client connection that stays quiet between requests for the
 //! forwarder's idle timeout, or sends a request head more slowly than that, is closed.
 
-use crate::forward::{Forwarder, Target};
+use crate::forward::Forwarder;
 use crate::head::RequestHead;
+use crate::prefixed::Prefixed;
 use crate::relay::{self, Ended};
+use crate::target::Target;
 use crate::workers::Workers;
-use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -23,12 +24,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Accepts connections until `shutdown` resolves. Requests that `route` gives a target are
@@ -125,64 +122,4 @@ fn attach(stream: std::net::TcpStream) -> Option<TcpStream> {
     TcpStream::from_std(stream)
         .map_err(|e| tracing::debug!(error = %e, "cannot take over a connection"))
         .ok()
-}
-
-/// A client connection of which the relay already read the first bytes.
-pub struct Prefixed {
-    read: Bytes,
-    stream: TcpStream,
-}
-
-impl Prefixed {
-    /// The socket, and the bytes read from it that nobody has used yet.
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
-        (self.stream, self.read)
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read.has_remaining() {
-            let n = this.read.len().min(buf.remaining());
-            buf.put_slice(&this.read[..n]);
-            this.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 /// Spawner proxy closes a quiet client connection (`forward::CLIENT_IDLE_TIMEOUT`), so the
 /// Kubernetes router never sends a request on a connection that its sidecar is closing.
 const MAX_IDLE_PER_BACKEND: usize = 1024;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
-const _: () = assert!(IDLE_TIMEOUT.as_secs() < crate::forward::CLIENT_IDLE_TIMEOUT.as_secs());
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A connection that can tell, without waiting, that its backend closed it.
 pub trait Reusable {

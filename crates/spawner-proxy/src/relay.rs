@@ -45,12 +45,13 @@
 //! and nginx); its connection is closed after the requests it sent are answered.
 
 use crate::chunked::Chunked;
-use crate::forward::{connect_tcp, splice, Target};
 use crate::framing::{Refusal, RequestBody};
 use crate::head::{parse_request, parse_response, Forward, Framing, RequestHead, RequestParse};
 use crate::head::{ResponseHead, MAX_HEAD};
 use crate::monitor::ActivityGuard;
 use crate::pool::{Pool, Reusable};
+use crate::target::{connect_tcp, Target};
+use crate::tunnel;
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use std::net::SocketAddr;
@@ -170,7 +171,7 @@ where
             Next::Upgrade(backend, guard) => {
                 drop(out);
                 let result =
-                    splice(client, buf.freeze(), backend.stream, backend.buf.freeze()).await;
+                    tunnel::join(client, buf.freeze(), backend.stream, backend.buf.freeze()).await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }

@@ -11,9 +11,10 @@
 //! every backend alive.
 
 use crate::body::ProxyBody;
-use crate::forward::{message, Forwarder, Target};
+use crate::forward::{message, Forwarder};
 use crate::head::RequestHead;
 use crate::monitor::Monitor;
+use crate::target::Target;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
