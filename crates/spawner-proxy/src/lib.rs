@@ -11,7 +11,7 @@
 //! the two paths        forward (hyper's stack, for what the relay does not take)
 //!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
 //! framing              head · chunked · framing   (the security model: relay's docs)
-//! shared ground        tunnel · prefixed · pool · target · slice · busy_poll · monitor
+//! shared ground        tunnel · splice · prefixed · pool · target · slice · busy_poll · monitor
 //! ```
 
 pub mod body;
@@ -28,6 +28,7 @@ mod relay;
 pub mod route;
 pub mod sidecar;
 mod slice;
+mod splice;
 pub mod target;
 mod tunnel;
 mod workers;

@@ -50,6 +50,7 @@ use crate::head::{parse_request, parse_response, Forward, Framing, RequestHead, 
 use crate::head::{ResponseHead, MAX_HEAD};
 use crate::monitor::ActivityGuard;
 use crate::pool::{Pool, Reusable};
+use crate::splice::{self, Pipe};
 use crate::target::{connect_tcp, Target};
 use crate::tunnel;
 use bytes::{Buf, BytesMut};
@@ -99,7 +100,7 @@ pub enum Ended {
 /// The connection is closed once it has waited `idle` for a request's head to be complete
 /// since it opened or since the last exchange ended.
 pub async fn run<R>(
-    mut client: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     route: &R,
     pool: &Pool<BackendConn>,
@@ -108,7 +109,12 @@ pub async fn run<R>(
 where
     R: Fn(&RequestHead, SocketAddr) -> Option<Target>,
 {
-    let mut buf = BytesMut::new();
+    let mut client = Client {
+        stream,
+        buf: BytesMut::new(),
+        done: false,
+        pipe: None,
+    };
     // The head being sent (to the backend, then to the client), reused for every request.
     let mut out = Vec::new();
     // One timer for the connection, re-armed only when it fires before the connection has
@@ -116,32 +122,31 @@ where
     let mut idle_since = Instant::now();
     let timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
     tokio::pin!(timer);
-    // The client half-closed: it is sent the answers to the requests it sent, then closed.
-    let mut client_done = false;
     loop {
         let forward = loop {
-            if !buf.is_empty() {
-                match parse_request(&buf, &mut out, |head| route(head, peer)) {
+            if !client.buf.is_empty() {
+                match parse_request(&client.buf, &mut out, |head| route(head, peer)) {
                     RequestParse::Partial => {}
-                    RequestParse::Fallback => return Ended::Fallback(client, buf),
+                    RequestParse::Fallback => return Ended::Fallback(client.stream, client.buf),
                     RequestParse::Refuse(refusal) => {
                         tracing::debug!(%peer, %refusal, "refused a request");
-                        refuse(&mut client, refusal).await;
+                        refuse(&mut client.stream, refusal).await;
                         return Ended::Closed;
                     }
                     RequestParse::Forward(f) => break f,
                 }
             }
-            if client_done {
+            if client.done {
                 return Ended::Closed;
             }
+            let buf = &mut client.buf;
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_SIZE);
             }
             // Biased: the read first, and no random branch order drawn per poll.
             let read = tokio::select! {
                 biased;
-                read = client.read_buf(&mut buf) => Some(read),
+                read = client.stream.read_buf(buf) => Some(read),
                 () = &mut timer, if idle.is_some() => None,
             };
             match read {
@@ -156,22 +161,13 @@ where
                 },
             }
         };
-        match exchange(
-            &mut client,
-            &mut buf,
-            &mut out,
-            forward,
-            pool,
-            &mut client_done,
-        )
-        .await
-        {
+        match exchange(&mut client, &mut out, forward, pool).await {
             Next::Request => idle_since = Instant::now(),
             Next::Close => return Ended::Closed,
             Next::Upgrade(backend, guard) => {
                 drop(out);
-                let result =
-                    tunnel::join(client, buf.freeze(), backend.stream, backend.buf.freeze()).await;
+                let (stream, read) = (client.stream, client.buf.freeze());
+                let result = tunnel::join(stream, read, backend.stream, backend.buf.freeze()).await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }
@@ -180,6 +176,18 @@ where
             }
         }
     }
+}
+
+/// The client's side of a connection the relay serves.
+struct Client {
+    stream: TcpStream,
+    /// What the client sent and the relay has not used yet: the next request's head, the
+    /// start of a body, pipelined requests.
+    buf: BytesMut,
+    /// The client half-closed: it is sent the answers to the requests it sent, then closed.
+    done: bool,
+    /// Made at the first long body, and kept for the connection's next ones.
+    pipe: Option<Pipe>,
 }
 
 /// What the client connection does after an exchange.
@@ -233,12 +241,10 @@ impl BodyLeft {
 /// One request and its response. The client's head is at the start of `buf`; the head
 /// for the backend is in `out`.
 async fn exchange(
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
+    client: &mut Client,
     out: &mut Vec<u8>,
     f: Forward,
     pool: &Pool<BackendConn>,
-    client_done: &mut bool,
 ) -> Next {
     crate::busy_poll::note_activity();
     let guard = f.target.monitor.open();
@@ -248,6 +254,7 @@ async fn exchange(
     // The head and what the client already sent of the body, in one write. `out` holds
     // them until the backend's first byte, so that a retry can send them again. A body
     // found malformed here is refused before any backend sees the request.
+    let buf = &mut client.buf;
     buf.advance(f.head_len);
     let mut body = match f.body {
         RequestBody::Length(n) => BodyLeft::Length(n),
@@ -256,7 +263,7 @@ async fn exchange(
     let in_buf = match body.take(buf) {
         Ok(n) => n,
         Err(Fail::BadRequest(refusal)) => {
-            refuse(client, refusal).await;
+            refuse(&mut client.stream, refusal).await;
             return Next::Close;
         }
         Err(_) => return Next::Close,
@@ -274,13 +281,13 @@ async fn exchange(
                 Ok(conn) => (conn, false),
                 Err(e) => {
                     tracing::debug!(error = %e, backend = %authority, "backend unreachable");
-                    return bad_gateway(client, !body.done() || *client_done).await;
+                    return bad_gateway(client, !body.done()).await;
                 }
             },
         };
-        let sent = send(&mut conn, out, client, buf, &mut body).await;
+        let sent = send(&mut conn, out, client, &mut body).await;
         let result = match sent {
-            Ok(()) => read_head(&mut conn, &f, client, buf, out, client_done).await,
+            Ok(()) => read_head(&mut conn, &f, client, out).await,
             Err(fail) => Err(fail),
         };
         match result {
@@ -288,13 +295,13 @@ async fn exchange(
             Err(Fail::Client) => return Next::Close,
             Err(Fail::BadRequest(refusal)) => {
                 tracing::debug!(%refusal, backend = %authority, "refused a request body");
-                refuse(client, refusal).await;
+                refuse(&mut client.stream, refusal).await;
                 return Next::Close;
             }
             Err(Fail::Backend { silent: true }) if reused && replayable => continue,
             Err(Fail::Backend { .. }) => {
                 tracing::debug!(backend = %authority, "backend failed before answering");
-                return bad_gateway(client, !body.done() || *client_done).await;
+                return bad_gateway(client, !body.done()).await;
             }
         }
     };
@@ -304,22 +311,16 @@ async fn exchange(
             return bad_gateway(client, true).await;
         }
         conn.buf.advance(head.head_len);
-        if client.write_all(out).await.is_err() {
+        if client.stream.write_all(out).await.is_err() {
             return Next::Close;
         }
         return Next::Upgrade(conn, guard);
     }
 
-    let relayed = relay_body(
-        &mut conn,
-        head.head_len,
-        out,
-        head.framing,
-        client,
-        buf,
-        client_done,
-    );
-    if relayed.await.is_err() {
+    if relay_body(&mut conn, head.head_len, out, head.framing, client)
+        .await
+        .is_err()
+    {
         return Next::Close;
     }
     if head.reusable && conn.buf.is_empty() {
@@ -328,11 +329,11 @@ async fn exchange(
     // The response's end goes out only now that the backend connection is back: a slow
     // client's last bytes do not hold it, and a request that arrives on another connection
     // of this thread the moment this response is complete can have it.
-    if client.write_all(out).await.is_err() {
+    if client.stream.write_all(out).await.is_err() {
         return Next::Close;
     }
     drop(guard);
-    if head.close || (*client_done && buf.is_empty()) {
+    if head.close || (client.done && client.buf.is_empty()) {
         Next::Close
     } else {
         Next::Request
@@ -344,19 +345,33 @@ async fn exchange(
 async fn send(
     conn: &mut BackendConn,
     request: &[u8],
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
+    client: &mut Client,
     body: &mut BodyLeft,
 ) -> Result<(), Fail> {
     if conn.stream.write_all(request).await.is_err() {
         return Err(Fail::Backend { silent: true });
     }
     while !body.done() {
+        if let BodyLeft::Length(left) = body {
+            if *left >= splice::THRESHOLD && client.buf.is_empty() {
+                if let Some(pipe) = pipe_for(&mut client.pipe) {
+                    pipe.transfer(&client.stream, &conn.stream, *left)
+                        .await
+                        .map_err(|failed| match failed {
+                            splice::Failed::Source => Fail::Client,
+                            splice::Failed::Destination => Fail::Backend { silent: false },
+                        })?;
+                    *left = 0;
+                    break;
+                }
+            }
+        }
+        let buf = &mut client.buf;
         buf.reserve(BODY_CHUNK);
         let read = match body {
             // Never past the body: what follows is the next request's.
-            BodyLeft::Length(left) => (&mut *client).take(*left).read_buf(buf).await,
-            BodyLeft::Chunked(_) => client.read_buf(buf).await,
+            BodyLeft::Length(left) => (&mut client.stream).take(*left).read_buf(buf).await,
+            BodyLeft::Chunked(_) => client.stream.read_buf(buf).await,
         };
         if !matches!(read, Ok(n) if n > 0) {
             return Err(Fail::Client);
@@ -376,10 +391,8 @@ async fn send(
 async fn read_head(
     conn: &mut BackendConn,
     f: &Forward,
-    client: &mut TcpStream,
-    pending: &mut BytesMut,
+    client: &mut Client,
     out: &mut Vec<u8>,
-    client_done: &mut bool,
 ) -> Result<ResponseHead, Fail> {
     let mut silent = true;
     loop {
@@ -388,7 +401,7 @@ async fn read_head(
             match parse_response(&conn.buf, f, out) {
                 Ok(Some(head)) if head.status < 200 && head.status != 101 => {
                     conn.buf.advance(head.head_len);
-                    if client.write_all(out).await.is_err() {
+                    if client.stream.write_all(out).await.is_err() {
                         return Err(Fail::Client);
                     }
                     continue;
@@ -404,7 +417,7 @@ async fn read_head(
         if conn.buf.capacity() - conn.buf.len() < 1024 {
             conn.buf.reserve(READ_SIZE);
         }
-        match read_backend(conn, client, pending, client_done).await {
+        match read_backend(conn, client).await {
             Ok(0) | Err(Fail::Backend { .. }) => return Err(Fail::Backend { silent }),
             Ok(_) => {}
             Err(fail) => return Err(fail),
@@ -420,15 +433,15 @@ async fn relay_body(
     head_len: usize,
     out: &mut Vec<u8>,
     framing: Framing,
-    client: &mut TcpStream,
-    pending: &mut BytesMut,
-    client_done: &mut bool,
+    client: &mut Client,
 ) -> Result<(), Fail> {
     conn.buf.advance(head_len);
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
     };
+    // What a long body still has to come after what was read with the head: spliced.
+    let to_splice = left.saturating_sub(conn.buf.len() as u64);
     let mut chunked = Chunked::default();
     // How much of what was read belongs to the body, and whether the body is complete.
     let mut take = |bytes: &[u8]| -> Result<(usize, bool), Fail> {
@@ -454,17 +467,26 @@ async fn relay_body(
     if done {
         return Ok(());
     }
-    if client.write_all(out).await.is_err() {
+    if client.stream.write_all(out).await.is_err() {
         return Err(Fail::Client);
     }
     out.clear();
+    if to_splice >= splice::THRESHOLD && conn.buf.is_empty() {
+        if let Some(pipe) = pipe_for(&mut client.pipe) {
+            return match pipe.transfer(&conn.stream, &client.stream, to_splice).await {
+                Ok(()) => Ok(()),
+                Err(splice::Failed::Source) => Err(Fail::Backend { silent: false }),
+                Err(splice::Failed::Destination) => Err(Fail::Client),
+            };
+        }
+    }
     loop {
         if !conn.buf.is_empty() {
             // Bytes past the end of a body that has not ended: impossible by construction.
             return Err(Fail::Backend { silent: false });
         }
         conn.buf.reserve(BODY_CHUNK);
-        let read = read_backend(conn, client, pending, client_done).await?;
+        let read = read_backend(conn, client).await?;
         if read == 0 {
             if framing == Framing::UntilClose {
                 return Ok(());
@@ -477,7 +499,7 @@ async fn relay_body(
             conn.buf.advance(n);
             return Ok(());
         }
-        if client.write_all(&conn.buf[..n]).await.is_err() {
+        if client.stream.write_all(&conn.buf[..n]).await.is_err() {
             return Err(Fail::Client);
         }
         conn.buf.advance(n);
@@ -487,26 +509,21 @@ async fn relay_body(
 /// Reads from the backend into its buffer. Meanwhile, it notices a client that went away
 /// (so a request waiting on a slow backend stops being counted as live), keeping whatever
 /// the client sent ahead (a pipelined request) for later. A client's end of input is a
-/// half-close, not a departure: it still gets its answers (`client_done` is set).
-async fn read_backend(
-    conn: &mut BackendConn,
-    client: &TcpStream,
-    pending: &mut BytesMut,
-    client_done: &mut bool,
-) -> Result<usize, Fail> {
+/// half-close, not a departure: it still gets its answers (`Client::done` is set).
+async fn read_backend(conn: &mut BackendConn, client: &mut Client) -> Result<usize, Fail> {
     loop {
         tokio::select! {
             biased;
             read = conn.stream.read_buf(&mut conn.buf) => {
                 return read.map_err(|_| Fail::Backend { silent: true });
             }
-            ready = client.readable(), if !*client_done && pending.len() < MAX_HEAD => {
+            ready = client.stream.readable(), if !client.done && client.buf.len() < MAX_HEAD => {
                 if ready.is_err() {
                     return Err(Fail::Client);
                 }
-                pending.reserve(READ_SIZE);
-                match client.try_read_buf(pending) {
-                    Ok(0) => *client_done = true,
+                client.buf.reserve(READ_SIZE);
+                match client.stream.try_read_buf(&mut client.buf) {
+                    Ok(0) => client.done = true,
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return Err(Fail::Client),
@@ -539,16 +556,29 @@ async fn refuse(client: &mut TcpStream, refusal: Refusal) {
 
 /// Answers 502 for a request the backend did not answer. If the client is still sending
 /// the request's body, its connection is closed after.
-async fn bad_gateway(client: &mut TcpStream, close: bool) -> Next {
+async fn bad_gateway(client: &mut Client, close: bool) -> Next {
+    let close = close || client.done;
     let response = if close {
         BAD_GATEWAY_CLOSE
     } else {
         BAD_GATEWAY
     };
-    match client.write_all(response).await {
+    match client.stream.write_all(response).await {
         Ok(()) if !close => Next::Request,
         _ => Next::Close,
     }
+}
+
+/// The connection's pipe, made now if it has none; `None` (copy instead) if the system
+/// cannot make one.
+fn pipe_for(pipe: &mut Option<Pipe>) -> Option<&mut Pipe> {
+    if pipe.is_none() {
+        match Pipe::new() {
+            Ok(made) => *pipe = Some(made),
+            Err(e) => tracing::debug!(error = %e, "no pipe: copying the body instead"),
+        }
+    }
+    pipe.as_mut()
 }
 
 async fn connect(authority: &Authority) -> std::io::Result<BackendConn> {

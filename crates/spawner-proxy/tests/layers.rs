@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     "framing",
     // Shared ground.
     "tunnel",
+    "splice",
     "prefixed",
     "pool",
     "target",
