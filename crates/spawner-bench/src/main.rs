@@ -37,10 +37,10 @@ struct Args {
     /// The JSON summary.
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
-    /// Phases to run, comma-separated: proxy, ws, paced, spawn, scale, sweep.
+    /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, scale, sweep.
     #[arg(
         long,
-        default_value = "proxy,ws,paced,spawn,scale,sweep",
+        default_value = "proxy,bodies,ws,paced,spawn,scale,sweep",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -257,12 +257,15 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         eprintln!("spawner-bench: phase {name} …");
         let phase = match name.as_str() {
             "proxy" => proxy::run(&ctx).await,
+            "bodies" => proxy::run_bodies(&ctx).await,
             "ws" => ws::run(&ctx).await,
             "paced" => paced::run(&ctx).await,
             "spawn" => spawn::run(&ctx).await,
             "scale" => scale::run(&ctx).await,
             "sweep" => sweep::run(&ctx).await,
-            other => bail!("unknown phase {other:?}: use proxy, ws, paced, spawn, scale, sweep"),
+            other => {
+                bail!("unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, scale, sweep")
+            }
         }
         .with_context(|| format!("phase {name}"))?;
         util::kill_tagged(token);

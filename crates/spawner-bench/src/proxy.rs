@@ -1,6 +1,7 @@
 //! Phase 1: HTTP throughput and latency with keep-alive, side by side: straight to an nginx
 //! backend spawned through Spawner, through Spawner's proxy, through nginx as a reverse
-//! proxy, and through HAProxy.
+//! proxy, and through HAProxy. The `bodies` phase runs the same four paths with long bodies
+//! (1 MiB downloads and uploads) and with 1,000 connections.
 
 use crate::api::Server;
 use crate::report::{fmt, Check, Phase};
@@ -8,7 +9,7 @@ use crate::util::{self, median, Proc};
 use crate::Ctx;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The four ways to the same backend.
@@ -27,11 +28,37 @@ struct Wrk {
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("proxy");
     let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &dir, &server).await;
+    let result = async {
+        let paths = start_paths(ctx, &dir, &server).await?;
+        measure(ctx, &paths).await
+    }
+    .await;
     let stopped = server.stop().await;
     let phase = result?;
     stopped?;
     Ok(phase)
+}
+
+pub async fn run_bodies(ctx: &Ctx) -> Result<Phase> {
+    let dir = ctx.dir.join("bodies");
+    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
+    let result = async {
+        let paths = start_paths(ctx, &dir, &server).await?;
+        measure_bodies(ctx, &dir, &paths).await
+    }
+    .await;
+    let stopped = server.stop().await;
+    let phase = result?;
+    stopped?;
+    Ok(phase)
+}
+
+/// The four ways to one backend, ready: each path's base URL (to which a file's path is
+/// added), and the process that does each path's proxying.
+struct Paths {
+    bases: [String; 4],
+    proxies: [Option<(i32, bool)>; 4],
+    _peers: (Proc, Proc),
 }
 
 fn nginx_user() -> &'static str {
@@ -70,12 +97,13 @@ pub(crate) fn nginx_common(dir: &Path, name: &str, workers: &str) -> String {
     )
 }
 
-async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
+async fn start_paths(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Paths> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::create_dir_all(dir.join("tmp"))?;
-    // A small static response: 128 bytes of body.
+    // A small static response: 128 bytes of body; and a long one of 1 MiB.
     std::fs::write(www.join("index.html"), format!("{}\n", "x".repeat(127)))?;
+    std::fs::write(www.join("big.bin"), vec![b'b'; 1 << 20])?;
     let d = dir.display();
 
     // The backend: nginx serving the file, spawned through the API on a port of our choice.
@@ -86,7 +114,9 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
         format!(
             "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
              keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  \
-             server {{\n    listen 127.0.0.1:{backend_port};\n    root {d}/www;\n  }}\n}}\n",
+             client_max_body_size 4m;\n  client_body_buffer_size 2m;\n  \
+             server {{\n    listen 127.0.0.1:{backend_port};\n    root {d}/www;\n    \
+             location = /upload {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
             common = nginx_common(dir, "backend", &ctx.backend_workers.to_string())
         ),
     )?;
@@ -109,7 +139,7 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
         &proxy_conf,
         format!(
             "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
-             keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  \
+             keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  client_max_body_size 4m;\n  \
              upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 100000000; }}\n  \
              server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{\n      proxy_pass http://backend;\n      \
              proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
@@ -147,12 +177,161 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
         )
         .await?;
 
-    let urls = [
-        format!("http://127.0.0.1:{backend_port}/index.html"),
-        format!("http://{}/p/{id}/index.html", server.api.addr),
-        format!("http://127.0.0.1:{nginx_port}/index.html"),
-        format!("http://127.0.0.1:{haproxy_port}/index.html"),
+    Ok(Paths {
+        bases: [
+            format!("http://127.0.0.1:{backend_port}"),
+            format!("http://{}/p/{id}", server.api.addr),
+            format!("http://127.0.0.1:{nginx_port}"),
+            format!("http://127.0.0.1:{haproxy_port}"),
+        ],
+        // Spawner's server alone (its children are the backends), nginx's master with its
+        // workers, HAProxy's one process.
+        proxies: [
+            None,
+            Some((server.proc.pid(), false)),
+            Some((nginx.pid(), true)),
+            Some((haproxy.pid(), false)),
+        ],
+        _peers: (nginx, haproxy),
+    })
+}
+
+/// One workload of the bodies phase.
+struct Load {
+    name: &'static str,
+    key: &'static str,
+    connections: &'static str,
+    path: &'static str,
+    script: Option<PathBuf>,
+}
+
+async fn measure_bodies(ctx: &Ctx, dir: &Path, paths: &Paths) -> Result<Phase> {
+    let upload = dir.join("upload.lua");
+    std::fs::write(
+        &upload,
+        "wrk.method = \"POST\"\nwrk.body = string.rep(\"u\", 1048576)\n\
+         wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n",
+    )?;
+    let loads = [
+        Load {
+            name: "1 MiB responses (GET), 8 connections",
+            key: "get_1mib_8",
+            connections: "8",
+            path: "/big.bin",
+            script: None,
+        },
+        Load {
+            name: "1 MiB uploads (POST), 8 connections",
+            key: "post_1mib_8",
+            connections: "8",
+            path: "/upload",
+            script: Some(upload),
+        },
+        Load {
+            name: "128-byte responses, 1,000 connections",
+            key: "get_128b_1000",
+            connections: "1000",
+            path: "/index.html",
+            script: None,
+        },
     ];
+    let mut phase = Phase::new("1b. Proxy: long bodies and many connections");
+    let mut results = serde_json::Map::new();
+    for load in &loads {
+        let urls = paths.bases.clone().map(|b| format!("{b}{}", load.path));
+        let shape = ["-t", "2", "-c", load.connections];
+        let script = load.script.as_deref();
+        for url in &urls {
+            wrk_script(&shape, 1, url, script).await?;
+        }
+        let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); PATHS.len()];
+        for round in 0..ctx.rounds {
+            for k in 0..PATHS.len() {
+                let i = (k + round) % PATHS.len();
+                let proxy = paths.proxies[i];
+                let before = proxy
+                    .map(|(pid, kids)| util::cpu_time(pid, kids))
+                    .transpose()?;
+                let run = wrk_script(&shape, ctx.wrk_seconds, &urls[i], script).await?;
+                if let (Some((pid, kids)), Some(before)) = (proxy, before) {
+                    let used = util::cpu_time(pid, kids)?.saturating_sub(before);
+                    cpu[i].push(used.as_secs_f64() * 1e6 / run.requests.max(1) as f64);
+                }
+                runs[i].push(run);
+            }
+        }
+        let ratio = |a: usize, b: usize| {
+            median(
+                &(0..ctx.rounds)
+                    .map(|r| runs[a][r].rps / runs[b][r].rps)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut per_path = serde_json::Map::new();
+        let mut cells = Vec::new();
+        for (i, name) in PATHS.iter().enumerate() {
+            let rps = median(&runs[i].iter().map(|w| w.rps).collect::<Vec<_>>());
+            let p99 = median(&runs[i].iter().map(|w| w.p99_ms).collect::<Vec<_>>());
+            let errors: u64 = runs[i].iter().map(|w| w.errors).sum();
+            let cpu_us = (!cpu[i].is_empty()).then(|| median(&cpu[i]));
+            cells.push(format!(
+                "{name} {} req/s (p99 {} ms{}{})",
+                fmt(rps),
+                fmt(p99),
+                cpu_us
+                    .map(|c| format!(", {} µs CPU", fmt(c)))
+                    .unwrap_or_default(),
+                if errors > 0 {
+                    format!(", {errors} errors")
+                } else {
+                    String::new()
+                }
+            ));
+            per_path.insert(
+                name.to_string(),
+                json!({
+                    "rps_median": util::round3(rps),
+                    "rps_runs": runs[i].iter().map(|w| util::round3(w.rps)).collect::<Vec<_>>(),
+                    "p99_ms": util::round3(p99),
+                    "proxy_cpu_us_per_request": cpu_us.map(util::round3),
+                    "errors": errors,
+                }),
+            );
+        }
+        let (b_a, b_c, b_d) = (ratio(1, 0), ratio(1, 2), ratio(1, 3));
+        phase.row(load.name.to_string(), cells.join("; "));
+        phase.row(
+            format!("{}: ratio spawner / direct; / nginx; / haproxy", load.name),
+            format!("{}; {}; {}", fmt(b_a), fmt(b_c), fmt(b_d)),
+        );
+        if load.key != "get_128b_1000" {
+            phase.checks.push(Check::at_least(
+                &format!("{}: req/s ÷ HAProxy", load.name),
+                b_d,
+                1.1,
+                "×",
+                "≥ 1.1×".into(),
+            ));
+        }
+        results.insert(
+            load.key.to_string(),
+            json!({
+                "paths": Value::Object(per_path),
+                "ratio_spawner_direct": util::round3(b_a),
+                "ratio_spawner_nginx": util::round3(b_c),
+                "ratio_spawner_haproxy": util::round3(b_d),
+            }),
+        );
+    }
+    results.insert("wrk_seconds".into(), json!(ctx.wrk_seconds));
+    results.insert("rounds".into(), json!(ctx.rounds));
+    phase.json = Value::Object(results);
+    Ok(phase)
+}
+
+async fn measure(ctx: &Ctx, paths: &Paths) -> Result<Phase> {
+    let urls = paths.bases.clone().map(|b| format!("{b}/index.html"));
     let conns = ctx.wrk_connections.to_string();
     let loaded = ["-t", "2", "-c", conns.as_str()];
     let single = ["-t", "1", "-c", "1"];
@@ -161,15 +340,7 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
     for url in &urls {
         wrk(&single, 1, url).await?;
     }
-    // The process that does each path's proxying, whose CPU time per request is measured:
-    // Spawner's server alone (its children are the backends), nginx's master with its
-    // workers, HAProxy's one process.
-    let proxies = [
-        None,
-        Some((server.proc.pid(), false)),
-        Some((nginx.pid(), true)),
-        Some((haproxy.pid(), false)),
-    ];
+    let proxies = paths.proxies;
     let mut load: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); PATHS.len()];
     let mut solo: Vec<Vec<Wrk>> = vec![Vec::new(); PATHS.len()];
@@ -332,16 +503,22 @@ async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
 
 /// Runs wrk and reads its figures.
 async fn wrk(shape: &[&str], seconds: u64, url: &str) -> Result<Wrk> {
+    wrk_script(shape, seconds, url, None).await
+}
+
+/// A wrk run, with a Lua script that shapes its requests (a method and a body).
+async fn wrk_script(shape: &[&str], seconds: u64, url: &str, script: Option<&Path>) -> Result<Wrk> {
+    let mut cmd = tokio::process::Command::new("wrk");
+    cmd.args(shape)
+        .arg("-d")
+        .arg(format!("{seconds}s"))
+        .arg("--latency");
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
     let out = tokio::time::timeout(
         Duration::from_secs(seconds + 30),
-        tokio::process::Command::new("wrk")
-            .args(shape)
-            .arg("-d")
-            .arg(format!("{seconds}s"))
-            .arg("--latency")
-            .arg(url)
-            .kill_on_drop(true)
-            .output(),
+        cmd.arg(url).kill_on_drop(true).output(),
     )
     .await
     .context("wrk did not finish")??;
