@@ -29,6 +29,8 @@ pub struct Live {
     state: AtomicU8,
     /// The sequence number of its newest event: status streams wait on it.
     pub seq: watch::Sender<u64>,
+    /// The reason of its newest event, for lists.
+    reason: RwLock<Option<String>>,
     authority: OnceLock<Authority>,
     pub monitor: Arc<Monitor>,
     stop: watch::Sender<Option<StopRequest>>,
@@ -51,6 +53,7 @@ impl Live {
             runtime,
             state: AtomicU8::new(state as u8),
             seq: watch::channel(seq).0,
+            reason: RwLock::new(None),
             authority: OnceLock::new(),
             monitor: Arc::new(Monitor::new(created_at)),
             stop: watch::channel(None).0,
@@ -61,9 +64,24 @@ impl Live {
         State::ALL[self.state.load(Ordering::Acquire) as usize]
     }
 
-    pub(crate) fn set_state(&self, state: State, seq: u64) {
+    pub(crate) fn set_state(&self, state: State, seq: u64, reason: Option<&str>) {
+        if let Ok(mut r) = self.reason.write() {
+            *r = reason.map(str::to_string);
+        }
         self.state.store(state as u8, Ordering::Release);
         self.seq.send_replace(seq);
+    }
+
+    /// The reason of its newest event, if it has one.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Sets the reason of its newest event as read from the store (after a restart).
+    pub(crate) fn set_reason(&self, reason: Option<String>) {
+        if let Ok(mut r) = self.reason.write() {
+            *r = reason;
+        }
     }
 
     /// Where the proxy reaches it; set once when it starts (or is adopted).
@@ -98,12 +116,31 @@ impl Live {
 }
 
 /// All live backends by id.
-#[derive(Default)]
 pub struct Registry {
     map: RwLock<HashMap<String, Arc<Live>>>,
+    /// Counts changes of any backend (new, state, ended): list streams wait on it.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            map: RwLock::default(),
+            changes: watch::channel(0).0,
+        }
+    }
 }
 
 impl Registry {
+    /// Wakes the list streams.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Live>> {
         self.map.read().ok()?.get(id).cloned()
     }
@@ -112,12 +149,14 @@ impl Registry {
         if let Ok(mut m) = self.map.write() {
             m.insert(live.id.clone(), live);
         }
+        self.changed();
     }
 
     pub fn remove(&self, id: &str) {
         if let Ok(mut m) = self.map.write() {
             m.remove(id);
         }
+        self.changed();
     }
 
     pub fn all(&self) -> Vec<Arc<Live>> {
