@@ -10,9 +10,44 @@ use std::sync::Arc;
 pub async fn run(app: Arc<App>) {
     let mut tick = tokio::time::interval(app.config.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = std::time::Instant::now();
     loop {
         tick.tick().await;
         sweep_once(&app);
+        if let Some(retention) = app.config.retention {
+            // Pruning is not urgent: as often as the retention, at most once a minute.
+            if last_prune.elapsed() >= retention.min(PRUNE_EVERY) {
+                last_prune = std::time::Instant::now();
+                prune(&app, retention).await;
+            }
+        }
+    }
+}
+
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Forgets the backends that ended longer than `retention` ago: records, events and logs.
+pub async fn prune(app: &Arc<App>, retention: std::time::Duration) {
+    let before = now_millis() - retention.as_millis() as i64;
+    let ids = match app.store.prune(before) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not prune ended backends");
+            return;
+        }
+    };
+    for id in &ids {
+        match tokio::fs::remove_file(app.log_path(id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(backend = %id, error = %e, "could not remove a pruned log"),
+        }
+    }
+    if !ids.is_empty() {
+        tracing::info!(
+            count = ids.len(),
+            "pruned backends that ended over the retention ago"
+        );
     }
 }
 

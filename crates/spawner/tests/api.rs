@@ -716,3 +716,133 @@ async fn client_connections_quiet_for_the_idle_timeout_are_closed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["state"], "Ready");
 }
+
+#[tokio::test]
+async fn a_stopping_backend_is_gone_for_ready_and_terminate_answers_terminating() {
+    // A long stop grace, and a backend whose shell outlives SIGTERM: it stays Terminating.
+    let server = TestServer::start_with(&["--stop-grace", "600"], None);
+    let client = server.client();
+    let script = format!("trap '' TERM; {SPAWNER} example-app & while :; do sleep 1; done");
+    let (resp, _) = client.spawn(&shell(&script)).await.expect("spawn");
+    wait_state(&client, &resp.id, State::Ready).await;
+    let (status, answer) = post(&server, &format!("/v1/backends/{}/terminate", resp.id), "").await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["state"], "Terminating", "{answer}");
+    wait_state(&client, &resp.id, State::Terminating).await;
+    let (status, body) = get(&server, &format!("/v1/backends/{}/ready", resp.id)).await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"], "gone");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopping"),
+        "{body}"
+    );
+    // A hard terminate escalates; a terminate of an ended backend reports its end.
+    client.terminate(&resp.id, true).await.expect("terminate");
+    wait_state(&client, &resp.id, State::Terminated).await;
+    let (status, answer) = post(&server, &format!("/v1/backends/{}/terminate", resp.id), "").await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["state"], "Terminated", "{answer}");
+}
+
+#[tokio::test]
+async fn ended_backends_are_pruned_after_the_retention() {
+    let server = TestServer::start_with(&["--retention", "1"], None);
+    let client = server.client();
+    let (ended, _) = client.spawn(&shell("echo bye")).await.expect("spawn");
+    wait_state(&client, &ended.id, State::Terminated).await;
+    let live = ready_example(&client, 300).await;
+    let log = server
+        .data_dir()
+        .join("logs")
+        .join(format!("{}.log", ended.id));
+    assert!(file_contains(&log, "bye"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, _) = get(&server, &format!("/v1/backends/{}", ended.id)).await;
+        if status == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!log.exists(), "its log was kept");
+    // A live backend is never pruned.
+    assert_eq!(client.get(&live).await.expect("live").state, State::Ready);
+    client.terminate(&live, true).await.expect("terminate");
+}
+
+/// A small tmpfs mounted over a directory, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_spawns_with_503_and_a_terminate_is_still_carried_out() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs (a disk that fills up) needs root");
+        return;
+    }
+    let mut server = TestServer::start();
+    server.kill9();
+    let data = server.data_dir();
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount -t tmpfs failed although root");
+    let _tmpfs = Tmpfs(data.clone());
+    server.launch();
+    let client = server.client();
+    let running = ready_example(&client, 300).await;
+
+    // Fill the disk.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let (status, err) = post(
+        &server,
+        "/v1/backends",
+        &serde_json::to_string(&example_app()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"], "storage_full", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("free space"),
+        "{err}"
+    );
+
+    // A terminate cannot be recorded, but is carried out.
+    let (status, answer) = post(&server, &format!("/v1/backends/{running}/terminate"), "").await;
+    assert_eq!(status, 202, "{answer}");
+    wait_gone(&running).await;
+    let log = server.log();
+    assert!(log.contains("could not record a terminate"), "{log}");
+
+    // Once there is room again, how it ended is recorded, and spawns work again.
+    std::fs::remove_file(&filler).expect("remove filler");
+    wait_state(&client, &running, State::Terminated).await;
+    let (again, created) = client.spawn(&shell("exit 0")).await.expect("spawn");
+    assert!(created);
+    wait_state(&client, &again.id, State::Terminated).await;
+    drop(server);
+}
