@@ -274,13 +274,13 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
     if !all {
         backends.retain(|b| !b.state.is_terminal());
     }
+    let mut out = std::io::stdout().lock();
     if args.json {
         let list = serde_json::json!({ "backends": backends });
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
     }
     let now = now_millis();
-    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{:<26}  {:<11}  {:>5}  {:>7}  {:<16}  {:<24}  URL",
@@ -345,9 +345,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     if !args.follow {
         let e = client.status(&args.id).await?;
         if args.json {
-            println!("{}", serde_json::to_string(&e)?);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string(&e)?)?;
         } else {
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{}{}{}  since {} ({} ago)",
                 e.state,
                 e.reason
@@ -359,7 +360,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     .unwrap_or_default(),
                 rfc3339(e.time),
                 age(now_millis() - e.time)
-            );
+            )?;
         }
         return Ok(());
     }
@@ -368,17 +369,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     while let Some(item) = events.next().await {
         let (_, e) = item?;
         if args.json {
-            println!("{}", serde_json::to_string(&e)?);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string(&e)?)?;
             continue;
         }
         let t0 = *submitted.get_or_insert(e.time);
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{}  {:>8} ms  {}{}",
             rfc3339(e.time),
             (e.time - t0).max(0),
             e.state,
             e.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-        );
+        )?;
     }
     Ok(())
 }
