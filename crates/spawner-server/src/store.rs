@@ -379,25 +379,24 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes the backends that ended before `before` (the time of their last event), with
-    /// their events; returns their ids (their log files are the caller's).
-    pub fn prune(&self, before: Millis) -> Result<Vec<String>> {
+    /// The backends that ended before `before` (the time of their last event).
+    pub fn ended_before(&self, before: Millis) -> Result<Vec<String>> {
         self.with(|c| {
-            let tx = c.transaction()?;
-            let ids = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id FROM backends WHERE terminal = 1 AND (SELECT MAX(time) FROM events WHERE backend_id = backends.id) < ?1",
-                )?;
-                let ids = stmt
-                    .query_map([before], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                ids
-            };
-            for id in &ids {
-                tx.execute("DELETE FROM backends WHERE id = ?1", [id])?;
-            }
-            tx.commit()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM backends WHERE terminal = 1 AND (SELECT MAX(time) FROM events WHERE backend_id = backends.id) < ?1",
+            )?;
+            let ids = stmt
+                .query_map([before], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(ids)
+        })
+    }
+
+    /// Deletes an ended backend and its events; a live one is left alone.
+    pub fn forget(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM backends WHERE id = ?1 AND terminal = 1", [id])?;
+            Ok(())
         })
     }
 

@@ -846,3 +846,94 @@ async fn a_full_disk_refuses_spawns_with_503_and_a_terminate_is_still_carried_ou
     wait_state(&client, &again.id, State::Terminated).await;
     drop(server);
 }
+
+/// Reads Server-Sent Events from `body` until `done` accepts one; returns (event, data) pairs.
+async fn sse_until<B: AsRef<[u8]>>(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<B>> + Unpin),
+    buf: &mut String,
+    done: impl Fn(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    let fut = async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let event = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("event: "))
+                    .unwrap_or("message")
+                    .to_string();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let data: Value = serde_json::from_str(data).expect("event data");
+                let stop = done(&event, &data);
+                seen.push((event, data));
+                if stop {
+                    return;
+                }
+            }
+            let chunk = body
+                .next()
+                .await
+                .expect("the stream goes on")
+                .expect("bytes");
+            buf.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+        }
+    };
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("the awaited event never came; seen: {seen:?}"));
+    seen
+}
+
+#[tokio::test]
+async fn the_list_stream_sends_the_list_then_each_change_of_what_it_filters() {
+    let server = TestServer::start();
+    let client = server.client();
+    let mut mine = example_app();
+    mine.labels.insert("owner".into(), "a".into());
+    let (first, _) = client.spawn(&mine).await.expect("spawn");
+    wait_state(&client, &first.id, State::Ready).await;
+    let resp = server
+        .http()
+        .get(format!("{}/v1/backends/stream?label=owner=a", server.url()))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let seen = sse_until(&mut body, &mut buf, |e, _| e == "snapshot").await;
+    let snapshot = &seen[0].1["backends"];
+    assert_eq!(snapshot.as_array().map(Vec::len), Some(1), "{snapshot}");
+    assert_eq!(snapshot[0]["id"], first.id.as_str());
+    assert_eq!(snapshot[0]["state"], "Ready");
+
+    // Another owner's backend is not sent; a new one of ours is, up to Ready; then its end.
+    let (other, _) = client.spawn(&example_app()).await.expect("spawn");
+    let (second, _) = client.spawn(&mine).await.expect("spawn");
+    let seen = sse_until(&mut body, &mut buf, |e, d| {
+        e == "backend" && d["id"] == second.id.as_str() && d["state"] == "Ready"
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .all(|(e, d)| e == "backend" && d["id"] != other.id.as_str()),
+        "{seen:?}"
+    );
+    client.terminate(&second.id, true).await.expect("terminate");
+    let seen = sse_until(&mut body, &mut buf, |_, d| {
+        d["id"] == second.id.as_str() && d["state"] == "Terminated"
+    })
+    .await;
+    let last = &seen[seen.len() - 1].1;
+    assert_eq!(last["reason"], "terminate requested", "{last}");
+    for id in [&first.id, &other.id] {
+        client.terminate(id, true).await.expect("terminate");
+    }
+    // An unknown filter is refused like the list's.
+    let (status, err) = get(&server, "/v1/backends/stream?colour=red").await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"], "invalid_query");
+}

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use spawner_api::bodies::BackendList;
 use spawner_api::parse::ListFilter;
 use spawner_core::BackendRecord;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,24 +91,28 @@ async fn follow(
             _ = tokio::time::sleep(SAMPLE) => {}
         }
         let live = app.registry.all();
-        let mut now_live: HashMap<&str, ()> = HashMap::with_capacity(live.len());
+        let now_live: HashSet<&str> = live.iter().map(|l| l.id.as_str()).collect();
         let mut out = Vec::new();
         for l in &live {
-            now_live.insert(l.id.as_str(), ());
-            let rec = live_record(&app, l);
-            if !wanted(&filter, &rec) {
+            if !wanted(&filter, l.state(), l.spec.key.as_deref(), &l.spec.labels) {
                 continue;
             }
-            let seen = Seen::of(&rec);
-            if sent.get(&rec.id) != Some(&seen) {
-                sent.insert(rec.id.clone(), seen);
-                out.push(rec);
+            // Compared before a record is built: most backends have not changed.
+            let seen = Seen {
+                state: l.state(),
+                reason: l.reason(),
+                connections: l.monitor.live(),
+                activity_s: l.monitor.last_activity() / 1000,
+            };
+            if sent.get(&l.id) != Some(&seen) {
+                sent.insert(l.id.clone(), seen);
+                out.push(live_record(&app, l));
             }
         }
         // Those no longer live have ended: their final record, once.
         let ended: Vec<String> = sent
             .keys()
-            .filter(|id| !now_live.contains_key(id.as_str()))
+            .filter(|id| !now_live.contains(id.as_str()))
             .cloned()
             .collect();
         for id in ended {
@@ -116,7 +120,7 @@ async fn follow(
             match app.store.get(&id) {
                 Ok(Some(row)) => {
                     if let Ok(rec) = record(&app, row, false) {
-                        if wanted(&filter, &rec) {
+                        if wanted(&filter, rec.state, rec.key.as_deref(), &rec.spec.labels) {
                             out.push(rec);
                         }
                     }
@@ -135,13 +139,15 @@ async fn follow(
     }
 }
 
-fn wanted(filter: &ListFilter, rec: &BackendRecord) -> bool {
-    filter.state.is_none_or(|s| s == rec.state)
-        && filter
-            .key
-            .as_ref()
-            .is_none_or(|k| rec.key.as_ref() == Some(k))
-        && filter.labels_match(&rec.spec.labels)
+fn wanted(
+    filter: &ListFilter,
+    state: spawner_core::State,
+    key: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    filter.state.is_none_or(|s| s == state)
+        && filter.key.as_deref().is_none_or(|k| key == Some(k))
+        && filter.labels_match(labels)
 }
 
 fn json_event(name: &str, body: &impl serde::Serialize) -> SseEvent {
