@@ -24,12 +24,16 @@ pub struct ExampleArgs {
     host: Option<std::net::IpAddr>,
 }
 
-/// Whether this process runs in a container, where listening on loopback would make it
-/// unreachable: Docker and Podman leave a marker file, Kubernetes sets a variable.
+/// Whether this process is a container's program, where listening on loopback would make
+/// it unreachable: Docker and Podman leave a marker file, Kubernetes sets a variable, and a
+/// container's program is its PID 1 or a child of its init (a parent outside its PID
+/// namespace reads as 0). A local backend of a Spawner that itself runs in a container is
+/// Spawner's child, and keeps to loopback.
 fn in_container() -> bool {
-    std::path::Path::new("/.dockerenv").exists()
+    let marked = std::path::Path::new("/.dockerenv").exists()
         || std::path::Path::new("/run/.containerenv").exists()
-        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    marked && (std::process::id() == 1 || matches!(std::os::unix::process::parent_id(), 0 | 1))
 }
 
 struct Counter {

@@ -97,22 +97,32 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
 
     // The list shows it, live, with its label and connection.
     b.click("#nav-list").await;
-    let row = format!("tr[data-id='{id}']");
+    let row = format!("div.row[data-id='{id}']");
     b.wait_text(&format!("{row} .state .state"), "Ready").await;
     b.wait_text(&format!("{row} .conns"), "1").await;
     assert_eq!(b.text(&format!("{row} .key")).await, "doc-42");
     assert_eq!(b.text(&format!("{row} .labels")).await, "owner=user-7");
     if let Some(dir) = &screenshots {
+        // With the failed one and its reason.
+        b.click("#filter-ended").await;
+        b.wait_text("#list-count", "4 shown of 4").await;
         std::fs::write(
             std::path::Path::new(dir).join("dashboard-list.png"),
             b.screenshot().await,
         )
         .expect("screenshot");
+        b.click("#filter-ended").await;
     }
 
     b.click(&format!("{row} a")).await;
     b.wait_text("#b-conns", "1").await;
     if let Some(dir) = &screenshots {
+        b.wait_for(
+            "the timeline and the logs",
+            "return document.getElementById('b-event-rows').textContent.includes('Ready') && document.getElementById('b-logs').textContent.includes('listening');",
+            json!([]),
+        )
+        .await;
         std::fs::write(
             std::path::Path::new(dir).join("dashboard-backend.png"),
             b.screenshot().await,
@@ -187,8 +197,11 @@ async fn the_token_is_asked_once_kept_in_the_tab_and_never_put_in_a_url() {
 
     // A backend spawned by someone else appears without a reload.
     let (resp, _) = server.client().spawn(&example_app()).await.expect("spawn");
-    b.wait_text(&format!("tr[data-id='{}'] .state .state", resp.id), "Ready")
-        .await;
+    b.wait_text(
+        &format!("div.row[data-id='{}'] .state .state", resp.id),
+        "Ready",
+    )
+    .await;
     let kept = b
         .js("return sessionStorage.getItem('spawner-token');", json!([]))
         .await;
@@ -211,7 +224,7 @@ async fn the_token_is_asked_once_kept_in_the_tab_and_never_put_in_a_url() {
     b.wait_for(
         "the backend ended",
         "const r = document.querySelector(arguments[0]); return !!r && r.dataset.state === 'Terminated';",
-        json!([format!("tr[data-id='{}']", resp.id)]),
+        json!([format!("div.row[data-id='{}']", resp.id)]),
     )
     .await;
 }

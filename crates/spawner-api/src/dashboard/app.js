@@ -115,7 +115,7 @@ function labelsText(labels) {
 // ---- The backends, kept current by the list stream ---------------------------------------
 
 const backends = new Map(); // id -> record (without events)
-const rows = new Map(); // id -> {tr, cells}
+const rows = new Map(); // id -> {tr, cells} (tr: the row's element)
 let pending = new Map(); // records waiting for the next frame
 let frameAsked = false;
 const listeners = new Set(); // functions called with each updated record
@@ -156,10 +156,10 @@ function flush() {
 }
 
 function makeRow(record) {
-  const tr = el("tr", { "data-id": record.id });
+  const tr = el("div", { class: "row", role: "row", "data-id": record.id });
   const cells = {};
   for (const name of ["id", "key", "state", "runtime", "conns", "age", "activity", "labels"]) {
-    cells[name] = tr.appendChild(el("td", { class: name === "conns" ? "num conns" : name }));
+    cells[name] = tr.appendChild(el("span", { class: name === "conns" ? "num conns" : name }));
   }
   const a = cells.id.appendChild(el("a", { href: "#/backends/" + record.id }, record.id));
   a.className = "mono";
@@ -181,6 +181,7 @@ function updateRow(record) {
     row.tr.dataset.state = record.state;
   }
   setText(c.reason, record.reason || "");
+  if (c.reason.title !== (record.reason || "")) c.reason.title = record.reason || "";
   setText(c.runtime, record.runtime || "");
   setText(c.conns, String(record.live_connections || 0));
   setText(c.age, ago(record.created_at));

@@ -144,7 +144,19 @@ impl Browser {
             .to_string()
     }
 
+    /// Waits until `css` is on view (a view is shown after the hash changes, a moment after
+    /// the click that changed it).
+    async fn visible(&self, css: &str) {
+        self.wait_for(
+            &format!("{css} on view"),
+            "const e = document.querySelector(arguments[0]); return !!e && e.getClientRects().length > 0;",
+            json!([css]),
+        )
+        .await;
+    }
+
     pub async fn click(&self, css: &str) {
+        self.visible(css).await;
         let e = self.element(css).await;
         self.call(
             reqwest::Method::POST,
@@ -156,6 +168,7 @@ impl Browser {
 
     /// Types `text` into the input `css`, as a user would.
     pub async fn type_into(&self, css: &str, text: &str) {
+        self.visible(css).await;
         let e = self.element(css).await;
         self.call(
             reqwest::Method::POST,
