@@ -929,6 +929,19 @@ async fn the_list_stream_sends_the_list_then_each_change_of_what_it_filters() {
     .await;
     let last = &seen[seen.len() - 1].1;
     assert_eq!(last["reason"], "terminate requested", "{last}");
+    // One that starts and ends between two looks of the stream is sent too.
+    let mut brief = shell("exit 5");
+    brief.labels.insert("owner".into(), "a".into());
+    let (brief, _) = client.spawn(&brief).await.expect("spawn");
+    let seen = sse_until(&mut body, &mut buf, |_, d| {
+        d["id"] == brief.id.as_str() && d["state"] == "Failed"
+    })
+    .await;
+    let last = &seen[seen.len() - 1].1;
+    assert_eq!(
+        last["reason"], "exited with code 5 before it became ready",
+        "{last}"
+    );
     for id in [&first.id, &other.id] {
         client.terminate(id, true).await.expect("terminate");
     }

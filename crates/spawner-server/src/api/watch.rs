@@ -29,6 +29,7 @@ pub async fn stream(
     let filter = ListFilter::from_query(params)?;
     // Subscribe before the snapshot, so that no change falls between the two.
     let changes = app.registry.subscribe();
+    let (retired, _) = app.registry.retired_since(u64::MAX);
     let rows = app
         .store
         .list(filter.state, filter.key.as_deref())
@@ -46,7 +47,7 @@ pub async fn stream(
     let snapshot = json_event("snapshot", &BackendList { backends });
     let (tx, rx) = mpsc::channel(64);
     if tx.send(snapshot).await.is_ok() {
-        tokio::spawn(follow(app, filter, sent, changes, tx));
+        tokio::spawn(follow(app, filter, sent, retired, changes, tx));
     }
     let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     Ok(Sse::new(events)
@@ -81,6 +82,7 @@ async fn follow(
     app: Arc<App>,
     filter: ListFilter,
     mut sent: HashMap<String, Seen>,
+    mut retired: u64,
     mut changes: tokio::sync::watch::Receiver<u64>,
     tx: mpsc::Sender<SseEvent>,
 ) {
@@ -109,11 +111,15 @@ async fn follow(
                 out.push(live_record(&app, l));
             }
         }
-        // Those no longer live have ended: their final record, once.
-        let ended: Vec<String> = sent
+        // Those no longer live have ended: their final record, once; with those that started
+        // and ended between two looks.
+        let (last, lately) = app.registry.retired_since(retired);
+        retired = last;
+        let ended: HashSet<String> = sent
             .keys()
             .filter(|id| !now_live.contains(id.as_str()))
             .cloned()
+            .chain(lately)
             .collect();
         for id in ended {
             sent.remove(&id);
