@@ -11,7 +11,9 @@
 #   spawner-test/busybox:1       busybox applets under /bin; CMD serves /www with httpd on $PORT.
 #   spawner-test/example-app:1   only with --example-app PATH: that `spawner` binary (stripped)
 #                                with its shared libraries, running `spawner example-app`
-#                                (HTTP and WebSocket) on 0.0.0.0:$PORT.
+#                                (HTTP and WebSocket) on $PORT; no HOST is set, so the
+#                                tests see the app find out by itself that it runs in a
+#                                container and listen on 0.0.0.0.
 #
 # Usage: build-test-images.sh [--example-app PATH/TO/spawner]
 set -euo pipefail
@@ -109,7 +111,6 @@ build_example_app() {
     cp -L "$lib" "$root$lib"
   done
   tar -C "$root" -c . | docker import \
-    --change 'ENV HOST=0.0.0.0' \
     --change 'ENV PORT=8080' \
     --change "LABEL dev.spawner.test-image-hash=$want" \
     --change 'ENTRYPOINT ["/app/spawner", "example-app"]' \

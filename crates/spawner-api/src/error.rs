@@ -43,6 +43,17 @@ impl ApiError {
         )
     }
 
+    /// The disk under Spawner's data is full (or its store cannot be written): nothing was
+    /// changed, and retrying once space is freed succeeds.
+    pub fn storage_full(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "the store cannot be written");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_full",
+            format!("Spawner cannot write its data ({e}); free space on the disk of its data directory, then retry"),
+        )
+    }
+
     /// A failure of Spawner itself: logged in full, reported briefly.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
@@ -64,4 +75,39 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// The body of every error answer (for the OpenAPI document; [`ApiError`] writes it).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    /// What is wrong and how to fix it; a field's path comes first.
+    pub message: String,
+}
+
+/// Every `error` code an API server answers with (docs/api.md, "Errors").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidBody,
+    InvalidField,
+    InvalidQuery,
+    InvalidHeader,
+    Unauthorized,
+    NotFound,
+    NotReady,
+    Gone,
+    RuntimeUnavailable,
+    StorageFull,
+    Internal,
+    /// Kubernetes mode: the API's service account lacks a permission.
+    Forbidden,
+    /// Kubernetes mode: the Kubernetes API failed.
+    KubernetesUnavailable,
+    /// Kubernetes mode: a key's backend kept changing while it was created.
+    Busy,
+    /// Kubernetes mode: a key's object name belongs to another key.
+    NameTaken,
 }

@@ -6,10 +6,17 @@ use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use spawner_core::{Event, State};
 
-/// `GET /ready`: `302` to the backend when Ready, `410` once ended, `409` while starting.
+/// `GET /ready`: `302` to the backend when Ready, `410` once ended or stopping (it will not
+/// be Ready again), `409` while starting.
 pub fn ready(id: &str, state: State, url: &str) -> Response {
     match state {
         State::Ready => (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response(),
+        State::Terminating => ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            format!("backend {id} is stopping (Terminating) and will not be Ready again"),
+        )
+        .into_response(),
         s if s.is_terminal() => ApiError::new(
             StatusCode::GONE,
             "gone",

@@ -1,13 +1,12 @@
 //! The seed's spawn route, kept so that its clients keep working.
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use spawner_core::spec::{DEFAULT_GRACE_SECONDS, DEFAULT_STARTUP_TIMEOUT_SECONDS};
 use spawner_core::{BackendSpec, Executable};
 use std::collections::BTreeMap;
 
 /// The seed's camelCase request (`POST /spawn`), plus `command`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SeedSpawn {
     image: Option<String>,
@@ -15,7 +14,18 @@ pub struct SeedSpawn {
     port: Option<u16>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[schema(default = 300)]
     grace_period_seconds: Option<u64>,
+}
+
+/// The seed's answer; `name` is the backend id.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedResponse {
+    pub url: String,
+    pub name: String,
+    pub ready_url: String,
+    pub status_url: String,
 }
 
 impl SeedSpawn {
@@ -41,11 +51,11 @@ impl SeedSpawn {
 
 /// The seed's answer: `{"url", "name", "readyUrl", "statusUrl"}`; `api_base` has no
 /// trailing slash.
-pub fn response(api_base: &str, id: &str, url: &str) -> serde_json::Value {
-    json!({
-        "url": url,
-        "name": id,
-        "readyUrl": format!("{api_base}/backend/{id}/ready"),
-        "statusUrl": format!("{api_base}/backend/{id}/status"),
-    })
+pub fn response(api_base: &str, id: &str, url: &str) -> SeedResponse {
+    SeedResponse {
+        url: url.to_string(),
+        name: id.to_string(),
+        ready_url: format!("{api_base}/backend/{id}/ready"),
+        status_url: format!("{api_base}/backend/{id}/status"),
+    }
 }

@@ -8,12 +8,13 @@ use spawner_core::{BackendRecord, BackendSpec, Event, SpawnResponse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot reach Spawner at {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// No answer at all; `why` is the underlying cause alone (the full chain would repeat
+    /// the URL and say the same thing three times).
+    #[error("cannot reach Spawner at {url}: {why}; is `spawner serve` running there? (--url / SPAWNER_URL)")]
+    Connect { url: String, why: String },
+    /// Something answered, but not as Spawner does.
+    #[error("{url} answered {answer}: that is not Spawner's API; is --url (SPAWNER_URL) the address of `spawner serve` or `spawner api`?")]
+    NotSpawner { url: String, answer: String },
     #[error("{status}: {message} ({code})")]
     Api {
         status: StatusCode,
@@ -71,9 +72,9 @@ impl Client {
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|source| Error::Connect {
+        let resp = req.send().await.map_err(|e| Error::Connect {
             url: self.base.clone(),
-            source,
+            why: root_cause(&e),
         })?;
         if resp.status().is_success() || resp.status().is_redirection() {
             return Ok(resp);
@@ -86,18 +87,24 @@ impl Client {
                 code: b.error,
                 message: b.message,
             },
-            Err(_) => Error::Api {
-                status,
-                code: "http".into(),
-                message: text.trim().to_string(),
+            Err(_) => Error::NotSpawner {
+                url: self.base.clone(),
+                answer: format!("{status} with {}", describe(&text)),
             },
         })
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
-        resp.json()
+    /// Reads a JSON answer; one that is not what Spawner sends says so.
+    async fn json<T: serde::de::DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let text = resp
+            .text()
             .await
-            .map_err(|e| Error::Protocol(format!("reading the response: {e}")))
+            .map_err(|e| Error::Protocol(format!("reading the response: {}", root_cause(&e))))?;
+        serde_json::from_str(&text).map_err(|_| Error::NotSpawner {
+            url: self.base.clone(),
+            answer: format!("{status} with {}", describe(&text)),
+        })
     }
 
     /// Spawns a backend; `created` is false when a live backend with the key was returned.
@@ -106,7 +113,7 @@ impl Client {
             .send(self.request(Method::POST, "/v1/backends").json(spec))
             .await?;
         let created = resp.status() == StatusCode::CREATED;
-        Ok((Self::json(resp).await?, created))
+        Ok((self.json(resp).await?, created))
     }
 
     /// Lists backends; `filters` are query pairs such as `("state", "Ready")`.
@@ -114,14 +121,14 @@ impl Client {
         let resp = self
             .send(self.request(Method::GET, "/v1/backends").query(filters))
             .await?;
-        Ok(Self::json::<List>(resp).await?.backends)
+        Ok(self.json::<List>(resp).await?.backends)
     }
 
     pub async fn get(&self, id: &str) -> Result<BackendRecord> {
         let resp = self
             .send(self.request(Method::GET, &format!("/v1/backends/{id}")))
             .await?;
-        Self::json(resp).await
+        self.json(resp).await
     }
 
     /// The backend's last event.
@@ -129,16 +136,23 @@ impl Client {
         let resp = self
             .send(self.request(Method::GET, &format!("/v1/backends/{id}/status")))
             .await?;
-        Self::json(resp).await
+        self.json(resp).await
     }
 
-    pub async fn terminate(&self, id: &str, hard: bool) -> Result<()> {
-        self.send(
-            self.request(Method::POST, &format!("/v1/backends/{id}/terminate"))
-                .json(&serde_json::json!({ "hard": hard })),
-        )
-        .await?;
-        Ok(())
+    /// Asks for a stop; returns the state the answer reports (`Terminating`, or the
+    /// terminal state of a backend that had already ended).
+    pub async fn terminate(&self, id: &str, hard: bool) -> Result<spawner_core::State> {
+        #[derive(Deserialize)]
+        struct Answer {
+            state: spawner_core::State,
+        }
+        let resp = self
+            .send(
+                self.request(Method::POST, &format!("/v1/backends/{id}/terminate"))
+                    .json(&serde_json::json!({ "hard": hard })),
+            )
+            .await?;
+        Ok(self.json::<Answer>(resp).await?.state)
     }
 
     /// The backend's output; with `follow`, a stream that ends when the backend has.
@@ -167,6 +181,30 @@ impl Client {
         }
         let resp = self.send(req).await?;
         Ok(sse_events(resp.bytes_stream()))
+    }
+}
+
+/// The innermost cause of an error: "Connection refused (os error 111)" rather than the
+/// chain of wrappers around it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    match cause.downcast_ref::<std::io::Error>().map(|io| io.kind()) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+        _ => text,
+    }
+}
+
+/// A short description of a body that is not Spawner's: its start, on one line.
+fn describe(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(60) {
+        None if line.is_empty() => "an empty body".to_string(),
+        None => format!("{line:?}"),
+        Some((at, _)) => format!("{:?}…", &line[..at]),
     }
 }
 

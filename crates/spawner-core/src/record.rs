@@ -7,7 +7,7 @@ use crate::time::{serde_rfc3339, Millis};
 use serde::{Deserialize, Serialize};
 
 /// The answer to a spawn: where the backend will be, and where to watch it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpawnResponse {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,16 +20,21 @@ pub struct SpawnResponse {
 }
 
 /// The whole record of one backend (`GET /v1/backends/{id}`); lists leave `events` empty.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackendRecord {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub state: State,
+    /// The reason of its last event, if it has one (`pid N`, `idle`, `exited with code 3`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub url: String,
     pub spec: BackendSpec,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
+    /// Every event, oldest first (`GET /v1/backends/{id}` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
     #[serde(default)]
@@ -37,6 +42,7 @@ pub struct BackendRecord {
     #[serde(default)]
     pub live_connections: u64,
     #[serde(default, with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_activity: Option<Millis>,
     #[serde(default)]
     pub node: Option<String>,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_GRACE_SECONDS: u64 = 300;
@@ -11,59 +12,86 @@ pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 
 /// A spawn request. Unknown fields are refused so that a typo (`grace_period` for
 /// `grace_period_seconds`) is an error instead of a silently ignored setting.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
+    /// Get-or-create: at most one non-terminal backend per key (1–253 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 253)]
     pub key: Option<String>,
     pub executable: Executable,
+    /// Seconds without connections or requests after which it is swept; counted from Ready.
     #[serde(default = "default_grace")]
+    #[schema(default = 300, minimum = 1, maximum = 604800)]
     pub grace_period_seconds: u64,
+    /// Seconds from Submitted after which it is stopped whatever it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub lifetime_limit_seconds: Option<u64>,
+    /// Seconds from Submitted within which it must become Ready, or it is stopped (Failed).
     #[serde(default = "default_startup_timeout")]
+    #[schema(default = 300, minimum = 1, maximum = 604800)]
     pub startup_timeout_seconds: u64,
+    /// Kubernetes label syntax: keys with an optional DNS prefix, values of at most 63 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(default = json!({}))]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// `false` forwards `/p/{id}/…` to the backend unchanged.
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     pub strip_prefix: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// What runs: `command` (a local process) or `image` (a container), or both.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Executable {
+    /// Argument list; `$(VAR)` is expanded from the backend's environment, `$$` is a `$`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
     pub command: Option<Vec<String>>,
+    /// Container image (Docker runtime, Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Names `[A-Za-z_][A-Za-z0-9_]*`; `PORT` and `SPAWNER_*` are set by Spawner.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(default = json!({}))]
     pub env: BTreeMap<String, String>,
     /// `None` lets the process runtime pick a free port; other runtimes use [`DEFAULT_PORT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
+    /// Must exist; default: Spawner's working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Containers only; default `IfNotPresent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
+    /// Containers only: the name of registry credentials (docs/docker.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secret: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum PullPolicy {
     Always,
     IfNotPresent,
     Never,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Limits of a container backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
+    /// Memory limit in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1048576)]
     pub memory_mb: Option<u64>,
+    /// CPU quota; 1000 is one CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1024000)]
     pub cpu_millis: Option<u64>,
 }
 

@@ -6,7 +6,19 @@ use std::str::FromStr;
 
 /// A backend's lifecycle state. The declaration order is the lifecycle order: a backend
 /// may skip states but never go back, and the three terminal states end it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum State {
     Submitted,
     Constructed,

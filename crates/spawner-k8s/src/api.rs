@@ -88,6 +88,7 @@ impl ApiState {
         BackendRecord {
             key: obj.spec.key.clone(),
             state: state_of(obj),
+            reason: events_of(obj).pop().and_then(|e| e.reason),
             url: self.config.urls.backend_url(&id),
             spec: obj.backend_spec(),
             created_at: created_at(obj),
@@ -216,6 +217,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/backend/{id}/ready", get(ready))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .merge(spawner_api::public_routes())
         .fallback(|| async { ApiError::no_route() })
         .with_state(state)
 }

@@ -35,7 +35,8 @@ impl App {
     pub fn note(&self, live: &Live, reason: &str) -> Result<(), StoreError> {
         if let Some(e) = self.store.note(&live.id, reason)? {
             tracing::info!(backend = %live.id, state = %e.state, %reason, "note");
-            live.set_state(e.state, e.seq);
+            live.set_state(e.state, e.seq, e.reason.as_deref());
+            self.registry.changed();
         }
         Ok(())
     }
@@ -50,7 +51,7 @@ impl App {
     ) -> Result<Vec<Event>, StoreError> {
         let events = self.store.transition(&live.id, states, exit_code)?;
         if let Some(last) = events.last() {
-            live.set_state(last.state, last.seq);
+            live.set_state(last.state, last.seq, last.reason.as_deref());
             for e in &events {
                 match &e.reason {
                     Some(reason) => {
@@ -62,6 +63,8 @@ impl App {
             }
             if last.state.is_terminal() {
                 self.registry.remove(&live.id);
+            } else {
+                self.registry.changed();
             }
         }
         Ok(events)

@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long ended backends are kept by default: a week, time enough to look at what
+/// happened, short enough that the data directory does not grow forever.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Everything the embedded server is configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +34,8 @@ pub struct Config {
     /// At start-up, remove containers labelled with this installation whose backend the
     /// store has no record of (otherwise they are only reported).
     pub remove_unknown_containers: bool,
+    /// How long an ended backend's record and log are kept (`None`: forever).
+    pub retention: Option<Duration>,
 }
 
 impl Config {
@@ -46,6 +52,7 @@ impl Config {
             proxy_threads: spawner_proxy::forward::default_threads(),
             busy_poll: Some(spawner_proxy::forward::BUSY_POLL),
             remove_unknown_containers: false,
+            retention: Some(DEFAULT_RETENTION),
         }
     }
 

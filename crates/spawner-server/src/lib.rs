@@ -32,6 +32,8 @@ impl Server {
     /// Opens the store, adopts what runs, and binds the listening socket.
     pub async fn start(config: Config, runtimes: Runtimes) -> anyhow::Result<Self> {
         config.check().map_err(anyhow::Error::msg)?;
+        // The address first: a server that cannot listen leaves nothing behind.
+        let listener = bind(config.listen).await?;
         std::fs::create_dir_all(config.data_dir.join("logs")).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
@@ -43,9 +45,6 @@ impl Server {
                 .map(|id| id.as_str()[..16].to_string())
                 .unwrap_or_else(|_| format!("{:x}", std::process::id()))
         })?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
         let mut config = config;
         config.listen = listener.local_addr()?;
         for line in runtimes.describe() {
@@ -85,4 +84,14 @@ impl Server {
         http::serve(self.app, self.listener, shutdown).await;
         sweeper.abort();
     }
+}
+
+/// Binds the listening socket; an address in use says how to pick another.
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "{addr} is already in use (another `spawner serve`?): stop it, or listen elsewhere with --listen (or SPAWNER_LISTEN), e.g. --listen 127.0.0.1:8081"
+        ),
+        _ => anyhow::Error::new(e).context(format!("listening on {addr}")),
+    })
 }

@@ -7,9 +7,9 @@ use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::time::Millis;
 use spawner_core::{BackendSpec, State};
 use spawner_proxy::Monitor;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
 
 /// A stop that was asked for.
@@ -29,6 +29,8 @@ pub struct Live {
     state: AtomicU8,
     /// The sequence number of its newest event: status streams wait on it.
     pub seq: watch::Sender<u64>,
+    /// The reason of its newest event, for lists.
+    reason: RwLock<Option<String>>,
     authority: OnceLock<Authority>,
     pub monitor: Arc<Monitor>,
     stop: watch::Sender<Option<StopRequest>>,
@@ -51,6 +53,7 @@ impl Live {
             runtime,
             state: AtomicU8::new(state as u8),
             seq: watch::channel(seq).0,
+            reason: RwLock::new(None),
             authority: OnceLock::new(),
             monitor: Arc::new(Monitor::new(created_at)),
             stop: watch::channel(None).0,
@@ -61,9 +64,24 @@ impl Live {
         State::ALL[self.state.load(Ordering::Acquire) as usize]
     }
 
-    pub(crate) fn set_state(&self, state: State, seq: u64) {
+    pub(crate) fn set_state(&self, state: State, seq: u64, reason: Option<&str>) {
+        if let Ok(mut r) = self.reason.write() {
+            *r = reason.map(str::to_string);
+        }
         self.state.store(state as u8, Ordering::Release);
         self.seq.send_replace(seq);
+    }
+
+    /// The reason of its newest event, if it has one.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Sets the reason of its newest event as read from the store (after a restart).
+    pub(crate) fn set_reason(&self, reason: Option<String>) {
+        if let Ok(mut r) = self.reason.write() {
+            *r = reason;
+        }
     }
 
     /// Where the proxy reaches it; set once when it starts (or is adopted).
@@ -98,12 +116,44 @@ impl Live {
 }
 
 /// All live backends by id.
-#[derive(Default)]
 pub struct Registry {
     map: RwLock<HashMap<String, Arc<Live>>>,
+    /// Counts changes of any backend (new, state, ended): list streams wait on it.
+    changes: watch::Sender<u64>,
+    /// The backends retired lately, numbered: a list stream learns from it of a backend that
+    /// started and ended between two of its looks.
+    retired: Mutex<Retired>,
+}
+
+#[derive(Default)]
+struct Retired {
+    last: u64,
+    ids: VecDeque<(u64, String)>,
+}
+
+/// How many retirements are remembered; list streams look at least once a second.
+const RETIRED_KEPT: usize = 4096;
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            map: RwLock::default(),
+            changes: watch::channel(0).0,
+            retired: Mutex::default(),
+        }
+    }
 }
 
 impl Registry {
+    /// Wakes the list streams.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Live>> {
         self.map.read().ok()?.get(id).cloned()
     }
@@ -112,11 +162,36 @@ impl Registry {
         if let Ok(mut m) = self.map.write() {
             m.insert(live.id.clone(), live);
         }
+        self.changed();
     }
 
     pub fn remove(&self, id: &str) {
         if let Ok(mut m) = self.map.write() {
             m.remove(id);
+        }
+        if let Ok(mut r) = self.retired.lock() {
+            r.last += 1;
+            let n = r.last;
+            r.ids.push_back((n, id.to_string()));
+            if r.ids.len() > RETIRED_KEPT {
+                r.ids.pop_front();
+            }
+        }
+        self.changed();
+    }
+
+    /// The number of the last retirement, and the ids retired after `after`.
+    pub fn retired_since(&self, after: u64) -> (u64, Vec<String>) {
+        match self.retired.lock() {
+            Ok(r) => (
+                r.last,
+                r.ids
+                    .iter()
+                    .filter(|(n, _)| *n > after)
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+            ),
+            Err(_) => (after, Vec::new()),
         }
     }
 
@@ -145,5 +220,35 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retirements_are_numbered_and_read_after_a_mark() {
+        let registry = Registry::default();
+        let (mark, none) = registry.retired_since(u64::MAX);
+        assert!(none.is_empty());
+        for id in ["a", "b"] {
+            let spec = BackendSpec::from_command(vec!["true".into()]);
+            registry.insert(Arc::new(Live::new(
+                id.into(),
+                spec,
+                0,
+                "process",
+                State::Submitted,
+                1,
+            )));
+        }
+        registry.remove("a");
+        let (mark2, ids) = registry.retired_since(mark);
+        assert_eq!(ids, vec!["a".to_string()]);
+        registry.remove("b");
+        assert_eq!(registry.retired_since(mark2).1, vec!["b".to_string()]);
+        assert_eq!(registry.retired_since(mark).1.len(), 2);
+        assert!(registry.is_empty());
     }
 }

@@ -205,7 +205,7 @@ async fn adopt(
             spawn_supervisor(app, live.clone(), begin);
         }
         None => {
-            finish(app, live, stopping, Exit::Unknown)?;
+            finish(app, live, stopping, Exit::Unknown).await?;
             let _ = runtime.cleanup(handle).await;
         }
     }
@@ -294,7 +294,7 @@ async fn run(
         // opens at the same moment.
         tokio::select! {
             biased;
-            exit = &mut exited => return finish(app, live, None, exit),
+            exit = &mut exited => return finish(app, live, None, exit).await,
             _ = wait_stop(stop_rx) => {}
             () = ready => {
                 live.monitor.touch();
@@ -308,7 +308,7 @@ async fn run(
     // Phase 2: until a stop is asked for, or it exits by itself.
     if stop_rx.borrow().is_none() {
         tokio::select! {
-            exit = &mut exited => return finish(app, live, None, exit),
+            exit = &mut exited => return finish(app, live, None, exit).await,
             _ = wait_stop(stop_rx) => {}
         }
     }
@@ -317,11 +317,15 @@ async fn run(
     let Some(mut req) = *stop_rx.borrow_and_update() else {
         return Ok(());
     };
-    app.record(
+    // A stop is carried out even when it cannot be recorded (a full disk): how it ended is
+    // recorded once the store takes writes again (see `finish`).
+    if let Err(e) = app.record(
         live,
         &[(State::Terminating, Some(req.reason.as_str().into()))],
         None,
-    )?;
+    ) {
+        tracing::warn!(error = %e, "could not record Terminating; stopping it anyway");
+    }
     if req.reason == StopReason::Idle {
         app.metrics.sweeps.inc();
     }
@@ -331,7 +335,7 @@ async fn run(
     let deadline = tokio::time::Instant::now() + app.config.stop_grace;
     loop {
         tokio::select! {
-            exit = &mut exited => return finish(app, live, Some(req.reason), exit),
+            exit = &mut exited => return finish(app, live, Some(req.reason), exit).await,
             _ = tokio::time::sleep_until(deadline), if !req.hard => {
                 tracing::info!("still running after the stop grace: killing");
                 req.hard = true;
@@ -351,15 +355,27 @@ async fn run(
     }
 }
 
-fn finish(
+/// Records how a backend ended. A store that cannot take the write (a full disk) is asked
+/// again until it does, so that the end is never lost while Spawner runs.
+async fn finish(
     app: &Arc<App>,
     live: &Arc<Live>,
     stopping: Option<StopReason>,
     exit: Exit,
 ) -> anyhow::Result<()> {
     let (state, reason, code) = outcome(live.state(), stopping, exit);
-    app.record(live, &[(state, Some(reason))], code)?;
-    Ok(())
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match app.record(live, &[(state, Some(reason.clone()))], code) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_full() => {
+                tracing::warn!(error = %e, retry_in = ?wait, "could not record how it ended");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn wait_stop(rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>) {
@@ -411,6 +427,7 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             row.state,
             seq,
         ));
+        live.set_reason(row.reason.clone());
         if let Some(reason) = row.stop_reason.as_deref().and_then(StopReason::parse) {
             live.request_stop(StopRequest {
                 reason,

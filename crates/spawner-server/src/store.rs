@@ -10,8 +10,10 @@ use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the disk of the data directory is full ({0})")]
+    Full(rusqlite::Error),
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("record {id} cannot be stored: {what}")]
     Corrupt { id: String, what: String },
     #[error("the database lock was poisoned by a panic")]
@@ -19,6 +21,23 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<rusqlite::Error> for StoreError {
+    /// A write refused for want of space is told apart: the API answers it with 503
+    /// `storage_full`, and it passes once space is freed.
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e),
+            _ => StoreError::Sql(e),
+        }
+    }
+}
+
+impl StoreError {
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full(_))
+    }
+}
 
 /// One backend as stored.
 #[derive(Debug, Clone)]
@@ -35,6 +54,8 @@ pub struct Row {
     /// Why a stop was asked for, and whether hard: kept so that a restart finishes it.
     pub stop_reason: Option<String>,
     pub stop_hard: bool,
+    /// The reason of its last event, if it has one.
+    pub reason: Option<String>,
 }
 
 /// The outcome of an insert with a key.
@@ -79,8 +100,8 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 ";
 
-const COLUMNS: &str =
-    "id, key, spec, state, created_at, runtime, handle, address, exit_code, stop_reason, stop_hard";
+const COLUMNS: &str = "id, key, spec, state, created_at, runtime, handle, address, exit_code, stop_reason, stop_hard, \
+     (SELECT reason FROM events WHERE backend_id = backends.id ORDER BY seq DESC LIMIT 1)";
 
 /// A column whose text does not parse as what it should hold.
 fn corrupt(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -106,6 +127,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         exit_code: r.get(8)?,
         stop_reason: r.get(9)?,
         stop_hard: r.get::<_, i64>(10)? != 0,
+        reason: r.get(11)?,
     })
 }
 
@@ -197,6 +219,7 @@ impl Store {
                 exit_code: None,
                 stop_reason: None,
                 stop_hard: false,
+                reason: None,
             }))
         })
     }
@@ -354,6 +377,27 @@ impl Store {
             Ok(raw)
         })?;
         Ok(rows)
+    }
+
+    /// The backends that ended before `before` (the time of their last event).
+    pub fn ended_before(&self, before: Millis) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM backends WHERE terminal = 1 AND (SELECT MAX(time) FROM events WHERE backend_id = backends.id) < ?1",
+            )?;
+            let ids = stmt
+                .query_map([before], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+    }
+
+    /// Deletes an ended backend and its events; a live one is left alone.
+    pub fn forget(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM backends WHERE id = ?1 AND terminal = 1", [id])?;
+            Ok(())
+        })
     }
 
     /// How many backends are in each state (for /metrics).

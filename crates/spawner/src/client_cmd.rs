@@ -35,7 +35,8 @@ impl Conn {
 
 #[derive(Args, Debug)]
 pub struct SpawnArgs {
-    /// The command to run, as one shell-quoted string ("python3 -m http.server $(PORT)").
+    /// The command to run, as one shell-quoted string: --command 'python3 -m http.server $(PORT)'
+    /// (single quotes, so that your shell leaves $(PORT) for Spawner to expand).
     #[arg(long, conflicts_with = "argv")]
     command: Option<String>,
     /// The command to run, as separate arguments after `--`.
@@ -62,6 +63,9 @@ pub struct SpawnArgs {
     /// The port the backend listens on (default: a free one for a process, 8080 for an image).
     #[arg(long)]
     port: Option<u16>,
+    /// Seconds it may take to accept connections on its port before it is stopped (Failed).
+    #[arg(long, value_name = "SECONDS")]
+    startup_timeout: Option<u64>,
     /// Forward /p/{id}/... unchanged instead of stripping the prefix.
     #[arg(long)]
     keep_prefix: bool,
@@ -118,6 +122,9 @@ pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
     if let Some(g) = args.grace {
         spec.grace_period_seconds = g;
     }
+    if let Some(t) = args.startup_timeout {
+        spec.startup_timeout_seconds = t;
+    }
     spec.lifetime_limit_seconds = args.lifetime;
     spec.strip_prefix = !args.keep_prefix;
     spec.validate()?;
@@ -136,20 +143,53 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
     if !args.wait {
         return Ok(());
     }
-    let started = now_millis();
     if !created {
         eprintln!(
             "key {:?} has a live backend: {}",
-            spec.key.unwrap_or_default(),
+            spec.key.clone().unwrap_or_default(),
             resp.id
         );
     }
-    let mut events = Box::pin(client.status_stream(&resp.id, None).await?);
-    while let Some(item) = events.next().await {
+    wait_ready(&client, &resp.id, &resp.url, &spec).await
+}
+
+/// How often `spawn --wait` says what it still waits for.
+const WAIT_NOTICE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Follows the status stream until Ready, printing each event with its time since the
+/// backend was submitted; while it waits for the port, says which address and how long is
+/// left, with the usual reasons a port never opens.
+async fn wait_ready(
+    client: &Client,
+    id: &str,
+    url: &str,
+    spec: &BackendSpec,
+) -> anyhow::Result<()> {
+    let mut events = Box::pin(client.status_stream(id, None).await?);
+    let mut submitted: Option<i64> = None;
+    let mut probing: Option<String> = None;
+    let deadline_s = spec.startup_timeout_seconds as i64;
+    let mut notice =
+        tokio::time::interval_at(tokio::time::Instant::now() + WAIT_NOTICE, WAIT_NOTICE);
+    loop {
+        let item = tokio::select! {
+            item = events.next() => item,
+            _ = notice.tick() => {
+                if let (Some(address), Some(t0)) = (&probing, submitted) {
+                    let left = deadline_s - (now_millis() - t0) / 1000;
+                    eprintln!("          still waiting for {address} to accept connections: {} s left", left.max(0));
+                }
+                continue;
+            }
+        };
+        let Some(item) = item else {
+            bail!("the status stream ended before the backend was ready")
+        };
         let (_, event) = item?;
+        let t0 = *submitted.get_or_insert(event.time);
         eprintln!(
             "  {:>6} ms  {}{}",
-            event.time - started,
+            (event.time - t0).max(0),
             event.state,
             event
                 .reason
@@ -158,27 +198,47 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
         match event.state {
+            State::Running => {
+                let address = client
+                    .get(id)
+                    .await
+                    .ok()
+                    .and_then(|r| r.address)
+                    .unwrap_or_else(|| "its port".to_string());
+                eprintln!(
+                    "          waiting for {address} to accept connections (startup timeout {deadline_s} s)"
+                );
+                probing = Some(address);
+            }
             State::Ready => {
-                println!("{}", resp.url);
+                println!("{url}");
                 return Ok(());
             }
             s if s.is_terminal() => {
+                let reason = event.reason.clone().unwrap_or_default();
+                let hint = if reason.contains("startup timeout") {
+                    format!(
+                        "\nits port never accepted connections. Does the program listen on $PORT \
+                         (in the command: '$(PORT)', in single quotes)? In a container it must \
+                         listen on 0.0.0.0, not 127.0.0.1. More time: --startup-timeout. See \
+                         `spawner logs {id}`"
+                    )
+                } else {
+                    format!("; see `spawner logs {id}`")
+                };
                 bail!(
-                    "backend {} ended {s} before it was ready{}; see `spawner logs {}`",
-                    resp.id,
+                    "backend {id} ended {s} before it was ready{}{hint}",
                     event.reason.map(|r| format!(": {r}")).unwrap_or_default(),
-                    resp.id
                 )
             }
             _ => {}
         }
     }
-    bail!("the status stream ended before the backend was ready")
 }
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Only backends in this state (e.g. Ready).
+    /// Only backends in this state (e.g. Ready); ended states are shown when asked for.
     #[arg(long)]
     state: Option<String>,
     /// Only backends with this label, NAME=VALUE (repeatable).
@@ -187,7 +247,10 @@ pub struct LsArgs {
     /// Only the backends with this key.
     #[arg(long)]
     key: Option<String>,
-    /// Print JSON.
+    /// Also the backends that have ended (Swept, Failed, Terminated).
+    #[arg(long, short)]
+    all: bool,
+    /// Print the API's JSON answer ({"backends": [...]}).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -205,37 +268,74 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
     for l in &args.labels {
         filters.push(("label", l));
     }
-    let backends = args.conn.client()?.list(&filters).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&backends)?);
-        return Ok(());
+    let mut backends = args.conn.client()?.list(&filters).await?;
+    let all = args.all || args.state.is_some();
+    let ended = backends.iter().filter(|b| b.state.is_terminal()).count();
+    if !all {
+        backends.retain(|b| !b.state.is_terminal());
     }
     let mut out = std::io::stdout().lock();
+    if args.json {
+        let list = serde_json::json!({ "backends": backends });
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    let now = now_millis();
     writeln!(
         out,
-        "{:<28} {:<12} {:>5} {:<20} URL",
-        "ID", "STATE", "CONNS", "KEY"
+        "{:<26}  {:<11}  {:>5}  {:>7}  {:<16}  {:<24}  URL",
+        "ID", "STATE", "CONNS", "AGE", "KEY", "LABELS"
     )?;
-    for b in backends {
+    for b in &backends {
+        let labels: Vec<String> = b
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         writeln!(
             out,
-            "{:<28} {:<12} {:>5} {:<20} {}",
+            "{:<26}  {:<11}  {:>5}  {:>7}  {:<16}  {:<24}  {}",
             b.id,
             b.state.as_str(),
             b.live_connections,
+            age(now - b.created_at),
             b.key.as_deref().unwrap_or("-"),
+            if labels.is_empty() {
+                "-".to_string()
+            } else {
+                labels.join(",")
+            },
             b.url
         )?;
+    }
+    if !all && ended > 0 {
+        eprintln!("({ended} ended not shown; --all shows them)");
     }
     Ok(())
 }
 
+/// A duration as people read ages: `42s`, `5m`, `3h12m`, `2d4h`.
+fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// The backend's id (as `spawn` and `ls` print it).
     id: String,
     /// Follow the event stream until the backend ends.
     #[arg(long, short)]
     follow: bool,
+    /// Print JSON: the last event, or with --follow one event per line.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -244,24 +344,50 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let client = args.conn.client()?;
     if !args.follow {
         let e = client.status(&args.id).await?;
-        println!("{}", serde_json::to_string(&e)?);
+        if args.json {
+            writeln!(std::io::stdout(), "{}", serde_json::to_string(&e)?)?;
+        } else {
+            writeln!(
+                std::io::stdout(),
+                "{}{}{}  since {} ({} ago)",
+                e.state,
+                e.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                e.exit_code
+                    .map(|c| format!(", exit code {c}"))
+                    .unwrap_or_default(),
+                rfc3339(e.time),
+                age(now_millis() - e.time)
+            )?;
+        }
         return Ok(());
     }
     let mut events = Box::pin(client.status_stream(&args.id, None).await?);
+    let mut submitted = None;
     while let Some(item) = events.next().await {
         let (_, e) = item?;
-        println!(
-            "{}  {}{}",
+        if args.json {
+            writeln!(std::io::stdout(), "{}", serde_json::to_string(&e)?)?;
+            continue;
+        }
+        let t0 = *submitted.get_or_insert(e.time);
+        writeln!(
+            std::io::stdout(),
+            "{}  {:>8} ms  {}{}",
             rfc3339(e.time),
+            (e.time - t0).max(0),
             e.state,
             e.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-        );
+        )?;
     }
     Ok(())
 }
 
 #[derive(Args, Debug)]
 pub struct TerminateArgs {
+    /// The backend's id (as `spawn` and `ls` print it).
     id: String,
     /// Kill at once (SIGKILL) instead of SIGTERM and the stop grace.
     #[arg(long)]
@@ -271,13 +397,18 @@ pub struct TerminateArgs {
 }
 
 pub async fn terminate(args: TerminateArgs) -> anyhow::Result<()> {
-    args.conn.client()?.terminate(&args.id, args.hard).await?;
-    eprintln!("terminating {}", args.id);
+    let state = args.conn.client()?.terminate(&args.id, args.hard).await?;
+    if state.is_terminal() {
+        eprintln!("{} had already ended ({state})", args.id);
+    } else {
+        eprintln!("terminating {}", args.id);
+    }
     Ok(())
 }
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// The backend's id (as `spawn` and `ls` print it).
     id: String,
     /// Keep printing what the backend writes until it ends.
     #[arg(long, short)]

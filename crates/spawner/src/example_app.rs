@@ -18,9 +18,22 @@ pub struct ExampleArgs {
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
-    /// Address to listen on (0.0.0.0 in a container).
-    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
-    host: std::net::IpAddr,
+    /// Address to listen on [default: 0.0.0.0 in a container (Docker, Podman, Kubernetes),
+    /// where the proxy reaches it from outside, else 127.0.0.1].
+    #[arg(long, env = "HOST")]
+    host: Option<std::net::IpAddr>,
+}
+
+/// Whether this process is a container's program, where listening on loopback would make
+/// it unreachable: Docker and Podman leave a marker file, Kubernetes sets a variable, and a
+/// container's program is its PID 1 or a child of its init (a parent outside its PID
+/// namespace reads as 0). A local backend of a Spawner that itself runs in a container is
+/// Spawner's child, and keeps to loopback.
+fn in_container() -> bool {
+    let marked = std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    marked && (std::process::id() == 1 || matches!(std::os::unix::process::parent_id(), 0 | 1))
 }
 
 struct Counter {
@@ -39,7 +52,12 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
         .route("/request", get(request).post(request))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
+    let host = args.host.unwrap_or(if in_container() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    });
+    let listener = tokio::net::TcpListener::bind((host, args.port)).await?;
     println!("example-app listening on {}", listener.local_addr()?);
     let shutdown = async {
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -140,12 +158,14 @@ const PAGE: &str = r#"<!doctype html>
 <body><h1>A session-lived backend</h1>
 <p>Backend <code>{{ID}}</code>. Every browser tab open on this URL shares this counter over a
 WebSocket; close them all and Spawner sweeps the backend after its grace period.</p>
-<div id="count">…</div><button id="inc" disabled>+1</button> <span id="status">connecting</span>
+<div id="count">…</div><button id="inc" disabled>+1</button> <span id="link">connecting</span>
 <script>
+// By getElementById: a bare `status` would be window.status, which is not the element.
+const [count, inc, link] = ["count", "inc", "link"].map((id) => document.getElementById(id));
 const url = new URL("ws", location.href); url.protocol = url.protocol.replace("http", "ws");
 const ws = new WebSocket(url);
-ws.onopen = () => { status.textContent = "connected"; inc.disabled = false; };
-ws.onclose = () => { status.textContent = "disconnected"; inc.disabled = true; };
+ws.onopen = () => { link.textContent = "connected"; inc.disabled = false; };
+ws.onclose = () => { link.textContent = "disconnected"; inc.disabled = true; };
 ws.onmessage = (m) => { if (m.data.startsWith("count ")) count.textContent = m.data.slice(6); };
 inc.onclick = () => ws.send("inc");
 </script></body></html>

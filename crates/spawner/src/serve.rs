@@ -79,6 +79,15 @@ pub struct ServeArgs {
     /// (by default they are only reported).
     #[arg(long, env = "SPAWNER_REMOVE_UNKNOWN_CONTAINERS")]
     remove_unknown_containers: bool,
+    /// Seconds an ended backend's record and log are kept before they are deleted; 0 keeps
+    /// them forever.
+    #[arg(
+        long,
+        env = "SPAWNER_RETENTION",
+        default_value_t = 604_800,
+        value_name = "SECONDS"
+    )]
+    retention: u64,
     /// Directory of registry credentials: `image_pull_secret: "NAME"` uses `DIR/NAME.json`,
     /// a Docker config file (`{"auths": {...}}`).
     #[arg(long, env = "SPAWNER_DOCKER_PULL_SECRETS")]
@@ -152,6 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.remove_unknown_containers = args.remove_unknown_containers;
+    config.retention = Some(Duration::from_secs(args.retention)).filter(|d| !d.is_zero());
     let runtimes = Runtimes::new(docker);
     let server = Server::start(config, runtimes).await?;
     let app = server.app().clone();

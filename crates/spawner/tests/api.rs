@@ -716,3 +716,237 @@ async fn client_connections_quiet_for_the_idle_timeout_are_closed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(record["state"], "Ready");
 }
+
+#[tokio::test]
+async fn a_stopping_backend_is_gone_for_ready_and_terminate_answers_terminating() {
+    // A long stop grace, and a backend whose shell outlives SIGTERM: it stays Terminating.
+    let server = TestServer::start_with(&["--stop-grace", "600"], None);
+    let client = server.client();
+    let script = format!("trap '' TERM; {SPAWNER} example-app & while :; do sleep 1; done");
+    let (resp, _) = client.spawn(&shell(&script)).await.expect("spawn");
+    wait_state(&client, &resp.id, State::Ready).await;
+    let (status, answer) = post(&server, &format!("/v1/backends/{}/terminate", resp.id), "").await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["state"], "Terminating", "{answer}");
+    wait_state(&client, &resp.id, State::Terminating).await;
+    let (status, body) = get(&server, &format!("/v1/backends/{}/ready", resp.id)).await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"], "gone");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopping"),
+        "{body}"
+    );
+    // A hard terminate escalates; a terminate of an ended backend reports its end.
+    client.terminate(&resp.id, true).await.expect("terminate");
+    wait_state(&client, &resp.id, State::Terminated).await;
+    let (status, answer) = post(&server, &format!("/v1/backends/{}/terminate", resp.id), "").await;
+    assert_eq!(status, 202);
+    assert_eq!(answer["state"], "Terminated", "{answer}");
+}
+
+#[tokio::test]
+async fn ended_backends_are_pruned_after_the_retention() {
+    let server = TestServer::start_with(&["--retention", "1"], None);
+    let client = server.client();
+    let (ended, _) = client.spawn(&shell("echo bye")).await.expect("spawn");
+    wait_state(&client, &ended.id, State::Terminated).await;
+    let live = ready_example(&client, 300).await;
+    let log = server
+        .data_dir()
+        .join("logs")
+        .join(format!("{}.log", ended.id));
+    assert!(file_contains(&log, "bye"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, _) = get(&server, &format!("/v1/backends/{}", ended.id)).await;
+        if status == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!log.exists(), "its log was kept");
+    // A live backend is never pruned.
+    assert_eq!(client.get(&live).await.expect("live").state, State::Ready);
+    client.terminate(&live, true).await.expect("terminate");
+}
+
+/// A small tmpfs mounted over a directory, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_spawns_with_503_and_a_terminate_is_still_carried_out() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs (a disk that fills up) needs root");
+        return;
+    }
+    let mut server = TestServer::start();
+    server.kill9();
+    let data = server.data_dir();
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount -t tmpfs failed although root");
+    let _tmpfs = Tmpfs(data.clone());
+    server.launch();
+    let client = server.client();
+    let running = ready_example(&client, 300).await;
+
+    // Fill the disk.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let (status, err) = post(
+        &server,
+        "/v1/backends",
+        &serde_json::to_string(&example_app()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"], "storage_full", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("free space"),
+        "{err}"
+    );
+
+    // A terminate cannot be recorded, but is carried out.
+    let (status, answer) = post(&server, &format!("/v1/backends/{running}/terminate"), "").await;
+    assert_eq!(status, 202, "{answer}");
+    wait_gone(&running).await;
+    let log = server.log();
+    assert!(log.contains("could not record a terminate"), "{log}");
+
+    // Once there is room again, how it ended is recorded, and spawns work again.
+    std::fs::remove_file(&filler).expect("remove filler");
+    wait_state(&client, &running, State::Terminated).await;
+    let (again, created) = client.spawn(&shell("exit 0")).await.expect("spawn");
+    assert!(created);
+    wait_state(&client, &again.id, State::Terminated).await;
+    drop(server);
+}
+
+/// Reads Server-Sent Events from `body` until `done` accepts one; returns (event, data) pairs.
+async fn sse_until<B: AsRef<[u8]>>(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<B>> + Unpin),
+    buf: &mut String,
+    done: impl Fn(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    let fut = async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let event = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("event: "))
+                    .unwrap_or("message")
+                    .to_string();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let data: Value = serde_json::from_str(data).expect("event data");
+                let stop = done(&event, &data);
+                seen.push((event, data));
+                if stop {
+                    return;
+                }
+            }
+            let chunk = body
+                .next()
+                .await
+                .expect("the stream goes on")
+                .expect("bytes");
+            buf.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+        }
+    };
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("the awaited event never came; seen: {seen:?}"));
+    seen
+}
+
+#[tokio::test]
+async fn the_list_stream_sends_the_list_then_each_change_of_what_it_filters() {
+    let server = TestServer::start();
+    let client = server.client();
+    let mut mine = example_app();
+    mine.labels.insert("owner".into(), "a".into());
+    let (first, _) = client.spawn(&mine).await.expect("spawn");
+    wait_state(&client, &first.id, State::Ready).await;
+    let resp = server
+        .http()
+        .get(format!("{}/v1/backends/stream?label=owner=a", server.url()))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let seen = sse_until(&mut body, &mut buf, |e, _| e == "snapshot").await;
+    let snapshot = &seen[0].1["backends"];
+    assert_eq!(snapshot.as_array().map(Vec::len), Some(1), "{snapshot}");
+    assert_eq!(snapshot[0]["id"], first.id.as_str());
+    assert_eq!(snapshot[0]["state"], "Ready");
+
+    // Another owner's backend is not sent; a new one of ours is, up to Ready; then its end.
+    let (other, _) = client.spawn(&example_app()).await.expect("spawn");
+    let (second, _) = client.spawn(&mine).await.expect("spawn");
+    let seen = sse_until(&mut body, &mut buf, |e, d| {
+        e == "backend" && d["id"] == second.id.as_str() && d["state"] == "Ready"
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .all(|(e, d)| e == "backend" && d["id"] != other.id.as_str()),
+        "{seen:?}"
+    );
+    client.terminate(&second.id, true).await.expect("terminate");
+    let seen = sse_until(&mut body, &mut buf, |_, d| {
+        d["id"] == second.id.as_str() && d["state"] == "Terminated"
+    })
+    .await;
+    let last = &seen[seen.len() - 1].1;
+    assert_eq!(last["reason"], "terminate requested", "{last}");
+    // One that starts and ends between two looks of the stream is sent too.
+    let mut brief = shell("exit 5");
+    brief.labels.insert("owner".into(), "a".into());
+    let (brief, _) = client.spawn(&brief).await.expect("spawn");
+    let seen = sse_until(&mut body, &mut buf, |_, d| {
+        d["id"] == brief.id.as_str() && d["state"] == "Failed"
+    })
+    .await;
+    let last = &seen[seen.len() - 1].1;
+    assert_eq!(
+        last["reason"], "exited with code 5 before it became ready",
+        "{last}"
+    );
+    for id in [&first.id, &other.id] {
+        client.terminate(id, true).await.expect("terminate");
+    }
+    // An unknown filter is refused like the list's.
+    let (status, err) = get(&server, "/v1/backends/stream?colour=red").await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"], "invalid_query");
+}

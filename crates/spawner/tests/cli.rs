@@ -88,11 +88,27 @@ async fn spawn_wait_ls_status_logs_terminate() {
     assert!(ok);
     assert!(
         out.lines()
-            .any(|l| l.starts_with(&id) && l.contains("Ready") && l.contains("cli-doc")),
+            .next()
+            .is_some_and(|h| h.contains("AGE") && h.contains("LABELS")),
         "{out}"
     );
+    assert!(
+        out.lines().any(|l| l.starts_with(&id)
+            && l.contains("Ready")
+            && l.contains("cli-doc")
+            && l.contains("owner=me")),
+        "{out}"
+    );
+    // Readable by default, JSON when asked.
     let (ok, out, _) = cli(&server, &["status", &id]);
-    assert!(ok && out.contains("\"Ready\""), "{out}");
+    assert!(
+        ok && out.starts_with("Ready") && out.contains("since"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&server, &["status", "--json", &id]);
+    assert!(ok, "{out}");
+    let last: serde_json::Value = serde_json::from_str(out.trim()).expect("status --json");
+    assert_eq!(last["state"], "Ready");
     let (ok, out, _) = cli(&server, &["logs", &id]);
     assert!(ok && out.contains("example-app listening"), "{out}");
 
@@ -107,10 +123,36 @@ async fn spawn_wait_ls_status_logs_terminate() {
             .contains("Terminated"),
         "{out}"
     );
+    // Times count from Submitted: never negative.
+    for line in out.lines() {
+        let ms = line.split_whitespace().nth(1).unwrap_or_default();
+        assert!(ms.parse::<u64>().is_ok(), "{out}");
+    }
     assert_eq!(
         server.client().status(&id).await.unwrap().state,
         State::Terminated
     );
+    let (ok, _, err) = cli(&server, &["terminate", &id]);
+    assert!(
+        ok && err.contains("had already ended (Terminated)"),
+        "{err}"
+    );
+
+    // Ended backends are listed with --all only; --json has the API's shape.
+    let (ok, out, err) = cli(&server, &["ls"]);
+    assert!(ok && !out.contains(&id), "{out}");
+    assert!(err.contains("--all"), "{err}");
+    let (ok, out, _) = cli(&server, &["ls", "--all"]);
+    assert!(
+        ok && out
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("Terminated")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&server, &["ls", "--all", "--json"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("ls --json");
+    assert_eq!(list["backends"][0]["id"], id.as_str(), "{out}");
 }
 
 #[tokio::test]
@@ -131,13 +173,142 @@ async fn cli_errors_say_what_to_do() {
     );
     let (ok, _, err) = cli(&server, &["status", "aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
     assert!(!ok && err.contains("404"), "{err}");
+    // Nothing listening: what to check, said once.
     let out = Command::new(SPAWNER)
         .args(["ls"])
         .env("SPAWNER_URL", "http://127.0.0.1:1")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach Spawner"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "error: cannot reach Spawner at http://127.0.0.1:1: connection refused; is `spawner serve` running there? (--url / SPAWNER_URL)"
+    );
+}
+
+/// A server that answers every request with a web page: not Spawner.
+fn not_spawner() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut conn = conn;
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "<html><body>Welcome to nginx!</body></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_cli_pointed_at_something_else_says_so() {
+    let url = not_spawner();
+    for args in [
+        &["ls"][..],
+        &["status", "aaaaaaaaaaaaaaaaaaaaaaaaaa"],
+        &["spawn", "--", "true"],
+    ] {
+        let out = Command::new(SPAWNER)
+            .args(args)
+            .env("SPAWNER_URL", &url)
+            .env_remove("SPAWNER_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not Spawner's API") && err.contains("404") && err.contains("SPAWNER_URL"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn help_quotes_port_singly_and_describes_ids() {
+    let help = |args: &[&str]| {
+        let out = Command::new(SPAWNER).args(args).output().expect("help");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let spawn = help(&["spawn", "--help"]);
+    assert!(
+        spawn.contains("'python3 -m http.server $(PORT)'"),
+        "{spawn}"
+    );
+    assert!(!spawn.contains("\"$(PORT)\""), "{spawn}");
+    assert!(spawn.contains("--startup-timeout"), "{spawn}");
+    for cmd in ["status", "terminate", "logs"] {
+        let text = help(&[cmd, "--help"]);
+        assert!(
+            text.contains("<ID>") && text.contains("The backend's id"),
+            "{cmd}: {text}"
+        );
+    }
+    assert!(help(&["ls", "--help"]).contains("--all"));
+}
+
+#[test]
+fn serve_on_a_port_in_use_suggests_listen_and_creates_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let out = Command::new(SPAWNER)
+        .args(["serve", "--listen", &addr, "--docker", "off", "--data-dir"])
+        .arg(&data)
+        .env_remove("SPAWNER_TOKEN")
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already in use") && err.contains("--listen"),
+        "{err}"
+    );
+    assert!(
+        !data.exists(),
+        "the data directory was created before the bind"
+    );
+}
+
+#[tokio::test]
+async fn spawn_wait_says_what_it_waits_for_and_gives_up_at_the_startup_timeout() {
+    let server = TestServer::start();
+    // Never opens its port: as a program listening on a wrong port, or on 127.0.0.1 in a container.
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "spawn",
+            "--wait",
+            "--startup-timeout",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "exec sleep 600",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("waiting for 127.0.0.1:"), "{err}");
+    assert!(err.contains("(startup timeout 1 s)"), "{err}");
+    assert!(err.contains("startup timeout"), "{err}");
+    assert!(
+        err.contains("0.0.0.0") && err.contains("--startup-timeout"),
+        "{err}"
+    );
+    for line in err.lines().filter(|l| l.contains(" ms ")) {
+        assert!(
+            !line.trim_start().starts_with('-'),
+            "a negative time: {err}"
+        );
+    }
 }
 
 #[tokio::test]

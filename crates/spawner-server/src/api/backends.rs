@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use spawner_api::bodies::{BackendList, TerminateRequest, TerminateResponse};
 use spawner_api::parse::{self, ListFilter};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
@@ -35,7 +35,7 @@ pub(super) fn create(
     match app
         .store
         .insert(id.as_str(), &spec, runtime_name)
-        .map_err(ApiError::internal)?
+        .map_err(super::store_error)?
     {
         Inserted::Existing(row) => {
             let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
@@ -90,6 +90,7 @@ pub(super) fn record(app: &App, row: Row, with_events: bool) -> Result<BackendRe
     Ok(BackendRecord {
         url: app.urls.backend(&row.id),
         state: live.as_ref().map_or(row.state, |l| l.state()),
+        reason: live.as_ref().map_or(row.reason, |l| l.reason()),
         live_connections: live.as_ref().map_or(0, |l| l.monitor.live()),
         last_activity: live.as_ref().map(|l| l.monitor.last_activity()),
         node: Some("local".to_string()),
@@ -118,7 +119,7 @@ pub async fn list(
         .filter(|row| filter.labels_match(&row.spec.labels))
         .map(|row| record(&app, row, false))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "backends": backends })).into_response())
+    Ok(Json(BackendList { backends }).into_response())
 }
 
 pub async fn get_one(
@@ -134,11 +135,24 @@ pub async fn get_one(
     Ok(Json(record(&app, row, true)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TerminateBody {
-    #[serde(default)]
-    hard: bool,
+/// The record of a live backend, from memory alone (what list streams send on every change).
+pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
+    BackendRecord {
+        id: live.id.clone(),
+        key: live.spec.key.clone(),
+        state: live.state(),
+        reason: live.reason(),
+        url: app.urls.backend(&live.id),
+        spec: live.spec.clone(),
+        created_at: live.created_at,
+        events: Vec::new(),
+        exit_code: None,
+        live_connections: live.monitor.live(),
+        last_activity: Some(live.monitor.last_activity()),
+        node: Some("local".to_string()),
+        address: live.authority().map(|a| a.to_string()),
+        runtime: Some(live.runtime.to_string()),
+    }
 }
 
 pub async fn terminate(
@@ -147,7 +161,7 @@ pub async fn terminate(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = parse::id(&id)?;
-    let body: TerminateBody = parse::json_or_default(&body)?;
+    let body: TerminateRequest = parse::json_or_default(&body)?;
     let row = app
         .store
         .get(id.as_str())
@@ -155,12 +169,16 @@ pub async fn terminate(
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
     if !row.state.is_terminal() {
         // Durably first: a backend whose runtime is unavailable now is stopped when Spawner
-        // next supervises it.
-        app.store
+        // next supervises it. A store that cannot take the write (a full disk) does not
+        // keep a running backend from being stopped: its end is recorded once it can be.
+        if let Err(e) = app
+            .store
             .set_stop(id.as_str(), StopReason::Terminate.as_str(), body.hard)
-            .map_err(ApiError::internal)?;
+        {
+            tracing::warn!(backend = %id, error = %e, "could not record a terminate; carrying it out");
+        }
     }
-    let state = match app.registry.get(id.as_str()) {
+    let before = match app.registry.get(id.as_str()) {
         Some(live) => {
             live.request_stop(StopRequest {
                 reason: StopReason::Terminate,
@@ -172,7 +190,7 @@ pub async fn terminate(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"id": id.as_str(), "state": state, "hard": body.hard})),
+        Json(TerminateResponse::new(id.as_str(), before, body.hard)),
     )
         .into_response())
 }

@@ -4,6 +4,7 @@ mod backends;
 mod logs;
 mod seed;
 mod status;
+mod watch;
 
 pub use spawner_api::ApiError;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub fn router(app: Arc<App>) -> Router {
     let control = Router::new()
         .route("/v1/backends", post(backends::spawn).get(backends::list))
+        .route("/v1/backends/stream", get(watch::stream))
         .route("/v1/backends/{id}", get(backends::get_one))
         .route("/v1/backends/{id}/terminate", post(backends::terminate))
         .route("/v1/backends/{id}/logs", get(logs::logs))
@@ -36,11 +38,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/backend/{id}/status/stream", get(status::stream))
         .route("/backend/{id}/ready", get(status::ready))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(spawner_api::public_routes());
     control
         .merge(open)
         .fallback(|| async { ApiError::no_route() })
         .with_state(app)
+}
+
+/// A store failure as the API answers it: a full disk is `503 storage_full`.
+pub(crate) fn store_error(e: crate::store::StoreError) -> ApiError {
+    if e.is_full() {
+        ApiError::storage_full(e)
+    } else {
+        ApiError::internal(e)
+    }
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {

@@ -50,9 +50,11 @@ impl TestServer {
         let listen = format!("127.0.0.1:{}", self.port);
         let mut cmd = Command::new(SPAWNER);
         cmd.args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--stop-grace", "2"])
-            .args(&self.extra_args)
+            .arg(self.dir.path().join("data"));
+        if !self.extra_args.iter().any(|a| a == "--stop-grace") {
+            cmd.args(["--stop-grace", "2"]);
+        }
+        cmd.args(&self.extra_args)
             .env("SPAWNER_LOG", "info,spawner_server=debug")
             .env_remove("SPAWNER_TOKEN")
             .stdin(Stdio::null())

@@ -1,0 +1,317 @@
+//! The OpenAPI 3.1 document of the contract (`GET /v1/openapi.json`). Schemas come from
+//! the Rust types the servers serialize; the operations below are declarations only (the
+//! handlers live in spawner-server and spawner-k8s), one per route of docs/api.md.
+
+use crate::bodies::{BackendList, TerminateRequest, TerminateResponse};
+use crate::error::{ErrorBody, ErrorCode};
+use crate::seed::{SeedResponse, SeedSpawn};
+use axum::routing::get;
+use axum::{Json, Router};
+use spawner_core::{
+    BackendRecord, BackendSpec, Event, Executable, PullPolicy, Resources, SpawnResponse, State,
+};
+use std::sync::OnceLock;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Spawner",
+        description = "Session-lived backends: the HTTP API of `spawner serve` and of `spawner api` on Kubernetes (docs/api.md).",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        spawn, list, list_stream, get_one, terminate, logs, status, status_stream, ready,
+        seed_spawn, seed_status, seed_status_stream, seed_ready, proxy, healthz, metrics,
+        openapi_json, dashboard
+    ),
+    components(schemas(
+        BackendSpec, Executable, PullPolicy, Resources, State, Event, SpawnResponse,
+        BackendRecord, BackendList, TerminateRequest, TerminateResponse, ErrorBody, ErrorCode,
+        SeedSpawn, SeedResponse
+    )),
+    modifiers(&Bearer),
+    tags(
+        (name = "control", description = "Needs `Authorization: Bearer <token>` when the server has a token."),
+        (name = "status", description = "Open: the unguessable id is the capability."),
+        (name = "seed", description = "The seed's routes, kept for its clients."),
+        (name = "operations", description = "Health, metrics, this document, the dashboard and the proxy.")
+    )
+)]
+struct Doc;
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
+}
+
+/// The document, built once.
+pub fn document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(Doc::openapi()).unwrap_or_default())
+}
+
+/// `GET /v1/openapi.json`, for a router of any state.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/v1/openapi.json", get(|| async { Json(document()) }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/backends", tag = "control", operation_id = "spawn",
+    description = "Spawn a backend, or return the live one with the same `key` (get-or-create).",
+    request_body = BackendSpec,
+    responses(
+        (status = 201, description = "A new backend", body = SpawnResponse),
+        (status = 200, description = "The live backend with this key", body = SpawnResponse),
+        (status = 400, description = "`invalid_body` or `invalid_field`; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 422, description = "`runtime_unavailable`: the spec needs a runtime this server lacks", body = ErrorBody),
+        (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn spawn() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends", tag = "control", operation_id = "list",
+    description = "Backends, newest first, records without events. Filters combine.",
+    params(
+        ("state" = Option<State>, Query, description = "only backends in this state"),
+        ("key" = Option<String>, Query, description = "only the backends of this key"),
+        ("label" = Option<Vec<String>>, Query, description = "`name=value`, repeatable; all must match", explode = true),
+    ),
+    responses(
+        (status = 200, description = "The list", body = BackendList),
+        (status = 400, description = "`invalid_query`: an unknown filter or state", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn list() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/stream", tag = "control", operation_id = "list_stream",
+    description = "Server-Sent Events of the list: first `event: snapshot` with `data:` a `BackendList` \
+        (the list as `GET /v1/backends` answers it, same filters), then `event: backend` with `data:` a \
+        `BackendRecord` (without events) each time a backend is created, changes state, or its live \
+        connections or last activity change (at most about once a second each). The stream does not end; \
+        a client that reconnects gets a fresh snapshot. Embedded server only.",
+    params(
+        ("state" = Option<State>, Query, description = "only backends in this state"),
+        ("key" = Option<String>, Query, description = "only the backends of this key"),
+        ("label" = Option<Vec<String>>, Query, description = "`name=value`, repeatable", explode = true),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn list_stream() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/{id}", tag = "control", operation_id = "get",
+    params(("id" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 200, description = "The record with its events", body = BackendRecord),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn get_one() {}
+
+#[utoipa::path(
+    post, path = "/v1/backends/{id}/terminate", tag = "control", operation_id = "terminate",
+    description = "Stop it: SIGTERM, then SIGKILL after the stop grace (`hard`: SIGKILL at once). A no-op on an ended backend.",
+    params(("id" = String, Path, description = "the backend's id")),
+    request_body(content = Option<TerminateRequest>, description = "optional"),
+    responses(
+        (status = 202, description = "The stop is carried out", body = TerminateResponse),
+        (status = 400, description = "`invalid_body`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn terminate() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/{id}/logs", tag = "control", operation_id = "logs",
+    description = "The backend's stdout and stderr.",
+    params(
+        ("id" = String, Path, description = "the backend's id"),
+        ("follow" = Option<bool>, Query, description = "stream what is written until the backend has ended; default false"),
+    ),
+    responses(
+        (status = 200, description = "Its output", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn logs() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/{id}/status", tag = "status", operation_id = "status",
+    params(("id" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 200, description = "Its last event", body = Event),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn status() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/{id}/status/stream", tag = "status", operation_id = "status_stream",
+    description = "Server-Sent Events: every past event, then new ones; `id:` is the event's sequence \
+        number, `data:` an `Event`. Ends after a terminal state.",
+    params(
+        ("id" = String, Path, description = "the backend's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_header`: a Last-Event-ID that is not a number", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn status_stream() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/{id}/ready", tag = "status", operation_id = "ready",
+    params(("id" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 302, description = "Ready: `Location` is its URL"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_ready`: still starting (`Retry-After: 1`)", body = ErrorBody),
+        (status = 410, description = "`gone`: ended, or stopping", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn ready() {}
+
+#[utoipa::path(
+    post, path = "/spawn", tag = "seed", operation_id = "seed_spawn",
+    request_body = SeedSpawn,
+    responses(
+        (status = 201, description = "A new backend", body = SeedResponse),
+        (status = 400, description = "`invalid_body` or `invalid_field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 422, description = "`runtime_unavailable`", body = ErrorBody),
+        (status = 503, description = "`storage_full`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn seed_spawn() {}
+
+#[utoipa::path(
+    get, path = "/backend/{name}/status", tag = "seed", operation_id = "seed_status",
+    params(("name" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 200, description = "As /v1/backends/{id}/status", body = Event),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn seed_status() {}
+
+#[utoipa::path(
+    get, path = "/backend/{name}/status/stream", tag = "seed", operation_id = "seed_status_stream",
+    params(
+        ("name" = String, Path, description = "the backend's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "As /v1/backends/{id}/status/stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_header`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn seed_status_stream() {}
+
+#[utoipa::path(
+    get, path = "/backend/{name}/ready", tag = "seed", operation_id = "seed_ready",
+    params(("name" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 302, description = "Ready: `Location` is its URL"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_ready`", body = ErrorBody),
+        (status = 410, description = "`gone`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn seed_ready() {}
+
+#[utoipa::path(
+    get, path = "/p/{id}/{rest}", tag = "operations", operation_id = "proxy",
+    description = "The backend itself (any method, WebSocket upgrades included), forwarded as `/{rest}` \
+        (unchanged with `strip_prefix: false`); `/p/{id}` redirects (308) to `/p/{id}/`. Errors are one \
+        line of plain text.",
+    params(
+        ("id" = String, Path, description = "the backend's id"),
+        ("rest" = String, Path, description = "the path within the backend"),
+    ),
+    responses(
+        (status = 200, description = "Whatever the backend answers"),
+        (status = 404, description = "No such backend", content_type = "text/plain", body = String),
+        (status = 410, description = "It has ended", content_type = "text/plain", body = String),
+        (status = 502, description = "It does not answer", content_type = "text/plain", body = String),
+        (status = 503, description = "Starting or stopping (`Retry-After: 1`)", content_type = "text/plain", body = String),
+    )
+)]
+#[allow(dead_code)]
+fn proxy() {}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses(
+        (status = 200, description = "`ok`: the database answers", content_type = "text/plain", body = String),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn healthz() {}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text (docs/api.md lists the series)", content_type = "text/plain", body = String))
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object))
+)]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+#[utoipa::path(
+    get, path = "/", tag = "operations", operation_id = "dashboard",
+    description = "The dashboard (HTML; its script and style are under /ui/).",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+#[allow(dead_code)]
+fn dashboard() {}

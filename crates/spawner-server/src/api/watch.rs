@@ -1,0 +1,163 @@
+//! The list stream (`GET /v1/backends/stream`): the list once, then each backend whose
+//! record changed, so that a dashboard stays current without asking again. Live backends
+//! are read from memory; a backend is read from the store only once more, when it ends.
+
+use super::backends::{live_record, record};
+use super::ApiError;
+use crate::app::App;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use spawner_api::bodies::BackendList;
+use spawner_api::parse::ListFilter;
+use spawner_core::BackendRecord;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often live connection counts and activity times are looked at: they change with
+/// every request, so they are sampled rather than announced.
+const SAMPLE: Duration = Duration::from_secs(1);
+
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let filter = ListFilter::from_query(params)?;
+    // Subscribe before the snapshot, so that no change falls between the two.
+    let changes = app.registry.subscribe();
+    let (retired, _) = app.registry.retired_since(u64::MAX);
+    let rows = app
+        .store
+        .list(filter.state, filter.key.as_deref())
+        .map_err(super::store_error)?;
+    let backends = rows
+        .into_iter()
+        .filter(|row| filter.labels_match(&row.spec.labels))
+        .map(|row| record(&app, row, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sent: HashMap<String, Seen> = backends
+        .iter()
+        .filter(|b| !b.state.is_terminal())
+        .map(|b| (b.id.clone(), Seen::of(b)))
+        .collect();
+    let snapshot = json_event("snapshot", &BackendList { backends });
+    let (tx, rx) = mpsc::channel(64);
+    if tx.send(snapshot).await.is_ok() {
+        tokio::spawn(follow(app, filter, sent, retired, changes, tx));
+    }
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// What a client was last told about a live backend.
+#[derive(PartialEq)]
+struct Seen {
+    state: spawner_core::State,
+    reason: Option<String>,
+    connections: u64,
+    /// Activity to the second: finer would send a record per request.
+    activity_s: i64,
+}
+
+impl Seen {
+    fn of(b: &BackendRecord) -> Self {
+        Seen {
+            state: b.state,
+            reason: b.reason.clone(),
+            connections: b.live_connections,
+            activity_s: b.last_activity.unwrap_or(0) / 1000,
+        }
+    }
+}
+
+/// Sends the records that changed, at every change of the registry and every [`SAMPLE`],
+/// until the client goes away.
+async fn follow(
+    app: Arc<App>,
+    filter: ListFilter,
+    mut sent: HashMap<String, Seen>,
+    mut retired: u64,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    tx: mpsc::Sender<SseEvent>,
+) {
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(SAMPLE) => {}
+        }
+        let live = app.registry.all();
+        let now_live: HashSet<&str> = live.iter().map(|l| l.id.as_str()).collect();
+        let mut out = Vec::new();
+        for l in &live {
+            if !wanted(&filter, l.state(), l.spec.key.as_deref(), &l.spec.labels) {
+                continue;
+            }
+            // Compared before a record is built: most backends have not changed.
+            let seen = Seen {
+                state: l.state(),
+                reason: l.reason(),
+                connections: l.monitor.live(),
+                activity_s: l.monitor.last_activity() / 1000,
+            };
+            if sent.get(&l.id) != Some(&seen) {
+                sent.insert(l.id.clone(), seen);
+                out.push(live_record(&app, l));
+            }
+        }
+        // Those no longer live have ended: their final record, once; with those that started
+        // and ended between two looks.
+        let (last, lately) = app.registry.retired_since(retired);
+        retired = last;
+        let ended: HashSet<String> = sent
+            .keys()
+            .filter(|id| !now_live.contains(id.as_str()))
+            .cloned()
+            .chain(lately)
+            .collect();
+        for id in ended {
+            sent.remove(&id);
+            match app.store.get(&id) {
+                Ok(Some(row)) => {
+                    if let Ok(rec) = record(&app, row, false) {
+                        if wanted(&filter, rec.state, rec.key.as_deref(), &rec.spec.labels) {
+                            out.push(rec);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(backend = %id, error = %e, "list stream: reading an ended backend")
+                }
+            }
+        }
+        for rec in out {
+            if tx.send(json_event("backend", &rec)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn wanted(
+    filter: &ListFilter,
+    state: spawner_core::State,
+    key: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    filter.state.is_none_or(|s| s == state)
+        && filter.key.as_deref().is_none_or(|k| key == Some(k))
+        && filter.labels_match(labels)
+}
+
+fn json_event(name: &str, body: &impl serde::Serialize) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .data(serde_json::to_string(body).unwrap_or_default())
+}
