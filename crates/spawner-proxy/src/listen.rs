@@ -76,6 +76,15 @@ pub async fn serve<R, H, F, B>(
             };
             let (stream, read) = match relay::run(stream, peer, &route, placed.pool(), idle).await {
                 Ended::Closed => return,
+                // A task of its own, holding the connection's place on this thread: an idle
+                // WebSocket then costs the tunnel's few words, not the relay's state.
+                Ended::Upgraded(tunnel) => {
+                    tokio::spawn(async move {
+                        let _placed = placed;
+                        tunnel.run().await;
+                    });
+                    return;
+                }
                 Ended::Fallback(stream, read) => (stream, read.freeze()),
             };
             drop(placed);

@@ -52,7 +52,7 @@ use crate::monitor::ActivityGuard;
 use crate::pool::{Pool, Reusable};
 use crate::splice::{self, Pipe};
 use crate::target::{connect_tcp, Target};
-use crate::tunnel;
+use crate::tunnel::Tunnel;
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use std::net::SocketAddr;
@@ -94,6 +94,10 @@ pub enum Ended {
     /// The relay does not take this request: the full HTTP stack gets the connection, the
     /// bytes read so far first.
     Fallback(TcpStream, BytesMut),
+    /// The backend switched protocols: the two connections are to be joined, best in a task
+    /// of their own, so that a WebSocket open for hours does not hold the relay's state,
+    /// which is sized for an exchange.
+    Upgraded(Tunnel),
 }
 
 /// Relays requests on one client connection for as long as `route` gives them a target.
@@ -165,14 +169,13 @@ where
             Next::Request => idle_since = Instant::now(),
             Next::Close => return Ended::Closed,
             Next::Upgrade(backend, guard) => {
-                drop(out);
-                let (stream, read) = (client.stream, client.buf.freeze());
-                let result = tunnel::join(stream, read, backend.stream, backend.buf.freeze()).await;
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upgraded connection ended with an error");
-                }
-                drop(guard);
-                return Ended::Closed;
+                return Ended::Upgraded(Tunnel {
+                    client: client.stream,
+                    client_read: client.buf.freeze(),
+                    backend: backend.stream,
+                    backend_read: backend.buf.freeze(),
+                    guard,
+                })
             }
         }
     }
@@ -542,7 +545,8 @@ async fn refuse(client: &mut TcpStream, refusal: Refusal) {
         return;
     }
     let drain = async {
-        let mut sink = [0u8; 4096];
+        // On the heap: a buffer here would make every connection's state 4 KiB larger.
+        let mut sink = vec![0u8; 4096];
         let mut left = 256 * 1024usize;
         while let Ok(n @ 1..) = client.read(&mut sink).await {
             left = left.saturating_sub(n);

@@ -1,6 +1,8 @@
 //! Joining two connections after a switch of protocols (WebSockets): bytes pass both ways as
 //! they come, and an idle tunnel holds no buffer.
 
+use crate::monitor::ActivityGuard;
+use bytes::Bytes;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
@@ -9,6 +11,33 @@ use tokio::net::TcpStream;
 
 /// Read size of an upgraded connection; the buffer exists only while data moves.
 const CHUNK: usize = 16 * 1024;
+
+/// Two connections whose HTTP ended in a switch of protocols, and what was read from each
+/// beyond it; counted as live until joined and closed.
+pub struct Tunnel {
+    pub(crate) client: TcpStream,
+    pub(crate) client_read: Bytes,
+    pub(crate) backend: TcpStream,
+    pub(crate) backend_read: Bytes,
+    pub(crate) guard: ActivityGuard,
+}
+
+impl Tunnel {
+    /// Passes bytes both ways until both directions have ended.
+    pub async fn run(self) {
+        let result = join(
+            self.client,
+            self.client_read,
+            self.backend,
+            self.backend_read,
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        }
+        drop(self.guard);
+    }
+}
 
 /// Copies both ways between two sockets, first what was already read from each.
 pub(crate) async fn join(
