@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use k8s::TestNs;
 use serde_json::json;
 use spawner_core::State;
+use spawner_k8s::kube::api::{ListParams, WatchEvent, WatchParams};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -45,6 +46,38 @@ async fn a_backend_spawned_through_the_api_runs_routes_counts_connections_and_en
         .expect("POST");
     assert_eq!(r.status().as_u16(), 401);
 
+    // Every state the object's STATE column shows, in order, as a watch sees each write.
+    let slabs = ns.slabs();
+    let from = slabs
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("resourceVersion");
+    let mut writes = slabs
+        .watch(&WatchParams::default(), &from)
+        .await
+        .expect("watch")
+        .boxed();
+    let shown = tokio::spawn(async move {
+        let mut shown: Vec<State> = Vec::new();
+        while let Some(Ok(event)) = writes.next().await {
+            let o = match event {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => o,
+                WatchEvent::Bookmark(_) => continue,
+                WatchEvent::Deleted(_) | WatchEvent::Error(_) => break,
+            };
+            let state = o.status.and_then(|s| s.state);
+            if let Some(s) = state.filter(|s| shown.last() != Some(s)) {
+                shown.push(s);
+            }
+            if state == Some(State::Ready) {
+                break;
+            }
+        }
+        shown
+    });
     let (code, spawned) = api
         .post(
             "/v1/backends",
@@ -81,6 +114,15 @@ async fn a_backend_spawned_through_the_api_runs_routes_counts_connections_and_en
         st.url.as_deref(),
         Some(format!("http://router.test/p/{id}/").as_str())
     );
+    // Submitted is a state of its own (issue 15, fault 6: Constructed came in the same write).
+    // (Scheduled and Running may share a write: the stand-in kubelet binds, then reports.)
+    let shown = shown.await.expect("watch task");
+    assert_eq!(
+        shown[..2],
+        [State::Submitted, State::Constructed],
+        "{shown:?}"
+    );
+    assert_eq!(shown.last(), Some(&State::Ready), "{shown:?}");
     let reasons = ns.events_of(&id);
     for state in ["Submitted", "Constructed", "Scheduled", "Running", "Ready"] {
         assert!(
