@@ -7,8 +7,12 @@ mod k8s;
 use k8s::TestNs;
 use serde_json::json;
 use spawner_core::State;
-use spawner_k8s::kube::api::{DeleteParams, PostParams};
+use spawner_k8s::kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use spawner_k8s::SessionLivedBackend;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 fn reason(obj: &SessionLivedBackend) -> String {
     obj.status
@@ -200,5 +204,82 @@ async fn the_sweeper_warns_when_it_cannot_reach_a_sidecar() {
             .any(|l| l.contains("WARN") && l.contains("sidecar not reachable") && l.contains("b1")),
         "{log}"
     );
+    assert!(sweeper.stop().success());
+}
+
+/// A stand-in sidecar: its first event stream says "not ready" once and breaks (as when a
+/// sidecar restarts); later ones say "ready" every 100 ms. Returns its port.
+async fn breaking_sidecar() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let ok = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                if stream.write_all(ok.as_bytes()).await.is_err() {
+                    return;
+                }
+                let report = json!({"ready": n > 1, "live_connections": 0,
+                                    "seconds_since_active": 0.5, "requests": n});
+                let event = format!("data: {report}\n\n");
+                while stream.write_all(event.as_bytes()).await.is_ok() && n > 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_event_stream_is_followed_again() {
+    let ns = TestNs::new("reconn").await;
+    let (port, accepted) = breaking_sidecar().await;
+    let obj: SessionLivedBackend = serde_json::from_value(json!({
+        "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
+        "metadata": {"name": "b1", "labels": {"spawner.dev/node": k8s::NODE}},
+        "spec": {"template": {"containers": [{"name": "app", "image": "spawner:test"}]}}
+    }))
+    .expect("object");
+    ns.slabs()
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    // Running on the node, as the controller records it.
+    let mut st = spawner_k8s::SessionLivedBackendStatus::default();
+    for s in [
+        State::Submitted,
+        State::Constructed,
+        State::Scheduled,
+        State::Running,
+    ] {
+        st.enter(s, spawner_core::time::now_millis(), None, None);
+    }
+    st.node_name = Some(k8s::NODE.into());
+    st.ip = Some("127.0.0.1".into());
+    st.port = Some(port);
+    ns.slabs()
+        .patch_status(
+            "b1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": st })),
+        )
+        .await
+        .expect("status");
+    let mut sweeper = ns.sweeper();
+    // Only the second stream says ready: Ready means the sweeper connected again.
+    ns.wait_state("b1", State::Ready).await;
+    assert!(accepted.load(Ordering::SeqCst) >= 2);
     assert!(sweeper.stop().success());
 }
