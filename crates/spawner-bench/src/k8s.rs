@@ -145,20 +145,19 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut cmd = Command::new(&ctx.spawner);
-    cmd.args([
-        "controller",
-        "--namespace",
-        NAMESPACE,
-        "--retention",
-        "3600",
-    ])
-    .env(
-        "KUBECONFIG",
-        kubeconfig(&server, &dir, "spawner-controller").await?,
-    )
-    .env("SPAWNER_LOG", "warn");
-    let mut controller = Proc::start("controller", cmd, &ctx.token, &dir.join("controller.log"))?;
+    let controller_kc = kubeconfig(&server, &dir, "spawner-controller").await?;
+    let start_controller = |name: &str| -> Result<Proc> {
+        let mut cmd = Command::new(&ctx.spawner);
+        cmd.args(["controller", "--namespace", NAMESPACE, "--leader-elect"])
+            .args(["--retention", "3600"])
+            .env("KUBECONFIG", &controller_kc)
+            .env("POD_NAME", name)
+            .env("SPAWNER_LOG", "info");
+        let log = dir.join(format!("{name}.log"));
+        Proc::start(name, cmd, &ctx.token, &log)
+    };
+    let mut controller = start_controller("controller-a")?;
+    wait_holder(&admin, "controller-a").await?;
     let port = util::free_port()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut cmd = Command::new(&ctx.spawner);
@@ -179,10 +178,82 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
     api_proc.wait_port(addr, Duration::from_secs(30)).await?;
     let api = Api::new(addr);
     let result = measure(ctx, &api, &admin, &mut controller, &mut api_proc).await;
+    let result = match result {
+        Ok(mut phase) => handover(&admin, controller, start_controller, &mut phase)
+            .await
+            .map(|()| phase),
+        Err(e) => {
+            controller.stop().await;
+            Err(e)
+        }
+    };
     api_proc.stop().await;
-    controller.stop().await;
     drop(server);
     result
+}
+
+/// The leader Lease's holder, if any.
+async fn holder(admin: &Path) -> Result<Option<String>> {
+    let jsonpath = "jsonpath={.spec.holderIdentity}";
+    let lease = [
+        "get",
+        "lease",
+        "spawner-controller",
+        "-n",
+        NAMESPACE,
+        "-o",
+        jsonpath,
+    ];
+    match kubectl(admin, &lease).await {
+        Ok(h) if !h.trim().is_empty() => Ok(Some(h.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.to_string().contains("NotFound") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn wait_holder(admin: &Path, who: &str) -> Result<Duration> {
+    let since = Instant::now();
+    while holder(admin).await?.as_deref() != Some(who) {
+        if since.elapsed() > Duration::from_secs(60) {
+            bail!("{who} never held the leader Lease");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(since.elapsed())
+}
+
+/// A rollout's two steps: a standby stopped (SIGTERM to its exit), and the leader stopped
+/// (SIGTERM to a standby holding the Lease; kubectl's polling adds some 30 ms).
+async fn handover(
+    admin: &Path,
+    leader: Proc,
+    start: impl Fn(&str) -> Result<Proc>,
+    phase: &mut Phase,
+) -> Result<()> {
+    let mut standby = start("controller-b")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    standby.check_alive()?;
+    let exit = standby.terminate_and_wait(Duration::from_secs(30)).await?;
+    let standby = start("controller-c")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let since = Instant::now();
+    leader.signal_term();
+    let took_over = wait_holder(admin, "controller-c").await;
+    leader.stop().await;
+    standby.stop().await;
+    let took_over = took_over.map(|_| since.elapsed())?;
+    phase.row(
+        "standby controller: SIGTERM to exit",
+        format!("{} ms", fmt(util::ms(exit))),
+    );
+    phase.row(
+        "leader controller: SIGTERM to the standby holding the Lease",
+        format!("{} ms", fmt(util::ms(took_over))),
+    );
+    phase.json["standby_exit_ms"] = util::round3(util::ms(exit));
+    phase.json["handover_ms"] = util::round3(util::ms(took_over));
+    Ok(())
 }
 
 async fn measure(

@@ -695,13 +695,13 @@ async fn fail_refused(
     warn!(name = %obj.name_any(), %reason, "failed");
     status.enter(State::Failed, now, Some(reason), None);
     let patch = crate::write::status_patch(obj, &status);
-    Api::patch_status(
-        slabs,
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    slabs
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     for entry in status.history.iter().skip(known) {
         info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
         crate::write::publish_state(&ctx.recorder, obj, entry)
