@@ -237,7 +237,10 @@ pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
     })
 }
 
-/// The backend's Service: the sidecar's port, selecting the backend's Pod.
+/// The backend's Service: the sidecar's port, selecting the backend's Pod. Headless: its DNS
+/// name resolves to the Pod's IP, so it takes no address from the cluster's Service range (a
+/// /12 by default, but a few hundred on small clusters: one per backend ran out at 253 on the
+/// tests' API server) and adds no kube-proxy rules per backend.
 pub fn build_service(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Service> {
     let name = obj.metadata.name.as_deref()?;
     Some(Service {
@@ -256,6 +259,7 @@ pub fn build_service(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Servi
                 ..ServicePort::default()
             }]),
             type_: Some("ClusterIP".to_string()),
+            cluster_ip: Some("None".to_string()),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -558,7 +562,8 @@ mod golden {
                 "selector": {
                     "spawner.dev/backend": "b1"
                 },
-                "type": "ClusterIP"
+                "type": "ClusterIP",
+                "clusterIP": "None"
             }
         });
         assert_eq!(serde_json::to_value(&svc).expect("json"), want);

@@ -103,6 +103,11 @@ async fn a_backend_spawned_through_the_api_runs_routes_counts_connections_and_en
         .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
     assert_eq!(containers, ["app", k8s::SIDECAR_CONTAINER]);
+    // A headless Service: its name resolves to the Pod, it takes no ClusterIP.
+    let services: spawner_k8s::kube::Api<k8s_openapi::api::core::v1::Service> =
+        spawner_k8s::kube::Api::namespaced(ns.admin.clone(), &ns.name);
+    let svc = services.get(&id).await.expect("the Service");
+    assert_eq!(svc.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
 
     // The Pod "runs": Scheduled and Running from the controller, Ready from the sweeper.
     let ip = ns.run_pod(&id).await;
