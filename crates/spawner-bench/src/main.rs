@@ -4,6 +4,7 @@
 //! summary. Run it through `scripts/bench`, which installs the peers and builds Spawner.
 
 mod api;
+mod k8s;
 mod paced;
 mod proxy;
 mod report;
@@ -37,10 +38,10 @@ struct Args {
     /// The JSON summary.
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
-    /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, scale, sweep.
+    /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, scale, sweep, k8s.
     #[arg(
         long,
-        default_value = "proxy,bodies,ws,paced,spawn,scale,sweep",
+        default_value = "proxy,bodies,ws,paced,spawn,scale,sweep,k8s",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -95,6 +96,9 @@ struct Args {
     /// Backends in the sweep phase.
     #[arg(long, default_value_t = 20)]
     sweeps: usize,
+    /// SessionLivedBackends created through `spawner api` in the k8s phase.
+    #[arg(long, default_value_t = 1000)]
+    k8s_backends: usize,
     /// Extra environment for `spawner serve` only (repeatable), e.g. TOKIO_WORKER_THREADS=1.
     #[arg(long, value_name = "NAME=VALUE")]
     spawner_env: Vec<String>,
@@ -136,6 +140,7 @@ pub struct Ctx {
     pub scale_calls: usize,
     pub scale_workers: usize,
     pub sweeps: usize,
+    pub k8s_backends: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -242,6 +247,7 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         scale_calls: args.scale_calls.max(1),
         scale_workers: args.scale_workers.max(1),
         sweeps: args.sweeps.max(1),
+        k8s_backends: args.k8s_backends.max(1),
     };
     let machine = machine();
     eprintln!(
@@ -263,8 +269,9 @@ async fn run(args: &Args, token: &str) -> Result<()> {
             "spawn" => spawn::run(&ctx).await,
             "scale" => scale::run(&ctx).await,
             "sweep" => sweep::run(&ctx).await,
+            "k8s" => k8s::run(&ctx).await,
             other => {
-                bail!("unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, scale, sweep")
+                bail!("unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, scale, sweep, k8s")
             }
         }
         .with_context(|| format!("phase {name}"))?;

@@ -64,6 +64,27 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM to the process (not its group).
+    pub fn signal_term(&self) {
+        // SAFETY: kill(2) on a pid this harness started; no memory is involved.
+        unsafe {
+            libc::kill(self.pid, libc::SIGTERM);
+        }
+    }
+
+    /// SIGTERM, then how long the process took to exit (an error after `limit`).
+    pub async fn terminate_and_wait(&mut self, limit: Duration) -> Result<Duration> {
+        let since = Instant::now();
+        self.signal_term();
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(since.elapsed())
+            }
+            Err(_) => bail!("{} did not exit within {limit:?} of SIGTERM", self.name),
+        }
+    }
+
     /// Kills the process group and waits for the process to be gone.
     pub async fn stop(mut self) {
         kill_group(self.pid);

@@ -106,7 +106,9 @@ const SHORT_WAIT: Duration = Duration::from_secs(2);
 enum AppState {
     NotStarted,
     Running,
-    Exited(Exit),
+    /// With the container's termination message (its log's tail, with
+    /// `terminationMessagePolicy: FallbackToLogsOnError`), if any.
+    Exited(Exit, Option<String>),
     /// It can never start or be reached: the image cannot be pulled, the container cannot
     /// be created, or the sidecar in front of it is gone (restart policy Never).
     Unstartable(String),
@@ -165,7 +167,13 @@ fn app_state(pod: &Pod, app_name: &str) -> AppState {
         } else {
             Exit::Code(t.exit_code)
         };
-        return AppState::Exited(exit);
+        let message = t
+            .message
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(last_chars);
+        return AppState::Exited(exit, message);
     }
     if state.running.is_some() {
         return AppState::Running;
@@ -185,6 +193,18 @@ fn app_state(pod: &Pod, app_name: &str) -> AppState {
         }
     }
     AppState::NotStarted
+}
+
+/// The end of a termination message, which is where a crash says why.
+fn last_chars(message: &str) -> String {
+    const MAX: usize = 1_000;
+    let skip = message.chars().count().saturating_sub(MAX);
+    let tail: String = message.chars().skip(skip).collect();
+    if skip > 0 {
+        format!("...{tail}")
+    } else {
+        tail
+    }
 }
 
 fn millis_of(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Millis {
@@ -231,7 +251,14 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         .as_ref()
         .map_or(now, millis_of);
     if status.state.is_none() {
+        // Recorded on its own, before anything is created: `kubectl get slab` shows a new
+        // object as Submitted until its Pod exists. The patch's watch event brings the
+        // next reconcile.
         status.enter(State::Submitted, created, None, None);
+        return Plan {
+            actions: vec![Action::PatchStatus(Box::new(status))],
+            requeue_after: SHORT_WAIT,
+        };
     }
     let state = status.state.unwrap_or(State::Submitted);
 
@@ -253,7 +280,9 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
 
     if state.is_terminal() {
         let mut late = Vec::new();
-        if pod.is_some() && !pod_deleting {
+        // An exited application's Pod is kept for its log; one still running is stopped.
+        let exited = matches!(app, Some(AppState::Exited(..)));
+        if pod.is_some() && !pod_deleting && !exited {
             late.push(delete_pod(cfg.pod.stop_grace_seconds));
         }
         let since = status.entered_at().unwrap_or(now);
@@ -383,19 +412,36 @@ fn observe_pod(
         status.ip = Some(ip);
     }
     let deleting = pod.metadata.deletion_timestamp.is_some();
+    if deleting {
+        // Spawner deletes a live backend's Pod only after entering Terminating: this one was
+        // deleted by someone else (by hand, an eviction, a drain). However its application
+        // exits, even with 0, the backend was lost, not ended.
+        let code = match app {
+            Some(AppState::Exited(Exit::Code(c) | Exit::OutOfMemory(Some(c)), _)) => Some(*c),
+            _ => None,
+        };
+        status.enter(
+            State::Failed,
+            now,
+            Some("lost: its Pod was deleted, not by Spawner".to_string()),
+            code,
+        );
+        return;
+    }
     match app {
         Some(AppState::Running) => {
             status.enter(State::Running, now, None, None);
         }
-        Some(AppState::Exited(exit)) => {
+        Some(AppState::Exited(exit, message)) => {
+            // The Pod stays until the object is deleted (the garbage collector removes it
+            // then): its log is what tells why a backend ended.
             let state = status.state.unwrap_or(State::Submitted);
             let (to, why, code) = outcome(state, None, *exit);
+            let why = match message {
+                Some(m) if to == State::Failed => format!("{why}: {m}"),
+                _ => why,
+            };
             status.enter(to, now, Some(why), code);
-            if !deleting {
-                late.push(Action::DeletePod {
-                    grace_seconds: cfg.pod.stop_grace_seconds,
-                });
-            }
         }
         Some(AppState::Unstartable(why)) => {
             status.enter(State::Failed, now, Some(why.clone()), None);
@@ -417,7 +463,7 @@ fn finish_stop(
 ) {
     let exit = match app {
         None => Exit::Unknown,
-        Some(AppState::Exited(exit)) => *exit,
+        Some(AppState::Exited(exit, _)) => *exit,
         // Never started: nothing to wait for.
         Some(AppState::NotStarted | AppState::Unstartable(_)) => Exit::Unknown,
         Some(AppState::Running) => return,
@@ -555,15 +601,19 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
     for action in plan.actions {
         debug!(?action, "carrying out");
         match action {
-            Action::CreatePod(p) => {
-                tolerate(pods.create(&PostParams::default(), &p).await, |s| {
-                    s.is_already_exists()
-                })?;
-            }
-            Action::CreateService(s) => {
-                tolerate(services.create(&PostParams::default(), &s).await, |s| {
-                    s.is_already_exists()
-                })?;
+            Action::CreatePod(p) => match pods.create(&PostParams::default(), &p).await {
+                Err(kube::Error::Api(s)) if refused(&s) => {
+                    return fail_refused(&obj, &slabs, &ctx, "Pod", &s).await;
+                }
+                res => tolerate(res, |s| s.is_already_exists())?,
+            },
+            Action::CreateService(svc) => {
+                match services.create(&PostParams::default(), &svc).await {
+                    Err(kube::Error::Api(s)) if refused(&s) => {
+                        return fail_refused(&obj, &slabs, &ctx, "Service", &s).await;
+                    }
+                    res => tolerate(res, |s| s.is_already_exists())?,
+                }
             }
             Action::PatchStatus(status) => {
                 let patch = crate::write::status_patch(&obj, &status);
@@ -615,6 +665,53 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
     Ok(Requeue::requeue(plan.requeue_after))
 }
 
+/// Whether the API server refused a child for what it is (admission: Pod Security,
+/// ResourceQuota, LimitRange, a webhook; or validation), which retrying cannot change.
+fn refused(s: &kube::core::Status) -> bool {
+    matches!(s.code, 400 | 403 | 422)
+}
+
+/// Fails the backend at once with the API server's own words, as status and Event, instead
+/// of retrying a create that cannot succeed until its startup timeout.
+async fn fail_refused(
+    obj: &SessionLivedBackend,
+    slabs: &Api<SessionLivedBackend>,
+    ctx: &Context,
+    what: &str,
+    refusal: &kube::core::Status,
+) -> Result<Requeue, Error> {
+    let now = (ctx.now)();
+    let mut status = obj.status.clone().unwrap_or_default();
+    let known = status.history.len();
+    if status.state.is_none() {
+        let created = obj
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, millis_of);
+        status.enter(State::Submitted, created, None, None);
+    }
+    let reason = format!("the API server refused its {what}: {}", refusal.message);
+    warn!(name = %obj.name_any(), %reason, "failed");
+    status.enter(State::Failed, now, Some(reason), None);
+    let patch = crate::write::status_patch(obj, &status);
+    slabs
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    for entry in status.history.iter().skip(known) {
+        info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
+        crate::write::publish_state(&ctx.recorder, obj, entry)
+            .await
+            .map_err(Error::Event)?;
+    }
+    ctx.failures().remove(&ObjectRef::from_obj(obj));
+    Ok(Requeue::requeue(ctx.config.retention))
+}
+
 /// Retries soon after a lost race, and with exponential backoff (1 s doubling to 5 min)
 /// after anything else.
 pub fn error_policy(obj: Arc<SessionLivedBackend>, error: &Error, ctx: Arc<Context>) -> Requeue {
@@ -630,17 +727,37 @@ pub fn error_policy(obj: Arc<SessionLivedBackend>, error: &Error, ctx: Arc<Conte
     Requeue::requeue(delay)
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C: over one namespace, or all of them.
+/// Resolves once `stop` says so (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves (the binary: SIGTERM or Ctrl-C), over one
+/// namespace or all of them.
 ///
 /// With `lease`, it first waits to hold the leader Lease (in `namespace`), and returns
-/// [`Error::LeadershipLost`] if it stops holding it.
+/// [`Error::LeadershipLost`] if it stops holding it. A standby stops at once on `shutdown`
+/// (it has nothing to finish); a leader finishes its reconciles and then releases the
+/// Lease, so that a standby takes over within its retry interval instead of waiting out
+/// the lease duration.
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     config: ControllerConfig,
     reporter: Reporter,
     lease: Option<LeaseConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Listened to from the start: a standby waiting for the Lease must hear it too.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     let (slabs, pods, services): (Api<SessionLivedBackend>, Api<Pod>, Api<Service>) =
         match namespace {
             Some(ns) => (
@@ -672,7 +789,13 @@ pub async fn run(
     };
     if let (Some(api), Some(cfg)) = (&leases, &lease) {
         info!(lease = %cfg.name, identity = %cfg.identity, "waiting to lead");
-        leader::acquire(api, cfg).await;
+        tokio::select! {
+            () = leader::acquire(api, cfg) => {}
+            () = stopped(stop_rx.clone()) => {
+                info!("stopped before leading");
+                return Ok(());
+            }
+        }
     }
     info!(
         namespace = namespace.unwrap_or("(all)"),
@@ -681,7 +804,7 @@ pub async fn run(
     let controller = Controller::new(slabs, watcher::Config::default().any_semantic())
         .owns(pods, children.clone())
         .owns(services, children)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stopped(stop_rx))
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             match res {
@@ -695,6 +818,7 @@ pub async fn run(
                 () = controller => {}
                 () = leader::hold(api, cfg) => return Err(Error::LeadershipLost),
             }
+            leader::release(api, cfg).await;
         }
         _ => controller.await,
     }
@@ -780,7 +904,13 @@ pub(crate) mod tests {
 
     #[test]
     fn a_new_object_gets_its_pod_and_service_and_is_constructed() {
-        let obj = stored("b1");
+        // First Submitted alone, at the object's creation time.
+        let new = stored("b1");
+        let first = plan(&new, &seen(None, None, T0 + 50), &config());
+        assert_eq!(first.actions.len(), 1);
+        assert_eq!(states(&first), [State::Submitted]);
+        let mut obj = new.clone();
+        obj.status = Some(status_of(&first).clone());
         let plan = plan(&obj, &seen(None, None, T0 + 100), &config());
         assert!(
             matches!(&plan.actions[0], Action::CreatePod(p) if **p == build_pod(&obj, &config().pod).expect("pod"))
@@ -854,9 +984,56 @@ pub(crate) mod tests {
             assert_eq!(st.state, Some(to));
             assert_eq!(st.reason.as_deref(), Some(why));
             assert_eq!(st.exit_code, code);
-            assert!(plan
+            // The exited Pod is kept for its log until the object is deleted.
+            assert!(!plan
                 .actions
-                .contains(&Action::DeletePod { grace_seconds: 10 }));
+                .iter()
+                .any(|a| matches!(a, Action::DeletePod { .. })));
+        }
+    }
+
+    #[test]
+    fn a_crash_s_termination_message_is_in_the_reason() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        let svc = build_service(&obj, &config().pod);
+        let app = json!({"terminated": {"exitCode": 2, "message": "panic: no config\n"}});
+        let pod = pod_of(&obj, Some("n"), Some(app));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        assert_eq!(
+            status_of(&p).reason.as_deref(),
+            Some("exited with code 2: panic: no config")
+        );
+        // Once Failed, the exited Pod still stays.
+        let mut ended = obj.clone();
+        ended.status = Some(status_of(&p).clone());
+        let p = plan(
+            &ended,
+            &seen(Some(&pod), svc.as_ref(), T0 + 2_000),
+            &config(),
+        );
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { .. })));
+    }
+
+    #[test]
+    fn a_pod_deleted_by_someone_else_is_lost_even_if_its_app_exits_0() {
+        let obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        let svc = build_service(&obj, &config().pod);
+        for app in [
+            json!({"running": {}}),
+            json!({"terminated": {"exitCode": 0}}),
+        ] {
+            let mut pod = pod_of(&obj, Some("n"), Some(app));
+            pod.metadata.deletion_timestamp = obj.metadata.creation_timestamp.clone();
+            let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+            let st = status_of(&p);
+            assert_eq!(st.state, Some(State::Failed));
+            assert_eq!(
+                st.reason.as_deref(),
+                Some("lost: its Pod was deleted, not by Spawner")
+            );
         }
     }
 
@@ -944,7 +1121,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_terminate_before_the_pod_exists_never_creates_it() {
-        let mut obj = stored("b1");
+        let mut obj = with_state(stored("b1"), &[State::Submitted]);
         obj.metadata.annotations = Some(
             [(
                 ANNOTATION_STOP.to_string(),
@@ -1068,7 +1245,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_invalid_object_fails_without_a_pod() {
-        let mut obj = stored("b1");
+        let mut obj = with_state(stored("b1"), &[State::Submitted]);
         obj.spec.template.containers[0].image = None;
         let p = plan(&obj, &seen(None, None, T0), &config());
         let st = status_of(&p);
@@ -1082,7 +1259,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_sidecar_s_port_is_refused_as_the_application_s() {
-        let mut obj = stored("b1");
+        let mut obj = with_state(stored("b1"), &[State::Submitted]);
         obj.spec.http_port = Some(config().pod.sidecar_port);
         let p = plan(&obj, &seen(None, None, T0), &config());
         let st = status_of(&p);

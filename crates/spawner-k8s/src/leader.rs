@@ -21,8 +21,10 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease lasts without renewal before another candidate may take it.
     pub duration: Duration,
-    /// How often the holder renews (well within `duration`), and candidates retry.
+    /// How often the holder renews (well within `duration`).
     pub renew_every: Duration,
+    /// How often a candidate looks at the Lease: how soon it takes over a released one.
+    pub retry_every: Duration,
 }
 
 /// What to do about the Lease as it is.
@@ -141,7 +143,41 @@ pub async fn acquire(api: &Api<Lease>, cfg: &LeaseConfig) {
             Ok(false) => {}
             Err(e) => warn!(error = %e, "cannot read or write the leader Lease"),
         }
-        tokio::time::sleep(cfg.renew_every).await;
+        tokio::time::sleep(cfg.retry_every).await;
+    }
+}
+
+/// Gives the Lease up, if still ours, on a graceful stop: empties its holder (as client-go
+/// does), so that a candidate takes it at its next look rather than after the lease
+/// duration. Conditional on the Lease's `resourceVersion`: a Lease someone else took
+/// meanwhile is left alone. Best effort: failing, the Lease just expires.
+pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) {
+    let lease = match api.get_opt(&cfg.name).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, "cannot read the leader Lease to release it");
+            return;
+        }
+    };
+    let ours = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        == Some(cfg.identity.as_str());
+    if !ours {
+        return;
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": lease.metadata.resource_version},
+        "spec": {"holderIdentity": null, "leaseDurationSeconds": 1, "renewTime": MicroTime(Timestamp::now())},
+    });
+    match api
+        .patch(&cfg.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => info!(lease = %cfg.name, "leadership released"),
+        Err(e) => warn!(error = %e, "cannot release the leader Lease; it expires instead"),
     }
 }
 

@@ -4,8 +4,8 @@
 use crate::crd::{SessionLivedBackend, LABEL_BACKEND, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
 use crate::naming::Urls;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServicePort,
-    ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 /// The sidecar container's name; the router and sweepers reach it on the Service.
 pub const SIDECAR_CONTAINER: &str = "spawner-sidecar";
 pub const DEFAULT_SIDECAR_PORT: u16 = 9090;
+/// The sidecar's user and group: not root, and not a user the image needs to define.
+pub const SIDECAR_UID: i64 = 65532;
 
 /// What the controller puts into every Pod besides the object's own template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,11 @@ fn app_container(
     };
 
     let mut c = template.clone();
+    // Without a policy of its own, a crash's last log lines become the termination
+    // message, which the controller puts in the Failed reason.
+    if c.termination_message_policy.is_none() {
+        c.termination_message_policy = Some("FallbackToLogsOnError".to_string());
+    }
     c.command = template.command.as_ref().map(expand_all);
     c.args = template.args.as_ref().map(expand_all);
     // Spawner's variables first and authoritative; the template's own follow, minus any
@@ -174,7 +181,31 @@ fn sidecar_container(obj: &SessionLivedBackend, cfg: &PodConfig) -> Container {
             requests: Some(requests),
             ..ResourceRequirements::default()
         }),
+        security_context: Some(sidecar_security_context()),
         ..Container::default()
+    }
+}
+
+/// What the Pod Security Standards' `restricted` level asks of a container, so that the
+/// sidecar never keeps a backend out of a restricted namespace: the application container's
+/// own securityContext is the template's to choose.
+fn sidecar_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            add: None,
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(SIDECAR_UID),
+        run_as_group: Some(SIDECAR_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -206,7 +237,10 @@ pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
     })
 }
 
-/// The backend's Service: the sidecar's port, selecting the backend's Pod.
+/// The backend's Service: the sidecar's port, selecting the backend's Pod. Headless: its DNS
+/// name resolves to the Pod's IP, so it takes no address from the cluster's Service range (a
+/// /12 by default, but a few hundred on small clusters: one per backend ran out at 253 on the
+/// tests' API server) and adds no kube-proxy rules per backend.
 pub fn build_service(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Service> {
     let name = obj.metadata.name.as_deref()?;
     Some(Service {
@@ -225,6 +259,7 @@ pub fn build_service(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Servi
                 ..ServicePort::default()
             }]),
             type_: Some("ClusterIP".to_string()),
+            cluster_ip: Some("None".to_string()),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -439,7 +474,8 @@ mod golden {
                                 "cpu": "500m",
                                 "memory": "256Mi"
                             }
-                        }
+                        },
+                        "terminationMessagePolicy": "FallbackToLogsOnError"
                     },
                     {
                         "command": [
@@ -464,6 +500,16 @@ mod golden {
                                 "cpu": "10m",
                                 "memory": "16Mi"
                             }
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]},
+                            "privileged": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsGroup": 65532,
+                            "runAsNonRoot": true,
+                            "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}
                         }
                     }
                 ],
@@ -516,7 +562,8 @@ mod golden {
                 "selector": {
                     "spawner.dev/backend": "b1"
                 },
-                "type": "ClusterIP"
+                "type": "ClusterIP",
+                "clusterIP": "None"
             }
         });
         assert_eq!(serde_json::to_value(&svc).expect("json"), want);

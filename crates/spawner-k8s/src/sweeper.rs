@@ -46,6 +46,12 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The least time between two activity patches of one backend. The sidecar reports every
+/// change at once and every second besides, so a change held back by this limit is written
+/// with the next report: the API is at most about a second behind the sidecar.
+const ACTIVITY_INTERVAL: Duration = Duration::from_millis(500);
+/// A last activity moved by less than this is not worth a write on its own.
+const ACTIVITY_RESOLUTION_MS: Millis = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -140,6 +146,32 @@ pub fn status_patch(
     Some(crate::write::status_patch(obj, &status))
 }
 
+/// The status patch that brings a Ready backend's `liveConnections` and `lastActivity` up
+/// to `report`, or `None` when they are current (the connection count as reported, the last
+/// activity within [`ACTIVITY_RESOLUTION_MS`]). Pure. Only those two fields, and no
+/// `resourceVersion`: they are the sweeper's alone, so it never conflicts with a state change.
+pub fn activity_patch(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Option<Value> {
+    let status = obj.status.as_ref()?;
+    if status.state != Some(State::Ready) || !report.ready {
+        return None;
+    }
+    let activity = last_activity(status, report, now).max(0);
+    let stored = status.last_activity.as_deref().and_then(|t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    });
+    let moved = stored.is_none_or(|at| (activity - at).abs() >= ACTIVITY_RESOLUTION_MS);
+    let live_changed = status.live_connections != Some(report.live_connections);
+    if !live_changed && !moved {
+        return None;
+    }
+    Some(serde_json::json!({"status": {
+        "liveConnections": report.live_connections,
+        "lastActivity": rfc3339(activity),
+    }}))
+}
+
 /// Where the backend's sidecar serves its events, once the controller recorded the Pod's
 /// IP and the sidecar's port.
 pub fn events_addr(obj: &SessionLivedBackend) -> Option<SocketAddr> {
@@ -178,6 +210,7 @@ pub async fn follow(
     let mut current: Arc<SessionLivedBackend> = updates.borrow_and_update().clone();
     let name = current.name_any();
     let mut backoff = BACKOFF_START;
+    let mut last_activity_write: Option<tokio::time::Instant> = None;
     loop {
         if finished(&current) {
             debug!(%name, "backend ended: no longer followed");
@@ -194,7 +227,9 @@ pub async fn follow(
         let mut stream = match open_events(addr).await {
             Ok(s) => s,
             Err(e) => {
-                debug!(%name, %addr, error = %e, retry_in = ?backoff, "sidecar not reachable");
+                // At warn: a sidecar the sweeper cannot reach is a backend it cannot sweep
+                // (a NetworkPolicy or firewall between nodes and Pods, say).
+                warn!(%name, %addr, error = %e, retry_in = ?backoff, "sidecar not reachable");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     changed = updates.changed() => {
@@ -220,6 +255,7 @@ pub async fn follow(
                     backoff = BACKOFF_START;
                     deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
                     current = act(&api, &recorder, current, &report, judged.as_ref()).await;
+                    current = write_activity(&api, current, &report, &mut last_activity_write).await;
                     if finished(&current) {
                         break;
                     }
@@ -234,6 +270,41 @@ pub async fn follow(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Keeps the object's connection count and last activity current (what the API, `spawner
+/// ls` and `/metrics` show), at most one write per [`ACTIVITY_INTERVAL`] and only on change.
+async fn write_activity(
+    api: &Api<SessionLivedBackend>,
+    obj: Arc<SessionLivedBackend>,
+    report: &Report,
+    last_write: &mut Option<tokio::time::Instant>,
+) -> Arc<SessionLivedBackend> {
+    if last_write.is_some_and(|at| at.elapsed() < ACTIVITY_INTERVAL) {
+        return obj;
+    }
+    let Some(patch) = activity_patch(&obj, report, now_millis()) else {
+        return obj;
+    };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    *last_write = Some(tokio::time::Instant::now());
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => {
+            debug!(name = %obj.name_any(), live = report.live_connections, "activity written");
+            Arc::new(updated)
+        }
+        Err(e) => {
+            // The next report tries again.
+            warn!(name = %obj.name_any(), error = %e, "writing the activity failed");
+            obj
         }
     }
 }
@@ -635,6 +706,29 @@ mod tests {
 
         let ended = with(&[State::Submitted, State::Failed]);
         assert!(status_patch(&ended, State::Ready, &report(true, 0, 0.0), T0).is_none());
+    }
+
+    #[test]
+    fn activity_is_written_on_change_only() {
+        // Ready at T0 + 1 s, recorded with no connection and activity at T0 + 1 s.
+        let mut obj = with(&[State::Submitted, State::Ready]);
+        if let Some(st) = obj.status.as_mut() {
+            st.live_connections = Some(0);
+            st.last_activity = Some(rfc3339(T0 + 1_000));
+        }
+        let now = T0 + 5_000;
+        // Idle since then: nothing to write.
+        assert_eq!(activity_patch(&obj, &report(true, 0, 4.0), now), None);
+        // A connection opened half a second ago.
+        assert_eq!(
+            activity_patch(&obj, &report(true, 1, 0.5), now),
+            Some(json!({"status": {"liveConnections": 1, "lastActivity": rfc3339(T0 + 4_500)}}))
+        );
+        // A request a moment ago, no connection left open: the activity alone moved.
+        assert!(activity_patch(&obj, &report(true, 0, 0.1), now).is_some());
+        // Not Ready yet, or stopping: the state patches carry it.
+        let running = with(&[State::Submitted, State::Running]);
+        assert_eq!(activity_patch(&running, &report(true, 3, 0.0), now), None);
     }
 
     #[test]

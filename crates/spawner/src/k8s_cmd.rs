@@ -225,6 +225,8 @@ fn init_tracing() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a Pod's log (a file) they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -314,10 +316,19 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                     .unwrap_or_else(|| format!("spawner-controller-{}", std::process::id())),
                 duration: Duration::from_secs(15),
                 renew_every: Duration::from_secs(5),
+                retry_every: Duration::from_millis(500),
             });
             let client = client().await?;
             let ns = args.namespace.filter(|n| !n.is_empty());
-            spawner_k8s::controller::run(client, ns.as_deref(), config, reporter, lease).await?;
+            spawner_k8s::controller::run(
+                client,
+                ns.as_deref(),
+                config,
+                reporter,
+                lease,
+                shutdown_signal(),
+            )
+            .await?;
             Ok(())
         }
         K8sCommand::Api(args) => {
