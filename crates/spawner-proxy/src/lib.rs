@@ -11,6 +11,7 @@ pub mod head;
 pub mod listen;
 pub mod monitor;
 mod pool;
+pub mod readiness;
 mod relay;
 pub mod route;
 pub mod sidecar;
