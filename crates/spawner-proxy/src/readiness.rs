@@ -3,7 +3,7 @@
 //! A connect probe per starting backend has to back off (a thousand backends probed every
 //! millisecond is a million failed connections a second), so a slow starter is seen late by
 //! up to its back-off. Instead, one thread per network namespace asks the kernel every
-//! 0.5–1 ms ([`MIN_PERIOD`], [`MAX_PERIOD`]) which of the ports being waited for have a
+//! 0.75–1 ms ([`MIN_PERIOD`], [`MAX_PERIOD`]) which of the ports being waited for have a
 //! listening socket: one socket-diagnostics dump (netlink `inet_diag`) of listening TCP
 //! sockets of both address families, filtered in the kernel by a small program over those
 //! ports, so its cost hardly depends on the number of waiters: one dump serves them all.
@@ -27,11 +27,12 @@ use tokio::sync::oneshot;
 
 /// How often the listening sockets are looked at while something waits, at most and at
 /// least: a backend is seen listening at most a period (plus the dump itself) late. Within
-/// these bounds the period is 20 times the last dump's duration, so that the watch takes at
-/// most 5 % of a core while a dump lasts up to 50 µs (about 13 µs on an idle machine, plus
-/// about 70 ns per listening socket of the whole machine).
-pub const MIN_PERIOD: Duration = Duration::from_micros(500);
+/// these bounds the period is [`PERIOD_PER_DUMP`] times the last dump's duration, so that
+/// the dumps take at most 4 % of a core while one lasts up to 40 µs (about 13 µs on an idle
+/// machine, plus about 70 ns per listening socket of the whole machine).
+pub const MIN_PERIOD: Duration = Duration::from_micros(750);
 pub const MAX_PERIOD: Duration = Duration::from_millis(1);
+const PERIOD_PER_DUMP: u32 = 25;
 /// How long a namespace's thread stays once nothing waits in it, before it ends.
 const IDLE_LINGER: Duration = Duration::from_secs(2);
 /// The back-off of the connect probe (fallback, or the second opinion for other
@@ -308,7 +309,7 @@ fn watch_loop(inner: Arc<Inner>) {
             }
         }
         let took = dump_started.elapsed();
-        let period = (took * 20).clamp(MIN_PERIOD, MAX_PERIOD);
+        let period = (took * PERIOD_PER_DUMP).clamp(MIN_PERIOD, MAX_PERIOD);
         std::thread::sleep(period.saturating_sub(took));
     }
 }

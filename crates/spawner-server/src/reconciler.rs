@@ -21,6 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+/// Process starts at once (prepare, fork and exec, record): enough to keep the cores
+/// busy; the rest wait parked. Container starts are not limited here (the engine takes
+/// its time per start, and queues them itself).
+static PROCESS_STARTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// How a supervisor begins.
 enum Begin {
     /// Start the backend.
@@ -71,6 +76,20 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
             if let Some(req) = *stop_rx.borrow_and_update() {
                 return end_unstarted(app, live, req);
             }
+            // Process starts wait their turn, parked: a storm of spawns then queues here
+            // instead of filling the runtime's run queue ahead of every other request.
+            let _turn = if live.runtime == "process" {
+                tokio::select! {
+                    biased;
+                    _ = wait_stop(&mut stop_rx) => {
+                        let req = *stop_rx.borrow();
+                        return req.map_or(Ok(()), |req| end_unstarted(app, live, req));
+                    }
+                    permit = PROCESS_STARTS.acquire() => permit.ok(),
+                }
+            } else {
+                None
+            };
             let mut launch = match prepare(app, live) {
                 Ok(l) => l,
                 Err(e) => {
@@ -111,17 +130,16 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                 }
             };
             let address = started.address.to_string();
-            app.store
-                .set_started(&live.id, &started.handle.0, &address)?;
             live.set_authority(&address);
-            app.record(
+            app.record_started(
                 live,
+                &started.handle.0,
+                &address,
                 &[
                     (State::Constructed, started.note.clone()),
                     (State::Scheduled, Some("node local".into())),
                     (State::Running, None),
                 ],
-                None,
             )?;
             (started.handle, started.exited, started.netns)
         }
