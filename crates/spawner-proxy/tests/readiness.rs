@@ -135,3 +135,48 @@ async fn the_own_namespace_by_path_is_the_own_watch() {
         .expect("accepting");
     drop(listener);
 }
+
+/// A network namespace of its own (a container's, say): a listener there is seen by the
+/// watch of that namespace, though nothing of this namespace could connect to it. Needs
+/// `unshare` and the right to make and enter namespaces (root); says so and checks nothing
+/// without.
+#[tokio::test]
+async fn a_listener_in_another_namespace_is_seen_by_that_namespace_s_watch() {
+    let python = std::process::Command::new("python3")
+        .args(["-c", ""])
+        .status();
+    if !python.is_ok_and(|s| s.success()) {
+        eprintln!("no python3 here (the listener): nothing to check");
+        return;
+    }
+    // A process in a new network namespace that listens on loopback there after a moment.
+    let port = free_port();
+    let script = format!(
+        "ip link set lo up 2>/dev/null; sleep 0.3; exec python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", {port})); s.listen(); time.sleep(60)'"
+    );
+    let child = std::process::Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("no unshare here: nothing to check");
+        return;
+    };
+    let ns = std::path::PathBuf::from(format!("/proc/{}/ns/net", child.id()));
+    // unshare replaces itself with the shell once the namespace is made.
+    std::thread::sleep(Duration::from_millis(100));
+    let own = std::fs::read_link("/proc/self/ns/net").ok();
+    if child.try_wait().ok().flatten().is_some() || std::fs::read_link(&ns).ok() == own {
+        eprintln!("cannot make a network namespace here: nothing to check");
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let seen = tokio::time::timeout(LIMIT, ListenWatch::of_namespace(&ns).listening(addr)).await;
+    // In this namespace nothing listens there: the watch saw the other one.
+    let here = std::net::TcpStream::connect(addr).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.expect("seen listening in its namespace");
+    assert!(!here, "something listens on {addr} in this namespace too");
+}

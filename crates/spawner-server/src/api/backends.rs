@@ -15,13 +15,8 @@ use spawner_core::lifecycle::StopReason;
 use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
 use std::sync::Arc;
 
-/// Spawns recorded at once; the others wait parked. A storm of spawns then holds two of the
-/// runtime's turns at a time instead of queueing every other request behind all of it.
-static SPAWNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
     let spec: BackendSpec = parse::json(&body)?;
-    let _turn = SPAWNS.acquire().await.map_err(ApiError::internal)?;
     let (status, resp) = create(&app, spec)?;
     Ok((status, Json(resp)).into_response())
 }
