@@ -30,6 +30,7 @@ pub struct Seen {
     /// When this client received it.
     pub at: Instant,
     pub wall_ms: i64,
+    pub wall_us: i64,
 }
 
 const TERMINAL: [&str; 3] = ["Swept", "Failed", "Terminated"];
@@ -142,6 +143,7 @@ impl Api {
                         state,
                         at: Instant::now(),
                         wall_ms: util::wall_ms(),
+                        wall_us: util::wall_us(),
                     });
                     if done {
                         return Ok(seen);

@@ -7,9 +7,11 @@ mod api;
 mod k8s;
 mod paced;
 mod proxy;
+mod readiness;
 mod report;
 mod scale;
 mod spawn;
+mod storm;
 mod sweep;
 mod util;
 mod ws;
@@ -38,10 +40,11 @@ struct Args {
     /// The JSON summary.
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
-    /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, scale, sweep, k8s.
+    /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, readiness, storm, scale,
+    /// sweep, k8s.
     #[arg(
         long,
-        default_value = "proxy,bodies,ws,paced,spawn,scale,sweep,k8s",
+        default_value = "proxy,bodies,ws,paced,spawn,readiness,storm,scale,sweep,k8s",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -84,6 +87,24 @@ struct Args {
     /// Repetitions of the concurrent spawns.
     #[arg(long, default_value_t = 3)]
     concurrent_rounds: usize,
+    /// Backends that listen after 5 ms, one at a time, in the readiness phase.
+    #[arg(long, default_value_t = 60)]
+    readiness_fast: usize,
+    /// Backends that listen after 3 s, all at once, in the readiness phase.
+    #[arg(long, default_value_t = 30)]
+    readiness_slow: usize,
+    /// Starting backends watched for the readiness phase's CPU figure.
+    #[arg(long, default_value_t = 1000)]
+    readiness_watched: usize,
+    /// Spawns of `/bin/true` in the storm phase.
+    #[arg(long, default_value_t = 10_000)]
+    storm: usize,
+    /// Connections posting spawns in the storm phase.
+    #[arg(long, default_value_t = 64)]
+    storm_conns: usize,
+    /// `spawner example-app` spawns at once in the storm phase, until all are Ready.
+    #[arg(long, default_value_t = 1000)]
+    storm_real: usize,
     /// Live backends in the scale phase.
     #[arg(long, default_value_t = 1000)]
     scale: usize,
@@ -114,6 +135,9 @@ struct Args {
 enum Cleanup {
     /// Kill whatever a run with this token left behind.
     Cleanup { token: String },
+    /// The readiness phase's backend: sleep MS, listen on `PORT`, print when.
+    #[command(hide = true)]
+    ListenAfter { ms: u64 },
 }
 
 /// What every phase needs.
@@ -136,6 +160,12 @@ pub struct Ctx {
     pub spawns: usize,
     pub concurrent: usize,
     pub concurrent_rounds: usize,
+    pub readiness_fast: usize,
+    pub readiness_slow: usize,
+    pub readiness_watched: usize,
+    pub storm: usize,
+    pub storm_conns: usize,
+    pub storm_real: usize,
     pub scale: usize,
     pub scale_calls: usize,
     pub scale_workers: usize,
@@ -151,6 +181,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("spawner-bench cleanup: killed {n} leftover processes");
         }
         return std::process::ExitCode::SUCCESS;
+    }
+    if let Some(Cleanup::ListenAfter { ms }) = &args.cleanup {
+        return match readiness::listen_after(*ms) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -243,6 +282,12 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         spawns: args.spawns.max(1),
         concurrent: args.concurrent.max(1),
         concurrent_rounds: args.concurrent_rounds.max(1),
+        readiness_fast: args.readiness_fast.max(1),
+        readiness_slow: args.readiness_slow.max(1),
+        readiness_watched: args.readiness_watched.max(1),
+        storm: args.storm.max(1),
+        storm_conns: args.storm_conns.max(1),
+        storm_real: args.storm_real.max(1),
         scale: args.scale.max(1),
         scale_calls: args.scale_calls.max(1),
         scale_workers: args.scale_workers.max(1),
@@ -267,12 +312,14 @@ async fn run(args: &Args, token: &str) -> Result<()> {
             "ws" => ws::run(&ctx).await,
             "paced" => paced::run(&ctx).await,
             "spawn" => spawn::run(&ctx).await,
+            "readiness" => readiness::run(&ctx).await,
+            "storm" => storm::run(&ctx).await,
             "scale" => scale::run(&ctx).await,
             "sweep" => sweep::run(&ctx).await,
             "k8s" => k8s::run(&ctx).await,
-            other => {
-                bail!("unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, scale, sweep, k8s")
-            }
+            other => bail!(
+                "unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, readiness, storm, scale, sweep, k8s"
+            ),
         }
         .with_context(|| format!("phase {name}"))?;
         util::kill_tagged(token);

@@ -264,6 +264,13 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Microseconds since the epoch, by the wall clock (comparable across processes).
+pub fn wall_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.mmm]Z` into milliseconds since the epoch.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let s = s.strip_suffix('Z')?;

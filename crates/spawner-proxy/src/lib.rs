@@ -12,6 +12,7 @@
 //!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
 //! framing              head · chunked · framing   (the security model: relay's docs)
 //! shared ground        tunnel · splice · prefixed · pool · target · slice · busy_poll · monitor
+//!                      readiness (when a backend listens: the sidecar and the server)
 //! ```
 
 pub mod body;
@@ -24,6 +25,7 @@ pub mod listen;
 pub mod monitor;
 mod pool;
 pub mod prefixed;
+pub mod readiness;
 mod relay;
 pub mod route;
 pub mod sidecar;

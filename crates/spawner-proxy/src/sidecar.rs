@@ -14,6 +14,7 @@ use crate::body::ProxyBody;
 use crate::forward::{message, Forwarder};
 use crate::head::RequestHead;
 use crate::monitor::Monitor;
+use crate::readiness::ListenWatch;
 use crate::target::Target;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -28,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -44,9 +45,6 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// with no notification (it sits on every request's path); a request that starts and ends
 /// between two looks still shows as a change of `requests`.
 const POLL: Duration = Duration::from_millis(25);
-/// The readiness probe's backoff: it starts at 1 ms so that an application that listens
-/// quickly is Ready within milliseconds, and stops growing at this.
-const PROBE_MAX_DELAY: Duration = Duration::from_millis(100);
 
 /// What the sidecar reports on each event of `/_events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,8 +86,9 @@ fn now_ms() -> i64 {
 }
 
 impl Sidecar {
-    /// A sidecar for the application on `127.0.0.1:{app_port}`. Starts probing the port at
-    /// once (call it inside a Tokio runtime); the probe ends when the application listens.
+    /// A sidecar for the application on `127.0.0.1:{app_port}`. Starts watching for the port
+    /// to be listened on at once (call it inside a Tokio runtime), with the same watch as
+    /// the embedded server's ([`ListenWatch`]).
     pub fn new(app_port: u16) -> Arc<Self> {
         let app_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), app_port);
         let app = Authority::try_from(app_addr.to_string())
@@ -100,7 +99,8 @@ impl Sidecar {
         let probe_tx = ready_tx.clone();
         let probe_monitor = monitor.clone();
         tokio::spawn(async move {
-            wait_until_listening(app_addr).await;
+            // The Pod's network namespace is the sidecar's own.
+            ListenWatch::own().listening(app_addr).await;
             // The idle clock starts when the application can first be used.
             probe_monitor.touch();
             tracing::info!(%app_addr, "application is listening: ready");
@@ -237,19 +237,6 @@ impl Sidecar {
                 () = tx.closed() => return,
             }
         }
-    }
-}
-
-/// Tries to connect to the application until it accepts, backing off from 1 ms.
-async fn wait_until_listening(addr: SocketAddr) {
-    let mut delay = Duration::from_millis(1);
-    loop {
-        match TcpStream::connect(addr).await {
-            Ok(_) => return,
-            Err(e) => tracing::trace!(error = %e, %addr, "application not listening yet"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(PROBE_MAX_DELAY);
     }
 }
 

@@ -26,6 +26,7 @@ const ORDER: &[&str] = &[
     "slice",
     "busy_poll",
     "monitor",
+    "readiness",
 ];
 
 #[test]

@@ -608,6 +608,17 @@ impl Runtime for DockerRuntime {
                 return Err(unavailable("inspecting the container", e));
             }
         };
+        // The container's network namespace, through its main process, when the engine
+        // runs on this machine and its pids are ours (not a remote engine, not another pid
+        // namespace: then the path names no process, or one whose watch is backed by a
+        // connect probe anyway).
+        let netns = info
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .filter(|pid| *pid > 0 && self.host.starts_with("unix://"))
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
+            .filter(|p| p.exists());
         let ip = info
             .network_settings
             .and_then(|s| s.networks)
@@ -638,6 +649,7 @@ impl Runtime for DockerRuntime {
         Ok(Started {
             handle: handle.to_handle(),
             address: SocketAddr::new(ip, launch.port),
+            netns,
             exited,
             note: Some(format!(
                 "{image_note}; container {} at {ip} on network {}",

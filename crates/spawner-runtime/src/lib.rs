@@ -50,6 +50,9 @@ pub struct Started {
     pub handle: Handle,
     /// Where the proxy and the readiness probe reach it.
     pub address: SocketAddr,
+    /// The network namespace it listens in (`/proc/PID/ns/net`), when not Spawner's own:
+    /// readiness is watched there.
+    pub netns: Option<PathBuf>,
     /// Resolves once it has exited.
     pub exited: BoxFuture<'static, Exit>,
     /// Said in the `Constructed` event (e.g. how long an image pull took).

@@ -129,6 +129,7 @@ impl Runtime for ProcessRuntime {
         Ok(Started {
             handle: handle.to_handle(),
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, launch.port)),
+            netns: None,
             exited,
             note: Some(format!("pid {pid}")),
         })

@@ -50,9 +50,28 @@ impl App {
         exit_code: Option<i32>,
     ) -> Result<Vec<Event>, StoreError> {
         let events = self.store.transition(&live.id, states, exit_code)?;
+        self.recorded(live, &events);
+        Ok(events)
+    }
+
+    /// [`App::record`] of a backend's start, with where it runs, in one transaction.
+    pub fn record_started(
+        self: &Arc<Self>,
+        live: &Live,
+        handle: &serde_json::Value,
+        address: &str,
+        states: &[(State, Option<String>)],
+    ) -> Result<Vec<Event>, StoreError> {
+        let events = self.store.started(&live.id, handle, address, states)?;
+        self.recorded(live, &events);
+        Ok(events)
+    }
+
+    /// Makes recorded events visible in memory: state, logs, metrics, the registry.
+    fn recorded(&self, live: &Live, events: &[Event]) {
         if let Some(last) = events.last() {
             live.set_state(last.state, last.seq, last.reason.as_deref());
-            for e in &events {
+            for e in events {
                 match &e.reason {
                     Some(reason) => {
                         tracing::info!(backend = %live.id, state = %e.state, %reason, "state")
@@ -67,6 +86,5 @@ impl App {
                 self.registry.changed();
             }
         }
-        Ok(events)
     }
 }

@@ -1,8 +1,8 @@
 //! The reconciler: makes every live backend's observed state follow its record.
 //!
 //! Each live backend has one supervisor task that starts it (or adopts it after a
-//! restart), probes it until it accepts connections, watches for its exit, and carries out
-//! stops. At start-up [`adopt_all`] compares the store with what the runtimes report and
+//! restart), waits until it listens (`spawner_proxy::readiness`), watches for its exit, and
+//! carries out stops. At start-up [`adopt_all`] compares the store with what the runtimes report and
 //! acts on the difference, which is what makes a crash of Spawner harmless.
 
 use crate::app::App;
@@ -12,13 +12,19 @@ use spawner_core::env::{backend_env, expand};
 use spawner_core::lifecycle::{outcome, Exit, StopReason};
 use spawner_core::time::now_millis;
 use spawner_core::{BackendId, State};
+use spawner_proxy::readiness::{self, ListenWatch};
 use spawner_runtime::{Handle, Launch, Runtime, RuntimeError, Signal};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tracing::Instrument;
+
+/// Process starts at once (prepare, fork and exec, record): enough to keep the cores
+/// busy; the rest wait parked. Container starts are not limited here (the engine takes
+/// its time per start, and queues them itself).
+static PROCESS_STARTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// How a supervisor begins.
 enum Begin {
@@ -63,13 +69,27 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         return Ok(());
     };
 
-    let (handle, exited) = match begin {
-        Begin::Running { handle, exited } => (handle, exited),
+    let (handle, exited, netns) = match begin {
+        Begin::Running { handle, exited } => (handle, exited, None),
         Begin::Start => {
             // A terminate that arrived before the start: nothing to stop.
             if let Some(req) = *stop_rx.borrow_and_update() {
                 return end_unstarted(app, live, req);
             }
+            // Process starts wait their turn, parked: a storm of spawns then queues here
+            // instead of filling the runtime's run queue ahead of every other request.
+            let _turn = if live.runtime == "process" {
+                tokio::select! {
+                    biased;
+                    _ = wait_stop(&mut stop_rx) => {
+                        let req = *stop_rx.borrow();
+                        return req.map_or(Ok(()), |req| end_unstarted(app, live, req));
+                    }
+                    permit = PROCESS_STARTS.acquire() => permit.ok(),
+                }
+            } else {
+                None
+            };
             let mut launch = match prepare(app, live) {
                 Ok(l) => l,
                 Err(e) => {
@@ -110,23 +130,31 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                 }
             };
             let address = started.address.to_string();
-            app.store
-                .set_started(&live.id, &started.handle.0, &address)?;
             live.set_authority(&address);
-            app.record(
+            app.record_started(
                 live,
+                &started.handle.0,
+                &address,
                 &[
                     (State::Constructed, started.note.clone()),
                     (State::Scheduled, Some("node local".into())),
                     (State::Running, None),
                 ],
-                None,
             )?;
-            (started.handle, started.exited)
+            (started.handle, started.exited, started.netns)
         }
     };
 
-    let outcome = run(app, live, runtime.as_ref(), &handle, exited, &mut stop_rx).await;
+    let outcome = run(
+        app,
+        live,
+        runtime.as_ref(),
+        &handle,
+        exited,
+        netns,
+        &mut stop_rx,
+    )
+    .await;
     if let Err(e) = &outcome {
         // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
         // running unsupervised.
@@ -277,6 +305,7 @@ async fn run(
     runtime: &dyn Runtime,
     handle: &Handle,
     mut exited: BoxFuture<'static, Exit>,
+    netns: Option<PathBuf>,
     stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
 ) -> anyhow::Result<()> {
     let address: Option<SocketAddr> = live.authority().and_then(|a| a.as_str().parse().ok());
@@ -286,7 +315,7 @@ async fn run(
     if live.state() < State::Ready {
         let ready = async {
             match address {
-                Some(addr) => wait_listening(addr, probe_started).await,
+                Some(addr) => wait_listening(live.runtime, netns.as_deref(), addr).await,
                 None => std::future::pending().await,
             }
         };
@@ -389,17 +418,19 @@ async fn wait_stop(rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>) {
     }
 }
 
-/// Resolves once something accepts TCP connections at `addr`. Probes back off in
-/// proportion to the time already waited (a tenth of it, from 1 ms up to 100 ms): a backend
-/// that is up in 5 ms is seen within about a millisecond, and a slow one costs few probes.
-async fn wait_listening(addr: SocketAddr, since: Instant) {
-    loop {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
+/// Resolves once the backend listens at `addr`, seen by the listen watch of the namespace
+/// it listens in: Spawner's own for processes, the container's for a container just started
+/// (backed by a connect probe, in case that namespace is not where `addr` leads). An
+/// adopted container's namespace is not known: a connect probe with back-off.
+async fn wait_listening(runtime: &str, netns: Option<&Path>, addr: SocketAddr) {
+    match netns {
+        Some(ns) => {
+            ListenWatch::of_namespace(ns)
+                .listening_or_accepting(addr)
+                .await
         }
-        let waited = since.elapsed();
-        let delay = (waited / 10).clamp(Duration::from_millis(1), Duration::from_millis(100));
-        tokio::time::sleep(delay).await;
+        None if runtime == "process" => ListenWatch::own().listening(addr).await,
+        None => readiness::accepting(addr).await,
     }
 }
 

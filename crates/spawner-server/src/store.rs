@@ -1,11 +1,13 @@
 //! The durable state of the embedded server: every backend, its spec and its events, in
-//! one SQLite file. Every call is a short transaction on one connection behind a mutex,
-//! which is also what makes get-or-create by key atomic.
+//! one SQLite file in WAL mode. Every write is a short transaction on one connection behind
+//! a mutex, which is also what makes get-or-create by key atomic; reads go to connections
+//! of their own, so they never wait for a write.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use spawner_core::time::{now_millis, Millis};
 use spawner_core::{BackendSpec, Event, State};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +67,17 @@ pub enum Inserted {
 }
 
 pub struct Store {
+    /// The one connection that writes.
     conn: Mutex<Connection>,
+    /// Connections that only read: in WAL mode they see every committed write and never
+    /// wait for a write in progress, so reading a record does not queue behind a storm of
+    /// spawns.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
+
+/// Reading connections; a read finds one free or waits for one.
+const READERS: usize = 2;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -147,14 +158,42 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Every statement of the write path is prepared once and kept.
+        conn.set_prepared_statement_cache_capacity(64);
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                r.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Store {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         f(&mut conn)
+    }
+
+    /// Runs a read on a reading connection: a free one if any, else the next in turn.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            if let Ok(conn) = self.readers[(start + i) % self.readers.len()].try_lock() {
+                return f(&conn);
+            }
+        }
+        let conn = self.readers[start % self.readers.len()]
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?;
+        f(&conn)
     }
 
     /// This installation's id, made on first use: marks its processes and containers.
@@ -169,10 +208,8 @@ impl Store {
                 return Ok(id);
             }
             let id = fresh();
-            c.execute(
-                "INSERT INTO meta (name, value) VALUES ('instance', ?1)",
-                [&id],
-            )?;
+            c.prepare_cached("INSERT INTO meta (name, value) VALUES ('instance', ?1)")?
+                .execute([&id])?;
             Ok(id)
         })
     }
@@ -187,25 +224,18 @@ impl Store {
             let tx = c.transaction()?;
             if let Some(key) = &spec.key {
                 let existing = tx
-                    .query_row(
-                        &format!("SELECT {COLUMNS} FROM backends WHERE key = ?1 AND terminal = 0"),
-                        [key],
-                        row_of,
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM backends WHERE key = ?1 AND terminal = 0"
+                    ))?
+                    .query_row([key], row_of)
                     .optional()?;
                 if let Some(row) = existing {
                     return Ok(Inserted::Existing(row));
                 }
             }
             let now = now_millis();
-            tx.execute(
-                "INSERT INTO backends (id, key, spec, state, created_at, runtime) VALUES (?1, ?2, ?3, 'Submitted', ?4, ?5)",
-                params![id, spec.key, spec_json, now, runtime],
-            )?;
-            tx.execute(
-                "INSERT INTO events (backend_id, seq, state, time) VALUES (?1, 1, 'Submitted', ?2)",
-                params![id, now],
-            )?;
+            tx.prepare_cached("INSERT INTO backends (id, key, spec, state, created_at, runtime) VALUES (?1, ?2, ?3, 'Submitted', ?4, ?5)")?.execute(params![id, spec.key, spec_json, now, runtime])?;
+            tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time) VALUES (?1, 1, 'Submitted', ?2)")?.execute(params![id, now])?;
             tx.commit()?;
             Ok(Inserted::New(Row {
                 id: id.to_string(),
@@ -234,36 +264,26 @@ impl Store {
     ) -> Result<Vec<Event>> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let Some((mut state, mut seq)) = current(&tx, id)? else {
-                return Ok(Vec::new());
-            };
-            let mut recorded = Vec::new();
-            let now = now_millis();
-            for (to, reason) in states {
-                if !state.can_enter(*to) {
-                    continue;
-                }
-                seq += 1;
-                let code = if to.is_terminal() { exit_code } else { None };
-                tx.execute(
-                    "INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![id, seq, to.as_str(), now, reason, code],
-                )?;
-                state = *to;
-                recorded.push(Event {
-                    seq,
-                    state: *to,
-                    time: now,
-                    reason: reason.clone(),
-                    exit_code: code,
-                });
-            }
-            if !recorded.is_empty() {
-                tx.execute(
-                    "UPDATE backends SET state = ?2, terminal = ?3, exit_code = COALESCE(?4, exit_code) WHERE id = ?1",
-                    params![id, state.as_str(), state.is_terminal(), if state.is_terminal() { exit_code } else { None }],
-                )?;
-            }
+            let recorded = transition_in(&tx, id, states, exit_code)?;
+            tx.commit()?;
+            Ok(recorded)
+        })
+    }
+
+    /// Records where a started backend runs and moves it through `states`, in one
+    /// transaction (one commit per start instead of two).
+    pub fn started(
+        &self,
+        id: &str,
+        handle: &serde_json::Value,
+        address: &str,
+        states: &[(State, Option<String>)],
+    ) -> Result<Vec<Event>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached("UPDATE backends SET handle = ?2, address = ?3 WHERE id = ?1")?
+                .execute(params![id, handle.to_string(), address])?;
+            let recorded = transition_in(&tx, id, states, None)?;
             tx.commit()?;
             Ok(recorded)
         })
@@ -278,10 +298,7 @@ impl Store {
                 return Ok(None);
             };
             let now = now_millis();
-            tx.execute(
-                "INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                params![id, seq + 1, state.as_str(), now, reason],
-            )?;
+            tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)")?.execute(params![id, seq + 1, state.as_str(), now, reason])?;
             tx.commit()?;
             Ok(Some(Event {
                 seq: seq + 1,
@@ -293,30 +310,16 @@ impl Store {
         })
     }
 
-    /// Records where a started backend runs.
-    pub fn set_started(&self, id: &str, handle: &serde_json::Value, address: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE backends SET handle = ?2, address = ?3 WHERE id = ?1",
-                params![id, handle.to_string(), address],
-            )?;
-            Ok(())
-        })
-    }
-
     /// Records a stop request; a hard one overrides a soft one, never the reverse.
     pub fn set_stop(&self, id: &str, reason: &str, hard: bool) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "UPDATE backends SET stop_reason = COALESCE(stop_reason, ?2), stop_hard = MAX(stop_hard, ?3) WHERE id = ?1 AND terminal = 0",
-                params![id, reason, hard],
-            )?;
+            c.prepare_cached("UPDATE backends SET stop_reason = COALESCE(stop_reason, ?2), stop_hard = MAX(stop_hard, ?3) WHERE id = ?1 AND terminal = 0")?.execute(params![id, reason, hard])?;
             Ok(())
         })
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Row>> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.query_row(
                 &format!("SELECT {COLUMNS} FROM backends WHERE id = ?1"),
                 [id],
@@ -328,7 +331,7 @@ impl Store {
 
     /// Events after `after` (a sequence number), oldest first.
     pub fn events(&self, id: &str, after: u64) -> Result<Vec<Event>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, state, time, reason, exit_code FROM events WHERE backend_id = ?1 AND seq > ?2 ORDER BY seq",
             )?;
@@ -341,7 +344,7 @@ impl Store {
 
     /// The last event of a backend.
     pub fn last_event(&self, id: &str) -> Result<Option<Event>> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.query_row(
                 "SELECT seq, state, time, reason, exit_code FROM events WHERE backend_id = ?1 ORDER BY seq DESC LIMIT 1",
                 [id],
@@ -353,7 +356,7 @@ impl Store {
 
     /// Backends in `state` (any without), with `key` (any without), newest first.
     pub fn list(&self, state: Option<State>, key: Option<&str>) -> Result<Vec<Row>> {
-        let rows = self.with(|c| {
+        let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR key = ?2) ORDER BY created_at DESC, id"
             ))?;
@@ -402,7 +405,7 @@ impl Store {
 
     /// How many backends are in each state (for /metrics).
     pub fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt =
                 c.prepare_cached("SELECT state, COUNT(*) FROM backends GROUP BY state")?;
             let rows = stmt
@@ -414,21 +417,57 @@ impl Store {
 
     /// A cheap query proving the database answers (for /healthz).
     pub fn ping(&self) -> Result<()> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
             Ok(())
         })
     }
 }
 
+/// [`Store::transition`] within `tx`.
+fn transition_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    states: &[(State, Option<String>)],
+    exit_code: Option<i32>,
+) -> Result<Vec<Event>> {
+    let Some((mut state, mut seq)) = current(tx, id)? else {
+        return Ok(Vec::new());
+    };
+    let mut recorded = Vec::new();
+    let now = now_millis();
+    for (to, reason) in states {
+        if !state.can_enter(*to) {
+            continue;
+        }
+        seq += 1;
+        let code = if to.is_terminal() { exit_code } else { None };
+        tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![id, seq, to.as_str(), now, reason, code])?;
+        state = *to;
+        recorded.push(Event {
+            seq,
+            state: *to,
+            time: now,
+            reason: reason.clone(),
+            exit_code: code,
+        });
+    }
+    if !recorded.is_empty() {
+        let code = if state.is_terminal() { exit_code } else { None };
+        tx.prepare_cached("UPDATE backends SET state = ?2, terminal = ?3, exit_code = COALESCE(?4, exit_code) WHERE id = ?1")?
+            .execute(params![id, state.as_str(), state.is_terminal(), code])?;
+    }
+    Ok(recorded)
+}
+
 /// A backend's state and the sequence number of its newest event, read in `tx`.
 fn current(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<(State, u64)>> {
     let row: Option<(String, u64)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     row.map(|(state, seq)| {
         let state: State = state.parse().map_err(|e| StoreError::Corrupt {
