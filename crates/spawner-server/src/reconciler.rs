@@ -2,8 +2,8 @@
 //!
 //! Each live backend has one supervisor task that starts it (or adopts it after a
 //! restart), waits until it listens (`spawner_proxy::readiness`), watches for its exit, and
-//! carries out stops. At start-up [`adopt_all`] compares the store with what the runtimes report and
-//! acts on the difference, which is what makes a crash of Spawner harmless.
+//! carries out stops. At start-up [`adopt_all`] compares the store with what the runtimes
+//! report and acts on the difference, which is what makes a crash of Spawner harmless.
 
 use crate::app::App;
 use crate::live::{Live, StopRequest};
