@@ -3,10 +3,11 @@
 
 use futures_util::FutureExt;
 use spawner_proxy::readiness::{self, ListenWatch};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpSocket;
 
 /// A port nothing listens on (bound, read, released).
 fn free_port() -> u16 {
@@ -16,23 +17,38 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A port held for the test: bound, so that no other test can take it meanwhile, and not
+/// listened on until the test says so (`listen`). `None` where the address family is missing.
+fn reserve(ip: impl Into<IpAddr>) -> Option<(TcpSocket, u16)> {
+    let ip = ip.into();
+    let socket = if ip.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .ok()?;
+    socket.bind(SocketAddr::new(ip, 0)).ok()?;
+    let port = socket.local_addr().ok()?.port();
+    Some((socket, port))
+}
+
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_wait_ends_once_the_port_is_listened_on_and_not_before() {
-    let port = free_port();
+    let (socket, port) = reserve(Ipv4Addr::LOCALHOST).expect("a port");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let bound = Arc::new(AtomicBool::new(false));
     let flag = bound.clone();
     let listener = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         flag.store(true, Ordering::SeqCst);
-        TcpListener::bind(addr).expect("bind later")
+        socket.listen(128).expect("listen later")
     });
     tokio::time::timeout(LIMIT, ListenWatch::own().listening(addr))
         .await
         .expect("seen listening");
-    assert!(bound.load(Ordering::SeqCst), "ended before the bind");
+    assert!(bound.load(Ordering::SeqCst), "ended before the listen");
     let listener = listener.await.expect("listener task");
     // Listening is what a connection needs: one is accepted now.
     std::net::TcpStream::connect(addr).expect("connects");
@@ -42,7 +58,19 @@ async fn a_wait_ends_once_the_port_is_listened_on_and_not_before() {
 #[tokio::test]
 async fn many_waits_share_the_watch_and_only_listened_ports_end() {
     let watch = ListenWatch::own();
-    let ports: Vec<u16> = (0..40).map(|_| free_port()).collect();
+    // Every other port is listened on later: on loopback, or on all interfaces; the others
+    // stay bound, so that nothing else listens there meanwhile.
+    let reserved: Vec<(TcpSocket, u16)> = (0..40)
+        .map(|i| {
+            let ip = if i % 4 == 2 {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                Ipv4Addr::LOCALHOST
+            };
+            reserve(ip).expect("a port")
+        })
+        .collect();
+    let ports: Vec<u16> = reserved.iter().map(|(_, p)| *p).collect();
     let mut waits: Vec<_> = ports
         .iter()
         .map(|&p| {
@@ -54,20 +82,15 @@ async fn many_waits_share_the_watch_and_only_listened_ports_end() {
             })
         })
         .collect();
-    // Every other port is listened on: on loopback, or on all interfaces.
-    let listeners: Vec<TcpListener> = ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 0)
-        .map(|(i, &p)| {
-            let ip = if i % 4 == 0 {
-                Ipv4Addr::LOCALHOST
-            } else {
-                Ipv4Addr::UNSPECIFIED
-            };
-            TcpListener::bind((ip, p)).expect("bind")
-        })
-        .collect();
+    let mut listeners = Vec::new();
+    let mut unlistened = Vec::new();
+    for (i, (socket, _)) in reserved.into_iter().enumerate() {
+        if i % 2 == 0 {
+            listeners.push(socket.listen(128).expect("listen"));
+        } else {
+            unlistened.push(socket);
+        }
+    }
     for (i, wait) in waits.iter_mut().enumerate().filter(|(i, _)| i % 2 == 0) {
         tokio::time::timeout(LIMIT, wait)
             .await
@@ -77,16 +100,16 @@ async fn many_waits_share_the_watch_and_only_listened_ports_end() {
     for (i, wait) in waits.iter_mut().enumerate().filter(|(i, _)| i % 2 == 1) {
         assert!(wait.now_or_never().is_none(), "wait {i} ended unlistened");
     }
-    drop(listeners);
+    drop((listeners, unlistened));
 }
 
 #[tokio::test]
 async fn a_dual_stack_listener_serves_an_ipv4_wait() {
-    let port = free_port();
-    let Ok(listener) = TcpListener::bind(("::", port)) else {
+    let Some((socket, port)) = reserve(Ipv6Addr::UNSPECIFIED) else {
         eprintln!("no IPv6 here: nothing to check");
         return;
     };
+    let listener = socket.listen(128).expect("listen");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     // Linux listens dual-stack on `::` unless told otherwise: the IPv4 connect lands there.
     if std::net::TcpStream::connect(addr).is_err() {
@@ -102,28 +125,28 @@ async fn a_dual_stack_listener_serves_an_ipv4_wait() {
 #[tokio::test]
 async fn an_abandoned_wait_leaves_the_watch_working() {
     let watch = ListenWatch::own();
-    let first = free_port();
+    let (held, first) = reserve(Ipv4Addr::LOCALHOST).expect("a port");
     let abandoned = watch.listening(SocketAddr::from((Ipv4Addr::LOCALHOST, first)));
     assert!(tokio::time::timeout(Duration::from_millis(50), abandoned)
         .await
         .is_err());
-    let port = free_port();
+    let (socket, port) = reserve(Ipv4Addr::LOCALHOST).expect("a port");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let listener = TcpListener::bind(addr).expect("bind");
+    let listener = socket.listen(128).expect("listen");
     tokio::time::timeout(LIMIT, watch.listening(addr))
         .await
         .expect("seen listening");
     tokio::time::timeout(LIMIT, readiness::accepting(addr))
         .await
         .expect("accepting too");
-    drop(listener);
+    drop((listener, held));
 }
 
 #[tokio::test]
 async fn the_own_namespace_by_path_is_the_own_watch() {
-    let port = free_port();
+    let (socket, port) = reserve(Ipv4Addr::LOCALHOST).expect("a port");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let listener = TcpListener::bind(addr).expect("bind");
+    let listener = socket.listen(128).expect("listen");
     let watch = ListenWatch::of_namespace(std::path::Path::new("/proc/self/ns/net"));
     tokio::time::timeout(LIMIT, watch.listening_or_accepting(addr))
         .await
