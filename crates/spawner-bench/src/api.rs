@@ -214,6 +214,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// Runs one phase against a fresh server in `{work dir}/{name}/spawner`, and stops the
+    /// server whatever the phase's result; the phase gets its directory and the server.
+    pub async fn phase(
+        ctx: &crate::Ctx,
+        name: &str,
+        measure: impl AsyncFnOnce(&Path, &Server) -> Result<crate::report::Phase>,
+    ) -> Result<crate::report::Phase> {
+        let dir = ctx.dir.join(name);
+        let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
+        let result = measure(&dir, &server).await;
+        let stopped = server.stop().await;
+        let phase = result?;
+        stopped?;
+        Ok(phase)
+    }
+
     pub async fn start(ctx: &crate::Ctx, dir: &Path, token: &str) -> Result<Server> {
         Self::start_with(ctx, dir, token, &[]).await
     }

@@ -26,31 +26,19 @@ struct Wrk {
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("proxy");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = async {
-        let paths = start_paths(ctx, &dir, &server).await?;
+    Server::phase(ctx, "proxy", async |dir, server| {
+        let paths = start_paths(ctx, dir, server).await?;
         measure(ctx, &paths).await
-    }
-    .await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    })
+    .await
 }
 
 pub async fn run_bodies(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("bodies");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = async {
-        let paths = start_paths(ctx, &dir, &server).await?;
-        measure_bodies(ctx, &dir, &paths).await
-    }
-    .await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "bodies", async |dir, server| {
+        let paths = start_paths(ctx, dir, server).await?;
+        measure_bodies(ctx, dir, &paths).await
+    })
+    .await
 }
 
 /// The four ways to one backend, ready: each path's base URL (to which a file's path is

@@ -100,13 +100,10 @@ async fn by_connect_probe(ctx: &Ctx, harness: &Path, delay_ms: u64, log: &Path) 
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("readiness");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &server).await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "readiness", async |_, server| {
+        measure(ctx, server).await
+    })
+    .await
 }
 
 async fn measure(ctx: &Ctx, server: &Server) -> Result<Phase> {

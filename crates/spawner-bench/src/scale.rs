@@ -12,13 +12,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("scale");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &server).await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "scale", async |_, server| measure(ctx, server).await).await
 }
 
 /// Times `calls` GETs of `path(i)` with `workers` clients in parallel; returns the

@@ -14,13 +14,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("spawn");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &server).await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "spawn", async |_, server| measure(ctx, server).await).await
 }
 
 /// The minimal backend: `spawner example-app` (a tokio/axum server, the same binary).

@@ -147,13 +147,7 @@ async fn wait_count(api: &Api, states: &[&str], count: usize, t0: Instant) -> Re
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("storm");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &server).await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "storm", async |_, server| measure(ctx, server).await).await
 }
 
 async fn measure(ctx: &Ctx, server: &Server) -> Result<Phase> {

@@ -13,13 +13,7 @@ use std::time::Duration;
 const GRACE_MS: i64 = 1000;
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("sweep");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &server).await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "sweep", async |_, server| measure(ctx, server).await).await
 }
 
 /// One backend: Ready, one proxied request (its last activity), then idle until Swept.

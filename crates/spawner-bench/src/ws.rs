@@ -20,13 +20,10 @@ type PlainWs = WebSocketStream<tokio::net::TcpStream>;
 pub type Ws = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
-    let dir = ctx.dir.join("ws");
-    let server = Server::start(ctx, &dir.join("spawner"), &ctx.token).await?;
-    let result = measure(ctx, &dir, &server).await;
-    let stopped = server.stop().await;
-    let phase = result?;
-    stopped?;
-    Ok(phase)
+    Server::phase(ctx, "ws", async |dir, server| {
+        measure(ctx, dir, server).await
+    })
+    .await
 }
 
 async fn measure(ctx: &Ctx, dir: &Path, server: &Server) -> Result<Phase> {
