@@ -155,16 +155,7 @@ async fn a_pod_deleted_by_hand_is_lost_even_if_its_app_exits_0() {
     let mut controller = ns.controller(&[], &[]);
     controller.wait_for_log("controller started");
     let mut sweeper = ns.sweeper();
-    let obj: SessionLivedBackend = serde_json::from_value(json!({
-        "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
-        "metadata": {"name": "b1"},
-        "spec": {"template": {"containers": [{"name": "app", "image": "spawner:test"}]}}
-    }))
-    .expect("object");
-    ns.slabs()
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("create");
+    ns.create_slab("b1", json!({})).await;
     ns.run_pod("b1").await;
     ns.wait_state("b1", State::Ready).await;
     // Someone deletes the Pod; its application exits 0 on SIGTERM (issue 15, fault 6:
@@ -185,16 +176,7 @@ async fn the_sweeper_warns_when_it_cannot_reach_a_sidecar() {
     let mut controller = ns.controller(&[], &[]);
     controller.wait_for_log("controller started");
     let mut sweeper = ns.sweeper();
-    let obj: SessionLivedBackend = serde_json::from_value(json!({
-        "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
-        "metadata": {"name": "b1"},
-        "spec": {"template": {"containers": [{"name": "app", "image": "spawner:test"}]}}
-    }))
-    .expect("object");
-    ns.slabs()
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("create");
+    ns.create_slab("b1", json!({})).await;
     // The Pod runs, but nothing answers on its address (as behind a firewall).
     ns.run_pod_with("b1", false).await;
     ns.wait_state("b1", State::Running).await;
@@ -248,16 +230,8 @@ async fn breaking_sidecar() -> (u16, Arc<AtomicUsize>) {
 async fn a_broken_event_stream_is_followed_again() {
     let ns = TestNs::new("reconn").await;
     let (port, accepted) = breaking_sidecar().await;
-    let obj: SessionLivedBackend = serde_json::from_value(json!({
-        "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
-        "metadata": {"name": "b1", "labels": {"spawner.dev/node": k8s::NODE}},
-        "spec": {"template": {"containers": [{"name": "app", "image": "spawner:test"}]}}
-    }))
-    .expect("object");
-    ns.slabs()
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("create");
+    ns.create_slab("b1", json!({"spawner.dev/node": k8s::NODE}))
+        .await;
     // Running on the node, as the controller records it.
     let mut st = spawner_k8s::SessionLivedBackendStatus::default();
     for s in [

@@ -7,24 +7,10 @@ mod k8s;
 use k8s::TestNs;
 use k8s_openapi::api::coordination::v1::Lease;
 use spawner_core::State;
-use spawner_k8s::kube::api::{Api, PostParams};
-use spawner_k8s::SessionLivedBackend;
+use spawner_k8s::kube::api::Api;
 
 fn holder(lease: &Lease) -> Option<String> {
     lease.spec.as_ref().and_then(|s| s.holder_identity.clone())
-}
-
-async fn create(ns: &TestNs, name: &str) {
-    let obj: SessionLivedBackend = serde_json::from_value(serde_json::json!({
-        "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
-        "metadata": {"name": name},
-        "spec": {"template": {"containers": [{"name": "app", "image": "spawner:test"}]}}
-    }))
-    .expect("object");
-    ns.slabs()
-        .create(&PostParams::default(), &obj)
-        .await
-        .expect("create");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +24,7 @@ async fn a_standby_stops_on_sigterm_and_a_stopping_leader_hands_its_lease_over()
         holder(&leases.get("spawner-controller").await.expect("lease")).as_deref(),
         Some("controller-a")
     );
-    create(&ns, "first").await;
+    ns.create_slab("first", serde_json::json!({})).await;
     ns.wait_state("first", State::Constructed).await;
 
     // A standby waiting for the Lease stops on SIGTERM (issue 15, fault 4: it waited for
@@ -70,7 +56,7 @@ async fn a_standby_stops_on_sigterm_and_a_stopping_leader_hands_its_lease_over()
     let lease = leases.get("spawner-controller").await.expect("lease");
     assert_eq!(holder(&lease).as_deref(), Some("controller-c"));
     assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(1));
-    create(&ns, "second").await;
+    ns.create_slab("second", serde_json::json!({})).await;
     ns.wait_state("second", State::Constructed).await;
     assert!(c.stop().success());
 }

@@ -108,25 +108,7 @@ async fn routes_ready_backends_through_their_sidecar_and_answers_for_the_others(
     )
     .await;
 
-    let port = k8s::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut router = ns.spawn(
-        "router",
-        Some("spawner-router"),
-        &[
-            "proxy",
-            "--kubernetes",
-            "--listen",
-            &listen,
-            "--namespace",
-            &ns.name,
-            "--domain",
-            "apps.test",
-        ],
-        &[],
-    );
-    router.wait_for_log("backends listed");
-    let base = format!("http://{listen}");
+    let (mut router, base) = ns.router_with(&["--domain", "apps.test"]);
     // The sidecar answers 503 until the application listens.
     let deadline = Instant::now() + k8s::PATIENCE;
     while get(&base, "spawner.test", "/p/ready1/request").await.0 != 200 {
@@ -173,9 +155,12 @@ async fn routes_ready_backends_through_their_sidecar_and_answers_for_the_others(
     assert_eq!(get(&base, "spawner.test", "/p/ended1/").await.0, 410);
 
     // A WebSocket through router and sidecar.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/p/ready1/ws"))
-        .await
-        .expect("WebSocket through the router");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws{}/p/ready1/ws",
+        base.trim_start_matches("http")
+    ))
+    .await
+    .expect("WebSocket through the router");
     ws.send(Message::Text("hi".into())).await.expect("send");
     loop {
         let m = ws.next().await.expect("a message").expect("ok");

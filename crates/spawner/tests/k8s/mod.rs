@@ -431,21 +431,23 @@ impl TestNs {
 
     /// `spawner proxy --kubernetes`, once it routes; returns it and its base URL.
     pub fn router(&self) -> (Proc, String) {
+        self.router_with(&[])
+    }
+
+    /// [`TestNs::router`] with more arguments.
+    pub fn router_with(&self, extra: &[&str]) -> (Proc, String) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut p = self.spawn(
-            "router",
-            Some("spawner-router"),
-            &[
-                "proxy",
-                "--kubernetes",
-                "--listen",
-                &listen,
-                "--namespace",
-                &self.name,
-            ],
-            &[],
-        );
+        let mut args = vec![
+            "proxy",
+            "--kubernetes",
+            "--listen",
+            &listen,
+            "--namespace",
+            &self.name,
+        ];
+        args.extend_from_slice(extra);
+        let mut p = self.spawn("router", Some("spawner-router"), &args, &[]);
         p.wait_for_log("backends listed");
         (p, format!("http://{listen}"))
     }
@@ -456,6 +458,21 @@ impl TestNs {
 
     pub fn slabs(&self) -> Api<spawner_k8s::SessionLivedBackend> {
         Api::namespaced(self.admin.clone(), &self.name)
+    }
+
+    /// Creates the SessionLivedBackend `name` (one app container, `spawner:test`), with
+    /// `labels`, as an administrator would with kubectl.
+    pub async fn create_slab(&self, name: &str, labels: Value) {
+        let obj: spawner_k8s::SessionLivedBackend = serde_json::from_value(json!({
+            "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"template": {"containers": [{"name": "app", "image": "spawner:test"}]}}
+        }))
+        .expect("object");
+        self.slabs()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create");
     }
 
     /// Waits for the Pod `name` to exist and returns it.
