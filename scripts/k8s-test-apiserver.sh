@@ -37,7 +37,7 @@ rm -rf "$dir/etcd"
 "$apiserver" start "$dir" >/dev/null
 export KUBECONFIG=$dir/kubeconfig
 kubectl apply -f "$root/deploy/kubernetes/crd.yaml" >/dev/null
-kubectl wait --for condition=established --timeout=60s crd/sessionlivedbackends.spawner.dev >/dev/null
+kubectl wait --for condition=established --timeout=60s crd/sessionlivedbackends.spawner.dev crd/sessionlivedbackendpools.spawner.dev >/dev/null
 # Test Pods are bound to this Node; without the object the Pod garbage collector would
 # delete them as orphans. No kubelet runs for it.
 kubectl apply -f - >/dev/null <<'YAML'

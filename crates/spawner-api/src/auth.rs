@@ -17,6 +17,30 @@ impl BearerToken {
     }
 }
 
+impl BearerToken {
+    /// Whether `headers` carry the token (always, when the server has none).
+    pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(token) = &self.0 else {
+            return true;
+        };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+    }
+}
+
+/// The answer to a keepalive that has neither the control token nor the backend's own
+/// keepalive token.
+pub fn keepalive_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "keepalive needs \"Authorization: Bearer <token>\" with the server's token, or the backend's own URL from SPAWNER_KEEPALIVE_URL (its ?token=)",
+    )
+}
+
 /// Middleware (`axum::middleware::from_fn_with_state`): refuses a request without the
 /// right `Authorization: Bearer <token>` when a token is configured.
 pub async fn require_token(State(token): State<BearerToken>, req: Request, next: Next) -> Response {
@@ -42,7 +66,7 @@ pub async fn require_token(State(token): State<BearerToken>, req: Request, next:
 }
 
 /// Compares without an early exit, so the time taken does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

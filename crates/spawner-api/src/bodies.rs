@@ -1,7 +1,9 @@
 //! Bodies of the contract that are not the model's own types (those are in spawner-core).
 
 use serde::{Deserialize, Serialize};
-use spawner_core::{BackendRecord, State};
+use spawner_core::lifecycle::MAX_KEEPALIVE_SECONDS;
+use spawner_core::time::{serde_rfc3339, Millis};
+use spawner_core::{BackendRecord, State, ValidationError};
 
 /// `POST /v1/backends/{id}/terminate`; the body is optional.
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,4 +44,41 @@ impl TerminateResponse {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackendList {
     pub backends: Vec<BackendRecord>,
+}
+
+/// `POST /v1/backends/{id}/keepalive`: keep the backend from being swept for `seconds`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveRequest {
+    /// From now; at most a day (86400). A later call replaces the time, also by a sooner one.
+    #[schema(minimum = 1, maximum = 86400)]
+    pub seconds: u64,
+}
+
+impl KeepaliveRequest {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.seconds == 0 || self.seconds > MAX_KEEPALIVE_SECONDS {
+            return Err(ValidationError::new(
+                "seconds",
+                format!(
+                    "must be between 1 and {MAX_KEEPALIVE_SECONDS}; call again to stay busy longer"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the backend stops being busy, asked at `now`.
+    pub fn until(&self, now: Millis) -> Millis {
+        now.saturating_add(i64::try_from(self.seconds.saturating_mul(1000)).unwrap_or(i64::MAX))
+    }
+}
+
+/// The answer to a keepalive.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeepaliveResponse {
+    pub id: String,
+    #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub busy_until: Millis,
 }

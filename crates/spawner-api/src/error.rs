@@ -106,8 +106,13 @@ pub enum ErrorCode {
     Forbidden,
     /// Kubernetes mode: the Kubernetes API failed.
     KubernetesUnavailable,
-    /// Kubernetes mode: a key's backend kept changing while it was created.
+    /// Kubernetes mode: a key's backend kept changing while it was created, or another
+    /// spawn or claim of the key held its Lease for too long.
     Busy,
     /// Kubernetes mode: a key's object name belongs to another key.
     NameTaken,
+    /// A pool with this name exists.
+    PoolExists,
+    /// A claim found no Ready backend in its pool within `wait_seconds`.
+    PoolExhausted,
 }

@@ -2,13 +2,20 @@
 //! the Rust types the servers serialize; the operations below are declarations only (the
 //! handlers live in spawner-server and spawner-k8s), one per route of docs/api.md.
 
-use crate::bodies::{BackendList, TerminateRequest, TerminateResponse};
+use crate::bodies::{
+    BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
+};
 use crate::error::{ErrorBody, ErrorCode};
 use crate::seed::{SeedResponse, SeedSpawn};
 use axum::routing::get;
 use axum::{Json, Router};
+use spawner_core::pool::{
+    ClaimNotice, ClaimRequest, IfNoneReady, PoolDrained, PoolList, PoolSize, PoolSpec, PoolStatus,
+    PoolTemplate,
+};
 use spawner_core::{
-    BackendRecord, BackendSpec, Event, Executable, PullPolicy, Resources, SpawnResponse, State,
+    BackendRecord, BackendSpec, Event, Executable, Expiring, PullPolicy, Resources, SpawnResponse,
+    State,
 };
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -22,18 +29,21 @@ use utoipa::OpenApi;
         license(name = "Apache-2.0")
     ),
     paths(
-        spawn, list, list_stream, get_one, terminate, logs, status, status_stream, ready,
+        spawn, list, list_stream, get_one, terminate, keepalive, logs, status, status_stream, ready,
         seed_spawn, seed_status, seed_status_stream, seed_ready, proxy, healthz, metrics,
-        openapi_json, dashboard
+        openapi_json, dashboard, create_pool, list_pools, get_pool, resize_pool, drain_pool
     ),
     components(schemas(
         BackendSpec, Executable, PullPolicy, Resources, State, Event, SpawnResponse,
         BackendRecord, BackendList, TerminateRequest, TerminateResponse, ErrorBody, ErrorCode,
-        SeedSpawn, SeedResponse
+        SeedSpawn, SeedResponse, SpawnBody, ClaimRequest, IfNoneReady, ClaimNotice, PoolSpec, PoolTemplate,
+        PoolSize, PoolStatus, PoolList, PoolDrained,
+        KeepaliveRequest, KeepaliveResponse, Expiring
     )),
     modifiers(&Bearer),
     tags(
         (name = "control", description = "Needs `Authorization: Bearer <token>` when the server has a token."),
+        (name = "pools", description = "Warm pools (both modes; on Kubernetes, SessionLivedBackendPool objects). Need `Authorization: Bearer <token>` when the server has a token."),
         (name = "status", description = "Open: the unguessable id is the capability."),
         (name = "seed", description = "The seed's routes, kept for its clients."),
         (name = "operations", description = "Health, metrics, this document, the dashboard and the proxy.")
@@ -42,6 +52,15 @@ use utoipa::OpenApi;
 struct Doc;
 
 struct Bearer;
+
+/// The body of `POST /v1/backends`: a spawn, or a claim of a warm pool (it has `pool`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum SpawnBody {
+    Spawn(BackendSpec),
+    Claim(ClaimRequest),
+}
 
 impl utoipa::Modify for Bearer {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
@@ -67,15 +86,18 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 #[utoipa::path(
     post, path = "/v1/backends", tag = "control", operation_id = "spawn",
-    description = "Spawn a backend, or return the live one with the same `key` (get-or-create).",
-    request_body = BackendSpec,
+    description = "Spawn a backend, or return the live one with the same `key` (get-or-create). \
+        A body with `pool` is a claim (`ClaimRequest`): a Ready backend of the pool, answered Ready \
+        (201), or the live backend with the claim's `key` (200).",
+    request_body = SpawnBody,
     responses(
-        (status = 201, description = "A new backend", body = SpawnResponse),
+        (status = 201, description = "A new backend (a claim: a Ready backend of the pool)", body = SpawnResponse),
         (status = 200, description = "The live backend with this key", body = SpawnResponse),
         (status = 400, description = "`invalid_body` or `invalid_field`; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: a claim of a pool that does not exist", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`: the spec needs a runtime this server lacks", body = ErrorBody),
-        (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started", body = ErrorBody),
+        (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started. `pool_exhausted`: a claim found no Ready backend within `wait_seconds`", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -152,6 +174,31 @@ fn get_one() {}
 fn terminate() {}
 
 #[utoipa::path(
+    post, path = "/v1/backends/{id}/keepalive", tag = "control", operation_id = "keepalive",
+    description = "Keep it from being swept (grace period and idle timeout) until `seconds` from now, \
+        connections or not; the record shows `busy_until`. The lifetime limit and terminate still win. \
+        Needs the control token, or the backend's own `?token=` (on the embedded server its \
+        `SPAWNER_KEEPALIVE_URL` is this route with it; on Kubernetes it is the backend's sidecar's \
+        `/_keepalive?token=`, which takes the same body).",
+    params(
+        ("id" = String, Path, description = "the backend's id"),
+        ("token" = Option<String>, Query, description = "the backend's own keepalive token, instead of the control token"),
+    ),
+    request_body = KeepaliveRequest,
+    responses(
+        (status = 200, description = "Busy until `busy_until`", body = KeepaliveResponse),
+        (status = 400, description = "`invalid_body` or `invalid_field` (`seconds` 1 to 86400)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: neither the control token nor the backend's token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 410, description = "`gone`: it is stopping or has ended", body = ErrorBody),
+        (status = 503, description = "`busy` (Kubernetes): the object kept changing while it was written; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []), ())
+)]
+#[allow(dead_code)]
+fn keepalive() {}
+
+#[utoipa::path(
     get, path = "/v1/backends/{id}/logs", tag = "control", operation_id = "logs",
     description = "The backend's stdout and stderr.",
     params(
@@ -183,7 +230,9 @@ fn status() {}
 #[utoipa::path(
     get, path = "/v1/backends/{id}/status/stream", tag = "status", operation_id = "status_stream",
     description = "Server-Sent Events: every past event, then new ones; `id:` is the event's sequence \
-        number, `data:` an `Event`. Ends after a terminal state.",
+        number, `data:` an `Event`. Ends after a terminal state. Besides, `event: expiring` (no `id:`, \
+        `data:` an `Expiring`) announces `lifetime_warning_seconds` ahead a lifetime limit or idle timeout \
+        that is due.",
     params(
         ("id" = String, Path, description = "the backend's id"),
         ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event"),
@@ -315,3 +364,77 @@ fn openapi_json() {}
 )]
 #[allow(dead_code)]
 fn dashboard() {}
+
+#[utoipa::path(
+    post, path = "/v1/pools", tag = "pools", operation_id = "create_pool",
+    description = "Create a warm pool: `min_ready` unclaimed backends of `template` are kept Ready, \
+        never more than `max` backends of the pool in all (claimed ones included).",
+    request_body = PoolSpec,
+    responses(
+        (status = 201, description = "The pool (its backends are starting)", body = PoolStatus),
+        (status = 400, description = "`invalid_body` or `invalid_field`; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`pool_exists`", body = ErrorBody),
+        (status = 422, description = "`runtime_unavailable`: the template needs a runtime this server lacks", body = ErrorBody),
+        (status = 503, description = "`storage_full`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn create_pool() {}
+
+#[utoipa::path(
+    get, path = "/v1/pools", tag = "pools", operation_id = "list_pools",
+    responses(
+        (status = 200, description = "Every pool, by name", body = PoolList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn list_pools() {}
+
+#[utoipa::path(
+    get, path = "/v1/pools/{name}", tag = "pools", operation_id = "get_pool",
+    params(("name" = String, Path, description = "the pool's name")),
+    responses(
+        (status = 200, description = "The pool and its counts", body = PoolStatus),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn get_pool() {}
+
+#[utoipa::path(
+    put, path = "/v1/pools/{name}", tag = "pools", operation_id = "resize_pool",
+    description = "New sizes. Over `max`, unclaimed backends are stopped (starting ones first); claimed ones never.",
+    params(("name" = String, Path, description = "the pool's name")),
+    request_body = PoolSize,
+    responses(
+        (status = 200, description = "The pool and its counts", body = PoolStatus),
+        (status = 400, description = "`invalid_body` or `invalid_field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`storage_full`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn resize_pool() {}
+
+#[utoipa::path(
+    delete, path = "/v1/pools/{name}", tag = "pools", operation_id = "drain_pool",
+    description = "Drain: the pool is removed and its unclaimed backends stopped; claimed ones run on.",
+    params(("name" = String, Path, description = "the pool's name")),
+    responses(
+        (status = 202, description = "The pool is gone; its unclaimed backends are stopping", body = PoolDrained),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`storage_full`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn drain_pool() {}

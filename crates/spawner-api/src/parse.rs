@@ -36,6 +36,16 @@ pub fn json_or_default<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// Whether a spawn body names a pool (then it is a claim of a warm pool's backend).
+pub fn names_pool(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        pool: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.pool.is_some())
+}
+
 /// A path id; a malformed id is an unknown id.
 pub fn id(id: &str) -> Result<BackendId, ApiError> {
     BackendId::parse(id).map_err(|_| ApiError::not_found(id))

@@ -4,7 +4,7 @@ use crate::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use spawner_core::{Event, State};
+use spawner_core::{Event, Expiring, State};
 
 /// `GET /ready`: `302` to the backend when Ready, `410` once ended or stopping (it will not
 /// be Ready again), `409` while starting.
@@ -41,4 +41,12 @@ pub fn ready(id: &str, state: State, url: &str) -> Response {
 pub fn sse_event(e: &Event) -> SseEvent {
     let data = serde_json::to_string(e).unwrap_or_default();
     SseEvent::default().id(e.seq.to_string()).data(data)
+}
+
+/// An `expiring` announcement on the status stream: `event: expiring`, no `id:` (it is not
+/// one of the backend's events), `data:` its JSON. Clients that only read unnamed events
+/// (an `EventSource`'s `onmessage`) do not see it.
+pub fn sse_expiring(e: &Expiring) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_default();
+    SseEvent::default().event("expiring").data(data)
 }

@@ -45,6 +45,8 @@ impl SeedSpawn {
             labels: BTreeMap::new(),
             resources: None,
             strip_prefix: true,
+            idle_timeout_seconds: None,
+            lifetime_warning_seconds: spawner_core::spec::DEFAULT_LIFETIME_WARNING_SECONDS,
         }
     }
 }

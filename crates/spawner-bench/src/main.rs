@@ -6,6 +6,7 @@
 mod api;
 mod k8s;
 mod paced;
+mod pools;
 mod proxy;
 mod readiness;
 mod report;
@@ -41,10 +42,10 @@ struct Args {
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
     /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, readiness, storm, scale,
-    /// sweep, k8s.
+    /// sweep, pools, k8s.
     #[arg(
         long,
-        default_value = "proxy,bodies,ws,paced,spawn,readiness,storm,scale,sweep,k8s",
+        default_value = "proxy,bodies,ws,paced,spawn,readiness,storm,scale,sweep,pools,k8s",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -117,6 +118,15 @@ struct Args {
     /// Backends in the sweep phase.
     #[arg(long, default_value_t = 20)]
     sweeps: usize,
+    /// Claims one at a time per backend kind in the pools phase.
+    #[arg(long, default_value_t = 200)]
+    pool_claims: usize,
+    /// Claims at once in the pools phase.
+    #[arg(long, default_value_t = 50)]
+    pool_at_once: usize,
+    /// Seconds of claims while the pool refills, per backend kind.
+    #[arg(long, default_value_t = 5)]
+    pool_sustain_seconds: u64,
     /// SessionLivedBackends created through `spawner api` in the k8s phase.
     #[arg(long, default_value_t = 1000)]
     k8s_backends: usize,
@@ -171,6 +181,9 @@ pub struct Ctx {
     pub scale_workers: usize,
     pub sweeps: usize,
     pub k8s_backends: usize,
+    pub pool_claims: usize,
+    pub pool_at_once: usize,
+    pub pool_sustain_seconds: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -293,6 +306,9 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         scale_workers: args.scale_workers.max(1),
         sweeps: args.sweeps.max(1),
         k8s_backends: args.k8s_backends.max(1),
+        pool_claims: args.pool_claims.max(1),
+        pool_at_once: args.pool_at_once.max(1),
+        pool_sustain_seconds: args.pool_sustain_seconds.max(1),
     };
     let machine = machine();
     eprintln!(
@@ -316,9 +332,10 @@ async fn run(args: &Args, token: &str) -> Result<()> {
             "storm" => storm::run(&ctx).await,
             "scale" => scale::run(&ctx).await,
             "sweep" => sweep::run(&ctx).await,
+            "pools" => pools::run(&ctx).await,
             "k8s" => k8s::run(&ctx).await,
             other => bail!(
-                "unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, readiness, storm, scale, sweep, k8s"
+                "unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, readiness, storm, scale, sweep, pools, k8s"
             ),
         }
         .with_context(|| format!("phase {name}"))?;

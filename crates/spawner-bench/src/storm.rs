@@ -4,7 +4,8 @@
 //! storm); then 1,000 `spawner example-app` POSTed at once until all are Ready. Reports
 //! accepted spawns/s, POST p50/p99, the control plane's CPU time per spawn (from the first
 //! POST until every spawned backend has ended, its children's CPU not counted) and the GET's
-//! p50/p99.
+//! p50/p99, measured twice at once: by a client in the storm client's runtime (its answers
+//! wait there behind the storm's) and by one on a thread of its own.
 //!
 //! The client is hyper's HTTP/1 connection API with one request body serialized once: on
 //! this machine it spends a fraction of the server's CPU per spawn (the figure is printed).
@@ -29,17 +30,26 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// How many backends are in `state` now, from `/metrics`.
 pub async fn count_state(api: &Api, state: &str) -> Result<usize> {
+    count_states(api, &[state]).await
+}
+
+/// How many backends are in any of `states` now, from one `/metrics`.
+async fn count_states(api: &Api, states: &[&str]) -> Result<usize> {
     let (status, body) = api.call(Method::GET, "/metrics", None).await?;
     if !status.is_success() {
         bail!("GET /metrics: {status}");
     }
     let text = std::str::from_utf8(&body)?;
-    let prefix = format!("spawner_backends{{state=\"{state}\"}} ");
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as usize))
+    Ok(states
+        .iter()
+        .map(|state| {
+            let prefix = format!("spawner_backends{{state=\"{state}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map_or(0, |v| v as usize)
+        })
+        .sum())
 }
 
 /// What one storm of POSTs measured.
@@ -129,13 +139,28 @@ async fn prober(api: Api, path: String, every: Duration, stop: Arc<AtomicBool>) 
     Ok(Dist::new(latencies))
 }
 
-/// Waits until `count` backends are in one of `states`; when that was, from `t0`.
+/// [`prober`] on a thread and runtime of its own: a client that does not wait in the storm
+/// client's run queue for its answers to be read, as another application calling the API
+/// would not (both share the machine's cores all the same).
+fn prober_apart(
+    addr: SocketAddr,
+    path: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<Dist>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(prober(Api::new(addr), path, every, stop))
+    })
+}
+
+/// Waits until `count` backends are in one of `states`; when that was, from `t0`. One
+/// `/metrics` per look, every 10 ms: the looking costs the server little beside the storm.
 async fn wait_count(api: &Api, states: &[&str], count: usize, t0: Instant) -> Result<Duration> {
     loop {
-        let mut n = 0;
-        for s in states {
-            n += count_state(api, s).await?;
-        }
+        let n = count_states(api, states).await?;
         if n >= count {
             return Ok(t0.elapsed());
         }
@@ -176,6 +201,12 @@ async fn measure(ctx: &Ctx, server: &Server) -> Result<Phase> {
         Duration::from_millis(2),
         stop.clone(),
     ));
+    let apart = prober_apart(
+        server.api.addr,
+        format!("/v1/backends/{probed}"),
+        Duration::from_millis(2),
+        stop.clone(),
+    );
     let cpu0 = util::cpu_time(pid, false)?;
     let client_cpu0 = util::cpu_time(std::process::id() as i32, false)?;
     let t0 = Instant::now();
@@ -183,8 +214,13 @@ async fn measure(ctx: &Ctx, server: &Server) -> Result<Phase> {
     let client_cpu = util::cpu_time(std::process::id() as i32, false)?.saturating_sub(client_cpu0);
     stop.store(true, Ordering::Relaxed);
     let during = probe.await.context("the prober panicked")?;
+    let during_apart = tokio::task::spawn_blocking(move || apart.join())
+        .await
+        .context("joining the prober thread")?
+        .map_err(|_| anyhow::anyhow!("the prober thread panicked"))?;
     let cheap_storm = result?;
     let during = during?;
+    let during_apart = during_apart?;
     let all_ended = wait_count(&server.api, &ended, warm + ctx.storm, t0).await?;
     let cpu = util::cpu_time(pid, false)?.saturating_sub(cpu0);
     let cpu_per_spawn_us = cpu.as_secs_f64() * 1e6 / ctx.storm as f64;
@@ -231,6 +267,17 @@ async fn measure(ctx: &Ctx, server: &Server) -> Result<Phase> {
             during.len()
         ),
         format!("{} / {} ms", fmt(during.pct(50.0)), fmt(during.pct(99.0))),
+    );
+    phase.row(
+        format!(
+            "… the same GET from a client on a thread of its own, p50 / p99 ({} calls)",
+            during_apart.len()
+        ),
+        format!(
+            "{} / {} ms",
+            fmt(during_apart.pct(50.0)),
+            fmt(during_apart.pct(99.0))
+        ),
     );
     phase.row(
         format!(
@@ -282,6 +329,7 @@ async fn measure(ctx: &Ctx, server: &Server) -> Result<Phase> {
             "server_cpu_per_spawn_us": util::round3(cpu_per_spawn_us),
             "client_cpu_per_spawn_us": util::round3(client_per_spawn_us),
             "get_during_ms": during.json(),
+            "get_during_apart_ms": during_apart.json(),
         },
         "example_app": {
             "spawns": ctx.storm_real,

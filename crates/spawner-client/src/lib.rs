@@ -208,7 +208,8 @@ fn describe(text: &str) -> String {
     }
 }
 
-/// Parses the `id:` and `data:` fields of a Server-Sent Events byte stream.
+/// Parses the `id:` and `data:` fields of a Server-Sent Events byte stream; named events
+/// (`event: expiring`) are not state changes and are passed over.
 fn sse_events(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
 ) -> impl Stream<Item = Result<(u64, Event)>> {
@@ -218,15 +219,18 @@ fn sse_events(
                 let block: String = buf.drain(..end + 2).collect();
                 let mut id = None;
                 let mut data = String::new();
+                let mut named = false;
                 for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
+                    if line.starts_with("event:") {
+                        named = true;
+                    } else if let Some(v) = line.strip_prefix("id:") {
                         id = v.trim().parse::<u64>().ok();
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push_str(v.strip_prefix(' ').unwrap_or(v));
                     }
                 }
-                if data.is_empty() {
-                    continue; // a keep-alive comment
+                if data.is_empty() || named {
+                    continue; // a keep-alive comment, or an announcement
                 }
                 let item = serde_json::from_str::<Event>(&data)
                     .map_err(|e| Error::Protocol(format!("bad event {data:?}: {e}")))

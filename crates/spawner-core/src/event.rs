@@ -21,3 +21,28 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 }
+
+/// Not a state change: a stop that is due soon (`lifetime_warning_seconds` ahead), sent on
+/// the status stream as `event: expiring` so that the application can warn its user. It has
+/// no sequence number (a resumed stream is sent it again if it is still due).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Expiring {
+    /// Always `expiring`.
+    pub event: String,
+    /// When the stop is due.
+    #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Millis,
+    /// `lifetime limit` or `idle timeout`.
+    pub reason: String,
+}
+
+impl Expiring {
+    pub fn new(at: Millis, reason: &str) -> Self {
+        Expiring {
+            event: "expiring".to_string(),
+            at,
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -7,12 +7,13 @@ pub mod env;
 pub mod event;
 pub mod id;
 pub mod lifecycle;
+pub mod pool;
 pub mod record;
 pub mod spec;
 pub mod state;
 pub mod time;
 
-pub use event::Event;
+pub use event::{Event, Expiring};
 pub use id::BackendId;
 pub use record::{BackendRecord, SpawnResponse};
 pub use spec::{BackendSpec, Executable, PullPolicy, Resources, ValidationError};

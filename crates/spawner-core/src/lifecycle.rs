@@ -10,6 +10,8 @@ use crate::time::Millis;
 pub enum StopReason {
     /// Idle for its whole grace period: ends `Swept`.
     Idle,
+    /// Nothing from its clients for `idle_timeout_seconds`, connections or not: ends `Swept`.
+    IdleTimeout,
     /// A terminate call: ends `Terminated`.
     Terminate,
     /// Alive longer than `lifetime_limit_seconds`: ends `Terminated`.
@@ -22,6 +24,7 @@ impl StopReason {
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Idle => "idle",
+            StopReason::IdleTimeout => "idle timeout",
             StopReason::Terminate => "terminate requested",
             StopReason::LifetimeLimit => "lifetime limit",
             StopReason::StartupTimeout => "startup timeout",
@@ -31,6 +34,7 @@ impl StopReason {
     pub fn parse(s: &str) -> Option<Self> {
         [
             StopReason::Idle,
+            StopReason::IdleTimeout,
             StopReason::Terminate,
             StopReason::LifetimeLimit,
             StopReason::StartupTimeout,
@@ -42,12 +46,27 @@ impl StopReason {
     /// The terminal state a backend stopped for this reason ends in.
     pub fn final_state(self) -> State {
         match self {
-            StopReason::Idle => State::Swept,
+            StopReason::Idle | StopReason::IdleTimeout => State::Swept,
             StopReason::Terminate | StopReason::LifetimeLimit => State::Terminated,
             StopReason::StartupTimeout => State::Failed,
         }
     }
+
+    /// The reason of the WebSocket close frame (code 1001) that open client connections get
+    /// before the backend is signalled.
+    pub fn going_away(self) -> &'static str {
+        match self {
+            StopReason::Idle => "swept",
+            StopReason::IdleTimeout => "idle timeout",
+            StopReason::Terminate => "terminated",
+            StopReason::LifetimeLimit => "lifetime limit",
+            StopReason::StartupTimeout => "startup timeout",
+        }
+    }
 }
+
+/// The longest `keepalive` a call may ask for; longer ones are refused (a day).
+pub const MAX_KEEPALIVE_SECONDS: u64 = 24 * 3600;
 
 /// The timing part of a spec, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +74,10 @@ pub struct Timing {
     pub grace_ms: Millis,
     pub lifetime_limit_ms: Option<Millis>,
     pub startup_timeout_ms: Millis,
+    /// `idle_timeout_seconds`: swept after this long without client activity.
+    pub idle_timeout_ms: Option<Millis>,
+    /// `lifetime_warning_seconds`: how long before a stop [`expiring`] announces it.
+    pub warning_ms: Millis,
 }
 
 impl Timing {
@@ -63,6 +86,8 @@ impl Timing {
             grace_ms: secs(spec.grace_period_seconds),
             lifetime_limit_ms: spec.lifetime_limit_seconds.map(secs),
             startup_timeout_ms: secs(spec.startup_timeout_seconds),
+            idle_timeout_ms: spec.idle_timeout_seconds.map(secs),
+            warning_ms: secs(spec.lifetime_warning_seconds),
         }
     }
 }
@@ -81,6 +106,11 @@ pub struct Observed {
     pub live_connections: u64,
     /// The last request or connection end; at least the time it became Ready.
     pub last_activity: Millis,
+    /// The last thing its clients sent (a request, a WebSocket data frame); at least the
+    /// time it became Ready.
+    pub last_client_activity: Millis,
+    /// Kept from being swept until then (`keepalive`), if it was ever asked.
+    pub busy_until: Option<Millis>,
 }
 
 /// The sweeper's verdict for one backend.
@@ -94,7 +124,9 @@ pub enum Decision {
 }
 
 /// Decides whether a backend must be stopped now. Terminal and terminating backends are
-/// left alone: their stop is already under way.
+/// left alone: their stop is already under way. A backend busy until later (`keepalive`)
+/// is swept neither for idleness nor for its idle timeout before then; the lifetime limit
+/// and startup timeout still apply.
 pub fn decide(timing: &Timing, obs: &Observed, now: Millis) -> Decision {
     if obs.state.is_terminal() || obs.state == State::Terminating {
         return Decision::Keep { recheck_at: None };
@@ -115,15 +147,74 @@ pub fn decide(timing: &Timing, obs: &Observed, now: Millis) -> Decision {
             return Decision::Stop(StopReason::StartupTimeout);
         }
         deadline(at);
-    } else if obs.live_connections == 0 {
-        let at = obs.last_activity.saturating_add(timing.grace_ms);
-        if now >= at {
-            return Decision::Stop(StopReason::Idle);
+    } else {
+        if let Some(at) = idle_deadline(timing, obs) {
+            if now >= at {
+                return Decision::Stop(StopReason::Idle);
+            }
+            deadline(at);
         }
-        deadline(at);
+        if let Some(at) = idle_timeout_deadline(timing, obs) {
+            if now >= at {
+                return Decision::Stop(StopReason::IdleTimeout);
+            }
+            deadline(at);
+        }
     }
     Decision::Keep {
         recheck_at: recheck,
+    }
+}
+
+/// When a Ready backend without connections is swept: its grace period after the last
+/// activity, or when it stops being busy, whichever is later. None while connected.
+fn idle_deadline(timing: &Timing, obs: &Observed) -> Option<Millis> {
+    (obs.live_connections == 0).then(|| {
+        let at = obs.last_activity.saturating_add(timing.grace_ms);
+        at.max(obs.busy_until.unwrap_or(at))
+    })
+}
+
+/// When a Ready backend is swept for its idle timeout, connections or not (and not before
+/// it stops being busy).
+fn idle_timeout_deadline(timing: &Timing, obs: &Observed) -> Option<Millis> {
+    timing.idle_timeout_ms.map(|t| {
+        let at = obs.last_client_activity.saturating_add(t);
+        at.max(obs.busy_until.unwrap_or(at))
+    })
+}
+
+/// A stop that is due within the warning window (`lifetime_warning_seconds`): the lifetime
+/// limit, or a pending idle timeout. The status stream announces it as `expiring`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    pub at: Millis,
+    pub reason: StopReason,
+}
+
+/// The next stop that is due within the warning window, if any, and otherwise when to look
+/// again (when the earliest such stop enters the window). Only the lifetime limit and the
+/// idle timeout are announced: they are the stops a user can be warned of in time.
+pub fn expiring(timing: &Timing, obs: &Observed, now: Millis) -> (Option<Expiry>, Option<Millis>) {
+    if obs.state.is_terminal() || obs.state == State::Terminating || timing.warning_ms == 0 {
+        return (None, None);
+    }
+    let lifetime = timing.lifetime_limit_ms.map(|limit| Expiry {
+        at: obs.created_at.saturating_add(limit),
+        reason: StopReason::LifetimeLimit,
+    });
+    let idle = (obs.state >= State::Ready)
+        .then(|| idle_timeout_deadline(timing, obs))
+        .flatten()
+        .map(|at| Expiry {
+            at,
+            reason: StopReason::IdleTimeout,
+        });
+    let next = [lifetime, idle].into_iter().flatten().min_by_key(|e| e.at);
+    match next {
+        Some(e) if now >= e.at.saturating_sub(timing.warning_ms) => (Some(e), None),
+        Some(e) => (None, Some(e.at.saturating_sub(timing.warning_ms))),
+        None => (None, None),
     }
 }
 
@@ -194,6 +285,8 @@ mod tests {
         grace_ms: 10_000,
         lifetime_limit_ms: None,
         startup_timeout_ms: 5_000,
+        idle_timeout_ms: None,
+        warning_ms: 3_000,
     };
 
     fn ready(live: u64, last: Millis) -> Observed {
@@ -202,7 +295,149 @@ mod tests {
             created_at: 0,
             live_connections: live,
             last_activity: last,
+            last_client_activity: last,
+            busy_until: None,
         }
+    }
+
+    #[test]
+    fn busy_outlives_its_grace_and_is_swept_after_busy_until() {
+        let busy = Observed {
+            busy_until: Some(30_000),
+            ..ready(0, 1_000)
+        };
+        // The grace period ended at 11 s, but it is busy until 30 s.
+        assert_eq!(
+            decide(&T, &busy, 20_000),
+            Decision::Keep {
+                recheck_at: Some(30_000)
+            }
+        );
+        assert_eq!(decide(&T, &busy, 30_000), Decision::Stop(StopReason::Idle));
+        // A busy_until in the past changes nothing.
+        let was_busy = Observed {
+            busy_until: Some(500),
+            ..ready(0, 1_000)
+        };
+        assert_eq!(
+            decide(&T, &was_busy, 11_000),
+            Decision::Stop(StopReason::Idle)
+        );
+    }
+
+    #[test]
+    fn busy_does_not_beat_the_lifetime_limit() {
+        let t = Timing {
+            lifetime_limit_ms: Some(60_000),
+            ..T
+        };
+        let busy = Observed {
+            busy_until: Some(100_000),
+            ..ready(0, 0)
+        };
+        assert_eq!(
+            decide(&t, &busy, 60_000),
+            Decision::Stop(StopReason::LifetimeLimit)
+        );
+    }
+
+    #[test]
+    fn idle_timeout_applies_with_open_connections() {
+        let t = Timing {
+            idle_timeout_ms: Some(20_000),
+            ..T
+        };
+        // A WebSocket open (live 1) but its client silent since 1 s.
+        let silent = Observed {
+            last_activity: 15_000,
+            last_client_activity: 1_000,
+            ..ready(1, 0)
+        };
+        assert_eq!(
+            decide(&t, &silent, 20_999),
+            Decision::Keep {
+                recheck_at: Some(21_000)
+            }
+        );
+        assert_eq!(
+            decide(&t, &silent, 21_000),
+            Decision::Stop(StopReason::IdleTimeout)
+        );
+        // Busy holds it off until busy_until.
+        let busy = Observed {
+            busy_until: Some(40_000),
+            ..silent
+        };
+        assert_eq!(
+            decide(&t, &busy, 21_000),
+            Decision::Keep {
+                recheck_at: Some(40_000)
+            }
+        );
+        // Without the field, an open connection keeps it.
+        assert_eq!(
+            decide(&T, &silent, 1_000_000),
+            Decision::Keep { recheck_at: None }
+        );
+    }
+
+    #[test]
+    fn expiring_announces_the_next_stop_within_the_warning() {
+        let t = Timing {
+            lifetime_limit_ms: Some(60_000),
+            idle_timeout_ms: Some(20_000),
+            ..T
+        };
+        let obs = ready(1, 10_000);
+        // The idle timeout (30 s) comes before the lifetime limit (60 s); warned 3 s ahead.
+        assert_eq!(expiring(&t, &obs, 20_000), (None, Some(27_000)));
+        assert_eq!(
+            expiring(&t, &obs, 27_000),
+            (
+                Some(Expiry {
+                    at: 30_000,
+                    reason: StopReason::IdleTimeout
+                }),
+                None
+            )
+        );
+        // Activity moves the idle timeout past the lifetime limit.
+        let active = ready(1, 50_000);
+        assert_eq!(
+            expiring(&t, &active, 57_500),
+            (
+                Some(Expiry {
+                    at: 60_000,
+                    reason: StopReason::LifetimeLimit
+                }),
+                None
+            )
+        );
+        // A zero warning announces nothing.
+        let quiet = Timing { warning_ms: 0, ..t };
+        assert_eq!(expiring(&quiet, &obs, 29_000), (None, None));
+        // Before Ready only the lifetime limit counts.
+        let starting = Observed {
+            state: State::Running,
+            ..obs
+        };
+        assert_eq!(expiring(&t, &starting, 20_000), (None, Some(57_000)));
+    }
+
+    #[test]
+    fn stop_reasons_round_trip_and_name_their_close() {
+        for r in [
+            StopReason::Idle,
+            StopReason::IdleTimeout,
+            StopReason::Terminate,
+            StopReason::LifetimeLimit,
+            StopReason::StartupTimeout,
+        ] {
+            assert_eq!(StopReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(StopReason::IdleTimeout.final_state(), State::Swept);
+        assert_eq!(StopReason::Idle.going_away(), "swept");
+        assert_eq!(StopReason::Terminate.going_away(), "terminated");
     }
 
     #[test]

@@ -52,4 +52,21 @@ pub struct BackendRecord {
     /// Which runtime runs it: `process` or `docker` (embedded), `kubernetes`.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// Kept from being swept until then by a `keepalive`, if one was asked for.
+    #[serde(
+        default,
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub busy_until: Option<Millis>,
+    /// The last request or WebSocket data frame from a client (what `idle_timeout_seconds`
+    /// counts from); while live.
+    #[serde(
+        default,
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_client_activity: Option<Millis>,
 }

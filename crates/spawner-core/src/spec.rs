@@ -9,6 +9,7 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 300;
 pub const DEFAULT_STARTUP_TIMEOUT_SECONDS: u64 = 300;
 /// A week: longer idle grace periods or lifetimes are almost certainly unit mistakes.
 pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+pub const DEFAULT_LIFETIME_WARNING_SECONDS: u64 = 60;
 
 /// A spawn request. Unknown fields are refused so that a typo (`grace_period` for
 /// `grace_period_seconds`) is an error instead of a silently ignored setting.
@@ -42,6 +43,16 @@ pub struct BackendSpec {
     #[serde(default = "default_true")]
     #[schema(default = true)]
     pub strip_prefix: bool,
+    /// Seconds without anything from its clients (no request, no WebSocket data frame) after
+    /// which it is swept even while connections stay open; none: only `grace_period_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Seconds before the lifetime limit (or a pending idle timeout) at which the status
+    /// stream announces it with an `expiring` event; 0: no announcement.
+    #[serde(default = "default_lifetime_warning")]
+    #[schema(default = 60, minimum = 0, maximum = 604800)]
+    pub lifetime_warning_seconds: u64,
 }
 
 /// What runs: `command` (a local process) or `image` (a container), or both.
@@ -104,6 +115,9 @@ fn default_startup_timeout() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_lifetime_warning() -> u64 {
+    DEFAULT_LIFETIME_WARNING_SECONDS
+}
 
 /// A spec that cannot be accepted: the JSON path of the offending field and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +151,8 @@ impl BackendSpec {
             labels: BTreeMap::new(),
             resources: None,
             strip_prefix: true,
+            idle_timeout_seconds: None,
+            lifetime_warning_seconds: DEFAULT_LIFETIME_WARNING_SECONDS,
         }
     }
 
@@ -155,6 +171,15 @@ impl BackendSpec {
         check_seconds("startup_timeout_seconds", self.startup_timeout_seconds)?;
         if let Some(limit) = self.lifetime_limit_seconds {
             check_seconds("lifetime_limit_seconds", limit)?;
+        }
+        if let Some(idle) = self.idle_timeout_seconds {
+            check_seconds("idle_timeout_seconds", idle)?;
+        }
+        if self.lifetime_warning_seconds > MAX_SECONDS {
+            return Err(ValidationError::new(
+                "lifetime_warning_seconds",
+                format!("must be between 0 and {MAX_SECONDS} seconds (0: no warning)"),
+            ));
         }
         for (k, v) in &self.labels {
             validate_label(k, v)?;
@@ -329,6 +354,8 @@ mod tests {
         let s = spec(r#"{"executable":{"command":["app"]}}"#).unwrap();
         assert_eq!(s.grace_period_seconds, 300);
         assert_eq!(s.startup_timeout_seconds, 300);
+        assert_eq!(s.lifetime_warning_seconds, 60);
+        assert_eq!(s.idle_timeout_seconds, None);
         assert!(s.strip_prefix);
         assert_eq!(s.executable.port, None);
     }
@@ -359,6 +386,14 @@ mod tests {
                 "labels.owner",
             ),
             (r#"{"executable":{"command":["a"]},"key":""}"#, "key"),
+            (
+                r#"{"executable":{"command":["a"]},"idle_timeout_seconds":0}"#,
+                "idle_timeout_seconds",
+            ),
+            (
+                r#"{"executable":{"command":["a"]},"lifetime_warning_seconds":604801}"#,
+                "lifetime_warning_seconds",
+            ),
             (
                 r#"{"executable":{"command":["a"]},"resources":{"memory_mb":0}}"#,
                 "resources.memory_mb",

@@ -3,12 +3,15 @@
 //!
 //! Spawning creates an object; the controller does the rest. Get-or-create by key is
 //! race-safe because the object name is derived from the key ([`crate::naming`]): of two
-//! concurrent creates the API server accepts one and answers the other AlreadyExists.
+//! concurrent creates the API server accepts one and answers the other AlreadyExists; and
+//! because a keyed spawn holds the key's Lease, as a keyed claim of a warm pool does
+//! ([`crate::pools::lock_key`]), whose backend is a member found by label.
 //! Status routes read the object's status history, and the status stream follows the
 //! object with a watch.
 
 use crate::crd::SessionLivedBackend;
 use crate::naming::{name_for_key, Urls};
+use crate::sweeper::millis_of;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,16 +22,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::api::{Preconditions, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
+use spawner_api::bodies::{KeepaliveRequest, KeepaliveResponse};
 use spawner_api::parse::{self, ListFilter};
 use spawner_api::seed::{self, SeedSpawn};
 use spawner_api::{require_token, respond, ApiError, BearerToken};
-use spawner_core::lifecycle::StopReason;
-use spawner_core::time::Millis;
+use spawner_core::lifecycle::{expiring, Expiry, Observed, StopReason, Timing};
+use spawner_core::time::{now_millis, Millis};
+use spawner_core::Expiring;
 use spawner_core::{BackendId, BackendRecord, BackendSpec, Event, SpawnResponse, ValidationError};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -55,10 +60,12 @@ pub struct ApiConfig {
 pub struct ApiState {
     pub client: Client,
     pub config: ApiConfig,
+    /// Claims this process answered, per pool.
+    pub pool_stats: crate::pools::PoolStats,
 }
 
 impl ApiState {
-    fn slabs(&self) -> Api<SessionLivedBackend> {
+    pub(crate) fn slabs(&self) -> Api<SessionLivedBackend> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
     }
 
@@ -69,7 +76,7 @@ impl ApiState {
         )
     }
 
-    fn spawn_response(&self, obj: &SessionLivedBackend) -> SpawnResponse {
+    pub(crate) fn spawn_response(&self, obj: &SessionLivedBackend) -> SpawnResponse {
         let id = obj.name_any();
         SpawnResponse {
             key: obj.spec.key.clone(),
@@ -109,6 +116,8 @@ impl ApiState {
                 .port
                 .map(|p| format!("{id}.{}.svc:{p}", obj.namespace().unwrap_or_default())),
             runtime: Some("kubernetes".to_string()),
+            busy_until: status.busy_until.as_deref().and_then(millis_of),
+            last_client_activity: status.last_client_activity.as_deref().and_then(millis_of),
             id,
         }
     }
@@ -123,7 +132,7 @@ fn created_at(obj: &SessionLivedBackend) -> Millis {
 
 /// The state, counting an object the controller has not seen yet as Submitted: it is
 /// durably recorded, which is what Submitted means.
-fn state_of(obj: &SessionLivedBackend) -> spawner_core::State {
+pub fn state_of(obj: &SessionLivedBackend) -> spawner_core::State {
     obj.status
         .as_ref()
         .and_then(|s| s.state)
@@ -203,12 +212,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backends/{id}/terminate", post(terminate))
         .route("/v1/backends/{id}/logs", get(logs))
         .route("/spawn", post(seed_spawn))
+        .merge(crate::pools::routes())
         .route_layer(middleware::from_fn_with_state(
             BearerToken::new(state.config.token.as_deref()),
             require_token,
         ));
     Router::new()
         .merge(control)
+        // Its own check: the control token, or the backend's own `?token=`.
+        .route("/v1/backends/{id}/keepalive", post(keepalive))
         .route("/v1/backends/{id}/status", get(status))
         .route("/v1/backends/{id}/status/stream", get(stream))
         .route("/v1/backends/{id}/ready", get(ready))
@@ -232,6 +244,9 @@ async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error>
 }
 
 async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, Error> {
+    if parse::names_pool(&body) {
+        return crate::pools::claim(&state, &body).await;
+    }
     let spec: BackendSpec = parse::json(&body)?;
     let (code, obj) = create(&state, &spec).await?;
     Ok((code, Json(state.spawn_response(&obj))).into_response())
@@ -244,6 +259,34 @@ pub async fn create(
     spec: &BackendSpec,
 ) -> Result<(StatusCode, SessionLivedBackend), Error> {
     spec.validate()?;
+    // A keyed spawn holds the key's Lease, as a keyed claim of a pool does: the key's
+    // backend may be a pool member claimed with it (found by label, not by name).
+    let lock = match &spec.key {
+        Some(key) => {
+            let deadline = tokio::time::Instant::now() + KEY_WAIT;
+            match crate::pools::lock_key(state, key, KEY_WAIT, deadline).await? {
+                crate::pools::KeyState::Found(found) => return Ok((StatusCode::OK, *found)),
+                crate::pools::KeyState::Locked(lock, _) => Some(lock),
+            }
+        }
+        None => None,
+    };
+    let result = create_object(state, spec).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
+}
+
+/// How long a keyed spawn waits for its key's Lease (held by another spawn or claim of
+/// the key), and after how long a Lease left by an API that stopped is taken over.
+const KEY_WAIT: Duration = Duration::from_secs(30);
+
+/// Creates the object for `spec` (validated), or finds the live one of its key's name.
+async fn create_object(
+    state: &ApiState,
+    spec: &BackendSpec,
+) -> Result<(StatusCode, SessionLivedBackend), Error> {
     let slabs = state.slabs();
     // A few rounds cover the races: the key's object deleted or ended between our create
     // and our read, or (for random names) a collision, which 129 random bits make moot.
@@ -313,15 +356,23 @@ async fn list(
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let objects = match &key {
-        // A key names at most one object: read it instead of listing them all.
+        // A key names one object, and the pool members claimed with it (by label):
+        // read those instead of listing them all.
         Some(k) => {
             let id = name_for_key(&state.config.key_secret, &state.config.namespace, k);
-            state
+            let lp = ListParams::default().labels(&format!(
+                "{}={}",
+                crate::pool_crd::LABEL_KEY_ID,
+                id.as_str()
+            ));
+            let mut objs: Vec<SessionLivedBackend> = state
                 .slabs()
                 .get_opt(id.as_str())
                 .await?
                 .into_iter()
-                .collect()
+                .collect();
+            objs.extend(state.slabs().list(&lp).await?.items);
+            objs
         }
         None => {
             let lp = ListParams::default().labels(&selector.join(","));
@@ -377,6 +428,86 @@ async fn terminate(
         Json(json!({"id": obj.name_any(), "state": current, "hard": body.hard})),
     )
         .into_response())
+}
+
+/// `POST /v1/backends/{id}/keepalive`: keeps a live backend from being swept for the
+/// seconds asked, by recording `busyUntil` in its status (the sweeper judges by it). With
+/// the control token, or the backend's own secret as `?token=` (the one of its Pod; the
+/// backend's own `SPAWNER_KEEPALIVE_URL` is its sidecar's, which needs no API at all).
+async fn keepalive(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let id = parse::id(&id)?;
+    let given = query.iter().find(|(k, _)| k == "token").map(|(_, v)| v);
+    let allowed = match given {
+        Some(given) => {
+            let pods: Api<Pod> = Api::namespaced(state.client.clone(), &state.config.namespace);
+            let secret = pods
+                .get_opt(id.as_str())
+                .await?
+                .as_ref()
+                .and_then(crate::pod::secret_of);
+            secret.is_some_and(|t| {
+                spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())
+            })
+        }
+        None => BearerToken::new(state.config.token.as_deref()).allows(&headers),
+    };
+    if !allowed {
+        return Err(spawner_api::auth::keepalive_refused().into());
+    }
+    let req: KeepaliveRequest = parse::json(&body)?;
+    req.validate()?;
+    let until = req.until(spawner_core::time::now_millis());
+    // Conditional on the version read, so that a backend that began stopping meanwhile is
+    // not written to; the sweeper's activity writes change the version too, so a conflict
+    // is read again and retried.
+    let mut written = false;
+    for _ in 0..5 {
+        let obj = fetch(&state, id.as_str()).await?;
+        let current = state_of(&obj);
+        if current >= spawner_core::State::Terminating {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "gone",
+                format!("backend {id} is {current}: it cannot be kept alive"),
+            )
+            .into());
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": obj.resource_version()},
+            "status": {"busyUntil": spawner_core::time::rfc3339(until)},
+        });
+        match state
+            .slabs()
+            .patch_status(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                written = true;
+                break;
+            }
+            Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !written {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the backend kept changing while it was being kept alive; retry",
+        )
+        .into());
+    }
+    Ok(Json(KeepaliveResponse {
+        id: id.as_str().to_string(),
+        busy_until: until,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -459,6 +590,8 @@ async fn follow(
     tx: mpsc::Sender<SseEvent>,
 ) {
     let name = obj.name_any();
+    // The stop last announced as `expiring`, while it stays due.
+    let mut announced: Option<Expiry> = None;
     loop {
         let since = after;
         for e in events_of(&obj).into_iter().filter(|e| e.seq > since) {
@@ -489,9 +622,41 @@ async fn follow(
             }
         };
         loop {
+            let (due, look_at) = expiring(
+                &Timing::of(&obj.backend_spec()),
+                &observed(&obj),
+                now_millis(),
+            );
+            match due {
+                Some(e) if announced.is_none_or(|a| moved(a, e)) => {
+                    announced = Some(e);
+                    let note = Expiring::new(e.at, e.reason.as_str());
+                    if tx.send(respond::sse_expiring(&note)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => announced = None,
+            }
+            // While a stop is due, look again each second: the sweeper's activity writes
+            // (which the watch brings) may have moved an idle timeout.
+            let wake = match (due, look_at) {
+                (Some(_), _) => Some(now_millis().saturating_add(1000)),
+                (None, at) => at,
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => {
+                        let ms = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 _ = tx.closed() => return,
                 n = watch.next() => n,
+                () = sleep => continue,
             };
             match next {
                 Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
@@ -516,6 +681,29 @@ async fn follow(
             }
         }
     }
+}
+
+/// What the lifecycle rules observe of a backend, from its object: the sweeper's record of
+/// its connections and activity (at most about a second old), and its keepalive.
+fn observed(obj: &SessionLivedBackend) -> Observed {
+    let status = obj.status.clone().unwrap_or_default();
+    let created = created_at(obj);
+    let since = status.entered_at().unwrap_or(created);
+    let time = |t: &Option<String>| t.as_deref().and_then(millis_of).unwrap_or(since);
+    Observed {
+        state: state_of(obj),
+        created_at: created,
+        live_connections: status.live_connections.unwrap_or(0),
+        last_activity: time(&status.last_activity),
+        last_client_activity: time(&status.last_client_activity),
+        busy_until: status.busy_until.as_deref().and_then(millis_of),
+    }
+}
+
+/// An announced stop that is now due at another time (client activity moved an idle
+/// timeout) or for another reason: announced again.
+fn moved(announced: Expiry, now: Expiry) -> bool {
+    announced.reason != now.reason || (now.at - announced.at).abs() >= 1000
 }
 
 /// Prometheus text: backends by state and open connections, from the objects' status.
@@ -543,6 +731,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> 
     }
     text.push_str("# HELP spawner_live_connections Open connections through the sidecars, as the sweepers last saw them\n# TYPE spawner_live_connections gauge\n");
     text.push_str(&format!("spawner_live_connections {live}\n"));
+    text.push_str(&crate::pools::render_metrics(&state).await?);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -25,9 +25,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use spawner_core::lifecycle::{decide, outcome, Decision, Exit, Observed, StopReason, Timing};
+use spawner_core::lifecycle::{decide, outcome, Decision, Exit, Observed, StopReason};
 use spawner_core::time::Millis;
-use spawner_core::State;
+use spawner_core::{BackendId, State};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +47,8 @@ pub enum Error {
     LeaseNeedsNamespace,
     #[error("leadership lost: stopping, so that only the new leader reconciles")]
     LeadershipLost,
+    #[error("no randomness for a backend's secret: {0}")]
+    Secret(String),
 }
 
 impl Error {
@@ -485,7 +487,8 @@ fn stop_requested(
     if let Some(asked) = obj.annotations().get(ANNOTATION_STOP) {
         return Some(StopReason::parse(asked).unwrap_or(StopReason::Terminate));
     }
-    let timing = Timing::of(&obj.backend_spec());
+    // A pool member's clocks: none while unclaimed and Ready, from its claim once claimed.
+    let (timing, created) = crate::pool_members::clock(obj, state, created)?;
     let observed = Observed {
         state,
         created_at: created,
@@ -496,6 +499,9 @@ fn stop_requested(
             .as_deref()
             .and_then(parse_rfc3339)
             .unwrap_or(now),
+        // Idleness is the sweeper's to judge, from the sidecar's reports.
+        last_client_activity: now,
+        busy_until: None,
     };
     match decide(&timing, &observed, now) {
         Decision::Stop(reason) => Some(reason),
@@ -598,15 +604,22 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
     };
     let plan = plan(&obj, &seen, &ctx.config);
     let known = obj.status.as_ref().map_or(0, |s| s.history.len());
+    // Why a Pod deleted now is stopped: the status as this plan leaves it says.
+    let mut stop_reason = obj.status.as_ref().and_then(|s| s.stop_reason.clone());
     for action in plan.actions {
         debug!(?action, "carrying out");
         match action {
-            Action::CreatePod(p) => match pods.create(&PostParams::default(), &p).await {
-                Err(kube::Error::Api(s)) if refused(&s) => {
-                    return fail_refused(&obj, &slabs, &ctx, "Pod", &s).await;
+            Action::CreatePod(mut p) => {
+                // The backend's own secret, made now: see `pod::add_secret`.
+                let secret = BackendId::generate().map_err(|e| Error::Secret(e.to_string()))?;
+                crate::pod::add_secret(&mut p, secret.as_str(), ctx.config.pod.sidecar_port);
+                match pods.create(&PostParams::default(), &p).await {
+                    Err(kube::Error::Api(s)) if refused(&s) => {
+                        return fail_refused(&obj, &slabs, &ctx, "Pod", &s).await;
+                    }
+                    res => tolerate(res, |s| s.is_already_exists())?,
                 }
-                res => tolerate(res, |s| s.is_already_exists())?,
-            },
+            }
             Action::CreateService(svc) => {
                 match services.create(&PostParams::default(), &svc).await {
                     Err(kube::Error::Api(s)) if refused(&s) => {
@@ -616,6 +629,7 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                 }
             }
             Action::PatchStatus(status) => {
+                stop_reason.clone_from(&status.stop_reason);
                 let patch = crate::write::status_patch(&obj, &status);
                 slabs
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -634,6 +648,10 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                     .await?;
             }
             Action::DeletePod { grace_seconds } => {
+                if let Some(p) = pod.as_ref() {
+                    let reason = stop_reason.as_deref().and_then(StopReason::parse);
+                    go_away(&obj, p, reason, grace_seconds).await;
+                }
                 let dp = DeleteParams {
                     grace_period_seconds: Some(u32::try_from(grace_seconds).unwrap_or(0)),
                     preconditions: pod
@@ -663,6 +681,44 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
     }
     ctx.failures().remove(&ObjectRef::from_obj(&*obj));
     Ok(Requeue::requeue(plan.requeue_after))
+}
+
+/// Tells the backend's sidecar that it goes away for `reason` before its Pod is deleted
+/// (`crate::goaway`), so that WebSocket clients get the close frame 1001 first. Best effort
+/// and bounded: a sidecar that cannot be reached does not hold the stop back (its clients
+/// then see their connections end with the Pod).
+async fn go_away(
+    obj: &SessionLivedBackend,
+    pod: &Pod,
+    reason: Option<StopReason>,
+    grace_seconds: i64,
+) {
+    let (Some(reason), Some(addr), Some(secret)) = (
+        reason,
+        crate::sweeper::events_addr(obj),
+        crate::pod::secret_of(pod),
+    ) else {
+        return;
+    };
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.name == SIDECAR_CONTAINER && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+        });
+    if !running {
+        return;
+    }
+    let grace = u64::try_from(grace_seconds).unwrap_or(0);
+    match crate::goaway::tell(addr, &secret, reason, grace).await {
+        Ok(()) => info!(%addr, reason = reason.going_away(), "sidecar told its clients"),
+        Err(e) => {
+            warn!(%addr, error = %e, "telling the sidecar to go away failed; deleting the Pod anyway")
+        }
+    }
 }
 
 /// Whether the API server refused a child for what it is (admission: Pod Security,
@@ -801,6 +857,12 @@ pub async fn run(
         namespace = namespace.unwrap_or("(all)"),
         "controller started"
     );
+    let pools = crate::pool_controller::reconcile_pools(
+        ctx.client.clone(),
+        namespace.map(str::to_string),
+        Duration::from_secs(1),
+        stop_rx.clone(),
+    );
     let controller = Controller::new(slabs, watcher::Config::default().any_semantic())
         .owns(pods, children.clone())
         .owns(services, children)
@@ -812,6 +874,9 @@ pub async fn run(
                 Err(e) => debug!(error = %e, "reconcile error"),
             }
         });
+    let controller = async move {
+        tokio::join!(controller, pools);
+    };
     match (&leases, &lease) {
         (Some(api), Some(cfg)) => {
             tokio::select! {

@@ -74,6 +74,14 @@ pub struct SessionLivedBackendSpec {
     /// Whether the router strips `/p/{name}` before forwarding (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_prefix: Option<bool>,
+    /// Seconds without client activity (a request, a WebSocket data frame) after which the
+    /// backend is swept even with connections open (none: only the grace period applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Seconds before the lifetime limit or a pending idle timeout that the status stream
+    /// announces it (`expiring`; default 60, 0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_warning_seconds: Option<u64>,
 }
 
 /// The part of a PodSpec a backend chooses. The CRD schema keeps containers and volumes
@@ -115,10 +123,19 @@ fn open_objects_named(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// The CustomResourceDefinition as YAML: what `spawner print-crd` prints and
-/// deploy/kubernetes/crd.yaml holds.
+/// The backends' CustomResourceDefinition as YAML (the first of [`crds_yaml`]).
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&SessionLivedBackend::crd())
+}
+
+/// Every CustomResourceDefinition of Spawner (backends, then pools): what
+/// `spawner print-crd` prints and deploy/kubernetes/crd.yaml holds.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    Ok(format!(
+        "{}---\n{}",
+        crd_yaml()?,
+        crate::pool_crd::pool_crd_yaml()?
+    ))
 }
 
 /// Any Kubernetes object as YAML (`spawner print-slab`).
@@ -179,6 +196,8 @@ impl SessionLivedBackend {
                 cpu_millis: r.cpu_millis,
             }),
             strip_prefix: Some(spec.strip_prefix),
+            idle_timeout_seconds: spec.idle_timeout_seconds,
+            lifetime_warning_seconds: Some(spec.lifetime_warning_seconds),
         };
         let mut obj = SessionLivedBackend::new(name, slab_spec);
         obj.metadata = ObjectMeta {
@@ -245,6 +264,11 @@ impl SessionLivedBackend {
                 cpu_millis: r.cpu_millis,
             }),
             strip_prefix: self.spec.strip_prefix.unwrap_or(true),
+            idle_timeout_seconds: self.spec.idle_timeout_seconds,
+            lifetime_warning_seconds: self
+                .spec
+                .lifetime_warning_seconds
+                .unwrap_or(spawner_core::spec::DEFAULT_LIFETIME_WARNING_SECONDS),
         }
     }
 
@@ -316,7 +340,9 @@ mod tests {
             "startup_timeout_seconds": 30,
             "labels": {"owner": "user-7"},
             "resources": {"memory_mb": 256, "cpu_millis": 500},
-            "strip_prefix": false
+            "strip_prefix": false,
+            "idle_timeout_seconds": 1800,
+            "lifetime_warning_seconds": 120
         });
         serde_json::from_value(json).expect("a valid spec")
     }
@@ -408,7 +434,7 @@ mod tests {
     #[test]
     fn committed_crd_matches_the_generated_one() {
         let committed = include_str!("../../../deploy/kubernetes/crd.yaml");
-        let generated = crd_yaml().expect("renders");
+        let generated = crds_yaml().expect("renders");
         if std::env::var_os("SPAWNER_BLESS").is_some() {
             let path = concat!(
                 env!("CARGO_MANIFEST_DIR"),

@@ -1,15 +1,21 @@
 //! Spawner on Kubernetes: the `SessionLivedBackend` custom resource ([`crd`], [`status`]),
 //! the controller that runs each one as a Pod and a Service ([`controller`], [`pod`]), and
-//! the HTTP API of the embedded server backed by the Kubernetes API ([`api`]).
+//! the HTTP API of the embedded server backed by the Kubernetes API ([`api`]), and warm
+//! pools ([`pool_crd`], [`pool_members`], [`pools`] for the API, [`pool_controller`]).
 //!
 //! The lifecycle rules are spawner-core's: this crate maps them onto Kubernetes objects.
 
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod goaway;
 pub mod leader;
 pub mod naming;
 pub mod pod;
+pub mod pool_controller;
+pub mod pool_crd;
+pub mod pool_members;
+pub mod pools;
 pub mod router;
 pub mod status;
 pub mod sweeper;

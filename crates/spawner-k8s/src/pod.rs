@@ -237,6 +237,65 @@ pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
     })
 }
 
+/// The variable of the sidecar container holding the backend's own secret.
+pub const SIDECAR_TOKEN_ENV: &str = "SPAWNER_SIDECAR_TOKEN";
+/// The variable of the application container holding its keepalive URL.
+pub const KEEPALIVE_URL_ENV: &str = "SPAWNER_KEEPALIVE_URL";
+
+/// Gives a Pod built by [`build_pod`] the backend's own secret: the sidecar gets it as
+/// [`SIDECAR_TOKEN_ENV`], the application its keepalive URL, the sidecar's
+/// `/_keepalive?token=` on the Pod's loopback. Made fresh when the Pod is created (so not in
+/// the pure [`build_pod`]); the controller reads it back from the Pod ([`secret_of`]) to
+/// call the sidecar's go-away.
+pub fn add_secret(pod: &mut Pod, secret: &str, sidecar_port: u16) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let var = |name: &str, value: String| EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        value_from: None,
+    };
+    let url = format!(
+        "http://127.0.0.1:{sidecar_port}{}?token={secret}",
+        spawner_proxy::sidecar::KEEPALIVE_PATH
+    );
+    for c in spec.containers.iter_mut() {
+        let env = c.env.get_or_insert_with(Vec::new);
+        if c.name == SIDECAR_CONTAINER {
+            env.retain(|e| e.name != SIDECAR_TOKEN_ENV);
+            env.push(var(SIDECAR_TOKEN_ENV, secret.to_string()));
+        }
+    }
+    if let Some(app) = spec.containers.first_mut() {
+        if app.name != SIDECAR_CONTAINER {
+            let env = app.env.get_or_insert_with(Vec::new);
+            env.retain(|e| e.name != KEEPALIVE_URL_ENV);
+            // After Spawner's other variables, before the template's own.
+            let at = env
+                .iter()
+                .position(|e| !e.name.starts_with("SPAWNER_") && e.name != "PORT")
+                .unwrap_or(env.len());
+            env.insert(at, var(KEEPALIVE_URL_ENV, url));
+        }
+    }
+}
+
+/// The backend's own secret, as [`add_secret`] put it into the Pod.
+pub fn secret_of(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == SIDECAR_CONTAINER)?
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == SIDECAR_TOKEN_ENV)?
+        .value
+        .clone()
+}
+
 /// The backend's Service: the sidecar's port, selecting the backend's Pod. Headless: its DNS
 /// name resolves to the Pod's IP, so it takes no address from the cluster's Service range (a
 /// /12 by default, but a few hundred on small clusters: one per backend ran out at 253 on the
@@ -297,6 +356,42 @@ pub(crate) mod tests {
         obj.metadata.namespace = Some("default".into());
         obj.metadata.uid = Some(format!("uid-{name}"));
         obj
+    }
+
+    #[test]
+    fn the_secret_goes_to_the_sidecar_and_the_keepalive_url_to_the_app() {
+        let mut pod = build_pod(&object("b1"), &config()).expect("pod");
+        assert_eq!(secret_of(&pod), None);
+        add_secret(&mut pod, "s3cret", 9090);
+        assert_eq!(secret_of(&pod).as_deref(), Some("s3cret"));
+        let containers = &pod.spec.as_ref().expect("spec").containers;
+        let names: Vec<&str> = containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "PORT",
+                "SPAWNER_BACKEND_ID",
+                "SPAWNER_BASE_PATH",
+                "SPAWNER_PUBLIC_URL",
+                "SPAWNER_KEEPALIVE_URL",
+                "MODE"
+            ]
+        );
+        let url = containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == KEEPALIVE_URL_ENV)
+            .and_then(|e| e.value.clone());
+        assert_eq!(
+            url.as_deref(),
+            Some("http://127.0.0.1:9090/_keepalive?token=s3cret")
+        );
     }
 
     #[test]

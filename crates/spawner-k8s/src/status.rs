@@ -61,6 +61,14 @@ pub struct SessionLivedBackendStatus {
     /// The sidecar's last request or connection end (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<String>,
+    /// The last thing a client sent (a request, a WebSocket data frame; RFC 3339), as its
+    /// sweeper last saw it: what `idleTimeoutSeconds` counts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_client_activity: Option<String>,
+    /// Kept from being swept until then (RFC 3339): set by a keepalive, through the API or
+    /// the backend's sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_until: Option<String>,
     /// Every state entered, in order, numbered from 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

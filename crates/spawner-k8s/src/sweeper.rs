@@ -24,7 +24,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use spawner_core::lifecycle::{decide, Decision, Observed, StopReason, Timing};
+use spawner_core::lifecycle::{decide, Decision, Observed, StopReason};
 use spawner_core::time::{now_millis, rfc3339, Millis};
 use spawner_core::State;
 use spawner_proxy::sidecar::{parse_report, Report, EVENTS_PATH};
@@ -70,6 +70,9 @@ pub enum Verdict {
     MarkReady,
     /// Idle for the whole grace period: enter Swept.
     MarkSwept,
+    /// Nothing from its clients for `idleTimeoutSeconds`, connections or not: enter Swept
+    /// (reason `idle timeout`).
+    MarkIdleTimeout,
     /// Nothing to do.
     Keep,
 }
@@ -93,16 +96,56 @@ pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict
         .creation_timestamp
         .as_ref()
         .map_or(now, |t| t.0.as_millisecond());
+    // A pool member: never swept while unclaimed, its grace counted from its claim.
+    let Some((timing, created_at)) = crate::pool_members::clock(obj, state, created_at) else {
+        return Verdict::Keep;
+    };
     let observed = Observed {
         state,
         created_at,
         live_connections: report.live_connections,
-        last_activity: last_activity(&status, report, now),
+        last_activity: last_activity(&status, report, now).max(created_at),
+        last_client_activity: last_client_activity(&status, report, now).max(created_at),
+        busy_until: status.busy_until.as_deref().and_then(millis_of),
     };
-    match decide(&Timing::of(&obj.backend_spec()), &observed, now) {
+    match decide(&timing, &observed, now) {
         Decision::Stop(StopReason::Idle) => Verdict::MarkSwept,
+        Decision::Stop(StopReason::IdleTimeout) => Verdict::MarkIdleTimeout,
         Decision::Stop(_) | Decision::Keep { .. } => Verdict::Keep,
     }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time of the status.
+pub fn millis_of(t: &str) -> Option<Millis> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// When the backend was marked Ready, if it was.
+fn ready_at(status: &SessionLivedBackendStatus) -> Option<Millis> {
+    status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.state == State::Ready)
+        .map(|h| h.to_event().time)
+}
+
+/// The last thing its clients sent, as the sidecar reports it, never before the backend
+/// was marked Ready (as [`last_activity`]).
+fn last_client_activity(
+    status: &SessionLivedBackendStatus,
+    report: &Report,
+    now: Millis,
+) -> Millis {
+    // A sidecar older than the field: its activity clock is the closest it has.
+    let seconds = report
+        .seconds_since_client
+        .unwrap_or(report.seconds_since_active);
+    let ms = (seconds.max(0.0) * 1000.0) as Millis;
+    let reported = now.saturating_sub(ms);
+    ready_at(status).map_or(reported, |at| reported.max(at))
 }
 
 /// The backend's last activity: what the sidecar reports, but never before the backend
@@ -112,13 +155,7 @@ fn last_activity(status: &SessionLivedBackendStatus, report: &Report, now: Milli
     // Milliseconds from a sidecar's float; saturating, as `as` casts are.
     let idle_ms = (report.seconds_since_active.max(0.0) * 1000.0) as Millis;
     let reported = now.saturating_sub(idle_ms);
-    let ready_at = status
-        .history
-        .iter()
-        .rev()
-        .find(|h| h.state == State::Ready)
-        .map(|h| h.to_event().time);
-    ready_at.map_or(reported, |at| reported.max(at))
+    ready_at(status).map_or(reported, |at| reported.max(at))
 }
 
 /// The status patch that moves `obj` to `to` for `report`, or `None` if the lifecycle
@@ -129,20 +166,31 @@ pub fn status_patch(
     report: &Report,
     now: Millis,
 ) -> Option<Value> {
+    let why = (to == State::Swept).then_some(StopReason::Idle);
+    entering(obj, to, why, report, now)
+}
+
+/// [`status_patch`] with the stop reason of a Swept backend (`idle`, `idle timeout`).
+fn entering(
+    obj: &SessionLivedBackend,
+    to: State,
+    why: Option<StopReason>,
+    report: &Report,
+    now: Millis,
+) -> Option<Value> {
     let mut status = obj.status.clone().unwrap_or_default();
     let activity = last_activity(&status, report, now);
-    let reason = match to {
-        State::Swept => Some(StopReason::Idle.as_str().to_string()),
-        _ => None,
-    };
-    if !status.enter(to, now, reason, None) {
+    let client = last_client_activity(&status, report, now);
+    let reason = why.map(|r| r.as_str().to_string());
+    if !status.enter(to, now, reason.clone(), None) {
         return None;
     }
-    if to == State::Swept {
-        status.stop_reason = Some(StopReason::Idle.as_str().to_string());
+    if why.is_some() {
+        status.stop_reason = reason;
     }
     status.live_connections = Some(report.live_connections);
     status.last_activity = Some(rfc3339(activity.max(0)));
+    status.last_client_activity = Some(rfc3339(client.max(0)));
     Some(crate::write::status_patch(obj, &status))
 }
 
@@ -156,20 +204,44 @@ pub fn activity_patch(obj: &SessionLivedBackend, report: &Report, now: Millis) -
         return None;
     }
     let activity = last_activity(status, report, now).max(0);
-    let stored = status.last_activity.as_deref().and_then(|t| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| t.timestamp_millis())
-    });
-    let moved = stored.is_none_or(|at| (activity - at).abs() >= ACTIVITY_RESOLUTION_MS);
+    let client = last_client_activity(status, report, now).max(0);
+    let moved = |stored: Option<&String>, at: Millis| {
+        stored
+            .and_then(|t| millis_of(t))
+            .is_none_or(|was| (at - was).abs() >= ACTIVITY_RESOLUTION_MS)
+    };
+    let activity_moved = moved(status.last_activity.as_ref(), activity);
+    let client_moved = moved(status.last_client_activity.as_ref(), client);
     let live_changed = status.live_connections != Some(report.live_connections);
-    if !live_changed && !moved {
+    if !live_changed && !activity_moved && !client_moved {
         return None;
     }
     Some(serde_json::json!({"status": {
         "liveConnections": report.live_connections,
         "lastActivity": rfc3339(activity),
+        "lastClientActivity": rfc3339(client),
     }}))
+}
+
+/// The status patch that records the application's own keepalive (its sidecar's
+/// `busy_until`) as `busyUntil`, or `None` when there is nothing new. `applied` is the
+/// sidecar's value this follower last recorded: a new value from the sidecar is a new call,
+/// which replaces the time whatever it was (as a keepalive through the API does). A follower
+/// that starts (a restarted sweeper) records the sidecar's value only if it is later than
+/// the object's, so that it does not undo a later call through the API. Pure.
+pub fn busy_patch(
+    obj: &SessionLivedBackend,
+    report: &Report,
+    applied: Option<Millis>,
+) -> Option<Value> {
+    let status = obj.status.as_ref()?;
+    let sidecar = report.busy_until?;
+    let stored = status.busy_until.as_deref().and_then(millis_of);
+    let new = match applied {
+        Some(a) => a != sidecar && stored != Some(sidecar),
+        None => stored.is_none_or(|s| sidecar > s),
+    };
+    new.then(|| serde_json::json!({"status": {"busyUntil": rfc3339(sidecar)}}))
 }
 
 /// Where the backend's sidecar serves its events, once the controller recorded the Pod's
@@ -211,6 +283,8 @@ pub async fn follow(
     let name = current.name_any();
     let mut backoff = BACKOFF_START;
     let mut last_activity_write: Option<tokio::time::Instant> = None;
+    // The sidecar's keepalive last recorded (see `busy_patch`).
+    let mut busy_applied: Option<Millis> = None;
     loop {
         if finished(&current) {
             debug!(%name, "backend ended: no longer followed");
@@ -254,6 +328,7 @@ pub async fn follow(
                     };
                     backoff = BACKOFF_START;
                     deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+                    current = write_busy(&api, current, &report, &mut busy_applied).await;
                     current = act(&api, &recorder, current, &report, judged.as_ref()).await;
                     current = write_activity(&api, current, &report, &mut last_activity_write).await;
                     if finished(&current) {
@@ -309,6 +384,40 @@ async fn write_activity(
     }
 }
 
+/// Records the application's own keepalive as the object's `busyUntil` before the report
+/// is judged (see [`busy_patch`]); on failure the next report tries again.
+async fn write_busy(
+    api: &Api<SessionLivedBackend>,
+    obj: Arc<SessionLivedBackend>,
+    report: &Report,
+    applied: &mut Option<Millis>,
+) -> Arc<SessionLivedBackend> {
+    let Some(patch) = busy_patch(&obj, report, *applied) else {
+        if report.busy_until.is_some() {
+            *applied = report.busy_until;
+        }
+        return obj;
+    };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => {
+            info!(name = %obj.name_any(), busy_until = ?report.busy_until, "keepalive of the application recorded");
+            *applied = report.busy_until;
+            Arc::new(updated)
+        }
+        Err(e) => {
+            warn!(name = %obj.name_any(), error = %e, "recording the keepalive failed");
+            obj
+        }
+    }
+}
+
 /// Judges one report and carries the verdict out; returns the object as now known.
 async fn act(
     api: &Api<SessionLivedBackend>,
@@ -333,12 +442,13 @@ async fn act(
             }
             obj
         };
-        let to = match verdict {
+        let (to, why) = match verdict {
             Verdict::Keep => return heard(obj),
-            Verdict::MarkReady => State::Ready,
-            Verdict::MarkSwept => State::Swept,
+            Verdict::MarkReady => (State::Ready, None),
+            Verdict::MarkSwept => (State::Swept, Some(StopReason::Idle)),
+            Verdict::MarkIdleTimeout => (State::Swept, Some(StopReason::IdleTimeout)),
         };
-        let Some(patch) = status_patch(&obj, to, report, now) else {
+        let Some(patch) = entering(&obj, to, why, report, now) else {
             return heard(obj);
         };
         let params = PatchParams {
@@ -608,6 +718,8 @@ mod tests {
             live_connections: live,
             seconds_since_active: idle_s,
             requests: 0,
+            seconds_since_client: Some(idle_s),
+            busy_until: None,
         }
     }
 
@@ -715,6 +827,7 @@ mod tests {
         if let Some(st) = obj.status.as_mut() {
             st.live_connections = Some(0);
             st.last_activity = Some(rfc3339(T0 + 1_000));
+            st.last_client_activity = Some(rfc3339(T0 + 1_000));
         }
         let now = T0 + 5_000;
         // Idle since then: nothing to write.
@@ -722,13 +835,94 @@ mod tests {
         // A connection opened half a second ago.
         assert_eq!(
             activity_patch(&obj, &report(true, 1, 0.5), now),
-            Some(json!({"status": {"liveConnections": 1, "lastActivity": rfc3339(T0 + 4_500)}}))
+            Some(
+                json!({"status": {"liveConnections": 1, "lastActivity": rfc3339(T0 + 4_500), "lastClientActivity": rfc3339(T0 + 4_500)}})
+            )
         );
         // A request a moment ago, no connection left open: the activity alone moved.
         assert!(activity_patch(&obj, &report(true, 0, 0.1), now).is_some());
         // Not Ready yet, or stopping: the state patches carry it.
         let running = with(&[State::Submitted, State::Running]);
         assert_eq!(activity_patch(&running, &report(true, 3, 0.0), now), None);
+    }
+
+    #[test]
+    fn busy_outlives_the_grace_period_until_busy_until() {
+        // Ready at T0 + 1 s; grace 300 s; busy until T0 + 1000 s.
+        let mut obj = with(&[State::Submitted, State::Ready]);
+        if let Some(st) = obj.status.as_mut() {
+            st.busy_until = Some(rfc3339(T0 + 1_000_000));
+        }
+        let idle = |now: Millis| report(true, 0, ((now - T0 - 1_000) / 1000) as f64);
+        assert_eq!(
+            judge(&obj, &idle(T0 + 400_000), T0 + 400_000),
+            Verdict::Keep
+        );
+        assert_eq!(
+            judge(&obj, &idle(T0 + 1_000_000), T0 + 1_000_000),
+            Verdict::MarkSwept
+        );
+    }
+
+    #[test]
+    fn a_silent_connection_is_swept_after_the_idle_timeout() {
+        let mut obj = with(&[State::Submitted, State::Ready]);
+        obj.spec.idle_timeout_seconds = Some(60);
+        // One WebSocket open, traffic from the backend (activity 1 s ago) but nothing from
+        // the client for 59 s, then 60 s.
+        let silent = |client_s: f64| Report {
+            seconds_since_client: Some(client_s),
+            ..report(true, 1, 1.0)
+        };
+        let now = T0 + 100_000;
+        assert_eq!(judge(&obj, &silent(59.0), now), Verdict::Keep);
+        assert_eq!(judge(&obj, &silent(60.0), now), Verdict::MarkIdleTimeout);
+        let patch = entering(
+            &obj,
+            State::Swept,
+            Some(StopReason::IdleTimeout),
+            &silent(60.0),
+            now,
+        )
+        .expect("Swept is allowed");
+        assert_eq!(patch["status"]["stopReason"], "idle timeout");
+        assert_eq!(patch["status"]["lastClientActivity"], rfc3339(now - 60_000));
+        // Without the field, the open connection keeps it.
+        obj.spec.idle_timeout_seconds = None;
+        assert_eq!(judge(&obj, &silent(1e6), now), Verdict::Keep);
+    }
+
+    #[test]
+    fn the_applications_keepalive_is_recorded_once_per_call() {
+        let mut obj = with(&[State::Submitted, State::Ready]);
+        let busy = |at: Millis| Report {
+            busy_until: Some(at),
+            ..report(true, 0, 1.0)
+        };
+        assert_eq!(busy_patch(&obj, &report(true, 0, 1.0), None), None);
+        assert_eq!(
+            busy_patch(&obj, &busy(T0 + 50_000), None),
+            Some(json!({"status": {"busyUntil": rfc3339(T0 + 50_000)}}))
+        );
+        if let Some(st) = obj.status.as_mut() {
+            st.busy_until = Some(rfc3339(T0 + 50_000));
+        }
+        // Recorded: nothing more until the sidecar has a new one, which replaces it even
+        // when sooner.
+        assert_eq!(
+            busy_patch(&obj, &busy(T0 + 50_000), Some(T0 + 50_000)),
+            None
+        );
+        assert!(busy_patch(&obj, &busy(T0 + 20_000), Some(T0 + 50_000)).is_some());
+        // A later call through the API is not undone by the sidecar's older value.
+        if let Some(st) = obj.status.as_mut() {
+            st.busy_until = Some(rfc3339(T0 + 90_000));
+        }
+        assert_eq!(
+            busy_patch(&obj, &busy(T0 + 50_000), Some(T0 + 50_000)),
+            None
+        );
+        assert_eq!(busy_patch(&obj, &busy(T0 + 50_000), None), None);
     }
 
     #[test]

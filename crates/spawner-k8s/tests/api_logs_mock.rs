@@ -26,7 +26,14 @@ fn app_with(token: Option<&str>) -> (Fake, Router) {
         token: token.map(str::to_string),
         key_secret: b"test-secret".to_vec(),
     };
-    (fake, router(Arc::new(ApiState { client, config })))
+    (
+        fake,
+        router(Arc::new(ApiState {
+            client,
+            config,
+            pool_stats: Default::default(),
+        })),
+    )
 }
 
 fn app() -> (Fake, Router) {

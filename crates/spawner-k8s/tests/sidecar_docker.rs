@@ -141,12 +141,13 @@ fn patches(fake: &Fake) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// The sweeper's activity patches: `liveConnections` and `lastActivity` only, no version.
+/// The sweeper's activity patches: `liveConnections`, `lastActivity` and
+/// `lastClientActivity` only, no version.
 fn is_activity(body: &Value) -> bool {
     body.get("metadata").is_none()
         && body["status"].as_object().is_some_and(|s| {
             s.keys()
-                .all(|k| k == "liveConnections" || k == "lastActivity")
+                .all(|k| k == "liveConnections" || k == "lastActivity" || k == "lastClientActivity")
         })
 }
 
@@ -308,10 +309,18 @@ async fn scenario(image: String, fake: Fake, client: kube::Client) {
         ready_at,
     );
     assert!(activity <= ready_at);
+    let client_at = take_time(
+        &mut body,
+        "/status/lastClientActivity",
+        before_ready - 60_000,
+        ready_at,
+    );
+    assert!(client_at <= ready_at);
     let mut want = status.clone();
     want.enter(State::Ready, 0, None, None);
     want.live_connections = Some(0);
     want.last_activity = Some("<time>".into());
+    want.last_client_activity = Some("<time>".into());
     let mut want = json!({"metadata": {"resourceVersion": rv_running}, "status": want});
     want["status"]["history"][4]["time"] = json!("<time>");
     assert_eq!(body, want);
@@ -404,6 +413,16 @@ async fn scenario(image: String, fake: Fake, client: kube::Client) {
         swept_at - idle_since >= GRACE_SECONDS as Millis * 1000,
         "swept only after the grace period: idle since {idle_since}, swept at {swept_at}"
     );
+    let client_since = take_time(
+        &mut body,
+        "/status/lastClientActivity",
+        before_ready - 60_000,
+        swept_at,
+    );
+    assert!(
+        client_since <= idle_since,
+        "client activity {client_since} after the last activity {idle_since}"
+    );
     let mut want: Value = now_ready["status"].clone();
     let mut want_status: SessionLivedBackendStatus =
         serde_json::from_value(want.take()).expect("status");
@@ -411,6 +430,7 @@ async fn scenario(image: String, fake: Fake, client: kube::Client) {
     want_status.stop_reason = Some("idle".into());
     want_status.live_connections = Some(0);
     want_status.last_activity = Some("<time>".into());
+    want_status.last_client_activity = Some("<time>".into());
     // Conditional on the version the sweeper last wrote (its activity patch at the close).
     let rv = body["metadata"]["resourceVersion"].clone();
     assert!(rv.is_string(), "{body}");

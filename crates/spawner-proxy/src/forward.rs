@@ -112,6 +112,11 @@ impl Forwarder {
             return refused(refusal);
         }
         let upgrade = is_upgrade(req.headers());
+        let websocket = upgrade
+            && req
+                .headers()
+                .get(header::UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let path_and_query = match rewrite_path(req.uri(), target.strip) {
             Some(pq) => pq,
             None => return message(StatusCode::BAD_REQUEST, "malformed request path\n"),
@@ -159,7 +164,8 @@ impl Forwarder {
                             return;
                         }
                     };
-                    join_upgraded(client, backend).await;
+                    let link = tunnel::Link::new(guard.monitor(), websocket);
+                    join_upgraded(client, backend, link).await;
                     drop(guard);
                 });
                 let (parts, _) = resp.into_parts();
@@ -230,15 +236,21 @@ async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxErro
 
 /// Joins two upgraded connections until both directions have ended. Plain TCP on both
 /// sides (the usual case) is spliced without buffers of its own while idle, so an open,
-/// quiet WebSocket costs little memory; anything else is copied with tokio's buffers.
-async fn join_upgraded(client: hyper::upgrade::Upgraded, backend: hyper::upgrade::Upgraded) {
+/// quiet WebSocket costs little memory, and joined as the relay's tunnels are (client
+/// activity, going away); anything else is copied with tokio's buffers, its client counted
+/// as active when it opened.
+async fn join_upgraded(
+    client: hyper::upgrade::Upgraded,
+    backend: hyper::upgrade::Upgraded,
+    link: tunnel::Link,
+) {
     type Tcp = TokioIo<TcpStream>;
     let result = match backend.downcast::<Tcp>() {
         Ok(b) => match client.downcast::<TokioIo<Prefixed>>() {
             Ok(c) => {
                 let (stream, unread) = c.io.into_inner().into_parts();
                 let read = [c.read_buf, unread].concat();
-                tunnel::join(stream, read.into(), b.io.into_inner(), b.read_buf).await
+                tunnel::join(stream, read.into(), b.io.into_inner(), b.read_buf, link).await
             }
             Err(client) => {
                 let mut client = TokioIo::new(client);

@@ -44,6 +44,8 @@ pub struct Forward {
     pub idempotent: bool,
     /// The client asked to switch protocols (WebSocket).
     pub upgrade: bool,
+    /// ... to WebSocket (`Upgrade: websocket`): the tunnel follows its frames.
+    pub websocket: bool,
     /// The client asked to close its connection after this response.
     pub close: bool,
 }
@@ -137,6 +139,7 @@ pub fn parse_request(
     let mut framing = RequestFraming::default();
     let mut tokens = ConnectionTokens::default();
     let (mut has_upgrade, mut has_forwarded_for, mut expect) = (false, false, false);
+    let mut websocket = false;
     for h in headers.iter() {
         let name = h.name;
         if framing.take(name, h.value) {
@@ -148,6 +151,7 @@ pub fn parse_request(
             expect = true;
         } else if name.eq_ignore_ascii_case("upgrade") {
             has_upgrade = true;
+            websocket |= h.value.eq_ignore_ascii_case(b"websocket");
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             has_forwarded_for = true;
         }
@@ -259,6 +263,7 @@ pub fn parse_request(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         upgrade,
+        websocket: upgrade && websocket,
         close: tokens.close,
     })
 }

@@ -11,7 +11,7 @@
 //! the two paths        forward (hyper's stack, for what the relay does not take)
 //!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
 //! framing              head · chunked · framing   (the security model: relay's docs)
-//! shared ground        tunnel · splice · prefixed · pool · target · slice · busy_poll · monitor
+//! shared ground        tunnel · ws_frames · splice · prefixed · pool · target · slice · busy_poll · monitor
 //!                      readiness (when a backend listens: the sidecar and the server)
 //! ```
 
@@ -34,6 +34,7 @@ mod splice;
 pub mod target;
 mod tunnel;
 mod workers;
+mod ws_frames;
 
 pub use body::ProxyBody;
 pub use forward::Forwarder;

@@ -1,19 +1,31 @@
-//! The connection monitor of one backend: live connections and the time of last activity.
+//! The connection monitor of one backend: live connections, the time of last activity and
+//! of the last thing a client sent, and the going-away signal its upgraded connections
+//! (WebSockets) follow.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
-/// Counters of one backend, shared by every request in flight to it. Lock-free: the proxy
-/// touches it on every request.
+/// Counters of one backend, shared by every request in flight to it. Lock-free on the
+/// path of a request: the proxy touches it on every one. The going-away channels are
+/// touched only when a tunnel opens or closes, and when the backend is stopped.
 #[derive(Debug)]
 pub struct Monitor {
     live: AtomicU64,
     last_activity: AtomicI64,
     requests: AtomicU64,
+    /// The last request start or client→backend data through a tunnel.
+    last_client: AtomicI64,
+    /// Set once the backend is being stopped: why, as the close frame's reason.
+    going_away: watch::Sender<Option<&'static str>>,
+    /// Open tunnels that have not yet told their client that the backend goes away.
+    untold: watch::Sender<u64>,
+    /// Open tunnels (upgraded connections), told or not.
+    tunnels: AtomicU64,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -28,6 +40,10 @@ impl Monitor {
             live: AtomicU64::new(0),
             last_activity: AtomicI64::new(since_ms),
             requests: AtomicU64::new(0),
+            last_client: AtomicI64::new(since_ms),
+            going_away: watch::channel(None).0,
+            untold: watch::channel(0).0,
+            tunnels: AtomicU64::new(0),
         }
     }
 
@@ -46,10 +62,28 @@ impl Monitor {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Counts activity now without opening a connection; also restarts the idle clock
-    /// (e.g. when a backend becomes Ready).
+    /// Milliseconds since the epoch of the last request start or data a client sent through
+    /// an upgraded connection (for WebSockets: the last data frame's header; pings, pongs
+    /// and closes do not count).
+    pub fn last_client_activity(&self) -> i64 {
+        self.last_client.load(Ordering::Relaxed)
+    }
+
+    /// Counts activity now without opening a connection; also restarts the idle clock and
+    /// the client clock (e.g. when a backend becomes Ready, or is adopted).
     pub fn touch(&self) {
-        self.last_activity.fetch_max(now_ms(), Ordering::Relaxed);
+        let now = now_ms();
+        self.last_activity.fetch_max(now, Ordering::Relaxed);
+        self.last_client.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Counts something a client sent through a tunnel. Coarse: the clock is read and the
+    /// time stored only when the last store is older than [`CLIENT_CLOCK_STEP`] ms old by a
+    /// cheap relaxed load, so that a busy tunnel costs a load per read.
+    pub(crate) fn client_sent(&self, now: i64) {
+        if now - self.last_client.load(Ordering::Relaxed) >= CLIENT_CLOCK_STEP {
+            self.last_client.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Counts one connection until the guard is dropped.
@@ -59,15 +93,114 @@ impl Monitor {
         self.touch();
         ActivityGuard(self.clone())
     }
+
+    /// Requests in flight: live connections that are not upgraded ones.
+    pub fn requests_in_flight(&self) -> u64 {
+        self.live()
+            .saturating_sub(self.tunnels.load(Ordering::Relaxed))
+    }
+
+    /// Tells every open tunnel (and any opened from now on) that the backend goes away, for
+    /// `reason` (the first reason given stays); [`Monitor::all_told`] says when they have.
+    pub fn going_away(&self, reason: &'static str) {
+        self.going_away.send_if_modified(|r| {
+            let first = r.is_none();
+            if first {
+                *r = Some(reason);
+            }
+            first
+        });
+    }
+
+    /// Whether [`Monitor::going_away`] was called: the backend is being stopped.
+    pub fn is_going_away(&self) -> bool {
+        self.going_away.borrow().is_some()
+    }
+
+    /// Resolves once every open tunnel has sent its client a close frame (code 1001, at a
+    /// frame boundary) or ended. Callers bound the wait: a backend stalled in the middle of
+    /// a frame holds its tunnel's close back.
+    pub async fn all_told(&self) {
+        let mut untold = self.untold.subscribe();
+        let _ = untold.wait_for(|n| *n == 0).await;
+    }
+
+    /// [`Monitor::going_away`], then [`Monitor::all_told`].
+    pub async fn go_away(&self, reason: &'static str) {
+        self.going_away(reason);
+        self.all_told().await;
+    }
+
+    /// The going-away link of a tunnel that opens now; counted as a tunnel until dropped.
+    pub(crate) fn tunnel(self: &Arc<Self>) -> GoingAway {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.untold.send_modify(|n| *n += 1);
+        GoingAway {
+            rx: self.going_away.subscribe(),
+            monitor: self.clone(),
+            untold: true,
+        }
+    }
 }
 
-/// One live connection or request; the end of it is activity too.
+/// How stale the client clock may be: the idle timeout is counted in seconds.
+pub const CLIENT_CLOCK_STEP: i64 = 100;
+
+/// A tunnel's link to the going-away signal of its backend.
+#[derive(Debug)]
+pub(crate) struct GoingAway {
+    rx: watch::Receiver<Option<&'static str>>,
+    monitor: Arc<Monitor>,
+    untold: bool,
+}
+
+impl GoingAway {
+    /// The monitor the tunnel reports client activity to.
+    pub(crate) fn monitor_arc(&self) -> Arc<Monitor> {
+        self.monitor.clone()
+    }
+
+    /// Resolves with the reason once the backend goes away (at once if it already does);
+    /// never if the signal can no longer come.
+    pub(crate) async fn signalled(&mut self) -> &'static str {
+        // Copied out at once: the channel's guard must not live across an await.
+        let reason = self.rx.wait_for(Option::is_some).await.map(|r| *r);
+        match reason {
+            Ok(r) => r.unwrap_or("going away"),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The tunnel has told its client (or has nothing to tell).
+    pub(crate) fn told(&mut self) {
+        if std::mem::take(&mut self.untold) {
+            self.monitor
+                .untold
+                .send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for GoingAway {
+    fn drop(&mut self) {
+        self.told();
+        self.monitor.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One live connection or request; the end of it is activity too (not the client's).
 #[derive(Debug)]
 pub struct ActivityGuard(Arc<Monitor>);
 
+impl ActivityGuard {
+    pub(crate) fn monitor(&self) -> &Arc<Monitor> {
+        &self.0
+    }
+}
+
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.0.touch();
+        self.0.last_activity.fetch_max(now_ms(), Ordering::Relaxed);
         self.0.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -88,5 +221,26 @@ mod tests {
         drop(b);
         assert_eq!(m.live(), 0);
         assert_eq!(m.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn going_away_waits_for_every_tunnel_to_tell() {
+        let m = Arc::new(Monitor::new(0));
+        let mut a = m.tunnel();
+        let b = m.tunnel();
+        let waiting = {
+            let m = m.clone();
+            tokio::spawn(async move { m.go_away("swept").await })
+        };
+        assert_eq!(a.signalled().await, "swept");
+        a.told();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(b);
+        waiting
+            .await
+            .expect("go_away resolves once every tunnel told");
+        // A tunnel opened afterwards learns at once.
+        assert_eq!(m.tunnel().signalled().await, "swept");
     }
 }

@@ -168,13 +168,14 @@ where
         match exchange(&mut client, &mut out, forward, pool).await {
             Next::Request => idle_since = Instant::now(),
             Next::Close => return Ended::Closed,
-            Next::Upgrade(backend, guard) => {
+            Next::Upgrade(backend, guard, websocket) => {
                 return Ended::Upgraded(Tunnel {
                     client: client.stream,
                     client_read: client.buf.freeze(),
                     backend: backend.stream,
                     backend_read: backend.buf.freeze(),
                     guard,
+                    websocket,
                 })
             }
         }
@@ -197,8 +198,9 @@ struct Client {
 enum Next {
     Request,
     Close,
-    /// Switched protocols: the two connections are joined, counted until they close.
-    Upgrade(BackendConn, ActivityGuard),
+    /// Switched protocols: the two connections are joined, counted until they close; the
+    /// flag says the protocol is WebSocket.
+    Upgrade(BackendConn, ActivityGuard, bool),
 }
 
 /// Why an exchange could not go on.
@@ -317,7 +319,7 @@ async fn exchange(
         if client.stream.write_all(out).await.is_err() {
             return Next::Close;
         }
-        return Next::Upgrade(conn, guard);
+        return Next::Upgrade(conn, guard, f.websocket);
     }
 
     if relay_body(&mut conn, head.head_len, out, head.framing, client)

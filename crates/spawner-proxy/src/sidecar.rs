@@ -6,9 +6,12 @@
 //! sees on `/_events` (Server-Sent Events of [`Report`]s). The sweeper, not the sidecar,
 //! decides: the sidecar knows nothing of grace periods or the Kubernetes API.
 //!
-//! Two paths are the sidecar's own and never forwarded: [`EVENTS_PATH`] and
-//! [`HEALTH_PATH`]. Neither counts as activity, or the sweeper's own stream would keep
-//! every backend alive.
+//! Four paths are the sidecar's own and never forwarded: [`EVENTS_PATH`],
+//! [`HEALTH_PATH`], [`KEEPALIVE_PATH`] (the application's `SPAWNER_KEEPALIVE_URL`) and
+//! [`GOAWAY_PATH`] (the controller's call before it deletes the Pod). None counts as
+//! activity, or the sweeper's own stream would keep every backend alive. The last two need
+//! the backend's own secret (`SPAWNER_SIDECAR_TOKEN`, made by the controller for this Pod):
+//! the router forwards any path to the sidecar, so the secret is what keeps clients out.
 
 use crate::body::ProxyBody;
 use crate::forward::{message, Forwarder};
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +41,15 @@ use tokio::time::Instant;
 pub const EVENTS_PATH: &str = "/_events";
 /// Liveness of the sidecar itself (200 whether or not the application is ready).
 pub const HEALTH_PATH: &str = "/_healthz";
+/// `POST {"seconds": N}` with `?token=`: the application keeps itself from being swept.
+pub const KEEPALIVE_PATH: &str = "/_keepalive";
+/// `POST` with `Authorization: Bearer <token>` and a stop reason as body: every WebSocket
+/// gets its close frame 1001, then requests in flight are waited for (`?grace=` seconds).
+pub const GOAWAY_PATH: &str = "/_goaway";
+/// The longest a go-away waits for the close frames to be sent, as the embedded server's.
+pub const GOAWAY_FRAMES_WAIT: Duration = Duration::from_secs(2);
+/// The largest body the sidecar's own routes read.
+const OWN_BODY_LIMIT: usize = 4096;
 
 /// The longest time between two events of a stream: the sweeper judges idleness on
 /// each event, so this bounds how late a sweep can be.
@@ -58,12 +71,26 @@ pub struct Report {
     pub seconds_since_active: f64,
     /// Requests forwarded since the sidecar started.
     pub requests: u64,
+    /// Seconds since a client last sent something: a request start or a WebSocket data
+    /// frame (or since the application became ready). What an idle timeout counts from.
+    /// Absent from a sidecar older than this field: its readers use `seconds_since_active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_since_client: Option<f64>,
+    /// Until when the application asked to be kept (milliseconds since the epoch), if it
+    /// called its keepalive URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_until: Option<i64>,
 }
 
 impl Report {
-    /// What makes two reports different events; the idle clock alone is not a change.
-    fn key(&self) -> (bool, u64, u64) {
-        (self.ready, self.live_connections, self.requests)
+    /// What makes two reports different events; the idle clocks alone are not a change.
+    fn key(&self) -> (bool, u64, u64, Option<i64>) {
+        (
+            self.ready,
+            self.live_connections,
+            self.requests,
+            self.busy_until,
+        )
     }
 }
 
@@ -76,6 +103,11 @@ pub struct Sidecar {
     /// Kept for as long as the sidecar lives, so that `ready.changed()` waits for a change
     /// instead of failing at once when the probe task has ended.
     _ready_tx: Arc<watch::Sender<bool>>,
+    /// The backend's own secret for [`KEEPALIVE_PATH`] and [`GOAWAY_PATH`]; without one,
+    /// both answer 404.
+    token: Option<String>,
+    /// The application's keepalive, milliseconds since the epoch; 0 if never asked.
+    busy_until: AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -90,6 +122,12 @@ impl Sidecar {
     /// to be listened on at once (call it inside a Tokio runtime), with the same watch as
     /// the embedded server's ([`ListenWatch`]).
     pub fn new(app_port: u16) -> Arc<Self> {
+        Self::with_token(app_port, None)
+    }
+
+    /// [`Sidecar::new`], with the backend's own secret that its keepalive URL and the
+    /// controller's go-away call carry.
+    pub fn with_token(app_port: u16, token: Option<String>) -> Arc<Self> {
         let app_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), app_port);
         let app = Authority::try_from(app_addr.to_string())
             .unwrap_or_else(|_| unreachable!("a socket address is a valid authority"));
@@ -112,6 +150,8 @@ impl Sidecar {
             app,
             ready,
             _ready_tx: ready_tx,
+            token: token.filter(|t| !t.is_empty()),
+            busy_until: AtomicI64::new(0),
         })
     }
 
@@ -126,13 +166,20 @@ impl Sidecar {
 
     /// What `/_events` says now.
     pub fn report(&self) -> Report {
-        let idle_ms = now_ms().saturating_sub(self.monitor.last_activity()).max(0);
+        let now = now_ms();
+        let idle_ms = now.saturating_sub(self.monitor.last_activity()).max(0);
+        let client_ms = now
+            .saturating_sub(self.monitor.last_client_activity())
+            .max(0);
+        let busy = self.busy_until.load(Ordering::Relaxed);
         Report {
             ready: self.is_ready(),
             live_connections: self.monitor.live(),
             // Milliseconds as f64: exact well beyond any uptime.
             seconds_since_active: idle_ms as f64 / 1000.0,
             requests: self.monitor.requests(),
+            seconds_since_client: Some(client_ms as f64 / 1000.0),
+            busy_until: (busy > 0).then_some(busy),
         }
     }
 
@@ -149,7 +196,7 @@ impl Sidecar {
 
     /// The relay's route: every request for a ready application but the sidecar's own.
     fn route(&self, head: &RequestHead, peer: SocketAddr) -> Option<Target> {
-        let own = head.path == EVENTS_PATH || head.path == HEALTH_PATH;
+        let own = is_own(head.path);
         (!own && self.is_ready()).then(|| self.target(peer))
     }
 
@@ -161,6 +208,8 @@ impl Sidecar {
     ) -> Response<SidecarBody> {
         match req.uri().path() {
             EVENTS_PATH => return self.events(req.method()),
+            KEEPALIVE_PATH => return self.keepalive(req).await.map(SidecarBody::Proxy),
+            GOAWAY_PATH => return self.goaway(req).await.map(SidecarBody::Proxy),
             HEALTH_PATH => {
                 let mut resp = message(StatusCode::OK, "ok\n");
                 resp.headers_mut()
@@ -183,6 +232,147 @@ impl Sidecar {
             .forward(req, target)
             .await
             .map(SidecarBody::Proxy)
+    }
+
+    /// Whether `given` is this backend's secret (constant time).
+    fn allows(&self, given: Option<&str>) -> bool {
+        match (self.token.as_deref(), given) {
+            (Some(t), Some(g)) => {
+                t.len() == g.len()
+                    && t.bytes()
+                        .zip(g.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// `POST /_keepalive?token=` with `{"seconds": N}`: the application keeps itself from
+    /// being swept until N seconds from now (a later call replaces the time). The sweeper
+    /// reads it from `/_events` and records it as the object's `busyUntil`.
+    async fn keepalive(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if self.token.is_none() {
+            return message(
+                StatusCode::NOT_FOUND,
+                "this sidecar has no keepalive secret (SPAWNER_SIDECAR_TOKEN)\n",
+            );
+        }
+        let given = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(str::to_string)
+        });
+        if !self.allows(given.as_deref()) {
+            return message(
+                StatusCode::UNAUTHORIZED,
+                "keepalive needs the backend's own URL from SPAWNER_KEEPALIVE_URL (its ?token=)\n",
+            );
+        }
+        if req.method() != Method::POST {
+            return method_not_allowed();
+        }
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Ask {
+            seconds: u64,
+        }
+        let max = spawner_core::lifecycle::MAX_KEEPALIVE_SECONDS;
+        let seconds = match serde_json::from_slice::<Ask>(&body) {
+            Ok(a) if (1..=max).contains(&a.seconds) => a.seconds,
+            Ok(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "seconds: must be between 1 and {max}; call again to stay busy longer"
+                    ),
+                )
+            }
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body must be {{\"seconds\": N}}: {e}"),
+                )
+            }
+        };
+        if self.monitor.is_going_away() {
+            return json_error(
+                StatusCode::GONE,
+                "the backend is being stopped: it cannot be kept alive",
+            );
+        }
+        let until = now_ms().saturating_add(i64::try_from(seconds * 1000).unwrap_or(i64::MAX));
+        self.busy_until.store(until, Ordering::Relaxed);
+        tracing::info!(seconds, "keepalive");
+        let body = serde_json::json!({"busy_until": spawner_core::time::rfc3339(until)});
+        json_response(StatusCode::OK, &body)
+    }
+
+    /// `POST /_goaway?grace=S` with `Authorization: Bearer <token>` and a stop reason as body
+    /// (`spawner_core::lifecycle::StopReason` name): sends every WebSocket its close frame
+    /// 1001 with the reason (waiting at most [`GOAWAY_FRAMES_WAIT`]), then waits up to S
+    /// seconds for requests in flight to be answered, then answers. The controller calls it
+    /// before it deletes the Pod, so that clients hear why before the application is
+    /// signalled.
+    async fn goaway(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        if self.token.is_none() {
+            return message(
+                StatusCode::NOT_FOUND,
+                "this sidecar has no secret (SPAWNER_SIDECAR_TOKEN)\n",
+            );
+        }
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        if !self.allows(given.as_deref()) {
+            return message(
+                StatusCode::UNAUTHORIZED,
+                "go-away needs the backend's secret\n",
+            );
+        }
+        if req.method() != Method::POST {
+            return method_not_allowed();
+        }
+        let grace = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("grace=")))
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0);
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let text = String::from_utf8_lossy(&body);
+        let Some(reason) = spawner_core::lifecycle::StopReason::parse(text.trim()) else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be a stop reason (\"terminate requested\", \"idle\", ...), not {text:?}"),
+            );
+        };
+        let why = reason.going_away();
+        tracing::info!(reason = why, grace, "going away");
+        let frames_wait = GOAWAY_FRAMES_WAIT.min(Duration::from_secs(grace.max(1)));
+        let told = tokio::time::timeout(frames_wait, self.monitor.go_away(why))
+            .await
+            .is_ok();
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        while self.monitor.requests_in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let body = serde_json::json!({
+            "reason": why,
+            "told": told,
+            "requests_in_flight": self.monitor.requests_in_flight(),
+        });
+        json_response(StatusCode::OK, &body)
     }
 
     fn events(self: Arc<Self>, method: &Method) -> Response<SidecarBody> {
@@ -209,7 +399,7 @@ impl Sidecar {
     async fn stream_reports(self: Arc<Self>, tx: mpsc::Sender<Bytes>) {
         let mut ready = self.ready.clone();
         let mut ready_open = true;
-        let mut last: Option<(bool, u64, u64)> = None;
+        let mut last: Option<(bool, u64, u64, Option<i64>)> = None;
         let mut last_sent = Instant::now();
         loop {
             let report = self.report();
@@ -237,6 +427,57 @@ impl Sidecar {
                 () = tx.closed() => return,
             }
         }
+    }
+}
+
+/// The sidecar's own paths, never forwarded to the application.
+fn is_own(path: &str) -> bool {
+    matches!(
+        path,
+        EVENTS_PATH | HEALTH_PATH | KEEPALIVE_PATH | GOAWAY_PATH
+    )
+}
+
+fn method_not_allowed() -> Response<ProxyBody> {
+    let mut resp = message(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    resp
+}
+
+fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::message(format!("{body}\n")));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// An error in the API's shape (`{"error", "message"}`), so that a backend's keepalive call
+/// reads the same answers in both modes.
+fn json_error(code: StatusCode, why: &str) -> Response<ProxyBody> {
+    let name = match code {
+        StatusCode::BAD_REQUEST => "invalid_field",
+        StatusCode::GONE => "gone",
+        _ => "error",
+    };
+    json_response(code, &serde_json::json!({"error": name, "message": why}))
+}
+
+/// The body of a request to one of the sidecar's own routes, at most [`OWN_BODY_LIMIT`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), OWN_BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "the body could not be read (at most 4096 bytes)",
+        )),
     }
 }
 
@@ -311,13 +552,22 @@ mod tests {
             live_connections: 2,
             seconds_since_active: 1.5,
             requests: 7,
+            seconds_since_client: Some(2.5),
+            busy_until: Some(1_700_000_000_000),
         };
         let json = serde_json::to_value(&r).expect("serializes");
         assert_eq!(
             json,
-            serde_json::json!({"ready": true, "live_connections": 2, "seconds_since_active": 1.5, "requests": 7})
+            serde_json::json!({"ready": true, "live_connections": 2, "seconds_since_active": 1.5, "requests": 7,
+                               "seconds_since_client": 2.5, "busy_until": 1_700_000_000_000_i64})
         );
         assert_eq!(parse_report(&json.to_string()).expect("parses"), r);
+        // A sidecar of before issue 17 (no client clock, no keepalive) still parses.
+        let old = parse_report(
+            r#"{"ready": true, "live_connections": 0, "seconds_since_active": 1.0, "requests": 1}"#,
+        )
+        .expect("parses");
+        assert_eq!((old.seconds_since_client, old.busy_until), (None, None));
     }
 
     #[test]
@@ -327,12 +577,20 @@ mod tests {
             live_connections: 0,
             seconds_since_active: 1.0,
             requests: 3,
+            seconds_since_client: Some(1.0),
+            busy_until: None,
         };
         let b = Report {
             seconds_since_active: 9.0,
+            seconds_since_client: Some(9.0),
             ..a.clone()
         };
         assert_eq!(a.key(), b.key());
+        let busy = Report {
+            busy_until: Some(5),
+            ..a.clone()
+        };
+        assert_ne!(a.key(), busy.key());
         let c = Report {
             requests: 4,
             ..a.clone()

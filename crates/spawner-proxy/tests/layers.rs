@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     "framing",
     // Shared ground.
     "tunnel",
+    "ws_frames",
     "splice",
     "prefixed",
     "pool",

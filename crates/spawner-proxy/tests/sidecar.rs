@@ -268,3 +268,105 @@ async fn events_repeat_at_least_every_second_while_nothing_changes() {
     assert!(a.seconds_since_active >= ready.seconds_since_active);
     assert!(b.seconds_since_active > a.seconds_since_active);
 }
+
+/// A POST on a fresh connection, with optional bearer token; status and body.
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (StatusCode, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::post(path).header(header::HOST, "sidecar");
+    if let Some(t) = bearer {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn keepalive_and_go_away_are_the_sidecars_own_and_need_the_secret() {
+    let app_port = free_port().await;
+    start_app(app_port).await;
+    let sc = Sidecar::with_token(app_port, Some("s3cret".into()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(sidecar::serve(sc.clone(), listener, std::future::pending()));
+    let mut events = Events::open(addr).await;
+    events.until(|r| r.ready).await;
+
+    // Keepalive: the secret, a valid body; reported on /_events, not forwarded or counted.
+    let ask = r#"{"seconds": 60}"#;
+    assert_eq!(
+        post(addr, "/_keepalive?token=nope", None, ask).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = post(addr, "/_keepalive?token=s3cret", None, r#"{"seconds": 0}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("seconds: must be between 1 and 86400"),
+        "{body}"
+    );
+    let (status, body) = post(addr, "/_keepalive?token=s3cret", None, ask).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let busy = events.until(|r| r.busy_until.is_some()).await;
+    assert_eq!(
+        busy.requests, 0,
+        "the sidecar's own routes are not forwarded"
+    );
+
+    // A client sending data is client activity; its WebSocket gets the close frame 1001 with
+    // the reason when the controller's go-away comes with the secret.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("WebSocket through the sidecar");
+    ws.send(Message::Text("hi".into())).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("echo").expect("ok"),
+        Message::Text("echo: hi".into())
+    );
+    let active = events.until(|r| r.live_connections == 1).await;
+    assert!(
+        active.seconds_since_client.is_some_and(|s| s < 5.0),
+        "{active:?}"
+    );
+    assert_eq!(
+        post(addr, "/_goaway", Some("guess"), "terminate requested")
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = post(addr, "/_goaway", Some("s3cret"), "no such reason").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post(
+        addr,
+        "/_goaway?grace=1",
+        Some("s3cret"),
+        "terminate requested",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""told":true"#), "{body}");
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1001);
+            assert_eq!(f.reason.as_str(), "terminated");
+        }
+        other => panic!("no close frame: {other:?}"),
+    }
+    // Going away: no more keepalives.
+    assert_eq!(
+        post(addr, "/_keepalive?token=s3cret", None, ask).await.0,
+        StatusCode::GONE
+    );
+}

@@ -120,6 +120,56 @@ impl std::fmt::Debug for DockerRuntime {
     }
 }
 
+/// A container create in flight. Dropped before its answer was taken, it removes the
+/// container the create makes, so that an abandoned start leaves nothing behind.
+struct Creating {
+    docker: Docker,
+    keep: bool,
+    task: Option<tokio::task::JoinHandle<Result<String, DockerError>>>,
+}
+
+impl Creating {
+    /// The create's answer; from then on, what it made is the caller's.
+    async fn answer(&mut self) -> Result<String, DockerError> {
+        let joined = match self.task.as_mut() {
+            Some(task) => task.await,
+            None => return Err(create_task_failed("its answer was already taken")),
+        };
+        self.task = None;
+        joined.unwrap_or_else(|e| Err(create_task_failed(&e.to_string())))
+    }
+}
+
+fn create_task_failed(why: &str) -> DockerError {
+    DockerError::IOError {
+        err: std::io::Error::other(format!("the container create task failed: {why}")),
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        let (Some(task), Ok(rt)) = (self.task.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        if self.keep {
+            return;
+        }
+        let docker = self.docker.clone();
+        rt.spawn(async move {
+            if let Ok(Ok(container)) = task.await {
+                let options = RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                };
+                if let Err(e) = docker.remove_container(&container, Some(options)).await {
+                    tracing::warn!(container = %short(&container), error = %e, "removing the container of an abandoned start failed");
+                }
+            }
+        });
+    }
+}
+
 /// What identifies one backend container across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct DockerHandle {
@@ -433,15 +483,29 @@ impl DockerRuntime {
         }
     }
 
+    /// Creates the container in a task of its own. The engine finishes a create whose
+    /// client went away, so a start abandoned while the request is in flight (a stop came
+    /// first) would leave a container that nobody lists in time to remove: dropped before
+    /// the answer, [`Creating`] removes what the create made once it has made it.
     async fn create(&self, name: &str, body: &ContainerCreateBody) -> Result<String, DockerError> {
         let options = CreateContainerOptions {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        self.docker
-            .create_container(Some(options), body.clone())
-            .await
-            .map(|r| r.id)
+        let docker = self.docker.clone();
+        let body = body.clone();
+        let task = tokio::spawn(async move {
+            docker
+                .create_container(Some(options), body)
+                .await
+                .map(|r| r.id)
+        });
+        let mut creating = Creating {
+            docker: self.docker.clone(),
+            keep: self.options.keep_containers,
+            task: Some(task),
+        };
+        creating.answer().await
     }
 
     /// Removes a container, unless containers are kept; a container already gone is fine.

@@ -55,65 +55,22 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, launch: &Launch) -> Result<Started, RuntimeError> {
-        let argv = launch.command.as_deref().unwrap_or_default();
-        let Some((program, args)) = argv.split_first() else {
-            return Err(RuntimeError::Start(
-                "the process runtime needs executable.command".into(),
-            ));
+        // Creating the log file and the process are system calls that take their time
+        // (the caller's thread waits until the child has exec'd): off the async workers,
+        // so that other requests are not queued behind a storm of starts.
+        let port = launch.port;
+        let launch = launch.clone();
+        let mut starting = Starting(Some(tokio::task::spawn_blocking(move || spawn(&launch))));
+        let Some(task) = starting.0.as_mut() else {
+            return Err(RuntimeError::Start("the start was abandoned".into()));
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&launch.log_path)
-            .map_err(|source| RuntimeError::Io {
-                context: format!("opening log file {}", launch.log_path.display()),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| RuntimeError::Io {
-            context: "duplicating the log file handle".into(),
-            source,
-        })?;
-
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .kill_on_drop(false);
-        // Spawner's own settings (its token above all) are not the backend's business.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SPAWNER_") {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.envs(&launch.env)
-            .env("SPAWNER_INSTANCE", &launch.instance);
-        if let Some(dir) = &launch.spec.executable.working_dir {
-            cmd.current_dir(dir);
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            let what = match e.kind() {
-                std::io::ErrorKind::NotFound => match &launch.spec.executable.working_dir {
-                    Some(dir) if !std::path::Path::new(dir).is_dir() => {
-                        format!("working_dir {dir:?} does not exist")
-                    }
-                    _ => format!("command not found: {program:?} (is it installed and on PATH?)"),
-                },
-                std::io::ErrorKind::PermissionDenied => {
-                    format!("permission denied running {program:?}")
-                }
-                _ => format!("could not start {program:?}: {e}"),
-            };
-            RuntimeError::Start(what)
-        })?;
-        let pid = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| RuntimeError::Start("the process exited at once".into()))?;
-        let start_time = proc_start_time(pid).unwrap_or(0);
-        let handle = ProcessHandle { pid, start_time };
+        let spawned = task.await;
+        starting.0 = None;
+        let (child, handle) =
+            spawned.map_err(|e| RuntimeError::Start(format!("the start was abandoned: {e}")))??;
+        let pid = handle.pid;
         let exited = async move {
+            let mut child = child;
             let exit = match child.wait().await {
                 Ok(status) => match (status.code(), status.signal()) {
                     (Some(code), _) => Exit::Code(code),
@@ -128,7 +85,7 @@ impl Runtime for ProcessRuntime {
         .boxed();
         Ok(Started {
             handle: handle.to_handle(),
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, launch.port)),
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             netns: None,
             exited,
             note: Some(format!("pid {pid}")),
@@ -206,6 +163,88 @@ impl Runtime for ProcessRuntime {
             .await
             .map_err(|e| RuntimeError::Unavailable(format!("scanning /proc: {e}")))
     }
+}
+
+/// A start on the blocking pool. Dropped before it has been awaited to the end (the start
+/// was abandoned: a stop came first), the process it makes is killed once made, so that
+/// nothing runs that nobody supervises.
+struct Starting(
+    Option<tokio::task::JoinHandle<Result<(tokio::process::Child, ProcessHandle), RuntimeError>>>,
+);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let (Some(task), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Ok(Ok((_child, handle))) = task.await {
+                kill_group(handle.pid);
+            }
+        });
+    }
+}
+
+/// Creates the log file and starts the process: blocking system calls.
+fn spawn(launch: &Launch) -> Result<(tokio::process::Child, ProcessHandle), RuntimeError> {
+    let argv = launch.command.as_deref().unwrap_or_default();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(RuntimeError::Start(
+            "the process runtime needs executable.command".into(),
+        ));
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&launch.log_path)
+        .map_err(|source| RuntimeError::Io {
+            context: format!("opening log file {}", launch.log_path.display()),
+            source,
+        })?;
+    let log_err = log.try_clone().map_err(|source| RuntimeError::Io {
+        context: "duplicating the log file handle".into(),
+        source,
+    })?;
+
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(false);
+    // Spawner's own settings (its token above all) are not the backend's business.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SPAWNER_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.envs(&launch.env)
+        .env("SPAWNER_INSTANCE", &launch.instance);
+    if let Some(dir) = &launch.spec.executable.working_dir {
+        cmd.current_dir(dir);
+    }
+    let child = cmd.spawn().map_err(|e| {
+        let what = match e.kind() {
+            std::io::ErrorKind::NotFound => match &launch.spec.executable.working_dir {
+                Some(dir) if !std::path::Path::new(dir).is_dir() => {
+                    format!("working_dir {dir:?} does not exist")
+                }
+                _ => format!("command not found: {program:?} (is it installed and on PATH?)"),
+            },
+            std::io::ErrorKind::PermissionDenied => {
+                format!("permission denied running {program:?}")
+            }
+            _ => format!("could not start {program:?}: {e}"),
+        };
+        RuntimeError::Start(what)
+    })?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| RuntimeError::Start("the process exited at once".into()))?;
+    let start_time = proc_start_time(pid).unwrap_or(0);
+    Ok((child, ProcessHandle { pid, start_time }))
 }
 
 /// How often an adopted process without a pidfd is looked at.

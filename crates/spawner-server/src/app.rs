@@ -21,6 +21,8 @@ pub struct App {
     /// Ports for process backends that name none.
     pub ports: PortAllocator,
     pub metrics: Metrics,
+    /// Warm pools and their members.
+    pub pools: crate::pools::Pools,
     /// This installation's id (kept in the database): marks its processes and containers.
     pub instance: String,
 }
@@ -32,8 +34,8 @@ impl App {
 
     /// Records what a live backend is doing within its state (e.g. pulling its image), as
     /// an event of that state; status streams see it.
-    pub fn note(&self, live: &Live, reason: &str) -> Result<(), StoreError> {
-        if let Some(e) = self.store.note(&live.id, reason)? {
+    pub async fn note(&self, live: &Live, reason: &str) -> Result<(), StoreError> {
+        if let Some(e) = self.store.note(&live.id, reason).await? {
             tracing::info!(backend = %live.id, state = %e.state, %reason, "note");
             live.set_state(e.state, e.seq, e.reason.as_deref());
             self.registry.changed();
@@ -43,34 +45,78 @@ impl App {
 
     /// Records state changes of a live backend: durably first, then in memory, where status
     /// streams and the proxy see them. A terminal state retires it from the registry.
-    pub fn record(
+    pub async fn record(
         self: &Arc<Self>,
         live: &Live,
         states: &[(State, Option<String>)],
         exit_code: Option<i32>,
     ) -> Result<Vec<Event>, StoreError> {
-        let events = self.store.transition(&live.id, states, exit_code)?;
-        self.recorded(live, &events);
+        let events = self.store.transition(&live.id, states, exit_code).await?;
+        self.recorded(live, &events, true);
         Ok(events)
     }
 
+    /// Records that a live backend listens: `Ready` is shown at once (the proxy routes to
+    /// it; GET, lists, status streams and claims' waits see it) and committed by the writer
+    /// without waiting for it, in order with the backend's other writes. Not durable when
+    /// shown: after a crash before the commit, the restarted server finds the backend
+    /// `Running`, adopts it and watches again for it to listen (docs/operations.md).
+    pub fn ready(self: &Arc<Self>, live: &Arc<Live>) {
+        let event = Event {
+            seq: live.last_seq() + 1,
+            state: State::Ready,
+            time: spawner_core::time::now_millis(),
+            reason: None,
+            exit_code: None,
+        };
+        let stored = self.store.ready(&live.id, event.time);
+        live.announce(&event);
+        self.recorded(live, std::slice::from_ref(&event), false);
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(backend = %live.id, error = %e, "could not queue Ready for the store; shown all the same");
+                return;
+            }
+        };
+        let (app, live) = (self.clone(), live.clone());
+        tokio::spawn(async move {
+            match stored.await {
+                Ok(events) => {
+                    live.settled(event.seq, events.last().map(|e| e.seq));
+                    // Claims take Ready backends from the store: they look again.
+                    app.registry.changed();
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %live.id, error = %e, "could not record Ready; shown all the same, found Running after a restart");
+                }
+            }
+        });
+    }
+
     /// [`App::record`] of a backend's start, with where it runs, in one transaction.
-    pub fn record_started(
+    pub async fn record_started(
         self: &Arc<Self>,
         live: &Live,
         handle: &serde_json::Value,
         address: &str,
         states: &[(State, Option<String>)],
     ) -> Result<Vec<Event>, StoreError> {
-        let events = self.store.started(&live.id, handle, address, states)?;
-        self.recorded(live, &events);
+        let events = self
+            .store
+            .started(&live.id, handle, address, states)
+            .await?;
+        self.recorded(live, &events, true);
         Ok(events)
     }
 
-    /// Makes recorded events visible in memory: state, logs, metrics, the registry.
-    fn recorded(&self, live: &Live, events: &[Event]) {
+    /// Makes recorded events visible in memory: state (unless `set`, already shown), logs,
+    /// metrics, the registry.
+    fn recorded(&self, live: &Live, events: &[Event], set: bool) {
         if let Some(last) = events.last() {
-            live.set_state(last.state, last.seq, last.reason.as_deref());
+            if set {
+                live.set_state(last.state, last.seq, last.reason.as_deref());
+            }
             for e in events {
                 match &e.reason {
                     Some(reason) => {

@@ -7,10 +7,12 @@ pub mod config;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod pools;
 pub mod reconciler;
 pub mod runtimes;
 pub mod store;
 pub mod sweeper;
+mod writer;
 
 pub use config::Config;
 pub use runtimes::Runtimes;
@@ -63,9 +65,11 @@ impl Server {
             forwarder,
             ports: spawner_runtime::PortAllocator::default(),
             metrics: metrics::Metrics::new()?,
+            pools: pools::Pools::default(),
             instance,
         });
         reconciler::adopt_all(&app).await?;
+        pools::restore(&app)?;
         Ok(Server { app, listener })
     }
 
@@ -81,8 +85,10 @@ impl Server {
     /// start adopts them again.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let sweeper = tokio::spawn(sweeper::run(self.app.clone()));
+        let pools = tokio::spawn(pools::run(self.app.clone()));
         http::serve(self.app, self.listener, shutdown).await;
         sweeper.abort();
+        pools.abort();
     }
 }
 

@@ -3,12 +3,12 @@
 //! rebuilt from it at start-up.
 
 use http::uri::Authority;
-use spawner_core::lifecycle::{StopReason, Timing};
+use spawner_core::lifecycle::{Observed, StopReason, Timing};
 use spawner_core::time::Millis;
-use spawner_core::{BackendSpec, State};
+use spawner_core::{BackendSpec, Event, State};
 use spawner_proxy::Monitor;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
 
@@ -31,10 +31,19 @@ pub struct Live {
     pub seq: watch::Sender<u64>,
     /// The reason of its newest event, for lists.
     reason: RwLock<Option<String>>,
+    /// Events shown before they are committed (`Ready`, see [`crate::app::App::ready`]),
+    /// until the writer has committed them: readers of events add them to the store's.
+    unstored: Mutex<Vec<Event>>,
     authority: OnceLock<Authority>,
     pub monitor: Arc<Monitor>,
     stop: watch::Sender<Option<StopRequest>>,
+    /// Kept from being swept until then (`keepalive`); [`NOT_BUSY`] if never asked.
+    busy_until: AtomicI64,
+    /// The secret of its `SPAWNER_KEEPALIVE_URL`, once made (at start) or read (adopted).
+    keepalive_token: OnceLock<String>,
 }
+
+const NOT_BUSY: i64 = i64::MIN;
 
 impl Live {
     pub fn new(
@@ -54,10 +63,42 @@ impl Live {
             state: AtomicU8::new(state as u8),
             seq: watch::channel(seq).0,
             reason: RwLock::new(None),
+            unstored: Mutex::new(Vec::new()),
             authority: OnceLock::new(),
             monitor: Arc::new(Monitor::new(created_at)),
             stop: watch::channel(None).0,
+            busy_until: AtomicI64::new(NOT_BUSY),
+            keepalive_token: OnceLock::new(),
         }
+    }
+
+    /// What the lifecycle rules judge it by, now.
+    pub fn observed(&self) -> Observed {
+        Observed {
+            state: self.state(),
+            created_at: self.created_at,
+            live_connections: self.monitor.live(),
+            last_activity: self.monitor.last_activity(),
+            last_client_activity: self.monitor.last_client_activity(),
+            busy_until: self.busy_until(),
+        }
+    }
+
+    /// Until when a `keepalive` keeps it from being swept, if one was ever asked for.
+    pub fn busy_until(&self) -> Option<Millis> {
+        Some(self.busy_until.load(Ordering::Relaxed)).filter(|&t| t != NOT_BUSY)
+    }
+
+    pub(crate) fn set_busy_until(&self, until: Millis) {
+        self.busy_until.store(until, Ordering::Relaxed);
+    }
+
+    pub fn keepalive_token(&self) -> Option<&str> {
+        self.keepalive_token.get().map(String::as_str)
+    }
+
+    pub(crate) fn set_keepalive_token(&self, token: String) {
+        let _ = self.keepalive_token.set(token);
     }
 
     pub fn state(&self) -> State {
@@ -70,6 +111,44 @@ impl Live {
         }
         self.state.store(state as u8, Ordering::Release);
         self.seq.send_replace(seq);
+    }
+
+    /// The sequence number of its newest event, stored or not.
+    pub fn last_seq(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// Shows `event` (its newest) before it is committed: state, reason, status streams.
+    pub(crate) fn announce(&self, event: &Event) {
+        if let Ok(mut u) = self.unstored.lock() {
+            u.push(event.clone());
+        }
+        self.set_state(event.state, event.seq, event.reason.as_deref());
+    }
+
+    /// The writer has committed (or given up on) the announced event `announced`, stored
+    /// as `stored` (another sequence number when a write queued earlier took its number).
+    pub(crate) fn settled(&self, announced: u64, stored: Option<u64>) {
+        if let Ok(mut u) = self.unstored.lock() {
+            u.retain(|e| e.seq != announced);
+        }
+        if let Some(stored) = stored {
+            self.seq.send_if_modified(|s| {
+                let newer = *s < stored;
+                if newer {
+                    *s = stored;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Announced events not committed yet with a sequence number above `after`.
+    pub fn unstored_after(&self, after: u64) -> Vec<Event> {
+        self.unstored
+            .lock()
+            .map(|u| u.iter().filter(|e| e.seq > after).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The reason of its newest event, if it has one.
@@ -123,6 +202,9 @@ pub struct Registry {
     /// The backends retired lately, numbered: a list stream learns from it of a backend that
     /// started and ended between two of its looks.
     retired: Mutex<Retired>,
+    /// The ports live backends are reached on, with how many: a start allocating a port
+    /// asks here instead of looking at every live backend (thousands wait in a storm).
+    held: Mutex<HashMap<u16, usize>>,
 }
 
 #[derive(Default)]
@@ -140,6 +222,7 @@ impl Default for Registry {
             map: RwLock::default(),
             changes: watch::channel(0).0,
             retired: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 }
@@ -166,8 +249,16 @@ impl Registry {
     }
 
     pub fn remove(&self, id: &str) {
-        if let Ok(mut m) = self.map.write() {
-            m.remove(id);
+        let removed = self.map.write().ok().and_then(|mut m| m.remove(id));
+        if let Some(port) = removed.and_then(|l| l.authority().and_then(Authority::port_u16)) {
+            if let Ok(mut held) = self.held.lock() {
+                if let Some(n) = held.get_mut(&port) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        held.remove(&port);
+                    }
+                }
+            }
         }
         if let Ok(mut r) = self.retired.lock() {
             r.last += 1;
@@ -214,6 +305,25 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Whether a live backend is reached on `port`.
+    pub fn holds_port(&self, port: u16) -> bool {
+        self.held.lock().is_ok_and(|h| h.contains_key(&port))
+    }
+
+    /// Sets where a live backend of this registry is reached (once), and holds its port
+    /// until it is removed.
+    pub fn set_authority(&self, live: &Live, address: &str) {
+        if live.authority().is_some() {
+            return;
+        }
+        live.set_authority(address);
+        if let Some(port) = live.authority().and_then(Authority::port_u16) {
+            if let Ok(mut held) = self.held.lock() {
+                *held.entry(port).or_insert(0) += 1;
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().map(|m| m.len()).unwrap_or(0)
     }
@@ -250,5 +360,29 @@ mod tests {
         assert_eq!(registry.retired_since(mark2).1, vec!["b".to_string()]);
         assert_eq!(registry.retired_since(mark).1.len(), 2);
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_live_backend_holds_its_port_until_it_is_removed() {
+        let registry = Registry::default();
+        let spec = BackendSpec::from_command(vec!["true".into()]);
+        let live = Arc::new(Live::new(
+            "a".into(),
+            spec,
+            0,
+            "process",
+            State::Submitted,
+            1,
+        ));
+        registry.insert(live.clone());
+        assert!(!registry.holds_port(20001));
+        registry.set_authority(&live, "127.0.0.1:20001");
+        // Set once: a second address changes nothing.
+        registry.set_authority(&live, "127.0.0.1:20002");
+        assert!(registry.holds_port(20001));
+        assert!(!registry.holds_port(20002));
+        assert_eq!(registry.ports(), HashSet::from([20001]));
+        registry.remove("a");
+        assert!(!registry.holds_port(20001));
     }
 }

@@ -65,7 +65,8 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                 Some(format!("runtime {} is unavailable", live.runtime)),
             )],
             None,
-        )?;
+        )
+        .await?;
         return Ok(());
     };
 
@@ -73,8 +74,9 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         Begin::Running { handle, exited } => (handle, exited, None),
         Begin::Start => {
             // A terminate that arrived before the start: nothing to stop.
-            if let Some(req) = *stop_rx.borrow_and_update() {
-                return end_unstarted(app, live, req);
+            let early = *stop_rx.borrow_and_update();
+            if let Some(req) = early {
+                return end_unstarted(app, live, req).await;
             }
             // Process starts wait their turn, parked: a storm of spawns then queues here
             // instead of filling the runtime's run queue ahead of every other request.
@@ -83,17 +85,21 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                     biased;
                     _ = wait_stop(&mut stop_rx) => {
                         let req = *stop_rx.borrow();
-                        return req.map_or(Ok(()), |req| end_unstarted(app, live, req));
+                        return match req {
+                            Some(req) => end_unstarted(app, live, req).await,
+                            None => Ok(()),
+                        };
                     }
                     permit = PROCESS_STARTS.acquire() => permit.ok(),
                 }
             } else {
                 None
             };
-            let mut launch = match prepare(app, live) {
+            let mut launch = match prepare(app, live).await {
                 Ok(l) => l,
                 Err(e) => {
-                    app.record(live, &[(State::Failed, Some(e.to_string()))], None)?;
+                    app.record(live, &[(State::Failed, Some(e.to_string()))], None)
+                        .await?;
                     return Ok(());
                 }
             };
@@ -106,15 +112,16 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                 tokio::select! {
                     biased;
                     _ = wait_stop(&mut stop_rx) => break None,
-                    Some(note) = said.recv() => app.note(live, &note)?,
+                    Some(note) = said.recv() => app.note(live, &note).await?,
                     result = start.as_mut() => break Some(result),
                 }
             };
             let Some(result) = result else {
                 drop(start);
                 abandon_start(app, live, runtime.as_ref()).await;
-                return match *stop_rx.borrow() {
-                    Some(req) => end_unstarted(app, live, req),
+                let req = *stop_rx.borrow();
+                return match req {
+                    Some(req) => end_unstarted(app, live, req).await,
                     None => Ok(()),
                 };
             };
@@ -125,12 +132,13 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                         RuntimeError::Start(msg) => msg,
                         other => format!("could not start: {other}"),
                     };
-                    app.record(live, &[(State::Failed, Some(reason))], None)?;
+                    app.record(live, &[(State::Failed, Some(reason))], None)
+                        .await?;
                     return Ok(());
                 }
             };
             let address = started.address.to_string();
-            live.set_authority(&address);
+            app.registry.set_authority(live, &address);
             app.record_started(
                 live,
                 &started.handle.0,
@@ -140,7 +148,8 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
                     (State::Scheduled, Some("node local".into())),
                     (State::Running, None),
                 ],
-            )?;
+            )
+            .await?;
             (started.handle, started.exited, started.netns)
         }
     };
@@ -159,11 +168,13 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
         // running unsupervised.
         let _ = runtime.signal(&handle, Signal::Kill).await;
-        let _ = app.record(
-            live,
-            &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
-            None,
-        );
+        let _ = app
+            .record(
+                live,
+                &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
+                None,
+            )
+            .await;
     }
     if let Err(e) = runtime.cleanup(&handle).await {
         tracing::warn!(error = %e, "cleanup failed");
@@ -172,22 +183,23 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
 }
 
 /// Builds what the runtime needs: port, environment, expanded command.
-fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
+async fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
     let id = BackendId::parse(&live.id).map_err(|e| RuntimeError::Start(e.to_string()))?;
     let port = match (live.spec.executable.port, live.runtime) {
         (Some(p), _) => p,
-        (None, "process") => {
-            let held = app.registry.ports();
-            app.ports.allocate(|p| held.contains(&p))?
-        }
+        (None, "process") => app.ports.allocate(|p| app.registry.holds_port(p))?,
         (None, _) => spawner_core::spec::DEFAULT_PORT,
     };
-    let env = backend_env(
+    let mut env = backend_env(
         &live.spec.executable.env,
         &live.id,
         port,
         &app.urls.base_path(&live.id),
         &app.urls.backend(&live.id),
+    );
+    env.insert(
+        "SPAWNER_KEEPALIVE_URL".into(),
+        keepalive_url(app, live).await?,
     );
     let mut command: Option<Vec<String>> = live
         .spec
@@ -212,6 +224,36 @@ fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
     })
 }
 
+/// The URL a backend calls to keep itself from being swept: the keepalive route with its
+/// own token, made now and kept in the store (a restart finds it for the backend it adopts).
+async fn keepalive_url(app: &App, live: &Live) -> Result<String, RuntimeError> {
+    let token = match live.keepalive_token() {
+        Some(t) => t.to_string(),
+        None => {
+            let fresh =
+                BackendId::generate().map_or_else(|_| String::new(), |t| t.as_str().to_string());
+            let token = app
+                .store
+                .keepalive_token(&live.id, fresh)
+                .await
+                .map_err(|e| {
+                    RuntimeError::Start(format!("could not record its keepalive token: {e}"))
+                })?;
+            if token.is_empty() {
+                return Err(RuntimeError::Start(
+                    "the system's random source failed; no keepalive token".into(),
+                ));
+            }
+            live.set_keepalive_token(token.clone());
+            token
+        }
+    };
+    Ok(format!(
+        "{}?token={token}",
+        app.urls.api(&live.id, "keepalive")
+    ))
+}
+
 /// Re-attaches to one backend that the store says was started: supervised again if it
 /// runs, finished if it ended meanwhile.
 async fn adopt(
@@ -226,6 +268,14 @@ async fn adopt(
         Some(exited) => {
             tracing::info!(backend = %live.id, state = %live.state(), "adopted");
             live.monitor.touch();
+            if live.state() < State::Ready {
+                // `Ready` may have been shown under the next sequence number and lost with
+                // the crash (it is shown before it is committed, `App::ready`): this note
+                // takes that number, so that a status stream resuming after it (its
+                // `Last-Event-ID`) misses none of what comes next.
+                app.note(live, "Spawner restarted; watching again for it to listen")
+                    .await?;
+            }
             let begin = Begin::Running {
                 handle: handle.clone(),
                 exited,
@@ -264,9 +314,10 @@ fn adopt_later(app: &Arc<App>, live: Arc<Live>, handle: Handle, stopping: Option
 }
 
 /// Ends a backend stopped before it ran: straight to the stop's terminal state.
-fn end_unstarted(app: &Arc<App>, live: &Live, req: StopRequest) -> anyhow::Result<()> {
+async fn end_unstarted(app: &Arc<App>, live: &Live, req: StopRequest) -> anyhow::Result<()> {
     let reason = req.reason.as_str().to_string();
-    app.record(live, &[(req.reason.final_state(), Some(reason))], None)?;
+    app.record(live, &[(req.reason.final_state(), Some(reason))], None)
+        .await?;
     Ok(())
 }
 
@@ -328,7 +379,9 @@ async fn run(
             () = ready => {
                 live.monitor.touch();
                 let took = probe_started.elapsed();
-                app.record(live, &[(State::Ready, None)], None)?;
+                // Shown now, committed behind it: a client sees Ready without waiting for
+                // the writer thread.
+                app.ready(live);
                 app.metrics.spawn_to_ready(now_millis() - live.created_at, took);
             }
         }
@@ -348,15 +401,31 @@ async fn run(
     };
     // A stop is carried out even when it cannot be recorded (a full disk): how it ended is
     // recorded once the store takes writes again (see `finish`).
-    if let Err(e) = app.record(
-        live,
-        &[(State::Terminating, Some(req.reason.as_str().into()))],
-        None,
-    ) {
+    if let Err(e) = app
+        .record(
+            live,
+            &[(State::Terminating, Some(req.reason.as_str().into()))],
+            None,
+        )
+        .await
+    {
         tracing::warn!(error = %e, "could not record Terminating; stopping it anyway");
     }
-    if req.reason == StopReason::Idle {
+    if matches!(req.reason, StopReason::Idle | StopReason::IdleTimeout) {
         app.metrics.sweeps.inc();
+    }
+    // Its clients first: every WebSocket is sent a close frame (1001 and why) by the proxy,
+    // and requests in flight are answered, before the backend hears of the stop.
+    live.monitor.going_away(req.reason.going_away());
+    if !req.hard {
+        let grace = app.config.stop_grace;
+        let told = tokio::time::timeout(GOING_AWAY_WAIT.min(grace), live.monitor.all_told());
+        if told.await.is_err() {
+            tracing::info!(
+                "a WebSocket's close frame is held back by a frame in progress; stopping anyway"
+            );
+        }
+        answered(live, grace).await;
     }
     runtime
         .signal(handle, if req.hard { Signal::Kill } else { Signal::Term })
@@ -384,6 +453,19 @@ async fn run(
     }
 }
 
+/// How long a stop waits for every WebSocket's close frame to go out (each waits for the
+/// end of the frame the backend is sending), within the stop grace.
+const GOING_AWAY_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the backend's requests in flight have been answered, at most `grace`. The
+/// proxy routes no new ones to a backend that is stopping.
+async fn answered(live: &Live, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while live.monitor.requests_in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Records how a backend ended. A store that cannot take the write (a full disk) is asked
 /// again until it does, so that the end is never lost while Spawner runs.
 async fn finish(
@@ -395,7 +477,10 @@ async fn finish(
     let (state, reason, code) = outcome(live.state(), stopping, exit);
     let mut wait = Duration::from_millis(200);
     loop {
-        match app.record(live, &[(state, Some(reason.clone()))], code) {
+        match app
+            .record(live, &[(state, Some(reason.clone()))], code)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if e.is_full() => {
                 tracing::warn!(error = %e, retry_in = ?wait, "could not record how it ended");
@@ -459,6 +544,12 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             seq,
         ));
         live.set_reason(row.reason.clone());
+        if let Some(k) = app.store.keepalive(&row.id)? {
+            live.set_keepalive_token(k.token);
+            if let Some(until) = k.busy_until {
+                live.set_busy_until(until);
+            }
+        }
         if let Some(reason) = row.stop_reason.as_deref().and_then(StopReason::parse) {
             live.request_stop(StopRequest {
                 reason,
@@ -479,7 +570,7 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         };
         keep.insert(row.id.clone());
         if let Some(address) = &row.address {
-            live.set_authority(address);
+            app.registry.set_authority(&live, address);
         }
         let stopping = row.stop_reason.as_deref().and_then(StopReason::parse);
         if let Err(e) = adopt(app, &live, runtime.as_ref(), &handle, stopping).await {

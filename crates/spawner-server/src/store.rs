@@ -1,7 +1,8 @@
 //! The durable state of the embedded server: every backend, its spec and its events, in
-//! one SQLite file in WAL mode. Every write is a short transaction on one connection behind
-//! a mutex, which is also what makes get-or-create by key atomic; reads go to connections
-//! of their own, so they never wait for a write.
+//! one SQLite file in WAL mode. Every write runs on one connection, owned by the writer
+//! thread (`crate::writer`), which is also what makes get-or-create by key atomic; writes
+//! waiting together share one commit, and a write is answered once it is committed. Reads
+//! go to connections of their own, so they never wait for a write.
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use spawner_core::time::{now_millis, Millis};
@@ -9,6 +10,9 @@ use spawner_core::{BackendSpec, Event, State};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+pub mod pools;
+use crate::writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +24,8 @@ pub enum StoreError {
     Corrupt { id: String, what: String },
     #[error("the database lock was poisoned by a panic")]
     Poisoned,
+    #[error("the store's writer thread has stopped")]
+    Stopped,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -38,6 +44,31 @@ impl From<rusqlite::Error> for StoreError {
 impl StoreError {
     pub fn is_full(&self) -> bool {
         matches!(self, StoreError::Full(_))
+    }
+
+    /// The same failure again, for each write of a batch whose commit failed.
+    pub(crate) fn duplicate(&self) -> StoreError {
+        fn copy(e: &rusqlite::Error) -> rusqlite::Error {
+            match e {
+                rusqlite::Error::SqliteFailure(code, msg) => {
+                    rusqlite::Error::SqliteFailure(*code, msg.clone())
+                }
+                other => rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                    Some(other.to_string()),
+                ),
+            }
+        }
+        match self {
+            StoreError::Full(e) => StoreError::Full(copy(e)),
+            StoreError::Sql(e) => StoreError::Sql(copy(e)),
+            StoreError::Corrupt { id, what } => StoreError::Corrupt {
+                id: id.clone(),
+                what: what.clone(),
+            },
+            StoreError::Poisoned => StoreError::Poisoned,
+            StoreError::Stopped => StoreError::Stopped,
+        }
     }
 }
 
@@ -67,8 +98,8 @@ pub enum Inserted {
 }
 
 pub struct Store {
-    /// The one connection that writes.
-    conn: Mutex<Connection>,
+    /// The one connection that writes, on its thread.
+    writer: Writer,
     /// Connections that only read: in WAL mode they see every committed write and never
     /// wait for a write in progress, so reading a record does not queue behind a storm of
     /// spawns.
@@ -83,6 +114,7 @@ const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
+PRAGMA temp_store = MEMORY;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS backends (
     id TEXT PRIMARY KEY,
@@ -100,6 +132,8 @@ CREATE TABLE IF NOT EXISTS backends (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS backends_live_key ON backends(key) WHERE key IS NOT NULL AND terminal = 0;
 CREATE INDEX IF NOT EXISTS backends_live ON backends(terminal);
+-- /metrics counts backends by state: from this index alone, not a scan and sort of every record.
+CREATE INDEX IF NOT EXISTS backends_state ON backends(state);
 CREATE TABLE IF NOT EXISTS events (
     backend_id TEXT NOT NULL REFERENCES backends(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -158,6 +192,8 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(pools::SCHEMA)?;
+        conn.execute_batch(KEEPALIVE_SCHEMA)?;
         // Every statement of the write path is prepared once and kept.
         conn.set_prepared_statement_cache_capacity(64);
         let readers = (0..READERS)
@@ -170,16 +206,32 @@ impl Store {
                 Ok(Mutex::new(r))
             })
             .collect::<Result<Vec<_>>>()?;
+        let writer = Writer::start(conn).map_err(|e| {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!("starting the writer thread: {e}")),
+            ))
+        })?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            writer,
             readers,
             next_reader: AtomicUsize::new(0),
         })
     }
 
+    /// Runs `f` on the writing connection (its own transactions), blocking the calling
+    /// thread until it is done: for start-up and rare writes.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        f(&mut conn)
+        self.writer.with(f)
+    }
+
+    /// Runs `f` in the writer's next transaction, shared with the other writes waiting
+    /// then; answers once that has committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.writer.write(f).await
     }
 
     /// Runs a read on a reading connection: a free one if any, else the next in turn.
@@ -215,107 +267,102 @@ impl Store {
     }
 
     /// Records a new backend in `Submitted`, or returns the live one with the same key.
-    pub fn insert(&self, id: &str, spec: &BackendSpec, runtime: &str) -> Result<Inserted> {
+    pub async fn insert(
+        &self,
+        id: &str,
+        spec: &BackendSpec,
+        runtime: &'static str,
+    ) -> Result<Inserted> {
         let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
             id: id.to_string(),
             what: e.to_string(),
         })?;
-        self.with(|c| {
-            let tx = c.transaction()?;
-            if let Some(key) = &spec.key {
-                let existing = tx
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM backends WHERE key = ?1 AND terminal = 0"
-                    ))?
-                    .query_row([key], row_of)
-                    .optional()?;
-                if let Some(row) = existing {
-                    return Ok(Inserted::Existing(row));
-                }
+        let (id, spec) = (id.to_string(), spec.clone());
+        self.write(move |tx| {
+            if let Some(row) = live_with_key(tx, spec.key.as_deref())? {
+                return Ok(Inserted::Existing(row));
             }
-            let now = now_millis();
-            tx.prepare_cached("INSERT INTO backends (id, key, spec, state, created_at, runtime) VALUES (?1, ?2, ?3, 'Submitted', ?4, ?5)")?.execute(params![id, spec.key, spec_json, now, runtime])?;
-            tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time) VALUES (?1, 1, 'Submitted', ?2)")?.execute(params![id, now])?;
-            tx.commit()?;
-            Ok(Inserted::New(Row {
-                id: id.to_string(),
-                key: spec.key.clone(),
-                spec: spec.clone(),
-                state: State::Submitted,
-                created_at: now,
-                runtime: runtime.to_string(),
-                handle: None,
-                address: None,
-                exit_code: None,
-                stop_reason: None,
-                stop_hard: false,
-                reason: None,
-            }))
+            Ok(Inserted::New(insert_submitted(
+                tx, id, spec, &spec_json, runtime,
+            )?))
         })
+        .await
     }
 
     /// Moves a backend through `states` in order, skipping any the lifecycle rules refuse,
     /// in one transaction. Returns the events recorded.
-    pub fn transition(
+    pub async fn transition(
         &self,
         id: &str,
         states: &[(State, Option<String>)],
         exit_code: Option<i32>,
     ) -> Result<Vec<Event>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let recorded = transition_in(&tx, id, states, exit_code)?;
-            tx.commit()?;
-            Ok(recorded)
-        })
+        let (id, states) = (id.to_string(), states.to_vec());
+        self.write(move |tx| transition_in(tx, &id, &states, exit_code, now_millis()))
+            .await
+    }
+
+    /// Queues the move of a backend to `Ready`, stamped `time` (when it was seen listening),
+    /// without waiting: it is committed in order with the writes queued before and after it,
+    /// and the returned future tells the events recorded (none if the lifecycle refused it).
+    pub fn ready(
+        &self,
+        id: &str,
+        time: Millis,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<Event>>>> {
+        let id = id.to_string();
+        self.writer
+            .submit(move |tx| transition_in(tx, &id, &[(State::Ready, None)], None, time))
     }
 
     /// Records where a started backend runs and moves it through `states`, in one
     /// transaction (one commit per start instead of two).
-    pub fn started(
+    pub async fn started(
         &self,
         id: &str,
         handle: &serde_json::Value,
         address: &str,
         states: &[(State, Option<String>)],
     ) -> Result<Vec<Event>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let (id, handle, address) = (id.to_string(), handle.to_string(), address.to_string());
+        let states = states.to_vec();
+        self.write(move |tx| {
             tx.prepare_cached("UPDATE backends SET handle = ?2, address = ?3 WHERE id = ?1")?
-                .execute(params![id, handle.to_string(), address])?;
-            let recorded = transition_in(&tx, id, states, None)?;
-            tx.commit()?;
-            Ok(recorded)
+                .execute(params![id, handle, address])?;
+            transition_in(tx, &id, &states, None, now_millis())
         })
+        .await
     }
 
     /// Records an event in the backend's current state, for a long step within it (an image
     /// pull while Submitted); nothing for a terminal backend.
-    pub fn note(&self, id: &str, reason: &str) -> Result<Option<Event>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let Some((state, seq)) = current(&tx, id)?.filter(|(s, _)| !s.is_terminal()) else {
+    pub async fn note(&self, id: &str, reason: &str) -> Result<Option<Event>> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(move |tx| {
+            let Some((state, seq)) = current(tx, &id)?.filter(|(s, _)| !s.is_terminal()) else {
                 return Ok(None);
             };
             let now = now_millis();
             tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)")?.execute(params![id, seq + 1, state.as_str(), now, reason])?;
-            tx.commit()?;
             Ok(Some(Event {
                 seq: seq + 1,
                 state,
                 time: now,
-                reason: Some(reason.to_string()),
+                reason: Some(reason),
                 exit_code: None,
             }))
         })
+        .await
     }
 
     /// Records a stop request; a hard one overrides a soft one, never the reverse.
-    pub fn set_stop(&self, id: &str, reason: &str, hard: bool) -> Result<()> {
-        self.with(|c| {
+    pub async fn set_stop(&self, id: &str, reason: &'static str, hard: bool) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
             c.prepare_cached("UPDATE backends SET stop_reason = COALESCE(stop_reason, ?2), stop_hard = MAX(stop_hard, ?3) WHERE id = ?1 AND terminal = 0")?.execute(params![id, reason, hard])?;
             Ok(())
         })
+        .await
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Row>> {
@@ -370,7 +417,7 @@ impl Store {
 
     /// Every backend not yet in a terminal state: what a restart adopts.
     pub fn live(&self) -> Result<Vec<Row>> {
-        let rows = self.with(|c| {
+        let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM backends WHERE terminal = 0"
             ))?;
@@ -384,7 +431,7 @@ impl Store {
 
     /// The backends that ended before `before` (the time of their last event).
     pub fn ended_before(&self, before: Millis) -> Result<Vec<String>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id FROM backends WHERE terminal = 1 AND (SELECT MAX(time) FROM events WHERE backend_id = backends.id) < ?1",
             )?;
@@ -396,11 +443,14 @@ impl Store {
     }
 
     /// Deletes an ended backend and its events; a live one is left alone.
-    pub fn forget(&self, id: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute("DELETE FROM backends WHERE id = ?1 AND terminal = 1", [id])?;
+    pub async fn forget(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM backends WHERE id = ?1 AND terminal = 1")?
+                .execute([id])?;
             Ok(())
         })
+        .await
     }
 
     /// How many backends are in each state (for /metrics).
@@ -424,18 +474,122 @@ impl Store {
     }
 }
 
-/// [`Store::transition`] within `tx`.
+/// The live backend with `key`, read in `tx` (none without a key).
+fn live_with_key(tx: &Connection, key: Option<&str>) -> Result<Option<Row>> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    Ok(tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM backends WHERE key = ?1 AND terminal = 0"
+        ))?
+        .query_row([key], row_of)
+        .optional()?)
+}
+
+/// Each backend's keepalive token (the secret of its `SPAWNER_KEEPALIVE_URL`) and the time
+/// it is busy until: a table of its own, made on first open of an older database too.
+const KEEPALIVE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keepalive (
+    backend_id TEXT PRIMARY KEY REFERENCES backends(id) ON DELETE CASCADE,
+    token TEXT NOT NULL,
+    busy_until INTEGER
+) WITHOUT ROWID;
+";
+
+/// A backend's keepalive row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keepalive {
+    pub token: String,
+    pub busy_until: Option<Millis>,
+}
+
+impl Store {
+    /// The backend's keepalive token: `fresh`, kept if it has none yet, or the one it has.
+    pub async fn keepalive_token(&self, id: &str, fresh: String) -> Result<String> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO keepalive (backend_id, token) VALUES (?1, ?2)",
+            )?
+            .execute(params![id, fresh])?;
+            Ok(
+                c.prepare_cached("SELECT token FROM keepalive WHERE backend_id = ?1")?
+                    .query_row([id], |r| r.get(0))?,
+            )
+        })
+        .await
+    }
+
+    /// Records that the backend is busy until `until`.
+    pub async fn set_busy_until(&self, id: &str, until: Millis) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE keepalive SET busy_until = ?2 WHERE backend_id = ?1")?
+                .execute(params![id, until])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn keepalive(&self, id: &str) -> Result<Option<Keepalive>> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT token, busy_until FROM keepalive WHERE backend_id = ?1")?
+                    .query_row([id], |r| {
+                        Ok(Keepalive {
+                            token: r.get(0)?,
+                            busy_until: r.get(1)?,
+                        })
+                    })
+                    .optional()?,
+            )
+        })
+    }
+}
+
+/// Records a new backend in `Submitted` within `tx`: its row and its first event.
+fn insert_submitted(
+    tx: &Connection,
+    id: String,
+    spec: BackendSpec,
+    spec_json: &str,
+    runtime: &str,
+) -> Result<Row> {
+    let now = now_millis();
+    tx.prepare_cached("INSERT INTO backends (id, key, spec, state, created_at, runtime) VALUES (?1, ?2, ?3, 'Submitted', ?4, ?5)")?.execute(params![id, spec.key, spec_json, now, runtime])?;
+    tx.prepare_cached(
+        "INSERT INTO events (backend_id, seq, state, time) VALUES (?1, 1, 'Submitted', ?2)",
+    )?
+    .execute(params![id, now])?;
+    Ok(Row {
+        id,
+        key: spec.key.clone(),
+        spec,
+        state: State::Submitted,
+        created_at: now,
+        runtime: runtime.to_string(),
+        handle: None,
+        address: None,
+        exit_code: None,
+        stop_reason: None,
+        stop_hard: false,
+        reason: None,
+    })
+}
+
+/// [`Store::transition`] within the writer's transaction.
 fn transition_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     id: &str,
     states: &[(State, Option<String>)],
     exit_code: Option<i32>,
+    now: Millis,
 ) -> Result<Vec<Event>> {
     let Some((mut state, mut seq)) = current(tx, id)? else {
         return Ok(Vec::new());
     };
     let mut recorded = Vec::new();
-    let now = now_millis();
     for (to, reason) in states {
         if !state.can_enter(*to) {
             continue;
@@ -462,7 +616,7 @@ fn transition_in(
 }
 
 /// A backend's state and the sequence number of its newest event, read in `tx`.
-fn current(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<(State, u64)>> {
+fn current(tx: &Connection, id: &str) -> Result<Option<(State, u64)>> {
     let row: Option<(String, u64)> = tx
         .prepare_cached(
             "SELECT b.state, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE backend_id = b.id) FROM backends b WHERE b.id = ?1",

@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::live::StopRequest;
-use spawner_core::lifecycle::{decide, Decision, Observed};
+use spawner_core::lifecycle::{decide, Decision};
 use spawner_core::time::now_millis;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ pub async fn run(app: Arc<App>) {
     let mut last_prune = std::time::Instant::now();
     loop {
         tick.tick().await;
-        sweep_once(&app);
+        sweep_once(&app).await;
         if let Some(retention) = app.config.retention {
             // Pruning is not urgent: as often as the retention, at most once a minute.
             if last_prune.elapsed() >= retention.min(PRUNE_EVERY) {
@@ -48,7 +48,7 @@ pub async fn prune(app: &Arc<App>, retention: std::time::Duration) {
                 continue;
             }
         }
-        match app.store.forget(id) {
+        match app.store.forget(id).await {
             Ok(()) => pruned += 1,
             Err(e) => tracing::warn!(backend = %id, error = %e, "could not prune an ended backend"),
         }
@@ -61,17 +61,17 @@ pub async fn prune(app: &Arc<App>, retention: std::time::Duration) {
     }
 }
 
-pub fn sweep_once(app: &Arc<App>) {
+pub async fn sweep_once(app: &Arc<App>) {
     let now = now_millis();
     for live in app.registry.all() {
-        let observed = Observed {
-            state: live.state(),
-            created_at: live.created_at,
-            live_connections: live.monitor.live(),
-            last_activity: live.monitor.last_activity(),
+        // A pooled backend is judged from its claim, and not at all while it waits for one.
+        let Some((timing, since)) = app.pools.sweep_clock(&live) else {
+            continue;
         };
-        if let Decision::Stop(reason) = decide(&live.timing, &observed, now) {
-            if let Err(e) = app.store.set_stop(&live.id, reason.as_str(), false) {
+        let mut observed = live.observed();
+        observed.created_at = since;
+        if let Decision::Stop(reason) = decide(&timing, &observed, now) {
+            if let Err(e) = app.store.set_stop(&live.id, reason.as_str(), false).await {
                 tracing::error!(backend = %live.id, error = %e, "could not record a stop");
                 continue;
             }

@@ -1,6 +1,9 @@
 //! `spawner example-app`: a small backend to try Spawner with, needing nothing installed.
 //! A page with a counter shared by every open WebSocket, an echo, and `/request`, which
 //! shows the request as the backend received it (headers, path) for checking the proxy.
+//! `POST /claim` takes a warm pool's claim (who the backend now serves); `GET /claim` shows it.
+//! On SIGTERM it tells every open WebSocket (`sigterm`) before it stops: Spawner's own close
+//! frame (1001) reaches the clients first, so they never see it through Spawner's proxy.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -39,17 +42,25 @@ fn in_container() -> bool {
 struct Counter {
     value: AtomicU64,
     changes: broadcast::Sender<u64>,
+    /// The claim Spawner POSTed when a pool handed this backend out.
+    claim: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Sent once, on SIGTERM.
+    terminating: tokio::sync::watch::Sender<bool>,
 }
 
 pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     let state = Arc::new(Counter {
         value: AtomicU64::new(0),
         changes: broadcast::channel(64).0,
+        claim: std::sync::Mutex::new(None),
+        terminating: tokio::sync::watch::channel(false).0,
     });
+    let terminating = state.terminating.clone();
     let app = Router::new()
         .route("/", get(page))
         .route("/ws", get(ws))
         .route("/request", get(request).post(request))
+        .route("/claim", get(claimed).post(claim))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state);
     let host = args.host.unwrap_or(if in_container() {
@@ -59,12 +70,15 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     });
     let listener = tokio::net::TcpListener::bind((host, args.port)).await?;
     println!("example-app listening on {}", listener.local_addr()?);
-    let shutdown = async {
+    let shutdown = async move {
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }
         println!("example-app: SIGTERM, shutting down");
+        terminating.send_replace(true);
+        // A moment for the sessions to say so.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -75,6 +89,28 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
 async fn page() -> Html<String> {
     let id = std::env::var("SPAWNER_BACKEND_ID").unwrap_or_else(|_| "(not under Spawner)".into());
     Html(PAGE.replace("{{ID}}", &id))
+}
+
+/// A warm pool's claim hook: remembers who claimed this backend.
+async fn claim(
+    State(counter): State<Arc<Counter>>,
+    Json(body): Json<serde_json::Value>,
+) -> axum::http::StatusCode {
+    if let Ok(mut c) = counter.claim.lock() {
+        *c = Some(body);
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+async fn claimed(State(counter): State<Arc<Counter>>) -> Json<serde_json::Value> {
+    Json(
+        counter
+            .claim
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_default(),
+    )
 }
 
 async fn request(
@@ -97,6 +133,7 @@ async fn request(
             "SPAWNER_BACKEND_ID": std::env::var("SPAWNER_BACKEND_ID").ok(),
             "SPAWNER_BASE_PATH": std::env::var("SPAWNER_BASE_PATH").ok(),
             "SPAWNER_PUBLIC_URL": std::env::var("SPAWNER_PUBLIC_URL").ok(),
+            "SPAWNER_KEEPALIVE_URL": std::env::var("SPAWNER_KEEPALIVE_URL").ok(),
         },
     }))
 }
@@ -106,9 +143,10 @@ async fn ws(upgrade: WebSocketUpgrade, State(counter): State<Arc<Counter>>) -> i
 }
 
 /// One WebSocket: sends `count N` on connect and on every change; `inc` increments the
-/// shared counter; any other text comes back as `echo: <text>`.
+/// shared counter; any other text comes back as `echo: <text>`. On SIGTERM: `sigterm`.
 async fn session(mut socket: WebSocket, counter: Arc<Counter>) {
     let mut changes = counter.changes.subscribe();
+    let mut terminating = counter.terminating.subscribe();
     let now = counter.value.load(Ordering::Relaxed);
     if socket
         .send(Message::Text(format!("count {now}").into()))
@@ -147,6 +185,11 @@ async fn session(mut socket: WebSocket, counter: Arc<Counter>) {
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            // The channel's guard is dropped inside: it must not live across an await.
+            true = async { terminating.wait_for(|t| *t).await.is_ok() } => {
+                let _ = socket.send(Message::Text("sigterm".into())).await;
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

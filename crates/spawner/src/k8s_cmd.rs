@@ -23,7 +23,7 @@ pub enum K8sCommand {
     Controller(ControllerArgs),
     /// Kubernetes: serve the HTTP API, backed by SessionLivedBackend objects.
     Api(ApiArgs),
-    /// Kubernetes: print the SessionLivedBackend CustomResourceDefinition as YAML.
+    /// Kubernetes: print the CustomResourceDefinitions (SessionLivedBackend, SessionLivedBackendPool) as YAML.
     PrintCrd,
     /// Kubernetes: print a SessionLivedBackend for the given flags as YAML.
     PrintSlab(PrintSlabArgs),
@@ -255,7 +255,7 @@ async fn shutdown_signal() {
 pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
     match cmd {
         K8sCommand::PrintCrd => {
-            print!("{}", spawner_k8s::crd::crd_yaml()?);
+            print!("{}", spawner_k8s::crd::crds_yaml()?);
             Ok(())
         }
         K8sCommand::PrintSlab(args) => {
@@ -359,6 +359,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             let state = Arc::new(ApiState {
                 client: client().await?,
                 config,
+                pool_stats: Default::default(),
             });
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await

@@ -27,6 +27,10 @@ pub struct SidecarArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:9090")]
     listen: SocketAddr,
+    /// The backend's own secret, for its keepalive URL and the controller's go-away call
+    /// (the controller sets it in each Pod).
+    #[arg(long, env = "SPAWNER_SIDECAR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -104,7 +108,7 @@ pub async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, app_port = args.app_port, "sidecar started");
-    let sc = Sidecar::new(args.app_port);
+    let sc = Sidecar::with_token(args.app_port, args.token);
     sidecar::serve(sc, listener, shutdown_signal()).await;
     tracing::info!("sidecar stopped");
     Ok(())

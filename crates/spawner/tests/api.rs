@@ -258,6 +258,9 @@ async fn key_is_get_or_create_under_concurrency() {
         .all(|(r, _)| &r.id == id && r.key.as_deref() == Some("doc-42")));
     let listed = client.list(&[("key", "doc-42")]).await.unwrap();
     assert_eq!(listed.len(), 1);
+    // A 201 comes before the process exists (its start is queued): count processes once
+    // the backend listens, when a second start would have had as long to show.
+    wait_state(&client, id, State::Ready).await;
     assert_eq!(server.backend_pids().len(), 1);
 
     // Once it has ended, the key gets a new backend.
@@ -319,6 +322,39 @@ async fn status_stream_replays_and_resumes() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+}
+
+/// `Ready` is shown the moment the backend listens, before the writer has committed it:
+/// whoever asks right after the stream said so (the record, its events, the status, the
+/// list) is told the same, and the committed event is the one that was shown.
+#[tokio::test]
+async fn ready_is_told_alike_by_every_route_from_the_moment_the_stream_sends_it() {
+    let server = TestServer::start();
+    let client = server.client();
+    let (resp, _) = client.spawn(&example_app()).await.unwrap();
+    let ready = wait_state(&client, &resp.id, State::Ready).await;
+
+    let record = client.get(&resp.id).await.unwrap();
+    assert_eq!(record.state, State::Ready);
+    assert_eq!(record.events.len(), 5, "events: {:?}", record.events);
+    let told = |e: &spawner_core::Event| (e.state, e.time);
+    assert_eq!(record.events.last().map(told), Some(told(&ready)));
+    assert_eq!(told(&client.status(&resp.id).await.unwrap()), told(&ready));
+    let (status, list) = get(&server, "/v1/backends?state=Ready").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["backends"][0]["id"], resp.id.as_str());
+
+    // Once committed it is the same event: replayed by a new stream, the same five.
+    let replay: Vec<_> = client
+        .status_stream(&resp.id, None)
+        .await
+        .unwrap()
+        .take(5)
+        .collect()
+        .await;
+    let last = replay.last().unwrap().as_ref().unwrap();
+    assert_eq!((last.0, told(&last.1)), (5, told(&ready)));
+    client.terminate(&resp.id, true).await.unwrap();
 }
 
 #[tokio::test]

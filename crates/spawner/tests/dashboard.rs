@@ -228,3 +228,57 @@ async fn the_token_is_asked_once_kept_in_the_tab_and_never_put_in_a_url() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_pools_view_shows_each_pool_s_counts_live() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let http = server.http();
+    let created = http
+        .post(format!("{}/v1/pools", server.url()))
+        .json(&json!({
+            "name": "editors",
+            "template": {"executable": {"command": [SPAWNER, "example-app"]}},
+            "min_ready": 2,
+            "max": 4,
+        }))
+        .send()
+        .await
+        .expect("create the pool");
+    assert_eq!(created.status(), 201);
+    let b = Browser::start().await;
+    b.goto(&format!("{}/", server.url())).await;
+    b.click("#nav-pools").await;
+    let cells = "return [...document.querySelectorAll('#pool-rows [data-pool=\"editors\"] span')].map(s => s.textContent).join(' ');";
+    // Name, ready, starting, claimed, min ready, max, claims, cold claims.
+    b.wait_for(
+        "the pool with 2 Ready",
+        &format!(
+            "{} return t === 'editors 2 0 0 2 4 0 0' ? t : null;",
+            cells.replace("return ", "const t = ")
+        ),
+        json!([]),
+    )
+    .await;
+    let claimed = http
+        .post(format!("{}/v1/backends", server.url()))
+        .json(&json!({"pool": "editors", "key": "k"}))
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(claimed.status(), 201);
+    // Without a reload: one claimed, refilled to 2 Ready, one claim counted.
+    b.wait_for(
+        "the claim and the refill",
+        &format!(
+            "{} return t === 'editors 2 0 1 2 4 1 0' ? t : null;",
+            cells.replace("return ", "const t = ")
+        ),
+        json!([]),
+    )
+    .await;
+    assert!(b.text("#pools-empty").await.is_string());
+    assert_eq!(b.text("#pools-error").await, json!(""));
+}

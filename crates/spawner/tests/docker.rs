@@ -457,6 +457,35 @@ async fn twenty_concurrent_spawns_become_ready_and_go() {
     }
 }
 
+/// A terminate that lands while the engine is still creating the container (the start is
+/// abandoned with the create request in flight) leaves no container behind: terminates are
+/// sent at staggered moments so that some fall inside the create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminate_during_the_create_leaves_no_container() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    let ids = futures_util::future::join_all((0..16u64).map(|i| {
+        let client = client.clone();
+        async move {
+            let (resp, _) = client.spawn(&image(BUSYBOX_IMAGE)).await.expect("spawn");
+            tokio::time::sleep(Duration::from_millis(i * 12)).await;
+            client.terminate(&resp.id, true).await.expect("terminate");
+            resp.id
+        }
+    }))
+    .await;
+    let _left = Leftovers(ids.clone());
+    for id in &ids {
+        wait_for(&client, id, |e| e.state.is_terminal()).await;
+    }
+    for id in &ids {
+        wait_no_container(id).await;
+    }
+}
+
 #[tokio::test]
 async fn a_terminate_while_the_engine_is_unavailable_is_carried_out_once_it_is_back() {
     if !docker_available() {
@@ -566,4 +595,102 @@ impl Drop for NetworksRemoved {
                 .output();
         }
     }
+}
+
+/// The ids of every backend the server knows.
+async fn all_ids(server: &TestServer) -> Vec<String> {
+    server
+        .client()
+        .list(&[])
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pool_of_containers_hands_out_a_ready_one_told_who_claimed_it() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let http = server.http();
+    let url = |p: &str| format!("{}{p}", server.url());
+    let resp = http
+        .post(url("/v1/pools"))
+        .json(&serde_json::json!({
+            "name": "boxes",
+            "template": {"executable": {"image": EXAMPLE_IMAGE}, "claim_path": "/claim"},
+            "min_ready": 1,
+            "max": 2,
+        }))
+        .send()
+        .await
+        .expect("create the pool");
+    assert_eq!(resp.status(), 201);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let pool: serde_json::Value = http
+            .get(url("/v1/pools/boxes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if pool["ready"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool never had a Ready container: {pool}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _left = Leftovers(all_ids(&server).await);
+    let resp = http
+        .post(url("/v1/backends"))
+        .json(&serde_json::json!({"pool": "boxes", "key": "box-1", "labels": {"owner": "b"}}))
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(resp.status(), 201);
+    let claimed: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(claimed["state"], "Ready");
+    let id = claimed["id"].as_str().unwrap();
+    assert_eq!(containers_of(id).len(), 1);
+    // The container heard its claim, and answers through the proxy at once.
+    let heard: serde_json::Value = http
+        .get(format!("{}claim", claimed["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        heard,
+        serde_json::json!({"key": "box-1", "labels": {"owner": "b"}})
+    );
+
+    // A drain removes the unclaimed containers; the claimed one runs on.
+    let _more = Leftovers(all_ids(&server).await);
+    let resp = http.delete(url("/v1/pools/boxes")).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let client = server.client();
+    for other in all_ids(&server).await.into_iter().filter(|o| o != id) {
+        wait_for(&client, &other, |e| e.state.is_terminal()).await;
+        let deadline = Instant::now() + PATIENCE;
+        while !containers_of(&other).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the container of {other} was not removed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(client.get(id).await.unwrap().state, State::Ready);
+    client.terminate(id, true).await.unwrap();
+    wait_for(&client, id, |e| e.state.is_terminal()).await;
 }

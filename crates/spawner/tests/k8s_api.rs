@@ -81,7 +81,8 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
                 "name": "app", "image": "registry.example/app:1",
                 "env": [{"name": "MODE", "value": "collab"}]
             }]},
-            "gracePeriodSeconds": 60, "httpPort": 8000, "startupTimeoutSeconds": 300, "stripPrefix": true
+            "gracePeriodSeconds": 60, "httpPort": 8000, "startupTimeoutSeconds": 300, "stripPrefix": true,
+            "lifetimeWarningSeconds": 60
         })
     );
     assert_eq!(
@@ -110,6 +111,11 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
             json!({"executable": {"image": "a", "env": {"PORT": "1"}}}),
             "invalid_field",
             "executable.env.PORT",
+        ),
+        (
+            json!({"executable": {"image": "a"}, "idle_timeout_seconds": 0}),
+            "invalid_field",
+            "idle_timeout_seconds",
         ),
     ];
     for (body, error, needle) in cases {

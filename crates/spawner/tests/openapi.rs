@@ -209,6 +209,12 @@ async fn the_document_covers_every_route_field_default_and_error_code_of_the_doc
     assert_eq!(spec["grace_period_seconds"]["default"], 300);
     assert_eq!(spec["startup_timeout_seconds"]["default"], 300);
     assert_eq!(spec["strip_prefix"]["default"], true);
+    assert_eq!(spec["lifetime_warning_seconds"]["default"], 60);
+    assert_eq!(
+        schemas["KeepaliveRequest"]["properties"]["seconds"]["maximum"],
+        86400
+    );
+    assert!(schemas["Expiring"]["properties"]["at"].is_object());
     assert_eq!(spec["grace_period_seconds"]["maximum"], 604800);
     assert_eq!(
         schemas["TerminateRequest"]["properties"]["hard"]["default"],
@@ -347,6 +353,27 @@ async fn real_answers_of_a_lifecycle_match_the_document() {
         );
     }
 
+    // Keepalive: 200, a bad body 400; the record shows busy_until, as documented.
+    let resp = http
+        .post(url(&path("/keepalive")))
+        .json(&json!({"seconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    c.answer("post", "/v1/backends/{id}/keepalive", resp).await;
+    let resp = http
+        .post(url(&path("/keepalive")))
+        .json(&json!({"seconds": -1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    c.answer("post", "/v1/backends/{id}/keepalive", resp).await;
+    let resp = http.get(url(&path(""))).send().await.unwrap();
+    let record = c.answer("get", "/v1/backends/{id}", resp).await;
+    assert!(record["busy_until"].is_string() && record["last_client_activity"].is_string());
+
     // Terminate: 202, a bad body 400; then /ready is 410.
     let resp = http
         .post(url(&path("/terminate")))
@@ -393,4 +420,86 @@ async fn real_answers_of_a_lifecycle_match_the_document() {
     let resp = http.get(url(&path("/status"))).send().await.unwrap();
     let last = c.answer("get", "/v1/backends/{id}/status", resp).await;
     assert_eq!(last["state"], "Terminated");
+}
+
+#[tokio::test]
+async fn pool_answers_match_the_document() {
+    let server = TestServer::start();
+    let c = Contract::new(document(&server).await);
+    let http = server.http();
+    let url = |p: &str| format!("{}{p}", server.url());
+    let pool = json!({
+        "name": "docs",
+        "template": {"executable": {"command": [SPAWNER, "example-app"]}, "claim_path": "/claim"},
+        "min_ready": 1,
+        "max": 3,
+    });
+    // The request bodies are the document's too.
+    c.check(&c.schema("PoolSpec"), &pool, "a pool");
+    let claim = json!({"pool": "docs", "key": "k", "labels": {"a": "b"}, "if_none_ready": "wait"});
+    c.check(&c.schema("ClaimRequest"), &claim, "a claim");
+    c.check(&c.schema("SpawnBody"), &claim, "a claim as a spawn body");
+    let spawn = json!({"executable": {"command": ["app"]}});
+    c.check(&c.schema("SpawnBody"), &spawn, "a spawn body");
+    let schema = c.response_schema("post", "/v1/backends", 201, "application/json");
+    assert!(schema.is_object());
+    assert_eq!(
+        c.doc["paths"]["/v1/backends"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/SpawnBody"
+    );
+
+    let resp = http
+        .post(url("/v1/pools"))
+        .json(&pool)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created = c.answer("post", "/v1/pools", resp).await;
+    assert_eq!(created["template"]["claim_path"], "/claim");
+    let resp = http
+        .post(url("/v1/pools"))
+        .json(&pool)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    c.answer("post", "/v1/pools", resp).await;
+
+    let resp = http
+        .post(url("/v1/backends"))
+        .json(&claim)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let claimed = c.answer("post", "/v1/backends", resp).await;
+    assert_eq!(claimed["state"], "Ready");
+    let resp = http.get(url("/v1/pools")).send().await.unwrap();
+    c.answer("get", "/v1/pools", resp).await;
+    let resp = http.get(url("/v1/pools/docs")).send().await.unwrap();
+    c.answer("get", "/v1/pools/{name}", resp).await;
+    let resp = http
+        .put(url("/v1/pools/docs"))
+        .json(&json!({"min_ready": 0, "max": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    c.answer("put", "/v1/pools/{name}", resp).await;
+    let resp = http.delete(url("/v1/pools/docs")).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    c.answer("delete", "/v1/pools/{name}", resp).await;
+    let resp = http.get(url("/v1/pools/docs")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    c.answer("get", "/v1/pools/{name}", resp).await;
+    let resp = http
+        .post(url("/v1/backends"))
+        .json(&json!({"pool": "docs", "if_none_ready": "wait", "wait_seconds": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    c.answer("post", "/v1/backends", resp).await;
 }

@@ -362,7 +362,8 @@ async function followEvents(id, signal) {
       const resp = await api("/v1/backends/" + id + "/status/stream", { headers, signal });
       if (!resp.ok) return;
       let ended = false;
-      await readSse(resp, (_type, data, seq) => {
+      await readSse(resp, (type, data, seq) => {
+        if (type !== "message") return; // an announcement (expiring), not a state change
         const e = JSON.parse(data);
         last = seq;
         if (first === null) first = Date.parse(e.time);
@@ -509,16 +510,66 @@ async function spawn(ev) {
   }
 }
 
+// ---- Pools -------------------------------------------------------------------------------
+
+let poolTimer = null;
+
+/** Shows every pool's counts, read again each second while the view is open. */
+async function showPools() {
+  try {
+    const resp = await api("/v1/pools");
+    if (!resp.ok) {
+      $("pools-error").textContent =
+        resp.status === 404 ? "This server has no pools (a version before warm pools)." : await errorText(resp);
+      return;
+    }
+    $("pools-error").textContent = "";
+    const { pools } = await resp.json();
+    const rows = $("pool-rows");
+    rows.replaceChildren(
+      ...pools.map((p) => {
+        const row = el("div", { class: "row pool", role: "row", "data-pool": p.name });
+        row.append(el("span", {}, p.name));
+        for (const n of [p.ready, p.starting, p.claimed, p.min_ready, p.max, p.claims, p.cold_claims]) {
+          row.append(el("span", { class: "num" }, String(n)));
+        }
+        return row;
+      }),
+    );
+    $("pools-empty").hidden = pools.length > 0;
+  } catch (e) {
+    $("pools-error").textContent = e.message;
+  }
+}
+
+function followPools() {
+  stopPools();
+  showPools();
+  poolTimer = setInterval(showPools, 1000);
+}
+
+function stopPools() {
+  if (poolTimer) clearInterval(poolTimer);
+  poolTimer = null;
+}
+
 // ---- Views ------------------------------------------------------------------------------
 
 function showOnly(name) {
-  for (const v of ["login", "view-list", "view-backend", "view-spawn"]) $(v).hidden = v !== name;
+  for (const v of ["login", "view-list", "view-backend", "view-spawn", "view-pools"]) $(v).hidden = v !== name;
 }
 
 function route() {
   if (asking) return;
   const hash = location.hash || "#/";
   const m = hash.match(/^#\/backends\/([a-z2-7]+)$/);
+  if (hash !== "#/pools") stopPools();
+  if (hash === "#/pools") {
+    closeBackend();
+    showOnly("view-pools");
+    followPools();
+    return;
+  }
   if (m) {
     showOnly("view-backend");
     openBackend(m[1]);

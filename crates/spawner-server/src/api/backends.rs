@@ -9,20 +9,27 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use spawner_api::bodies::{BackendList, TerminateRequest, TerminateResponse};
+use spawner_api::bodies::{
+    BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
+};
 use spawner_api::parse::{self, ListFilter};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
 use std::sync::Arc;
 
 pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    if spawner_api::parse::names_pool(&body) {
+        return super::pools::claim(&app, &body).await;
+    }
     let spec: BackendSpec = parse::json(&body)?;
-    let (status, resp) = create(&app, spec)?;
+    let (status, resp) = create(&app, spec).await?;
     Ok((status, Json(resp)).into_response())
 }
 
 /// Validates, records and launches a backend; with a key, returns the live one if any.
-pub(super) fn create(
+/// Recording and launching run in a task of their own, so that a client that goes away
+/// meanwhile cannot leave a backend recorded and not launched.
+pub(super) async fn create(
     app: &Arc<App>,
     spec: BackendSpec,
 ) -> Result<(StatusCode, SpawnResponse), ApiError> {
@@ -32,9 +39,22 @@ pub(super) fn create(
     })?;
     let id = spawner_core::BackendId::generate().map_err(ApiError::internal)?;
     let runtime_name = runtime.name();
+    let app = app.clone();
+    tokio::spawn(async move { record_and_launch(&app, id, spec, runtime_name).await })
+        .await
+        .map_err(ApiError::internal)?
+}
+
+async fn record_and_launch(
+    app: &Arc<App>,
+    id: spawner_core::BackendId,
+    spec: BackendSpec,
+    runtime_name: &'static str,
+) -> Result<(StatusCode, SpawnResponse), ApiError> {
     match app
         .store
         .insert(id.as_str(), &spec, runtime_name)
+        .await
         .map_err(super::store_error)?
     {
         Inserted::Existing(row) => {
@@ -63,7 +83,7 @@ pub(super) fn create(
     }
 }
 
-fn spawn_response(
+pub(super) fn spawn_response(
     app: &App,
     id: &str,
     key: Option<String>,
@@ -83,7 +103,16 @@ fn spawn_response(
 pub(super) fn record(app: &App, row: Row, with_events: bool) -> Result<BackendRecord, ApiError> {
     let live = app.registry.get(&row.id);
     let events = if with_events {
-        app.store.events(&row.id, 0).map_err(ApiError::internal)?
+        // A `Ready` shown and not committed yet, read before the store (it is in one or the
+        // other).
+        let shown = live
+            .as_ref()
+            .map(|l| l.unstored_after(0))
+            .unwrap_or_default();
+        let mut events = app.store.events(&row.id, 0).map_err(ApiError::internal)?;
+        let stored = events.last().map_or(0, |e| e.seq);
+        events.extend(shown.into_iter().filter(|e| e.seq > stored));
+        events
     } else {
         Vec::new()
     };
@@ -93,6 +122,8 @@ pub(super) fn record(app: &App, row: Row, with_events: bool) -> Result<BackendRe
         reason: live.as_ref().map_or(row.reason, |l| l.reason()),
         live_connections: live.as_ref().map_or(0, |l| l.monitor.live()),
         last_activity: live.as_ref().map(|l| l.monitor.last_activity()),
+        busy_until: live.as_ref().and_then(|l| l.busy_until()),
+        last_client_activity: live.as_ref().map(|l| l.monitor.last_client_activity()),
         node: Some("local".to_string()),
         address: row.address,
         runtime: Some(row.runtime),
@@ -110,10 +141,29 @@ pub async fn list(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let filter = ListFilter::from_query(params)?;
-    let rows = app
+    let mut rows = app
         .store
         .list(filter.state, filter.key.as_deref())
         .map_err(ApiError::internal)?;
+    if let Some(state) = filter.state {
+        // A live backend's state is the one in memory: `Ready` is shown before it is
+        // committed (`App::ready`), so the store's state may still be the one before.
+        rows.retain(|row| app.registry.get(&row.id).is_none_or(|l| l.state() == state));
+        for live in app.registry.all() {
+            if live.state() == state && !rows.iter().any(|r| r.id == live.id) {
+                if let Some(row) = app.store.get(&live.id).map_err(ApiError::internal)? {
+                    if filter.key.is_none() || row.key == filter.key {
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+    }
     let backends = rows
         .into_iter()
         .filter(|row| filter.labels_match(&row.spec.labels))
@@ -137,18 +187,25 @@ pub async fn get_one(
 
 /// The record of a live backend, from memory alone (what list streams send on every change).
 pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
+    // A pooled backend claimed since it started has its claim's spec.
+    let spec = app
+        .pools
+        .claimed_spec(&live.id)
+        .map_or_else(|| live.spec.clone(), |s| (*s).clone());
     BackendRecord {
         id: live.id.clone(),
-        key: live.spec.key.clone(),
+        key: spec.key.clone(),
         state: live.state(),
         reason: live.reason(),
         url: app.urls.backend(&live.id),
-        spec: live.spec.clone(),
+        spec,
         created_at: live.created_at,
         events: Vec::new(),
         exit_code: None,
         live_connections: live.monitor.live(),
         last_activity: Some(live.monitor.last_activity()),
+        busy_until: live.busy_until(),
+        last_client_activity: Some(live.monitor.last_client_activity()),
         node: Some("local".to_string()),
         address: live.authority().map(|a| a.to_string()),
         runtime: Some(live.runtime.to_string()),
@@ -167,30 +224,115 @@ pub async fn terminate(
         .get(id.as_str())
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-    if !row.state.is_terminal() {
-        // Durably first: a backend whose runtime is unavailable now is stopped when Spawner
-        // next supervises it. A store that cannot take the write (a full disk) does not
-        // keep a running backend from being stopped: its end is recorded once it can be.
-        if let Err(e) = app
-            .store
-            .set_stop(id.as_str(), StopReason::Terminate.as_str(), body.hard)
-        {
-            tracing::warn!(backend = %id, error = %e, "could not record a terminate; carrying it out");
+    // In a task of its own: a client that goes away cannot leave a stop recorded and not
+    // carried out.
+    let stopping = app.clone();
+    let key = id.as_str().to_string();
+    let hard = body.hard;
+    let before = tokio::spawn(async move {
+        let app = stopping;
+        if !row.state.is_terminal() {
+            // Durably first: a backend whose runtime is unavailable now is stopped when
+            // Spawner next supervises it. A store that cannot take the write (a full disk)
+            // does not keep a running backend from being stopped: its end is recorded once
+            // it can be.
+            if let Err(e) = app
+                .store
+                .set_stop(&key, StopReason::Terminate.as_str(), hard)
+                .await
+            {
+                tracing::warn!(backend = %key, error = %e, "could not record a terminate; carrying it out");
+            }
         }
-    }
-    let before = match app.registry.get(id.as_str()) {
-        Some(live) => {
-            live.request_stop(StopRequest {
-                reason: StopReason::Terminate,
-                hard: body.hard,
-            });
-            live.state()
+        match app.registry.get(&key) {
+            Some(live) => {
+                live.request_stop(StopRequest {
+                    reason: StopReason::Terminate,
+                    hard,
+                });
+                live.state()
+            }
+            None => row.state,
         }
-        None => row.state,
-    };
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(TerminateResponse::new(id.as_str(), before, body.hard)),
     )
         .into_response())
+}
+
+/// `POST /v1/backends/{id}/keepalive`: with the control token, or the backend's own token
+/// (`?token=`, from its `SPAWNER_KEEPALIVE_URL`), keeps a live backend from being swept for
+/// the seconds asked. Recorded durably first, so that a restart keeps it.
+pub async fn keepalive(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse::id(&id)?;
+    let live = app.registry.get(id.as_str());
+    let given = query.iter().find(|(k, _)| k == "token").map(|(_, v)| v);
+    let own = match given {
+        Some(given) => {
+            // An ended backend's token is in the store: it is told it has ended (410).
+            let token = match live.as_ref().and_then(|l| l.keepalive_token()) {
+                Some(t) => Some(t.to_string()),
+                None => app
+                    .store
+                    .keepalive(id.as_str())
+                    .map_err(ApiError::internal)?
+                    .map(|k| k.token),
+            };
+            token.is_some_and(|t| {
+                spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())
+            })
+        }
+        None => false,
+    };
+    let control = given.is_none()
+        && spawner_api::BearerToken::new(app.config.token.as_deref()).allows(&headers);
+    if !own && !control {
+        return Err(spawner_api::auth::keepalive_refused());
+    }
+    let req: KeepaliveRequest = parse::json(&body)?;
+    req.validate()?;
+    let Some(live) = live.filter(|l| l.state() < spawner_core::State::Terminating) else {
+        return match app.store.get(id.as_str()).map_err(ApiError::internal)? {
+            None => Err(ApiError::not_found(id.as_str())),
+            Some(row) => Err(ApiError::new(
+                StatusCode::GONE,
+                "gone",
+                format!(
+                    "backend {id} is {}: it cannot be kept alive",
+                    app.registry
+                        .get(id.as_str())
+                        .map_or(row.state, |l| l.state())
+                ),
+            )),
+        };
+    };
+    let until = req.until(spawner_core::time::now_millis());
+    // A backend not started yet has no keepalive row: made now, with its token.
+    let fresh = spawner_core::BackendId::generate()
+        .map_or_else(|_| String::new(), |t| t.as_str().to_string());
+    app.store
+        .keepalive_token(&live.id, fresh)
+        .await
+        .map_err(super::store_error)?;
+    app.store
+        .set_busy_until(&live.id, until)
+        .await
+        .map_err(super::store_error)?;
+    live.set_busy_until(until);
+    app.registry.changed();
+    Ok(Json(KeepaliveResponse {
+        id: live.id.clone(),
+        busy_until: until,
+    })
+    .into_response())
 }

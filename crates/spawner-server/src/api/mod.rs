@@ -2,6 +2,7 @@
 
 mod backends;
 mod logs;
+mod pools;
 mod seed;
 mod status;
 mod watch;
@@ -25,6 +26,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/backends/{id}", get(backends::get_one))
         .route("/v1/backends/{id}/terminate", post(backends::terminate))
         .route("/v1/backends/{id}/logs", get(logs::logs))
+        .route("/v1/pools", post(pools::create).get(pools::list))
+        .route(
+            "/v1/pools/{name}",
+            get(pools::get_one).put(pools::resize).delete(pools::drain),
+        )
         .route("/spawn", post(seed::spawn))
         .route_layer(middleware::from_fn_with_state(
             spawner_api::BearerToken::new(app.config.token.as_deref()),
@@ -34,6 +40,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/backends/{id}/status", get(status::status))
         .route("/v1/backends/{id}/status/stream", get(status::stream))
         .route("/v1/backends/{id}/ready", get(status::ready))
+        // The control token, or the backend's own token: checked by the handler.
+        .route("/v1/backends/{id}/keepalive", post(backends::keepalive))
         .route("/backend/{id}/status", get(status::status))
         .route("/backend/{id}/status/stream", get(status::stream))
         .route("/backend/{id}/ready", get(status::ready))
@@ -62,10 +70,11 @@ async fn healthz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> 
 
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let by_state = app.store.count_by_state().map_err(ApiError::internal)?;
-    let text = app
+    let mut text = app
         .metrics
         .render(&by_state, &app.registry.all())
         .map_err(ApiError::internal)?;
+    text.push_str(&app.pools.render_metrics(&app));
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
     let request: SeedSpawn = spawner_api::parse::json(&body)?;
-    let (status, resp) = create(&app, request.into_spec())?;
+    let (status, resp) = create(&app, request.into_spec()).await?;
     Ok((
         status,
         Json(seed::response(app.urls.base(), &resp.id, &resp.url)),

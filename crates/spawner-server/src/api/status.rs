@@ -9,6 +9,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::Stream;
+use spawner_core::lifecycle::{expiring, Expiry};
+use spawner_core::time::now_millis;
+use spawner_core::Expiring;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +21,18 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = spawner_api::parse::id(&id)?;
-    let event = app
+    // A `Ready` shown and not committed yet is the newest; read before the store, which has
+    // it once it is no longer among the shown ones.
+    let shown = app
+        .registry
+        .get(id.as_str())
+        .and_then(|l| l.unstored_after(0).pop());
+    let stored = app
         .store
         .last_event(id.as_str())
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    let event = shown.filter(|e| e.seq > stored.seq).unwrap_or(stored);
     Ok(Json(event).into_response())
 }
 
@@ -74,7 +84,13 @@ struct Cursor {
     changes: Option<tokio::sync::watch::Receiver<u64>>,
     pending: std::vec::IntoIter<spawner_core::Event>,
     done: bool,
+    /// The stop last announced as `expiring` (while it stays due).
+    announced: Option<Expiry>,
 }
+
+/// While an announced stop stays due, how often the stream looks whether client activity
+/// moved it (an idle timeout) to announce it again.
+const EXPIRY_LOOK: Duration = Duration::from_secs(1);
 
 fn events(
     app: Arc<App>,
@@ -89,6 +105,7 @@ fn events(
         changes,
         pending: Vec::new().into_iter(),
         done: false,
+        announced: None,
     };
     futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
@@ -100,22 +117,62 @@ fn events(
             if c.done {
                 return None;
             }
+            // A `Ready` shown and not committed yet (`App::ready`), read before the store: it
+            // leaves the shown ones only once committed, so it is in one or the other.
+            let shown = c
+                .app
+                .registry
+                .get(&c.id)
+                .map(|l| l.unstored_after(c.after))
+                .unwrap_or_default();
             match c.app.store.events(&c.id, c.after) {
-                Ok(fresh) if !fresh.is_empty() => {
-                    c.pending = fresh.into_iter();
-                    continue;
+                Ok(mut fresh) => {
+                    let stored = fresh.last().map_or(c.after, |e| e.seq);
+                    fresh.extend(shown.into_iter().filter(|e| e.seq > stored));
+                    if !fresh.is_empty() {
+                        c.pending = fresh.into_iter();
+                        continue;
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "reading events for a stream");
                     return None;
                 }
             }
+            let (due, look_at) = match c.app.registry.get(&c.id) {
+                Some(live) => expiring(&live.timing, &live.observed(), now_millis()),
+                None => (None, None),
+            };
+            match due {
+                Some(e) if c.announced.is_none_or(|a| moved(a, e)) => {
+                    c.announced = Some(e);
+                    let note = Expiring::new(e.at, e.reason.as_str());
+                    return Some((Ok(spawner_api::respond::sse_expiring(&note)), c));
+                }
+                Some(_) => {}
+                None => c.announced = None,
+            }
+            let wake = match (due, look_at) {
+                (Some(_), _) => Some(now_millis() + EXPIRY_LOOK.as_millis() as i64),
+                (None, at) => at,
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => {
+                        let ms = u64::try_from(at - now_millis()).unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(ms)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             match c.changes.as_mut() {
                 // A closed channel means the backend was retired: read what is left, then end.
                 Some(rx) => {
-                    if rx.changed().await.is_err() {
-                        c.changes = None;
+                    tokio::select! {
+                        changed = rx.changed() => if changed.is_err() {
+                            c.changes = None;
+                        },
+                        () = sleep => {}
                     }
                 }
                 // Not live and nothing new: the stream has said everything.
@@ -123,4 +180,10 @@ fn events(
             }
         }
     })
+}
+
+/// An announced stop that is now due at another time (client activity moved an idle
+/// timeout) or for another reason: announced again.
+fn moved(announced: Expiry, now: Expiry) -> bool {
+    announced.reason != now.reason || (now.at - announced.at).abs() >= 1000
 }

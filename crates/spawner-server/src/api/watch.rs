@@ -42,7 +42,12 @@ pub async fn stream(
     let sent: HashMap<String, Seen> = backends
         .iter()
         .filter(|b| !b.state.is_terminal())
-        .map(|b| (b.id.clone(), Seen::of(b)))
+        .map(|b| {
+            (
+                b.id.clone(),
+                Seen::of(b, app.pools.claimed_spec(&b.id).is_some()),
+            )
+        })
         .collect();
     let snapshot = json_event("snapshot", &BackendList { backends });
     let (tx, rx) = mpsc::channel(64);
@@ -63,15 +68,18 @@ struct Seen {
     connections: u64,
     /// Activity to the second: finer would send a record per request.
     activity_s: i64,
+    /// A pooled backend's claim changes its key and labels.
+    claimed: bool,
 }
 
 impl Seen {
-    fn of(b: &BackendRecord) -> Self {
+    fn of(b: &BackendRecord, claimed: bool) -> Self {
         Seen {
             state: b.state,
             reason: b.reason.clone(),
             connections: b.live_connections,
             activity_s: b.last_activity.unwrap_or(0) / 1000,
+            claimed,
         }
     }
 }
@@ -96,7 +104,9 @@ async fn follow(
         let now_live: HashSet<&str> = live.iter().map(|l| l.id.as_str()).collect();
         let mut out = Vec::new();
         for l in &live {
-            if !wanted(&filter, l.state(), l.spec.key.as_deref(), &l.spec.labels) {
+            let claimed = app.pools.claimed_spec(&l.id);
+            let spec = claimed.as_deref().unwrap_or(&l.spec);
+            if !wanted(&filter, l.state(), spec.key.as_deref(), &spec.labels) {
                 continue;
             }
             // Compared before a record is built: most backends have not changed.
@@ -105,6 +115,7 @@ async fn follow(
                 reason: l.reason(),
                 connections: l.monitor.live(),
                 activity_s: l.monitor.last_activity() / 1000,
+                claimed: claimed.is_some(),
             };
             if sent.get(&l.id) != Some(&seen) {
                 sent.insert(l.id.clone(), seen);

@@ -515,18 +515,35 @@ impl TestNs {
         );
         if processes {
             let app_port = free_port().to_string();
+            // The containers' own variables that the local processes need: the sidecar's
+            // secret, and the application's keepalive URL (on the Pod's address here, as
+            // each local Pod has a loopback address of its own).
+            let sidecar_env = container_env(&pod, SIDECAR_CONTAINER);
+            let app_env: Vec<(String, String)> = container_env(&pod, &app_container(&pod))
+                .into_iter()
+                .filter(|(k, _)| k == "SPAWNER_KEEPALIVE_URL")
+                .map(|(k, v)| (k, v.replace("127.0.0.1", &ip)))
+                .collect();
+            let app_env_ref: Vec<(&str, &str)> = app_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let sidecar_env_ref: Vec<(&str, &str)> = sidecar_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let app = self.spawn(
                 &format!("app-{name}"),
                 None,
                 &["example-app", "--port", &app_port, "--host", "127.0.0.1"],
-                &[],
+                &app_env_ref,
             );
             let listen = format!("{ip}:{}", self.sidecar_port);
             let sidecar = self.spawn(
                 &format!("sidecar-{name}"),
                 None,
                 &["sidecar", "--app-port", &app_port, "--listen", &listen],
-                &[],
+                &sidecar_env_ref,
             );
             self.pods.lock().expect("pods").insert(
                 name.to_string(),
@@ -735,6 +752,17 @@ fn app_container(pod: &Pod) -> String {
         .expect("an application container")
 }
 
+/// The literal variables of container `container` of `pod`.
+pub fn container_env(pod: &Pod, container: &str) -> Vec<(String, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter(|c| c.name == container)
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .collect()
+}
+
 fn container_status(name: &str, state: Value) -> Value {
     json!({"name": name, "image": "spawner:test", "imageID": "", "ready": state.get("running").is_some(),
            "restartCount": 0, "started": state.get("running").is_some(), "state": state})
@@ -790,5 +818,13 @@ async fn finish_deleted_pods(pods: Api<Pod>, local: LocalPods) {
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fails if a component hit its RBAC ("forbidden" in its log).
+pub fn assert_no_forbidden(procs: &[&Proc]) {
+    for p in procs {
+        let log = p.log_text();
+        assert!(!log.contains("forbidden"), "{} hit RBAC:\n{log}", p.name);
     }
 }

@@ -1,0 +1,601 @@
+//! Warm pools on Kubernetes: the pool routes of `spawner api` (create, list, get, resize,
+//! drain) and the claim (`POST /v1/backends` with `"pool"`). The controller's side is
+//! [`crate::pool_controller`].
+//!
+//! A pool is a [`SessionLivedBackendPool`]; its members are SessionLivedBackends labelled
+//! with its name ([`pool_members`]). A claim takes a Ready unclaimed member with a patch
+//! conditional on the member's `resourceVersion`, so that two API replicas never hand out
+//! one member twice. A claim with a key first takes the key's Lease (`spawner-key-{id}`,
+//! the id [`name_for_key`] derives): claims of one key are serialized, and each looks for
+//! the key's backend (a keyed spawn's object, or a member claimed with the key) while
+//! holding it.
+
+use crate::api::{state_of, ApiState, Error};
+use crate::crd::{SessionLivedBackend, ANNOTATION_STOP};
+use crate::naming::name_for_key;
+use crate::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
+use crate::pool_members::{self as members, claim_patch, claimable, counts, surplus};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::ObjectMeta;
+use kube::ResourceExt;
+use serde_json::json;
+use spawner_api::parse;
+use spawner_api::ApiError;
+use spawner_core::lifecycle::StopReason;
+use spawner_core::pool::{
+    self, validate_name, ClaimNotice, ClaimRequest, IfNoneReady, PoolDrained, PoolList,
+    PoolMetrics, PoolSize, PoolSpec, PoolStatus,
+};
+use spawner_core::BackendId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What this API process saw of one pool's claims since it started.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    claims: u64,
+    cold_claims: u64,
+    refused: u64,
+}
+
+/// Claims answered by this API process, per pool.
+#[derive(Debug, Default)]
+pub struct PoolStats(Mutex<HashMap<String, Tally>>);
+
+impl PoolStats {
+    fn update(&self, pool: &str, f: impl FnOnce(&mut Tally)) {
+        if let Ok(mut m) = self.0.lock() {
+            f(m.entry(pool.to_string()).or_default());
+        }
+    }
+
+    fn claimed(&self, pool: &str, cold: bool) {
+        self.update(pool, |t| {
+            t.claims += 1;
+            t.cold_claims += u64::from(cold);
+        });
+    }
+
+    fn get(&self, pool: &str) -> Tally {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(pool).copied())
+            .unwrap_or_default()
+    }
+}
+
+/// The pools' series for `/metrics`, as the embedded server names them: the gauges counted
+/// from the members, the counters this API process's.
+pub async fn render_metrics(state: &ApiState) -> Result<String, kube::Error> {
+    let mut pools = pools_api(state).list(&ListParams::default()).await?.items;
+    pools.sort_by_key(|p| p.pool_name());
+    let mut rows = Vec::with_capacity(pools.len());
+    for p in &pools {
+        let name = p.pool_name();
+        let counts = counts(&members_of(&state.slabs(), &name).await?);
+        let t = state.pool_stats.get(&name);
+        rows.push(PoolMetrics {
+            name,
+            counts,
+            claims: t.claims,
+            cold_claims: t.cold_claims,
+            refused: t.refused,
+        });
+    }
+    Ok(spawner_core::pool::render_metrics(
+        &rows,
+        " (this API process)",
+    ))
+}
+
+/// How often a claim waiting for a Ready member looks again.
+const POLL: Duration = Duration::from_millis(100);
+/// How often a spawn or claim waiting for a key's Lease looks again.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+/// How long the claim hook may take before the member counts as refusing.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pool routes (behind the bearer token, as the other control routes).
+pub fn routes() -> Router<std::sync::Arc<ApiState>> {
+    Router::new()
+        .route("/v1/pools", post(create_pool).get(list_pools))
+        .route(
+            "/v1/pools/{name}",
+            get(get_pool).put(resize_pool).delete(drain_pool),
+        )
+}
+
+fn pools_api(state: &ApiState) -> Api<SessionLivedBackendPool> {
+    Api::namespaced(state.client.clone(), &state.config.namespace)
+}
+
+fn no_pool(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no pool named {name:?}; create it with POST /v1/pools"),
+    )
+}
+
+async fn members_of(
+    slabs: &Api<SessionLivedBackend>,
+    pool: &str,
+) -> Result<Vec<SessionLivedBackend>, kube::Error> {
+    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
+    Ok(slabs.list(&lp).await?.items)
+}
+
+async fn status_of(state: &ApiState, pool: &SessionLivedBackendPool) -> Result<PoolStatus, Error> {
+    let spec = pool.pool_spec();
+    let members = members_of(&state.slabs(), &spec.name).await?;
+    let c = counts(&members);
+    let Tally {
+        claims,
+        cold_claims,
+        ..
+    } = state.pool_stats.get(&spec.name);
+    Ok(PoolStatus {
+        name: spec.name,
+        template: spec.template,
+        min_ready: spec.min_ready,
+        max: spec.max,
+        ready: c.ready,
+        starting: c.starting,
+        claimed: c.claimed,
+        claims,
+        cold_claims,
+    })
+}
+
+async fn create_pool(
+    State(state): State<std::sync::Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let spec: PoolSpec = parse::json(&body)?;
+    spec.validate()?;
+    let obj = SessionLivedBackendPool::from_pool_spec(&spec)?;
+    let created = match pools_api(&state).create(&PostParams::default(), &obj).await {
+        Ok(c) => c,
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "pool_exists",
+                format!(
+                    "a pool named {:?} exists: resize it with PUT /v1/pools/{0}, or drain it with DELETE first",
+                    spec.name
+                ),
+            )
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    info!(pool = %spec.name, min_ready = spec.min_ready, max = spec.max, "pool created");
+    Ok((
+        StatusCode::CREATED,
+        Json(status_of(&state, &created).await?),
+    )
+        .into_response())
+}
+
+async fn list_pools(State(state): State<std::sync::Arc<ApiState>>) -> Result<Response, Error> {
+    let mut objs = pools_api(&state).list(&ListParams::default()).await?.items;
+    objs.sort_by_key(|p| p.pool_name());
+    let mut pools = Vec::with_capacity(objs.len());
+    for p in &objs {
+        pools.push(status_of(&state, p).await?);
+    }
+    Ok(Json(PoolList { pools }).into_response())
+}
+
+async fn fetch_pool(state: &ApiState, name: &str) -> Result<SessionLivedBackendPool, Error> {
+    validate_name(name).map_err(|_| no_pool(name))?;
+    pools_api(state)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| no_pool(name).into())
+}
+
+async fn get_pool(
+    State(state): State<std::sync::Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    let pool = fetch_pool(&state, &name).await?;
+    Ok(Json(status_of(&state, &pool).await?).into_response())
+}
+
+async fn resize_pool(
+    State(state): State<std::sync::Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    validate_name(&name).map_err(|_| no_pool(&name))?;
+    let size: PoolSize = parse::json(&body)?;
+    size.validate()?;
+    let patch = json!({"spec": {"minReady": size.min_ready, "max": size.max}});
+    let pool = match pools_api(&state)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(p) => p,
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_pool(&name).into()),
+        Err(e) => return Err(e.into()),
+    };
+    info!(pool = %name, min_ready = size.min_ready, max = size.max, "pool resized");
+    Ok(Json(status_of(&state, &pool).await?).into_response())
+}
+
+/// Deletes the pool and stops its unclaimed members; claimed ones run on. (The
+/// controller stops unclaimed members of a pool that no longer exists too, should this
+/// API stop half-way.)
+async fn drain_pool(
+    State(state): State<std::sync::Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    validate_name(&name).map_err(|_| no_pool(&name))?;
+    match pools_api(&state)
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_pool(&name).into()),
+        Err(e) => return Err(e.into()),
+    }
+    let slabs = state.slabs();
+    let members = members_of(&slabs, &name).await?;
+    let stopping = surplus(&members, members.len());
+    for m in &stopping {
+        crate::write::request_stop(&slabs, &m.name_any(), StopReason::Terminate, false).await?;
+    }
+    info!(pool = %name, stopping = stopping.len(), "pool drained");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PoolDrained {
+            name,
+            stopping: stopping.len() as u32,
+        }),
+    )
+        .into_response())
+}
+
+/// The key's Lease, held while one spawn or claim of the key looks for its backend and
+/// creates or claims one.
+pub(crate) struct KeyLock {
+    leases: Api<Lease>,
+    /// The Lease as created: its release deletes this one only, not one that took over.
+    lease: Lease,
+}
+
+impl KeyLock {
+    fn lease_name(id: &BackendId) -> String {
+        format!("spawner-key-{}", id.as_str())
+    }
+
+    /// Takes the Lease, waiting while another spawn or claim holds it; one left by an API
+    /// that stopped is taken over once its duration has passed.
+    async fn take(
+        leases: Api<Lease>,
+        id: &BackendId,
+        hold: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<KeyLock, Error> {
+        let name = Self::lease_name(id);
+        loop {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    acquire_time: Some(MicroTime(Timestamp::now())),
+                    lease_duration_seconds: Some(i32::try_from(hold.as_secs()).unwrap_or(i32::MAX)),
+                    ..LeaseSpec::default()
+                }),
+            };
+            match leases.create(&PostParams::default(), &lease).await {
+                Ok(lease) => return Ok(KeyLock { leases, lease }),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(held) = leases.get_opt(&name).await? {
+                let expired = held.spec.as_ref().is_some_and(|s| {
+                    let since = s.acquire_time.as_ref().map(|t| t.0);
+                    let dur = i64::from(s.lease_duration_seconds.unwrap_or(0));
+                    since.is_some_and(|t| Timestamp::now().as_second() > t.as_second() + dur)
+                });
+                if expired {
+                    warn!(lease = %name, "taking over the expired Lease of a key");
+                    delete_exactly(&leases, &held).await?;
+                    continue;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "another spawn or claim of this key is under way; retry",
+                )
+                .into());
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+
+    pub(crate) async fn release(self) {
+        if let Err(e) = delete_exactly(&self.leases, &self.lease).await {
+            warn!(lease = %self.lease.name_any(), error = %e, "could not release a key's Lease; it expires");
+        }
+    }
+}
+
+async fn delete_exactly(leases: &Api<Lease>, lease: &Lease) -> Result<(), kube::Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: lease.metadata.uid.clone(),
+            resource_version: lease.metadata.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    match leases.delete(&lease.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The live backend of the key whose object name derives `id`: the keyed spawn's object,
+/// or a pool member claimed with the key.
+pub async fn backend_of_key(
+    slabs: &Api<SessionLivedBackend>,
+    id: &BackendId,
+    key: &str,
+) -> Result<Option<SessionLivedBackend>, kube::Error> {
+    let live =
+        |o: &SessionLivedBackend| o.spec.key.as_deref() == Some(key) && !state_of(o).is_terminal();
+    if let Some(o) = slabs.get_opt(id.as_str()).await?.filter(live) {
+        return Ok(Some(o));
+    }
+    let lp = ListParams::default().labels(&format!("{LABEL_KEY_ID}={}", id.as_str()));
+    Ok(slabs
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|o| members::role(o) == members::Role::Claimed)
+        .find(live))
+}
+
+/// What a get-or-create of a key found: the key's live backend, or the key's Lease, taken
+/// (with the id the key derives), to create or claim one under.
+pub(crate) enum KeyState {
+    Found(Box<SessionLivedBackend>),
+    Locked(Box<KeyLock>, BackendId),
+}
+
+/// Looks for the key's live backend, and takes the key's Lease when there is none: a keyed
+/// spawn and a keyed claim both hold it while they look again and create or claim one, so
+/// that whatever mix of them runs at once, one backend per key results. A Lease held for
+/// longer than `hold` (by an API that stopped) is taken over.
+pub(crate) async fn lock_key(
+    state: &ApiState,
+    key: &str,
+    hold: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<KeyState, Error> {
+    let slabs = state.slabs();
+    let id = name_for_key(&state.config.key_secret, &state.config.namespace, key);
+    if let Some(found) = backend_of_key(&slabs, &id, key).await? {
+        return Ok(KeyState::Found(Box::new(found)));
+    }
+    let leases = Api::namespaced(state.client.clone(), &state.config.namespace);
+    let lock = KeyLock::take(leases, &id, hold, deadline).await?;
+    match backend_of_key(&slabs, &id, key).await {
+        Ok(Some(found)) => {
+            lock.release().await;
+            Ok(KeyState::Found(Box::new(found)))
+        }
+        Ok(None) => Ok(KeyState::Locked(Box::new(lock), id)),
+        Err(e) => {
+            lock.release().await;
+            Err(e.into())
+        }
+    }
+}
+
+/// `POST /v1/backends` with `"pool"`: claims a Ready member of the pool for the request
+/// (the oldest, after its claim hook accepted); with none Ready, the next to be Ready (one
+/// more is started for it unless the request says `wait`). A key that has a live backend
+/// gets that one (200).
+pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
+    let req: ClaimRequest = parse::json(body)?;
+    req.validate()?;
+    let pool = fetch_pool(state, &req.pool).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
+    let lock = match &req.key {
+        Some(key) => {
+            let hold = Duration::from_secs(req.wait_seconds) + HOOK_TIMEOUT * 3;
+            match lock_key(state, key, hold, deadline).await? {
+                KeyState::Found(existing) => {
+                    return Ok(
+                        (StatusCode::OK, Json(state.spawn_response(&existing))).into_response()
+                    );
+                }
+                KeyState::Locked(lock, id) => Some((lock, id)),
+            }
+        }
+        None => None,
+    };
+    let key_id = lock.as_ref().map(|(_, id)| id.as_str().to_string());
+    let result = claim_member(state, &pool, &req, key_id.as_deref(), deadline).await;
+    if let Some((lock, _)) = lock {
+        lock.release().await;
+    }
+    let (obj, cold) = result?;
+    state.pool_stats.claimed(&req.pool, cold);
+    info!(backend = %obj.name_any(), pool = %req.pool, key = ?req.key, "claimed");
+    Ok((StatusCode::CREATED, Json(state.spawn_response(&obj))).into_response())
+}
+
+/// Takes a Ready member for `req` until `deadline`: returns it claimed, and whether the
+/// claim had to wait for one.
+async fn claim_member(
+    state: &ApiState,
+    pool: &SessionLivedBackendPool,
+    req: &ClaimRequest,
+    key_id: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Result<(SessionLivedBackend, bool), Error> {
+    let slabs = state.slabs();
+    let spec = pool.pool_spec();
+    let claimed_spec = req.claimed_spec(&spec.template.spec);
+    let mut cold = false;
+    let mut started: Option<String> = None;
+    loop {
+        let members = members_of(&slabs, &spec.name).await?;
+        for m in claimable(&members) {
+            let patch = claim_patch(m, &claimed_spec, key_id, spawner_core::time::now_millis());
+            let taken = match slabs
+                .patch(
+                    &m.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(t) => t,
+                // Another claim took it (or it changed): try the next.
+                Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(path) = &spec.template.claim_path {
+                let notice = ClaimNotice {
+                    key: req.key.clone(),
+                    labels: claimed_spec.labels.clone(),
+                };
+                if let Err(why) = claim_hook(&taken, path, &notice).await {
+                    warn!(backend = %taken.name_any(), pool = %spec.name, %why, "the claim hook refused; replacing the backend");
+                    state.pool_stats.update(&spec.name, |t| t.refused += 1);
+                    // Stopped, and its key freed: the claim takes another member for it.
+                    let refuse = json!({
+                        "metadata": {
+                            "annotations": {ANNOTATION_STOP: StopReason::Terminate.as_str()},
+                            "labels": {LABEL_KEY_ID: null},
+                        },
+                        "spec": {"key": null},
+                    });
+                    slabs
+                        .patch(
+                            &taken.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&refuse),
+                        )
+                        .await?;
+                    continue;
+                }
+            }
+            return Ok((taken, cold));
+        }
+        cold = true;
+        if fetch_pool_opt(state, &spec.name).await?.is_none() {
+            return Err(no_pool(&spec.name).into());
+        }
+        // One more member for this claim (within max), unless it waits for the refill.
+        let own_starting = match &started {
+            Some(name) => members
+                .iter()
+                .any(|m| &m.name_any() == name && members::role(m) == members::Role::Starting),
+            None => false,
+        };
+        if req.if_none_ready == IfNoneReady::Start && !own_starting {
+            let plan = pool::plan(spec.size(), counts(&members), 1);
+            if plan.start > 0 {
+                started = Some(start_member(&slabs, pool).await?);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pool_exhausted",
+                format!(
+                    "pool {:?} had no Ready backend within wait_seconds ({}): raise its max or min_ready (PUT /v1/pools/{0}), or wait longer",
+                    spec.name, req.wait_seconds
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn fetch_pool_opt(
+    state: &ApiState,
+    name: &str,
+) -> Result<Option<SessionLivedBackendPool>, kube::Error> {
+    pools_api(state).get_opt(name).await
+}
+
+/// Creates one new unclaimed member of `pool`; returns its name.
+async fn start_member(
+    slabs: &Api<SessionLivedBackend>,
+    pool: &SessionLivedBackendPool,
+) -> Result<String, Error> {
+    let id = BackendId::generate().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("no randomness for an id: {e}"),
+        )
+    })?;
+    let created = slabs
+        .create(&PostParams::default(), &pool.member(id.as_str()))
+        .await?;
+    info!(pool = %pool.pool_name(), backend = %created.name_any(), "starting a backend for the pool");
+    Ok(created.name_any())
+}
+
+/// POSTs the claim to the member's sidecar at `path`; `Err` says why it counts as refused.
+async fn claim_hook(
+    obj: &SessionLivedBackend,
+    path: &str,
+    notice: &ClaimNotice,
+) -> Result<(), String> {
+    let authority =
+        crate::router::target_of(obj).map_err(|e| format!("it has no address ({e:?})"))?;
+    let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
+    let call = async {
+        let tcp = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::post(path)
+            .header(http::header::HOST, authority.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("it answered {}", resp.status()))
+        }
+    };
+    match tokio::time::timeout(HOOK_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}s", HOOK_TIMEOUT.as_secs())),
+    }
+}

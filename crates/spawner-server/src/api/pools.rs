@@ -1,0 +1,241 @@
+//! The pool routes (create, list, get, resize, drain) and the claim: `POST /v1/backends`
+//! with `"pool"`.
+
+use super::ApiError;
+use crate::app::App;
+use crate::pools::{claim_hook, stop};
+use crate::store::pools::Claim;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use spawner_api::parse;
+use spawner_core::lifecycle::{StopReason, Timing};
+use spawner_core::pool::{
+    validate_name, ClaimNotice, ClaimRequest, Claimed, IfNoneReady, PoolDrained, PoolList,
+    PoolSize, PoolSpec,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn no_pool(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no pool named {name:?}; create it with POST /v1/pools"),
+    )
+}
+
+pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    let spec: PoolSpec = parse::json(&body)?;
+    spec.validate()?;
+    app.runtimes.for_spec(&spec.template.spec).map_err(|why| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "runtime_unavailable",
+            format!("template: {why}"),
+        )
+    })?;
+    if !app.store.create_pool(&spec).map_err(super::store_error)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "pool_exists",
+            format!(
+                "a pool named {:?} exists: resize it with PUT /v1/pools/{0}, or drain it with DELETE first",
+                spec.name
+            ),
+        ));
+    }
+    tracing::info!(pool = %spec.name, min_ready = spec.min_ready, max = spec.max, "pool created");
+    let name = spec.name.clone();
+    app.pools.insert(spec);
+    let pool = app.pools.get(&name).ok_or_else(|| no_pool(&name))?;
+    Ok((StatusCode::CREATED, Json(app.pools.status(&app, &pool))).into_response())
+}
+
+pub async fn list(State(app): State<Arc<App>>) -> Json<PoolList> {
+    Json(PoolList {
+        pools: app.pools.statuses(&app),
+    })
+}
+
+pub async fn get_one(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let pool = app.pools.get(&name).ok_or_else(|| no_pool(&name))?;
+    Ok(Json(app.pools.status(&app, &pool)).into_response())
+}
+
+pub async fn resize(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    validate_name(&name).map_err(|_| no_pool(&name))?;
+    let size: PoolSize = parse::json(&body)?;
+    size.validate()?;
+    let spec = app
+        .store
+        .resize_pool(&name, size)
+        .map_err(super::store_error)?
+        .ok_or_else(|| no_pool(&name))?;
+    tracing::info!(pool = %name, min_ready = size.min_ready, max = size.max, "pool resized");
+    app.pools.resized(spec);
+    let pool = app.pools.get(&name).ok_or_else(|| no_pool(&name))?;
+    Ok(Json(app.pools.status(&app, &pool)).into_response())
+}
+
+pub async fn drain(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    validate_name(&name).map_err(|_| no_pool(&name))?;
+    let ids = app
+        .store
+        .drain_pool(&name, StopReason::Terminate.as_str())
+        .map_err(super::store_error)?
+        .ok_or_else(|| no_pool(&name))?;
+    app.pools.remove(&name);
+    tracing::info!(pool = %name, stopping = ids.len(), "pool drained");
+    for id in &ids {
+        if let Some(live) = app.registry.get(id) {
+            stop(&app, &live, "pool drained").await;
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PoolDrained {
+            name,
+            stopping: ids.len() as u32,
+        }),
+    )
+        .into_response())
+}
+
+/// How long a claim waits for a member shown Ready to have its Ready committed before it
+/// counts as finding none.
+const COMMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Claims a Ready backend of the pool for the request: the oldest Ready one, after its
+/// claim hook (if the template has one) accepted; with none Ready, the next to be Ready
+/// (one more is started for it unless the request says `wait`). A key that has a live
+/// backend gets that one.
+pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
+    let req: ClaimRequest = parse::json(body)?;
+    req.validate()?;
+    let pool = app.pools.get(&req.pool).ok_or_else(|| no_pool(&req.pool))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
+    let mut changes = app.registry.subscribe();
+    let mut waiting = None;
+    let mut cold = false;
+    let mut claiming = Some(app.pools.claiming());
+    let mut starved = None;
+    let mut committing = None;
+    loop {
+        if claiming.is_none() {
+            claiming = Some(app.pools.claiming());
+        }
+        changes.borrow_and_update();
+        match app.store.claim(&req).map_err(super::store_error)? {
+            Claim::Existing(row) => {
+                let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
+                let resp = super::backends::spawn_response(app, &row.id, row.key, state);
+                return Ok((StatusCode::OK, Json(resp)).into_response());
+            }
+            Claim::Claimed(row, at) => {
+                app.pools.mark_claimed(
+                    &row.id,
+                    Claimed {
+                        at,
+                        timing: Timing::of(&row.spec),
+                    },
+                    row.spec.clone(),
+                );
+                app.pools.wake();
+                app.registry.changed();
+                let Some(live) = app.registry.get(&row.id) else {
+                    continue;
+                };
+                // Ready is committed before it is set in memory, where the proxy reads it:
+                // the claim answers once the proxy routes to it too.
+                let mut seq = live.seq.subscribe();
+                while live.state() < spawner_core::State::Ready {
+                    let caught_up = tokio::time::timeout(Duration::from_secs(1), seq.changed());
+                    if !matches!(caught_up.await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                let hook = match &pool.spec().template.claim_path {
+                    Some(path) => {
+                        let notice = ClaimNotice {
+                            key: row.key.clone(),
+                            labels: row.spec.labels.clone(),
+                        };
+                        claim_hook(&live, path, &notice).await
+                    }
+                    None => Ok(()),
+                };
+                if let Err(why) = hook {
+                    tracing::warn!(backend = %row.id, pool = %req.pool, %why, "the claim hook refused; replacing the backend");
+                    pool.refused();
+                    if let Err(e) = app
+                        .store
+                        .refuse_claim(&row.id, StopReason::Terminate.as_str())
+                    {
+                        tracing::warn!(backend = %row.id, error = %e, "could not record the refusal");
+                    }
+                    stop(app, &live, &format!("claim refused: {why}")).await;
+                    continue;
+                }
+                // The grace clock starts at the claim.
+                live.monitor.touch();
+                pool.claimed(cold);
+                tracing::info!(backend = %row.id, pool = %req.pool, key = ?row.key, "claimed");
+                let resp = super::backends::spawn_response(app, &row.id, row.key, live.state());
+                return Ok((StatusCode::CREATED, Json(resp)).into_response());
+            }
+            Claim::NoneReady => {
+                if app.pools.get(&req.pool).is_none() {
+                    return Err(no_pool(&req.pool));
+                }
+                // A member is shown Ready before its Ready is committed (claims take
+                // committed ones): its commit wakes this loop. Waiting for it is neither a
+                // cold claim nor a reason to start one more; if the commit does not come
+                // (the store failing), the claim waits as for none Ready after a second.
+                let since = *committing.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() < COMMIT_WAIT && app.pools.ready_uncommitted(app, &req.pool) {
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { return Err(ApiError::internal("the registry closed")) },
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                    continue;
+                }
+                cold = true;
+                // Waiting for a start: the starts must not wait for this claim.
+                claiming = None;
+                if starved.is_none() {
+                    starved = Some(app.pools.starved());
+                }
+                if req.if_none_ready == IfNoneReady::Start && waiting.is_none() {
+                    waiting = Some(pool.wait());
+                    app.pools.wake();
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return Err(ApiError::internal("the registry closed")) },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "pool_exhausted",
+                            format!(
+                                "pool {:?} had no Ready backend within wait_seconds ({}): raise its max or min_ready (PUT /v1/pools/{0}), or wait longer",
+                                req.pool, req.wait_seconds
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
