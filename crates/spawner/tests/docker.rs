@@ -378,12 +378,10 @@ async fn kill_9_and_restart_adopts_running_containers_and_marks_lost_ones() {
 
     server.launch();
     let client = server.client();
-    // The running one is adopted: same container, still Ready, still proxied.
+    // The running one is adopted: same container, Ready (again, if its Ready was shown and
+    // not yet committed when the server was killed: it is watched for again), still proxied.
     assert_eq!(containers_of(&kept.id), kept_container);
-    assert_eq!(
-        client.status(&kept.id).await.expect("status").state,
-        State::Ready
-    );
+    wait_state(&client, &kept.id, State::Ready).await;
     let page = server.http().get(&kept.url).send().await.expect("proxied");
     assert_eq!(page.status().as_u16(), 200);
     // The one that died meanwhile ends Failed with its real exit (SIGKILL: 137), as the
@@ -504,10 +502,12 @@ async fn a_terminate_while_the_engine_is_unavailable_is_carried_out_once_it_is_b
     server.launch();
     let client = server.client();
     client.terminate(&resp.id, false).await.expect("terminate");
-    assert_eq!(
-        client.status(&resp.id).await.expect("status").state,
-        State::Ready,
-        "nothing can stop it without its runtime"
+    // Ready, or Running when the server was killed after showing Ready and before
+    // committing it (docs/operations.md): either way still live.
+    let state = client.status(&resp.id).await.expect("status").state;
+    assert!(
+        matches!(state, State::Running | State::Ready),
+        "nothing can stop it without its runtime: {state:?}"
     );
     assert_eq!(containers_of(&resp.id).len(), 1);
 
