@@ -73,7 +73,26 @@ impl PortAllocator {
 /// Whether a listener could bind `port` now: binding loopback fails both when another
 /// socket listens on loopback and when one listens on all interfaces.
 fn bindable(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    probe(port).is_ok()
+}
+
+/// Binds `port` on loopback the way servers do (`SO_REUSEADDR`) and never listens.
+///
+/// Invariant: the probe is never a listener, and does not keep a listener from binding.
+/// A process start on another thread copies this process's descriptors into its child until
+/// the child execs, so the probe can outlive its drop by a moment. Were it listening (as a
+/// `TcpListener` is), that copy would be seen by the listen watch as the listen of whichever
+/// backend waits on this port, and would make the backend given the port fail to bind it
+/// (both seen in a storm of spawns). A socket only bound with `SO_REUSEADDR` is in neither
+/// way: the listen table holds listeners only, and Linux lets a second `SO_REUSEADDR` socket
+/// bind and listen beside one that does not listen. Its bind still fails where it should:
+/// when something listens on the port, on loopback or on all interfaces.
+fn probe(port: u16) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -119,6 +138,26 @@ mod tests {
             let port = ports.allocate(|p| p != busy && p != free).expect("a port");
             assert_eq!(port, free, "busy {busy}");
         }
+    }
+
+    #[test]
+    fn the_probe_is_not_a_listener_and_does_not_stand_in_a_backend_s_way() {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("bind")
+            .port();
+        // Held as a child between its fork and its exec would hold a copy of it.
+        let held = probe(port).expect("a free port is bindable");
+        let refused = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port));
+        assert!(
+            refused.is_err(),
+            "the probe accepted a connection: it listens"
+        );
+        let backend = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .expect("the backend given the port binds it while the probe lives");
+        // And once the backend listens, the port is no longer offered.
+        assert!(probe(port).is_err(), "a listened-on port looked free");
+        drop((held, backend));
     }
 
     #[test]
