@@ -9,7 +9,7 @@
 //! same one), skipping ports that a live backend holds or that something listens on now.
 
 use crate::RuntimeError;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -99,6 +99,7 @@ fn probe(port: u16) -> std::io::Result<socket2::Socket> {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+    use std::net::TcpListener;
     use std::sync::Arc;
 
     #[test]

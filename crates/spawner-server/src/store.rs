@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+mod checkpoint;
 pub mod pools;
 use crate::writer::Writer;
 
@@ -105,6 +106,9 @@ pub struct Store {
     /// spawns.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Copies the log into the database beside the writer (last: the last connection
+    /// closed checkpoints what is left).
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 /// Reading connections; a read finds one free or waits for one.
@@ -194,6 +198,11 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(pools::SCHEMA)?;
         conn.execute_batch(KEEPALIVE_SCHEMA)?;
+        // Checkpoints are the checkpointer's; this threshold only bounds the log if it fails.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            checkpoint::WRITER_FALLBACK_PAGES
+        ))?;
         // Every statement of the write path is prepared once and kept.
         conn.set_prepared_statement_cache_capacity(64);
         let readers = (0..READERS)
@@ -206,16 +215,20 @@ impl Store {
                 Ok(Mutex::new(r))
             })
             .collect::<Result<Vec<_>>>()?;
-        let writer = Writer::start(conn).map_err(|e| {
+        let thread_failed = |what: &str, e: std::io::Error| {
             StoreError::Sql(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                Some(format!("starting the writer thread: {e}")),
+                Some(format!("starting the {what} thread: {e}")),
             ))
-        })?;
+        };
+        let writer = Writer::start(conn).map_err(|e| thread_failed("writer", e))?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(path).map_err(|e| thread_failed("checkpoint", e))?;
         Ok(Store {
             writer,
             readers,
             next_reader: AtomicUsize::new(0),
+            _checkpointer: checkpointer,
         })
     }
 
