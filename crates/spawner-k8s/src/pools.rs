@@ -104,8 +104,6 @@ pub async fn render_metrics(state: &ApiState) -> Result<String, kube::Error> {
 const POLL: Duration = Duration::from_millis(100);
 /// How often a spawn or claim waiting for a key's Lease looks again.
 const LOCK_POLL: Duration = Duration::from_millis(20);
-/// How long the claim hook may take before the member counts as refusing.
-const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pool routes (behind the bearer token, as the other control routes).
 pub fn routes() -> Router<std::sync::Arc<ApiState>> {
@@ -424,7 +422,8 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
     let lock = match &req.key {
         Some(key) => {
-            let hold = Duration::from_secs(req.wait_seconds) + HOOK_TIMEOUT * 3;
+            let hold =
+                Duration::from_secs(req.wait_seconds) + spawner_proxy::claim_hook::TIMEOUT * 3;
             match lock_key(state, key, hold, deadline).await? {
                 KeyState::Found(existing) => {
                     return Ok(
@@ -572,30 +571,5 @@ async fn claim_hook(
 ) -> Result<(), String> {
     let authority =
         crate::router::target_of(obj).map_err(|e| format!("it has no address ({e:?})"))?;
-    let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
-    let call = async {
-        let tcp = tokio::net::TcpStream::connect(authority.as_str())
-            .await
-            .map_err(|e| format!("connecting: {e}"))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::post(path)
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("it answered {}", resp.status()))
-        }
-    };
-    match tokio::time::timeout(HOOK_TIMEOUT, call).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", HOOK_TIMEOUT.as_secs())),
-    }
+    spawner_proxy::claim_hook::post(authority.as_str(), path, notice).await
 }

@@ -18,6 +18,7 @@
 pub mod body;
 mod busy_poll;
 pub mod chunked;
+pub mod claim_hook;
 pub mod forward;
 pub mod framing;
 pub mod head;

@@ -478,39 +478,10 @@ pub async fn stop(app: &App, live: &Live, why: &str) {
     });
 }
 
-/// How long the claim hook may take before the backend counts as refusing.
-const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// POSTs the claim to the backend at `path`; `Err` says why it counts as refused.
 pub async fn claim_hook(live: &Live, path: &str, notice: &ClaimNotice) -> Result<(), String> {
     let Some(authority) = live.authority().cloned() else {
         return Err("it has no address".into());
     };
-    let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
-    let call = async {
-        let tcp = tokio::net::TcpStream::connect(authority.as_str())
-            .await
-            .map_err(|e| format!("connecting: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::post(path)
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("it answered {}", resp.status()))
-        }
-    };
-    match tokio::time::timeout(HOOK_TIMEOUT, call).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", HOOK_TIMEOUT.as_secs())),
-    }
+    spawner_proxy::claim_hook::post(authority.as_str(), path, notice).await
 }
