@@ -13,6 +13,7 @@
 //! framing              head · chunked · framing   (the security model: relay's docs)
 //! shared ground        tunnel · ws_frames · splice · prefixed · pool · target · slice · busy_poll · monitor
 //!                      readiness (when a backend listens: the sidecar and the server)
+//!                      claim_hook (a warm pool's claim told to its backend: the server and the API)
 //! ```
 
 pub mod body;

@@ -28,6 +28,7 @@ const ORDER: &[&str] = &[
     "busy_poll",
     "monitor",
     "readiness",
+    "claim_hook",
 ];
 
 #[test]
