@@ -363,15 +363,8 @@ async fn write_activity(
     let Some(patch) = activity_patch(&obj, report, now_millis()) else {
         return obj;
     };
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
-    };
     *last_write = Some(tokio::time::Instant::now());
-    match api
-        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
+    match merge_status(api, &obj.name_any(), &patch).await {
         Ok(updated) => {
             debug!(name = %obj.name_any(), live = report.live_connections, "activity written");
             Arc::new(updated)
@@ -382,6 +375,19 @@ async fn write_activity(
             obj
         }
     }
+}
+
+/// Merge-patches the status of the object `name` as the sweeper (its field manager).
+async fn merge_status(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> kube::Result<SessionLivedBackend> {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api.patch_status(name, &params, &Patch::Merge(patch)).await
 }
 
 /// Records the application's own keepalive as the object's `busyUntil` before the report
@@ -398,14 +404,7 @@ async fn write_busy(
         }
         return obj;
     };
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
-    };
-    match api
-        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
+    match merge_status(api, &obj.name_any(), &patch).await {
         Ok(updated) => {
             info!(name = %obj.name_any(), busy_until = ?report.busy_until, "keepalive of the application recorded");
             *applied = report.busy_until;
@@ -451,14 +450,7 @@ async fn act(
         let Some(patch) = entering(&obj, to, why, report, now) else {
             return heard(obj);
         };
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PatchParams::default()
-        };
-        match api
-            .patch_status(&name, &params, &Patch::Merge(&patch))
-            .await
-        {
+        match merge_status(api, &name, &patch).await {
             Ok(updated) => {
                 info!(%name, state = %to, live = report.live_connections, idle_s = report.seconds_since_active, "marked");
                 let entered = updated.status.as_ref().and_then(|s| s.history.last());
