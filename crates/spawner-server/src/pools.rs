@@ -444,7 +444,6 @@ fn start_member(app: &Arc<App>, spec: &PoolSpec) -> anyhow::Result<()> {
     let row = app
         .store
         .insert_member(id.as_str(), &spec.name, template, runtime.name())?;
-    app.pools.join(&row.id, &spec.name, None);
     let live = Arc::new(Live::new(
         row.id,
         row.spec,
@@ -454,7 +453,11 @@ fn start_member(app: &Arc<App>, spec: &PoolSpec) -> anyhow::Result<()> {
         1,
     ));
     tracing::info!(backend = %live.id, "starting a backend for the pool");
+    // In the registry before it joins the pool: a member that the registry does not hold is
+    // taken for one that has ended and forgotten (`members_of`, on any thread), and a
+    // forgotten member is never counted or marked claimed again.
     app.registry.insert(live.clone());
+    app.pools.join(&live.id, &spec.name, None);
     crate::reconciler::launch(app, live);
     Ok(())
 }
