@@ -170,18 +170,7 @@ mod tests {
     }
 
     fn member(name: &str, states: &[State]) -> SessionLivedBackend {
-        let mut obj: SessionLivedBackend = serde_json::from_value(serde_json::json!({
-            "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
-            "metadata": {"name": name, "labels": {LABEL_POOL: "p"}},
-            "spec": {"template": {"containers": [{"name": "app", "image": "app:1"}]}}
-        }))
-        .expect("object");
-        let mut st = crate::status::SessionLivedBackendStatus::default();
-        for s in states {
-            st.enter(*s, 1_000, None, None);
-        }
-        obj.status = Some(st);
-        obj
+        crate::pool_members::tests::member_named(name, states, false)
     }
 
     #[test]

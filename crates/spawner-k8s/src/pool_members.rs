@@ -147,17 +147,17 @@ pub fn clock(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn member(states: &[State], claimed: bool) -> SessionLivedBackend {
+    /// A member of pool `p` named `name` that went through `states` (claimed, or not).
+    pub(crate) fn member_named(name: &str, states: &[State], claimed: bool) -> SessionLivedBackend {
         let mut obj: SessionLivedBackend = serde_json::from_value(json!({
             "apiVersion": "spawner.dev/v1", "kind": "SessionLivedBackend",
-            "metadata": {"name": "m"},
+            "metadata": {"name": name, "labels": {LABEL_POOL: "p"}},
             "spec": {"template": {"containers": [{"name": "app", "image": "app:1"}]}}
         }))
         .expect("object");
-        obj.metadata.labels = Some([(LABEL_POOL.to_string(), "p".to_string())].into());
         if claimed {
             obj.metadata.annotations =
                 Some([(ANNOTATION_CLAIMED_AT.to_string(), rfc3339(5_000))].into());
@@ -168,6 +168,10 @@ mod tests {
         }
         obj.status = Some(st);
         obj
+    }
+
+    fn member(states: &[State], claimed: bool) -> SessionLivedBackend {
+        member_named("m", states, claimed)
     }
 
     #[test]
