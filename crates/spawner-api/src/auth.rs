@@ -54,7 +54,7 @@ pub async fn require_token(State(token): State<BearerToken>, req: Request, next:
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "this route needs the header \"Authorization: Bearer <token>\" with the server's token (SPAWNER_TOKEN)",
+                "this route needs the header \"Authorization: Bearer <token>\" with the server's token: on the server's machine the CLI reads it from the data directory (`spawner token` prints it, `spawner dashboard` prints a login link); elsewhere pass --token or SPAWNER_TOKEN",
             )
             .into_response();
             resp.headers_mut()

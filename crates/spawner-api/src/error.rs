@@ -22,6 +22,11 @@ impl ApiError {
         }
     }
 
+    /// An error with one of the codes of the contract's table ([`ErrorCode`]).
+    pub fn typed(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(status, code.as_str(), message)
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -115,4 +120,59 @@ pub enum ErrorCode {
     PoolExists,
     /// A claim found no Ready backend in its pool within `wait_seconds`.
     PoolExhausted,
+    /// The request's `Host` is not one of the server's names (a DNS-rebinding page).
+    HostNotAllowed,
+    /// A browser sent the request from another site's page.
+    CrossOrigin,
+    /// A request body that is not declared `application/json`.
+    UnsupportedMediaType,
+    /// A dashboard login link that is unknown, used or expired.
+    InvalidLoginCode,
+}
+
+impl ErrorCode {
+    /// The code as the `error` field spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidHeader => "invalid_header",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::Gone => "gone",
+            ErrorCode::RuntimeUnavailable => "runtime_unavailable",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::KubernetesUnavailable => "kubernetes_unavailable",
+            ErrorCode::Busy => "busy",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::PoolExists => "pool_exists",
+            ErrorCode::PoolExhausted => "pool_exhausted",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::CrossOrigin => "cross_origin",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidLoginCode => "invalid_login_code",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    /// `as_str` spells every code as the document's schema does.
+    #[test]
+    fn codes_are_spelled_as_serialized() {
+        let doc = crate::openapi::document();
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("enum");
+        for code in codes {
+            let code: ErrorCode = serde_json::from_value(code.clone()).expect("a code");
+            assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
 }

@@ -8,13 +8,16 @@ pub mod auth;
 pub mod bodies;
 pub mod dashboard;
 pub mod error;
+pub mod guard;
+pub mod login;
 pub mod openapi;
 pub mod parse;
 pub mod respond;
 pub mod seed;
 
 pub use auth::{require_token, BearerToken};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
+pub use guard::{Guard, OwnHosts};
 
 /// The open routes that hold no data: the dashboard and the OpenAPI document.
 pub fn public_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {

@@ -6,6 +6,7 @@ use crate::bodies::{
     BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
 };
 use crate::error::{ErrorBody, ErrorCode};
+use crate::login::{LoginLink, LoginRequest, LoginResponse};
 use crate::seed::{SeedResponse, SeedSpawn};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,14 +32,14 @@ use utoipa::OpenApi;
     paths(
         spawn, list, list_stream, get_one, terminate, keepalive, logs, status, status_stream, ready,
         seed_spawn, seed_status, seed_status_stream, seed_ready, proxy, healthz, metrics,
-        openapi_json, dashboard, create_pool, list_pools, get_pool, resize_pool, drain_pool
+        openapi_json, dashboard, login, login_links, create_pool, list_pools, get_pool, resize_pool, drain_pool
     ),
     components(schemas(
         BackendSpec, Executable, PullPolicy, Resources, State, Event, SpawnResponse,
         BackendRecord, BackendList, TerminateRequest, TerminateResponse, ErrorBody, ErrorCode,
         SeedSpawn, SeedResponse, SpawnBody, ClaimRequest, IfNoneReady, ClaimNotice, PoolSpec, PoolTemplate,
         PoolSize, PoolStatus, PoolList, PoolDrained,
-        KeepaliveRequest, KeepaliveResponse, Expiring
+        KeepaliveRequest, KeepaliveResponse, Expiring, LoginRequest, LoginResponse, LoginLink
     )),
     modifiers(&Bearer),
     tags(
@@ -95,7 +96,9 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         (status = 200, description = "The live backend with this key", body = SpawnResponse),
         (status = 400, description = "`invalid_body` or `invalid_field`; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`host_not_allowed`: the `Host` is not one of the server's names; `cross_origin`: sent by another site's page (every route answers these)", body = ErrorBody),
         (status = 404, description = "`not_found`: a claim of a pool that does not exist", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body not sent as `Content-Type: application/json` (every route)", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`: the spec needs a runtime this server lacks", body = ErrorBody),
         (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started. `pool_exhausted`: a claim found no Ready backend within `wait_seconds`", body = ErrorBody),
     ),
@@ -332,6 +335,33 @@ fn seed_ready() {}
 )]
 #[allow(dead_code)]
 fn proxy() {}
+
+#[utoipa::path(
+    post, path = "/v1/login", tag = "operations", operation_id = "login",
+    description = "Trades the code of a one-time login link (`{base}/#login={code}`, printed by `spawner serve` \
+        and `spawner dashboard`) for the control token; the dashboard does this. A code works once, for 15 minutes.",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "The token", body = LoginResponse),
+        (status = 400, description = "`invalid_body`", body = ErrorBody),
+        (status = 401, description = "`invalid_login_code`: unknown, used or expired", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn login() {}
+
+#[utoipa::path(
+    post, path = "/v1/login-links", tag = "control", operation_id = "login_links",
+    description = "A new one-time login link to the dashboard (`spawner dashboard`).",
+    responses(
+        (status = 200, description = "The link", body = LoginLink),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: the server has no token (`--no-token`)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn login_links() {}
 
 #[utoipa::path(
     get, path = "/healthz", tag = "operations", operation_id = "healthz",

@@ -131,6 +131,20 @@ impl Client {
         self.json(resp).await
     }
 
+    /// A one-time login link to the dashboard, and the seconds it works for.
+    pub async fn login_link(&self) -> Result<(String, u64)> {
+        #[derive(Deserialize)]
+        struct Link {
+            url: String,
+            expires_in_seconds: u64,
+        }
+        let resp = self
+            .send(self.request(Method::POST, "/v1/login-links"))
+            .await?;
+        let link: Link = self.json(resp).await?;
+        Ok((link.url, link.expires_in_seconds))
+    }
+
     /// The backend's last event.
     pub async fn status(&self, id: &str) -> Result<Event> {
         let resp = self

@@ -51,8 +51,10 @@ pub struct ApiConfig {
     pub urls: Urls,
     /// This API's public base URL, for `ready_url`, `status_url`, `status_stream_url`.
     pub api_base: String,
-    /// The bearer token of the control routes; `None` leaves them open.
+    /// The bearer token of the control routes; `None` leaves them open (`--no-token`).
     pub token: Option<String>,
+    /// What browsers may do ([`spawner_api::guard`]): the API's own names and origins.
+    pub guard: spawner_api::Guard,
     /// The secret keying object names derived from keys.
     pub key_secret: Vec<u8>,
 }
@@ -60,6 +62,8 @@ pub struct ApiConfig {
 pub struct ApiState {
     pub client: Client,
     pub config: ApiConfig,
+    /// One-time dashboard login links (none without a token).
+    pub login: Option<Arc<spawner_api::login::LoginCodes>>,
     /// Claims this process answered, per pool.
     pub pool_stats: crate::pools::PoolStats,
 }
@@ -213,11 +217,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backends/{id}/logs", get(logs))
         .route("/spawn", post(seed_spawn))
         .merge(crate::pools::routes())
+        .merge(spawner_api::login::control_routes(state.login.clone()))
         .route_layer(middleware::from_fn_with_state(
             BearerToken::new(state.config.token.as_deref()),
             require_token,
         ));
-    Router::new()
+    let api = Router::new()
         .merge(control)
         // Its own check: the control token, or the backend's own `?token=`.
         .route("/v1/backends/{id}/keepalive", post(keepalive))
@@ -229,9 +234,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/backend/{id}/ready", get(ready))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .merge(spawner_api::login::open_routes(state.login.clone()))
         .merge(spawner_api::public_routes())
-        .fallback(|| async { ApiError::no_route() })
-        .with_state(state)
+        .fallback(|| async { ApiError::no_route() });
+    state.config.guard.clone().layer(api.with_state(state))
 }
 
 async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error> {

@@ -24,6 +24,7 @@ fn app_with(token: Option<&str>) -> (Fake, Router) {
         urls: Urls::new("http://router.test", None),
         api_base: "http://api.test".into(),
         token: token.map(str::to_string),
+        guard: spawner_api::Guard::new(spawner_api::OwnHosts::new(([127, 0, 0, 1], 8080).into())),
         key_secret: b"test-secret".to_vec(),
     };
     (
@@ -31,6 +32,7 @@ fn app_with(token: Option<&str>) -> (Fake, Router) {
         router(Arc::new(ApiState {
             client,
             config,
+            login: None,
             pool_stats: Default::default(),
         })),
     )
@@ -49,6 +51,7 @@ async fn call(
     let req = Request::builder()
         .method(method)
         .uri(uri)
+        .header("host", "127.0.0.1:8080")
         .header("content-type", "application/json")
         .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
         .expect("request");
@@ -77,6 +80,7 @@ async fn logs_come_from_the_application_container() {
     fake.take_log();
     let req = Request::builder()
         .uri(format!("/v1/backends/{id}/logs"))
+        .header("host", "127.0.0.1:8080")
         .body(Body::empty())
         .expect("request");
     let resp = app.clone().oneshot(req).await.expect("response");

@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub struct App {
     pub config: Config,
     pub urls: Urls,
+    /// One-time dashboard login links (none without a token).
+    pub login: Option<Arc<spawner_api::login::LoginCodes>>,
     pub store: Store,
     pub registry: Registry,
     pub runtimes: Runtimes,

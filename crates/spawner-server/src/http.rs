@@ -65,13 +65,7 @@ enum Route<'a> {
 }
 
 fn backend_of<'a>(app: &App, host: Option<&'a str>, path: &'a str) -> Option<Route<'a>> {
-    if let Some(id) = app
-        .config
-        .domain
-        .as_deref()
-        .zip(host)
-        .and_then(|(domain, host)| id_from_host(domain, host))
-    {
+    if let Some(id) = host.and_then(|host| id_from_host(&app.config.domain, host)) {
         return Some(Route::Backend { id, path_prefix: 0 });
     }
     let rest = path.strip_prefix("/p/")?;

@@ -12,6 +12,7 @@ pub mod reconciler;
 pub mod runtimes;
 pub mod store;
 pub mod sweeper;
+pub mod token;
 mod writer;
 
 pub use config::Config;
@@ -42,12 +43,15 @@ impl Server {
         let db = config.data_dir.join("spawner.db");
         let store = store::Store::open(&db)
             .with_context(|| format!("opening the database {}", db.display()))?;
+        let mut config = config;
+        if config.token.is_none() && !config.no_token {
+            config.token = Some(token::load_or_create(&config.data_dir)?);
+        }
         let instance = store.instance_id(|| {
             spawner_core::BackendId::generate()
                 .map(|id| id.as_str()[..16].to_string())
                 .unwrap_or_else(|_| format!("{:x}", std::process::id()))
         })?;
-        let mut config = config;
         config.listen = listener.local_addr()?;
         for line in runtimes.describe() {
             tracing::info!("{line}");
@@ -56,8 +60,14 @@ impl Server {
             .with_client_idle_timeout(config.client_idle_timeout)
             .with_threads(config.proxy_threads)
             .with_busy_poll(config.busy_poll);
+        let urls = config::Urls::new(&config);
+        let login = config
+            .token
+            .as_deref()
+            .map(|t| Arc::new(spawner_api::login::LoginCodes::new(t, urls.base())));
         let app = Arc::new(App {
-            urls: config::Urls::new(&config),
+            urls,
+            login,
             config,
             store,
             registry: live::Registry::default(),

@@ -194,7 +194,7 @@ async fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
         &live.spec.executable.env,
         &live.id,
         port,
-        &app.urls.base_path(&live.id),
+        crate::config::Urls::BASE_PATH,
         &app.urls.backend(&live.id),
     );
     env.insert(

@@ -19,18 +19,118 @@ pub struct Conn {
         global = true
     )]
     url: String,
-    /// Bearer token of the server.
+    /// Bearer token of the server [default: for a server on this machine, the `token`
+    /// file in its data directory].
     #[arg(long, env = "SPAWNER_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    #[command(flatten)]
+    data: DataDir,
+}
+
+/// Where a local server keeps its data, and so its token.
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// The data directory of the local `spawner serve`, whose token the CLI reads
+    /// [default: $XDG_DATA_HOME/spawner, or ~/.local/share/spawner].
+    #[arg(long, env = "SPAWNER_DATA_DIR", global = true)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl DataDir {
+    fn path(&self) -> anyhow::Result<std::path::PathBuf> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => spawner_server::config::default_data_dir().map_err(anyhow::Error::msg),
+        }
+    }
+
+    /// The token in the data directory, if there is one; an unreadable one says why.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        use spawner_server::token::{read, TokenError};
+        let dir = self.path()?;
+        match read(&dir) {
+            Ok(t) => Ok(t),
+            Err(TokenError::Read { path, source })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                bail!(
+                    "cannot read the server's token {}: it belongs to the user who runs `spawner serve`. \
+                     Run this as that user, or pass --token (SPAWNER_TOKEN)",
+                    path.display()
+                )
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl Conn {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(
-            &self.url,
-            self.token.clone().filter(|t| !t.is_empty()),
-        )?)
+        let token = match self.token.clone().filter(|t| !t.is_empty()) {
+            Some(t) => Some(t),
+            // A server on this machine: its data directory has the token.
+            None if is_local(&self.url) => self.data.token()?,
+            None => None,
+        };
+        Ok(Client::new(&self.url, token)?)
     }
+}
+
+/// Whether `url` names this machine (loopback or `localhost`).
+fn is_local(url: &str) -> bool {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    data: DataDir,
+}
+
+/// `spawner token`: the local server's token, for `curl -H "Authorization: Bearer $(spawner token)"`.
+pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let dir = args.data.path()?;
+    match args.data.token()? {
+        Some(t) => {
+            println!("{t}");
+            Ok(())
+        }
+        None => bail!(
+            "no token in {}: has `spawner serve` run with this data directory (--data-dir, SPAWNER_DATA_DIR)? \
+             A server given --token keeps none there",
+            dir.display()
+        ),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `spawner dashboard`: a one-time login link to the dashboard.
+pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
+    let (url, expires) = args.conn.client()?.login_link().await?;
+    println!("{url}");
+    eprintln!(
+        "(a one-time link: it logs one browser tab in, within {} minutes)",
+        expires / 60
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug)]

@@ -87,9 +87,32 @@ pub struct ApiArgs {
     /// The namespace backends are created in.
     #[arg(long, env = "SPAWNER_NAMESPACE", default_value = "default")]
     namespace: String,
-    /// Bearer token of the control routes.
+    /// Bearer token of the control routes (required, but for --no-token).
     #[arg(long, env = "SPAWNER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// No token: anyone who reaches the API may start backends. Only on a loopback
+    /// address, for a try-out.
+    #[arg(long, env = "SPAWNER_NO_TOKEN", conflicts_with = "token")]
+    no_token: bool,
+    /// Another name under which clients reach the API (its `Host`; e.g. the Service's
+    /// `spawner-api.spawner.svc`); requests for any other name are refused (DNS rebinding).
+    /// Repeatable, or comma-separated in the variable.
+    #[arg(
+        long = "allowed-host",
+        env = "SPAWNER_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    allowed_hosts: Vec<String>,
+    /// The origin of a site whose pages may call the API from the browser (CORS); none by
+    /// default. Repeatable, or comma-separated.
+    #[arg(
+        long = "cors-origin",
+        env = "SPAWNER_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    cors_origins: Vec<String>,
     /// Secret keying the object names derived from keys (default: the token).
     #[arg(long, env = "SPAWNER_KEY_SECRET", hide_env_values = true)]
     key_secret: Option<String>,
@@ -334,11 +357,20 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
         K8sCommand::Api(args) => {
             init_tracing();
             let token = args.token.filter(|t| !t.is_empty());
-            if token.is_none() && !args.listen.ip().is_loopback() {
-                anyhow::bail!(
-                    "--listen {} is not a loopback address: set --token (SPAWNER_TOKEN) so that only your app can spawn backends",
+            match (&token, args.no_token) {
+                (None, false) => anyhow::bail!(
+                    "set --token (SPAWNER_TOKEN; e.g. from a Secret, see docs/kubernetes.md) so that only your app can spawn backends, \
+                     or --no-token on a loopback address for a try-out"
+                ),
+                (None, true) if !args.listen.ip().is_loopback() => anyhow::bail!(
+                    "--no-token on {}, which is not a loopback address: anyone who reaches it could start backends; set --token",
                     args.listen
-                );
+                ),
+                (None, true) => tracing::warn!(
+                    "--no-token: the control API is OPEN to everyone who reaches {}",
+                    args.listen
+                ),
+                (Some(_), _) => {}
             }
             let key_secret = match (args.key_secret.filter(|s| !s.is_empty()), &token) {
                 (Some(s), _) => s.into_bytes(),
@@ -349,16 +381,29 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 }
             };
             let urls = args.urls.urls();
+            let api_base = args.api_url.unwrap_or_else(|| urls.base.clone());
+            let mut hosts = spawner_api::OwnHosts::new(args.listen);
+            for h in &args.allowed_hosts {
+                hosts.add(h);
+            }
+            let guard = spawner_api::Guard::new(hosts)
+                .with_public_url(&api_base)
+                .with_cors_origins(&args.cors_origins);
+            let login = token
+                .as_deref()
+                .map(|t| Arc::new(spawner_api::login::LoginCodes::new(t, &api_base)));
             let config = ApiConfig {
                 namespace: args.namespace,
-                api_base: args.api_url.unwrap_or_else(|| urls.base.clone()),
+                api_base,
                 urls,
                 token,
+                guard,
                 key_secret,
             };
             let state = Arc::new(ApiState {
                 client: client().await?,
                 config,
+                login,
                 pool_stats: Default::default(),
             });
             let listener = tokio::net::TcpListener::bind(args.listen)

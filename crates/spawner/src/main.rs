@@ -33,6 +33,10 @@ enum Command {
     Terminate(client_cmd::TerminateArgs),
     /// Print a backend's output.
     Logs(client_cmd::LogsArgs),
+    /// Print a one-time login link to the dashboard.
+    Dashboard(client_cmd::DashboardArgs),
+    /// Print the local server's control token (from its data directory).
+    Token(client_cmd::TokenArgs),
     /// A small web app with a shared WebSocket counter, to try Spawner with (reads PORT).
     ExampleApp(example_app::ExampleArgs),
     #[command(flatten)]
@@ -61,6 +65,8 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => client_cmd::status(args).await,
             Command::Terminate(args) => client_cmd::terminate(args).await,
             Command::Logs(args) => client_cmd::logs(args).await,
+            Command::Dashboard(args) => client_cmd::dashboard(args).await,
+            Command::Token(args) => client_cmd::token(args).await,
             Command::ExampleApp(args) => example_app::run(args).await,
             Command::K8s(cmd) => k8s_cmd::run(cmd).await,
             Command::K8sNode(cmd) => k8s_node_cmd::run(cmd).await,

@@ -1,6 +1,5 @@
 //! `spawner serve`.
 
-use anyhow::Context;
 use clap::Args;
 use spawner_server::runtimes::{DockerOptions, DockerRuntime, Runtime};
 use spawner_server::{Config, Runtimes, Server};
@@ -18,12 +17,36 @@ pub struct ServeArgs {
     /// [default: $XDG_DATA_HOME/spawner, or ~/.local/share/spawner].
     #[arg(long, env = "SPAWNER_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Bearer token for the control routes; required when --listen is not a loopback address.
+    /// Bearer token of the control routes [default: the data directory's `token` file, made
+    /// at the first start (0600); the CLI of the same user reads it].
     #[arg(long, env = "SPAWNER_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Route `{id}.{domain}` to backend `{id}` (needs a wildcard DNS record).
-    #[arg(long, env = "SPAWNER_DOMAIN")]
-    domain: Option<String>,
+    /// No token at all: every local user and every program on this machine may start
+    /// processes as you. Only on a loopback address, and never advisable.
+    #[arg(long, env = "SPAWNER_NO_TOKEN", conflicts_with = "token")]
+    no_token: bool,
+    /// Each backend is served on an origin of its own, `{id}.{domain}`. Browsers resolve
+    /// `*.localhost` to this machine; anywhere else, a wildcard DNS record for the domain.
+    #[arg(long, env = "SPAWNER_DOMAIN", default_value = spawner_server::config::DEFAULT_DOMAIN)]
+    domain: String,
+    /// Another name under which clients reach the API (its `Host`); requests for any other
+    /// name are refused (DNS rebinding). Repeatable, or comma-separated in the variable.
+    #[arg(
+        long = "allowed-host",
+        env = "SPAWNER_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    allowed_hosts: Vec<String>,
+    /// The origin of a site whose pages may call the API from the browser (CORS), e.g.
+    /// https://app.example.com; none by default. Repeatable, or comma-separated.
+    #[arg(
+        long = "cors-origin",
+        env = "SPAWNER_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    cors_origins: Vec<String>,
     /// Base of the URLs the API returns [default: http://{listen}].
     #[arg(long, env = "SPAWNER_PUBLIC_URL")]
     public_url: Option<String>,
@@ -124,16 +147,6 @@ async fn docker_runtime(args: &ServeArgs) -> anyhow::Result<Result<Arc<dyn Runti
     }
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("spawner"));
-    }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context(
-        "no --data-dir given and neither XDG_DATA_HOME nor HOME is set: pass --data-dir",
-    )?;
-    Ok(PathBuf::from(home).join(".local/share/spawner"))
-}
-
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -146,11 +159,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let docker = docker_runtime(&args).await?;
     let data_dir = match args.data_dir {
         Some(d) => d,
-        None => default_data_dir()?,
+        None => spawner_server::config::default_data_dir().map_err(anyhow::Error::msg)?,
     };
     let mut config = Config::new(args.listen, data_dir);
     config.token = args.token.filter(|t| !t.is_empty());
-    config.domain = args.domain.filter(|d| !d.is_empty());
+    config.no_token = args.no_token;
+    config.domain = args.domain;
+    config.allowed_hosts = args.allowed_hosts;
+    config.cors_origins = args.cors_origins;
     config.public_url = args.public_url.filter(|u| !u.is_empty());
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.client_idle_timeout =
@@ -171,9 +187,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app.config.data_dir.display(),
         app.registry.len()
     );
+    announce_access(&app);
     server.run(shutdown_signal()).await;
     tracing::info!("stopped; backends keep running and are adopted at the next start");
     Ok(())
+}
+
+/// Says how to get in: the one-time dashboard link, or the warning that anyone can.
+fn announce_access(app: &spawner_server::app::App) {
+    match app.login.as_deref().map(|l| l.issue()) {
+        Some(Ok(link)) => tracing::info!(
+            "dashboard: {} (a one-time login link, valid {} min; `spawner dashboard` prints another, `spawner token` the token)",
+            link.url,
+            link.expires_in_seconds / 60
+        ),
+        Some(Err(e)) => tracing::warn!("no login link: {e}"),
+        None => tracing::warn!(
+            "--no-token: the control API is OPEN to every local user and every program on this machine, \
+             which may start any command as {}. Browsers' pages are still refused, other local users are not",
+            std::env::var("USER").unwrap_or_else(|_| "this user".into())
+        ),
+    }
 }
 
 async fn shutdown_signal() {

@@ -10,8 +10,7 @@ use spawner_core::State;
 
 async fn post(server: &TestServer, path: &str, body: &str) -> (StatusCode, Value) {
     let resp = server
-        .http()
-        .post(format!("{}{path}", server.url()))
+        .authed(server.http().post(format!("{}{path}", server.url())))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -21,10 +20,18 @@ async fn post(server: &TestServer, path: &str, body: &str) -> (StatusCode, Value
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// A request without the token.
+async fn status_without_token(req: reqwest::RequestBuilder) -> StatusCode {
+    req.header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 async fn get(server: &TestServer, path: &str) -> (StatusCode, Value) {
     let resp = server
-        .http()
-        .get(format!("{}{path}", server.url()))
+        .authed(server.http().get(format!("{}{path}", server.url())))
         .send()
         .await
         .unwrap();
@@ -185,9 +192,17 @@ async fn token_is_enforced_on_control_routes() {
     assert!(
         matches!(wrong.list(&[]).await, Err(spawner_client::Error::Api { status, .. }) if status == 401)
     );
-    assert_eq!(get(&server, "/v1/backends").await.0, 401);
+    let http = server.http();
     assert_eq!(
-        post(&server, "/spawn", r#"{"command":["true"]}"#).await.0,
+        status_without_token(http.get(format!("{}/v1/backends", server.url()))).await,
+        401
+    );
+    assert_eq!(
+        status_without_token(
+            http.post(format!("{}/spawn", server.url()))
+                .body(r#"{"command":["true"]}"#)
+        )
+        .await,
         401
     );
 
@@ -199,7 +214,7 @@ async fn token_is_enforced_on_control_routes() {
         200
     );
     assert_eq!(
-        get(&server, &format!("/v1/backends/{id}/logs")).await.0,
+        status_without_token(http.get(format!("{}/v1/backends/{id}/logs", server.url()))).await,
         401
     );
     assert!(anonymous.terminate(&id, true).await.is_err());
@@ -211,8 +226,30 @@ async fn token_is_enforced_on_control_routes() {
 #[tokio::test]
 async fn serve_refuses_a_public_address_without_a_token_and_settings_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
+    let err = serve_refusal(
+        dir.path(),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--no-token",
+            "--domain",
+            "spawner.test",
+        ],
+    );
+    assert!(err.contains("--no-token"), "{err}");
+    // Backends' origins under localhost only work on this machine.
     let err = serve_refusal(dir.path(), &["--listen", "0.0.0.0:0"]);
-    assert!(err.contains("--token"), "{err}");
+    assert!(err.contains("--domain"), "{err}");
+    let err = serve_refusal(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "https://spawner.example.com",
+        ],
+    );
+    assert!(err.contains("--domain"), "{err}");
     // A setting out of range is refused by name, with the range.
     for (flag, value, range) in [
         ("--client-idle-timeout", "9999999", "0..=604800"),
@@ -386,7 +423,7 @@ async fn ready_redirects_and_proxy_answers_by_state() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], format!("{}/p/{id}/", server.url()));
+    assert_eq!(r.headers()["location"], server.backend_url(&id));
     // /p/{id} redirects to /p/{id}/.
     let r = http
         .get(format!("{}/p/{id}?a=1", server.url()))
@@ -496,7 +533,7 @@ async fn seed_routes_keep_working() {
     let (status, resp) = post(&server, "/spawn", &body.to_string()).await;
     assert_eq!(status, 201, "{resp}");
     let name = resp["name"].as_str().unwrap().to_string();
-    assert_eq!(resp["url"], format!("{}/p/{name}/", server.url()));
+    assert_eq!(resp["url"], server.backend_url(&name));
     assert_eq!(
         resp["statusUrl"],
         format!("{}/backend/{name}/status", server.url())
@@ -745,7 +782,7 @@ async fn client_connections_quiet_for_the_idle_timeout_are_closed() {
     // A proxied request (the relay's path) and an API call (the full HTTP stack).
     let proxied = format!("GET /p/{id}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     assert!(closed_after_quiet(server.port, proxied).await);
-    let api = format!("GET /v1/backends/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let api = format!("GET /v1/backends/{id}/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     assert!(closed_after_quiet(server.port, api).await);
     // The backend itself is untouched: only the quiet connections went.
     let (status, record) = get(&server, &format!("/v1/backends/{id}/status")).await;
@@ -932,8 +969,11 @@ async fn the_list_stream_sends_the_list_then_each_change_of_what_it_filters() {
     let (first, _) = client.spawn(&mine).await.expect("spawn");
     wait_state(&client, &first.id, State::Ready).await;
     let resp = server
-        .http()
-        .get(format!("{}/v1/backends/stream?label=owner=a", server.url()))
+        .authed(
+            server
+                .http()
+                .get(format!("{}/v1/backends/stream?label=owner=a", server.url())),
+        )
         .send()
         .await
         .expect("stream");

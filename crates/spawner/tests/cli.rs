@@ -10,10 +10,13 @@ fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
     cli_with(server, None, args)
 }
 
-/// The CLI with `SPAWNER_TOKEN` set to `token`, or unset.
+/// The CLI with `SPAWNER_TOKEN` set to `token`, or unset: then it reads the token the
+/// server made in its data directory, as on the server's machine.
 fn cli_with(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(SPAWNER);
-    cmd.args(args).env("SPAWNER_URL", server.url());
+    cmd.args(args)
+        .env("SPAWNER_URL", server.url())
+        .env("SPAWNER_DATA_DIR", server.data_dir());
     match token {
         Some(t) => cmd.env("SPAWNER_TOKEN", t),
         None => cmd.env_remove("SPAWNER_TOKEN"),
@@ -26,11 +29,10 @@ fn cli_with(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, S
     )
 }
 
-/// The backend id at the end of a backend URL (`…/p/{id}/`).
+/// The backend id of a backend URL (`http://{id}.localhost:PORT/`).
 fn id_of(url: &str) -> String {
-    url.trim_end_matches('/')
-        .rsplit('/')
-        .next()
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split('.').next())
         .unwrap_or_default()
         .to_string()
 }
@@ -58,7 +60,7 @@ async fn spawn_wait_ls_status_logs_terminate() {
     assert!(err.contains("Ready"), "progress is shown: {err}");
     let url = out.trim();
     let id = id_of(url);
-    assert_eq!(url, format!("{}/p/{id}/", server.url()));
+    assert_eq!(url, server.backend_url(&id));
     let page = server
         .http()
         .get(url)
@@ -315,7 +317,12 @@ async fn spawn_wait_says_what_it_waits_for_and_gives_up_at_the_startup_timeout()
 async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_terminate() {
     const TOKEN: &str = "s3cret-token-of-the-test";
     let server = TestServer::start_with(
-        &["--public-url", "https://apps.example.com/spawner"],
+        &[
+            "--public-url",
+            "https://apps.example.com/spawner",
+            "--domain",
+            "apps.example.com",
+        ],
         Some(TOKEN),
     );
     let with_token = |args: &[&str]| cli_with(&server, Some(TOKEN), args);
@@ -340,13 +347,10 @@ async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_ter
         &script,
     ]);
     assert!(ok, "{err}");
-    // URLs are built on the public URL.
+    // URLs are built on the public URL: the backend on its own origin under the domain.
     let url = out.trim();
-    assert!(
-        url.starts_with("https://apps.example.com/spawner/p/"),
-        "{url}"
-    );
     let id = id_of(url);
+    assert_eq!(url, format!("https://{id}.apps.example.com/"));
 
     // logs -f streams until the backend ends.
     let follow = Command::new(SPAWNER)

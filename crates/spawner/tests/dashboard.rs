@@ -19,7 +19,7 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
     }
     let server = TestServer::start();
     let b = Browser::start().await;
-    b.goto(&format!("{}/", server.url())).await;
+    b.goto(&server.login_link().await).await;
     b.wait_text("#list-count", "0 shown of 0").await;
     // Set in the page: still there at the end means the page was never reloaded.
     b.js("window.__sameload = true; return true;", json!([]))
@@ -89,8 +89,7 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
 
     // A WebSocket to the backend: the page counts it.
     b.wait_text("#b-conns", "0").await;
-    let ws_url = format!("{}ws", record.url.replacen("http://", "ws://", 1));
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&format!("{}ws", record.url)))
         .await
         .expect("websocket");
     b.wait_text("#b-conns", "1").await;
@@ -172,6 +171,53 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
     );
 }
 
+/// The link `spawner serve` and `spawner dashboard` print logs a tab in once: the code
+/// leaves the address at once, and the same link opens nothing a second time.
+#[tokio::test]
+async fn a_login_link_logs_one_tab_in_once_and_leaves_no_code_behind() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let b = Browser::start().await;
+    let link = server.login_link().await;
+    b.goto(&link).await;
+    b.wait_text("#list-count", "0 shown of 0").await;
+    let href = b.js("return location.href;", json!([])).await;
+    assert_eq!(
+        href,
+        json!(format!("{}/#/", server.url())),
+        "the code is gone"
+    );
+    let token = b
+        .js("return sessionStorage.getItem('spawner-token');", json!([]))
+        .await;
+    assert_eq!(token, json!(server.token.clone()));
+
+    // Forgotten, then the same link again: refused, and the form says what to do.
+    b.click("#logout").await;
+    b.goto(&link).await;
+    b.wait_for(
+        "the token form saying the link is spent",
+        "return !document.getElementById('login').hidden \
+            && document.getElementById('login-error').textContent.includes('spawner dashboard');",
+        json!([]),
+    )
+    .await;
+    let token = b
+        .js("return sessionStorage.getItem('spawner-token');", json!([]))
+        .await;
+    assert_eq!(token, json!(null));
+
+    // A fresh link in the same tab answers the prompt that is up.
+    b.goto(&server.login_link().await).await;
+    b.wait_text("#list-count", "0 shown of 0").await;
+    let token = b
+        .js("return sessionStorage.getItem('spawner-token');", json!([]))
+        .await;
+    assert_eq!(token, json!(server.token.clone()));
+}
+
 #[tokio::test]
 async fn the_token_is_asked_once_kept_in_the_tab_and_never_put_in_a_url() {
     if !browser::available() {
@@ -235,7 +281,7 @@ async fn the_pools_view_shows_each_pool_s_counts_live() {
         return;
     }
     let server = TestServer::start();
-    let http = server.http();
+    let http = server.api();
     let created = http
         .post(format!("{}/v1/pools", server.url()))
         .json(&json!({
@@ -249,7 +295,7 @@ async fn the_pools_view_shows_each_pool_s_counts_live() {
         .expect("create the pool");
     assert_eq!(created.status(), 201);
     let b = Browser::start().await;
-    b.goto(&format!("{}/", server.url())).await;
+    b.goto(&server.login_link().await).await;
     b.click("#nav-pools").await;
     let cells = "return [...document.querySelectorAll('#pool-rows [data-pool=\"editors\"] span')].map(s => s.textContent).join(' ');";
     // Name, ready, starting, claimed, min ready, max, claims, cold claims.

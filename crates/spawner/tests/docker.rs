@@ -195,8 +195,9 @@ async fn image_ready_http_and_websocket_through_the_proxy_then_swept_and_removed
     assert_eq!(body["env"]["PORT"], "8080");
 
     // A WebSocket through the proxy: the app's counter and echo.
-    let ws_url = format!("{}ws", resp.url.replacen("http://", "ws://", 1));
-    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("ws");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&format!("{}ws", resp.url)))
+        .await
+        .expect("ws");
     let first = ws.next().await.expect("message").expect("ok");
     assert_eq!(first, Message::Text("count 0".into()));
     ws.send(Message::Text("hi".into())).await.expect("send");
@@ -327,7 +328,7 @@ async fn without_docker_an_image_spawn_is_refused_with_the_reason() {
         server.log()
     );
     let resp = server
-        .http()
+        .api()
         .post(format!("{}/v1/backends", server.url()))
         .json(&image(BUSYBOX_IMAGE))
         .send()
@@ -615,7 +616,7 @@ async fn a_pool_of_containers_hands_out_a_ready_one_told_who_claimed_it() {
         return;
     }
     let server = docker_server(&[]);
-    let http = server.http();
+    let http = server.api();
     let url = |p: &str| format!("{}{p}", server.url());
     let resp = http
         .post(url("/v1/pools"))

@@ -242,7 +242,7 @@ async fn real_answers_of_a_lifecycle_match_the_document() {
     ] {
         assert!(!c.errors(&event, &bad).is_empty(), "{bad} passed");
     }
-    let http = server.http();
+    let http = server.api();
     let url = |p: &str| format!("{}{p}", server.url());
     let app = json!([SPAWNER, "example-app"]);
 
@@ -270,11 +270,31 @@ async fn real_answers_of_a_lifecycle_match_the_document() {
     // Bad input: 400, 404.
     let resp = http
         .post(url("/v1/backends"))
+        .header("content-type", "application/json")
         .body("{\"executable\": 3}")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    c.answer("post", "/v1/backends", resp).await;
+    // A body not declared JSON: 415, and a foreign Host: 403.
+    let resp = http
+        .post(url("/v1/backends"))
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    c.answer("post", "/v1/backends", resp).await;
+    let resp = http
+        .post(url("/v1/backends"))
+        .header("host", "rebound.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     c.answer("post", "/v1/backends", resp).await;
     let resp = http
         .get(url("/v1/backends?colour=red"))
@@ -377,6 +397,7 @@ async fn real_answers_of_a_lifecycle_match_the_document() {
     // Terminate: 202, a bad body 400; then /ready is 410.
     let resp = http
         .post(url(&path("/terminate")))
+        .header("content-type", "application/json")
         .body("{\"hard\": 1}")
         .send()
         .await
@@ -426,7 +447,7 @@ async fn real_answers_of_a_lifecycle_match_the_document() {
 async fn pool_answers_match_the_document() {
     let server = TestServer::start();
     let c = Contract::new(document(&server).await);
-    let http = server.http();
+    let http = server.api();
     let url = |p: &str| format!("{}{p}", server.url());
     let pool = json!({
         "name": "docs",

@@ -16,7 +16,7 @@ async fn call(
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let url = format!("{}{path}", server.url());
-    let http = server.http();
+    let http = server.api();
     let req = match method {
         "POST" => http.post(url),
         "PUT" => http.put(url),
@@ -167,7 +167,7 @@ async fn concurrent_claims_of_one_key_give_one_backend() {
     wait_pool(&server, "nb", |p| p["ready"] == 3).await;
     let claims = (0..20).map(|_| {
         let url = format!("{}/v1/backends", server.url());
-        let http = server.http();
+        let http = server.api();
         tokio::spawn(async move {
             let resp = http
                 .post(url)
@@ -460,7 +460,7 @@ async fn the_list_stream_sends_a_claimed_backend_with_its_key_and_labels() {
     create_pool(&server, "s", template(), 1, 2).await;
     wait_pool(&server, "s", |p| p["ready"] == 1).await;
     let resp = server
-        .http()
+        .api()
         .get(format!(
             "{}/v1/backends/stream?label=owner=ann",
             server.url()

@@ -12,25 +12,56 @@ const ORDER = ["Submitted", "Constructed", "Scheduled", "Running", "Ready", "Ter
 // ---- API access -------------------------------------------------------------------------
 
 let asking = null; // the pending token prompt, shared by every request that met a 401
+let answered = null; // answers that prompt with a token
 
 function askToken(message) {
+  // Shown again whatever view a route() since the first 401 put up.
+  showOnly("login");
+  if (message || !asking) $("login-error").textContent = message || "";
   if (!asking) {
     asking = new Promise((resolve) => {
-      showOnly("login");
-      $("login-error").textContent = message || "";
       $("login-token").value = "";
       $("login-token").focus();
-      $("login-form").onsubmit = (ev) => {
-        ev.preventDefault();
-        sessionStorage.setItem(TOKEN_KEY, $("login-token").value.trim());
+      answered = (token) => {
+        sessionStorage.setItem(TOKEN_KEY, token);
         $("logout").hidden = false;
-        asking = null;
+        asking = answered = null;
         resolve();
         route();
+      };
+      $("login-form").onsubmit = (ev) => {
+        ev.preventDefault();
+        answered($("login-token").value.trim());
       };
     });
   }
   return asking;
+}
+
+/**
+ * A login link (`#login=CODE`, printed by `spawner serve` and `spawner dashboard`): the code
+ * is traded once for the token, and the fragment is dropped from the address and history.
+ */
+async function redeemLogin() {
+  const m = location.hash.match(/^#login=([0-9a-f]+)$/);
+  if (!m) return;
+  history.replaceState(null, "", location.pathname + location.search + "#/");
+  const resp = await fetch("/v1/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: m[1] }),
+  });
+  if (resp.ok) {
+    const token = (await resp.json()).token;
+    if (answered) {
+      answered(token); // a prompt was up: the requests waiting on it go on
+    } else {
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $("logout").hidden = false;
+    }
+  } else if (!sessionStorage.getItem(TOKEN_KEY)) {
+    askToken(await errorText(resp)); // not awaited: the prompt stays up until answered
+  }
 }
 
 /** fetch() on the API with the tab's token; a 401 asks for the token once and retries. */
@@ -595,5 +626,6 @@ $("logout").onclick = () => {
   sessionStorage.removeItem(TOKEN_KEY);
   location.reload();
 };
-window.addEventListener("hashchange", route);
-route();
+// A login link opened in a tab that shows the dashboard already changes only the fragment.
+window.addEventListener("hashchange", () => redeemLogin().then(route));
+redeemLogin().then(route);

@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(pools::get_one).put(pools::resize).delete(pools::drain),
         )
         .route("/spawn", post(seed::spawn))
+        .merge(spawner_api::login::control_routes(app.login.clone()))
         .route_layer(middleware::from_fn_with_state(
             spawner_api::BearerToken::new(app.config.token.as_deref()),
             spawner_api::require_token,
@@ -47,11 +48,29 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/backend/{id}/ready", get(status::ready))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(spawner_api::login::open_routes(app.login.clone()))
         .merge(spawner_api::public_routes());
-    control
-        .merge(open)
-        .fallback(|| async { ApiError::no_route() })
-        .with_state(app)
+    let guard = guard(&app.config);
+    guard.layer(
+        control
+            .merge(open)
+            .fallback(|| async { ApiError::no_route() })
+            .with_state(app),
+    )
+}
+
+/// The browser rules of the API ([`spawner_api::guard`]) for this server's names.
+fn guard(config: &crate::Config) -> spawner_api::Guard {
+    let mut hosts = spawner_api::OwnHosts::new(config.listen);
+    hosts.add(&config.domain);
+    for h in &config.allowed_hosts {
+        hosts.add(h);
+    }
+    let guard = spawner_api::Guard::new(hosts).with_cors_origins(&config.cors_origins);
+    match &config.public_url {
+        Some(url) => guard.with_public_url(url),
+        None => guard,
+    }
 }
 
 /// A store failure as the API answers it: a full disk is `503 storage_full`.

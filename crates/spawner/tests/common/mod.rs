@@ -77,6 +77,13 @@ impl TestServer {
                     .next()
                     .and_then(|p| p.parse().ok())
                     .expect("port");
+                // The token the server made at its first start, unless it was given one
+                // (or told to have none).
+                if self.token.is_none() && !self.extra_args.iter().any(|a| a == "--no-token") {
+                    let path = self.data_dir().join("token");
+                    let token = std::fs::read_to_string(&path).expect("the server's token file");
+                    self.token = Some(token.trim().to_string());
+                }
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -107,15 +114,46 @@ impl TestServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A backend's URL: its own origin, `http://{id}.localhost:PORT/`.
+    pub fn backend_url(&self, id: &str) -> String {
+        format!("http://{id}.localhost:{}/", self.port)
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url(), self.token.clone()).expect("client")
     }
 
+    /// A plain HTTP client (no token) that resolves `*.localhost`, as browsers do, to
+    /// loopback: backends' own origins (`http://{id}.localhost:PORT/`).
     pub fn http(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        http_client()
+    }
+
+    /// Like [`TestServer::http`], with the server's token on every request: the client of
+    /// an application server.
+    pub fn api(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            let value = format!("Bearer {t}").parse().expect("a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        http_builder()
+            .default_headers(headers)
             .build()
             .expect("http client")
+    }
+
+    /// A one-time login link to the dashboard (`spawner dashboard`).
+    pub async fn login_link(&self) -> String {
+        self.client().login_link().await.expect("a login link").0
+    }
+
+    /// `req` with the server's token.
+    pub fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 
     /// The body of `GET {path}` on the server, as text.
@@ -141,10 +179,10 @@ impl TestServer {
         out
     }
 
-    /// Pids of the live processes of backends of this server (found by the public URL
-    /// Spawner puts in every backend's environment).
+    /// Pids of the live processes of backends of this server (found by the keepalive URL
+    /// Spawner puts in every backend's environment, which names the server's address).
     pub fn backend_pids(&self) -> Vec<(i32, String)> {
-        let marker = format!("SPAWNER_PUBLIC_URL=http://127.0.0.1:{}/", self.port);
+        let marker = format!("SPAWNER_KEEPALIVE_URL=http://127.0.0.1:{}/", self.port);
         processes_with_env(&marker)
     }
 }
@@ -159,6 +197,64 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// An HTTP client that follows no redirects and resolves `*.localhost` to loopback, as
+/// browsers do (the system's resolver does not).
+pub fn http_client() -> reqwest::Client {
+    http_builder().build().expect("http client")
+}
+
+fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(Loopback))
+}
+
+/// `localhost` and `*.localhost` are loopback (RFC 6761); other names as the system says.
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                if host == "localhost" || host.ends_with(".localhost") {
+                    vec![([127, 0, 0, 1], 0).into()]
+                } else {
+                    tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+                };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// `http://{id}.localhost:PORT/...` as `ws://127.0.0.1:PORT/...` with the URL's `Host`: a
+/// WebSocket request to a backend's own origin, for clients that resolve names the
+/// system's way.
+pub fn ws_request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws = url.replacen("http://", "ws://", 1);
+    let mut req = ws.as_str().into_client_request().expect("a WebSocket URL");
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let loopback = authority
+        .split_once(".localhost")
+        .map(|(_, port)| format!("127.0.0.1{port}"));
+    if let Some(addr) = loopback {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *req.uri_mut() = format!("ws://{addr}{path}").parse().expect("uri");
+        req.headers_mut()
+            .insert("host", authority.parse().expect("host header"));
+    }
+    req
 }
 
 /// Live (non-zombie) processes whose environment contains `needle` (a `NAME=VALUE` prefix),
