@@ -40,6 +40,12 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Self::start_with(&[]).await
+    }
+
+    /// Chromium with `extra` arguments too (`--host-resolver-rules=MAP attacker.test
+    /// 127.0.0.1`: a name of another site that reaches a server of the test).
+    pub async fn start_with(extra: &[String]) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -65,14 +71,22 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir");
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1100,760",
+            "--hide-scrollbars",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra.iter().cloned());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                         "--disable-gpu", "--window-size=1100,760", "--hide-scrollbars",
-                         format!("--user-data-dir={}", profile.path().display())]
-            }
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
         }}});
         let resp: Value = http
             .post(format!("{base}/session"))
@@ -128,6 +142,37 @@ impl Browser {
             Some(json!({"script": script, "args": args})),
         )
         .await
+    }
+
+    /// Runs `script` as an async function body: its `return` may be a promise, whose value
+    /// is returned.
+    pub async fn js_async(&self, script: &str, args: Value) -> Value {
+        let wrapped = format!(
+            "const done = arguments[arguments.length - 1];\
+             (async (...args) => {{ {script} }})(...Array.from(arguments).slice(0, -1))\
+             .then(done, (e) => done({{error: String(e)}}));"
+        );
+        self.call(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({"script": wrapped, "args": args})),
+        )
+        .await
+    }
+
+    /// Runs `script` (as [`Browser::js`]) in the `index`th frame of the page, whatever its
+    /// origin, then comes back to the page.
+    pub async fn js_in_frame(&self, index: u64, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/frame",
+            Some(json!({ "id": index })),
+        )
+        .await;
+        let v = self.js(script, json!([])).await;
+        self.call(reqwest::Method::POST, "/frame", Some(json!({ "id": null })))
+            .await;
+        v
     }
 
     async fn element(&self, css: &str) -> String {

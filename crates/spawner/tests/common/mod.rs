@@ -27,10 +27,15 @@ impl TestServer {
     }
 
     pub fn start_with(extra_args: &[&str], token: Option<&str>) -> Self {
+        Self::start_at(0, extra_args, token)
+    }
+
+    /// [`TestServer::start_with`] on `port` (0: any free one).
+    pub fn start_at(port: u16, extra_args: &[&str], token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = TestServer {
             dir,
-            port: 0,
+            port,
             token: token.map(str::to_string),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
