@@ -442,3 +442,101 @@ async fn status_ready_stream_metrics_seed_routes_and_token() {
     let st = api.get_json(&format!("/backend/{name}/status")).await;
     assert_eq!(st["state"], "Submitted");
 }
+
+/// The same browser rules as the embedded server: a foreign `Host` (DNS rebinding), another
+/// site's `Origin` or `Sec-Fetch-Site`, and a body not declared JSON are refused before
+/// anything is read or created; `--allowed-host` adds a name; a login link opens the token
+/// once. Without `--token` the API does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_foreign_hosts_and_untyped_bodies_are_refused_and_a_token_is_required() {
+    let ns = TestNs::new("apiguard").await;
+    let api = ns.api_with(TOKEN, &["--allowed-host", "spawner-api.apiguard.svc"]);
+    let http = reqwest::Client::new();
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = http
+            .post(format!("{}/v1/backends", api.url))
+            .bearer_auth(TOKEN)
+            .body(spawn_body().to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let json = ("content-type", "application/json");
+    for (headers, status, code) in [
+        (
+            vec![json, ("host", "rebound.example")],
+            403,
+            "host_not_allowed",
+        ),
+        (
+            vec![json, ("origin", "http://evil.example")],
+            403,
+            "cross_origin",
+        ),
+        (
+            vec![json, ("sec-fetch-site", "cross-site")],
+            403,
+            "cross_origin",
+        ),
+        (
+            vec![("content-type", "text/plain")],
+            415,
+            "unsupported_media_type",
+        ),
+        (vec![], 415, "unsupported_media_type"),
+    ] {
+        let r = post(&headers).await.expect("POST");
+        assert_eq!(r.status().as_u16(), status, "{headers:?}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"], code, "{headers:?}: {body}");
+    }
+    assert!(ids(&api, "").await.is_empty(), "nothing was created");
+    let r = post(&[json, ("host", "spawner-api.apiguard.svc")])
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 201, "an allowed host");
+
+    // A one-time login link (for the dashboard) opens the token once.
+    let (status, link) = api.post("/v1/login-links", json!(null)).await;
+    assert_eq!(status, 200, "{link}");
+    let code = link["url"]
+        .as_str()
+        .and_then(|u| u.split("#login=").nth(1))
+        .expect("a code")
+        .to_string();
+    for want in [200, 401] {
+        let r = http
+            .post(format!("{}/v1/login", api.url))
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .expect("POST /v1/login");
+        assert_eq!(r.status().as_u16(), want);
+        if want == 200 {
+            let body: Value = r.json().await.expect("json");
+            assert_eq!(body["token"], TOKEN);
+        }
+    }
+
+    // No token, no API (but an explicit --no-token on loopback).
+    let out = std::process::Command::new(k8s::SPAWNER)
+        .args(["api", "--listen", "127.0.0.1:0"])
+        .env_remove("SPAWNER_TOKEN")
+        .output()
+        .expect("spawner api");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token") && err.contains("--no-token"),
+        "{err}"
+    );
+    let out = std::process::Command::new(k8s::SPAWNER)
+        .args(["api", "--listen", "0.0.0.0:0", "--no-token"])
+        .env_remove("SPAWNER_TOKEN")
+        .output()
+        .expect("spawner api");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+}

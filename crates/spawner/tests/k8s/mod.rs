@@ -392,24 +392,26 @@ impl TestNs {
 
     /// `spawner api` on a port of its own, with bearer token `token`.
     pub fn api(&self, token: &str) -> ApiProc {
+        self.api_with(token, &[])
+    }
+
+    /// [`TestNs::api`] with more arguments.
+    pub fn api_with(&self, token: &str, extra: &[&str]) -> ApiProc {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut proc = self.spawn(
+        let mut args = vec![
             "api",
-            Some("spawner-api"),
-            &[
-                "api",
-                "--listen",
-                &listen,
-                "--namespace",
-                &self.name,
-                "--token",
-                token,
-                "--public-url",
-                "http://router.test",
-            ],
-            &[],
-        );
+            "--listen",
+            &listen,
+            "--namespace",
+            &self.name,
+            "--token",
+            token,
+            "--public-url",
+            "http://router.test",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = self.spawn("api", Some("spawner-api"), &args, &[]);
         proc.wait_for_log("API listening");
         ApiProc {
             proc,
