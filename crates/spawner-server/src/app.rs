@@ -53,7 +53,31 @@ impl App {
         states: &[(State, Option<String>)],
         exit_code: Option<i32>,
     ) -> Result<Vec<Event>, StoreError> {
+        // A Ready shown and not stored (its commit failed, a full disk, or is still queued)
+        // is recorded first, so that what follows does not take its sequence number: a
+        // status stream that saw it would skip the event that did. The store passes over
+        // it when it is there already.
+        let shown = live
+            .unstored_after(0)
+            .into_iter()
+            .find(|e| e.state == State::Ready);
+        let with_ready: Vec<(State, Option<String>)>;
+        let states = match &shown {
+            Some(_) => {
+                with_ready = std::iter::once((State::Ready, None))
+                    .chain(states.iter().cloned())
+                    .collect();
+                &with_ready[..]
+            }
+            None => states,
+        };
         let events = self.store.transition(&live.id, states, exit_code).await?;
+        if let Some(ready) = &shown {
+            let stored = events.iter().find(|e| e.state == State::Ready);
+            if let Some(stored) = stored {
+                live.settled(ready.seq, Some(stored.seq));
+            }
+        }
         self.recorded(live, &events, true);
         Ok(events)
     }
