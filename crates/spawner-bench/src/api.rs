@@ -14,11 +14,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Keep-alive HTTP/1.1 client of one Spawner.
+/// The control token of the servers a bench run starts.
+pub const TOKEN: &str = "spawner-bench-control-token";
+/// The `Authorization` header that carries it.
+pub const AUTH: &str = "Bearer spawner-bench-control-token";
+
+/// Keep-alive HTTP/1.1 client of one Spawner, with its control token.
 #[derive(Clone)]
 pub struct Api {
     pub addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// `Bearer {TOKEN}`.
+    pub auth: http::HeaderValue,
 }
 
 /// One event of a status stream and when it arrived here.
@@ -42,7 +49,11 @@ impl Api {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(512)
             .build(connector);
-        Api { addr, client }
+        Api {
+            addr,
+            client,
+            auth: http::HeaderValue::from_static(AUTH),
+        }
     }
 
     /// Sends a request and reads the whole answer.
@@ -60,6 +71,7 @@ impl Api {
             .method(method)
             .uri(format!("http://{}{path}", self.addr))
             .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, self.auth.clone())
             .body(body)?;
         let resp = self
             .client
@@ -254,7 +266,9 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--stop-grace")
-            .arg("2");
+            .arg("2")
+            .arg("--token")
+            .arg(TOKEN);
         let mut proc = Proc::start("spawner serve", cmd, token, &dir.join("spawner.log"))?;
         proc.wait_port(addr, Duration::from_secs(20)).await?;
         Ok(Server {

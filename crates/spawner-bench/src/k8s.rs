@@ -167,6 +167,8 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
         &addr.to_string(),
         "--namespace",
         NAMESPACE,
+        "--token",
+        crate::api::TOKEN,
     ])
     .env(
         "KUBECONFIG",

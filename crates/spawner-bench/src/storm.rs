@@ -106,6 +106,7 @@ async fn one_connection(
             .uri(&uri)
             .header(http::header::HOST, addr.to_string())
             .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, crate::api::AUTH)
             .body(Full::new(body.clone()))?;
         let t = Instant::now();
         send.ready().await?;
