@@ -375,7 +375,12 @@ fn healthz() {}
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations", operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text (docs/api.md lists the series)", content_type = "text/plain", body = String))
+    description = "Needs the control token, as the control routes do (Prometheus: `authorization: {credentials_file: ...}`).",
+    responses(
+        (status = 200, description = "Prometheus text (docs/api.md lists the series)", content_type = "text/plain", body = String),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
 )]
 #[allow(dead_code)]
 fn metrics() {}

@@ -217,6 +217,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backends/{id}/logs", get(logs))
         .route("/spawn", post(seed_spawn))
         .merge(crate::pools::routes())
+        .route("/metrics", get(metrics))
         .merge(spawner_api::login::control_routes(state.login.clone()))
         .route_layer(middleware::from_fn_with_state(
             BearerToken::new(state.config.token.as_deref()),
@@ -233,7 +234,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/backend/{id}/status/stream", get(stream))
         .route("/backend/{id}/ready", get(ready))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
         .merge(spawner_api::login::open_routes(state.login.clone()))
         .merge(spawner_api::public_routes())
         .fallback(|| async { ApiError::no_route() });

@@ -213,10 +213,10 @@ async fn token_is_enforced_on_control_routes() {
         get(&server, &format!("/v1/backends/{id}/status")).await.0,
         200
     );
-    assert_eq!(
-        status_without_token(http.get(format!("{}/v1/backends/{id}/logs", server.url()))).await,
-        401
-    );
+    for path in [format!("/v1/backends/{id}/logs"), "/metrics".into()] {
+        let status = status_without_token(http.get(format!("{}{path}", server.url()))).await;
+        assert_eq!(status, 401, "{path}");
+    }
     assert!(anonymous.terminate(&id, true).await.is_err());
     assert_eq!(client.status(&id).await.unwrap().state, State::Ready);
     client.terminate(&id, true).await.unwrap();

@@ -492,6 +492,12 @@ async fn browsers_foreign_hosts_and_untyped_bodies_are_refused_and_a_token_is_re
         assert_eq!(body["error"], code, "{headers:?}: {body}");
     }
     assert!(ids(&api, "").await.is_empty(), "nothing was created");
+    let r = http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(r.status().as_u16(), 401, "metrics need the token");
     let r = post(&[json, ("host", "spawner-api.apiguard.svc")])
         .await
         .expect("POST");

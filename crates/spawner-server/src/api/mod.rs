@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(pools::get_one).put(pools::resize).delete(pools::drain),
         )
         .route("/spawn", post(seed::spawn))
+        .route("/metrics", get(metrics))
         .merge(spawner_api::login::control_routes(app.login.clone()))
         .route_layer(middleware::from_fn_with_state(
             spawner_api::BearerToken::new(app.config.token.as_deref()),
@@ -47,7 +48,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/backend/{id}/status/stream", get(status::stream))
         .route("/backend/{id}/ready", get(status::ready))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .merge(spawner_api::login::open_routes(app.login.clone()))
         .merge(spawner_api::public_routes());
     let guard = guard(&app.config);

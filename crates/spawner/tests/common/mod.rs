@@ -161,9 +161,9 @@ impl TestServer {
         }
     }
 
-    /// The body of `GET {path}` on the server, as text.
+    /// The body of `GET {path}` on the server (with its token), as text.
     pub async fn text(&self, path: &str) -> String {
-        let resp = self.http().get(format!("{}{path}", self.url())).send();
+        let resp = self.api().get(format!("{}{path}", self.url())).send();
         resp.await.expect("GET").text().await.expect("body")
     }
 
