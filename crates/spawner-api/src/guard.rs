@@ -105,6 +105,25 @@ impl Guard {
         }
     }
 
+    /// The guard of a server listening on `listen`, reached at `public_url` (if set) and
+    /// under the `names` of its configuration, whose pages `cors_origins` may call it.
+    pub fn for_server(
+        listen: SocketAddr,
+        public_url: Option<&str>,
+        names: &[String],
+        cors_origins: &[String],
+    ) -> Self {
+        let mut hosts = OwnHosts::new(listen);
+        for name in names {
+            hosts.add(name);
+        }
+        let guard = Guard::new(hosts).with_cors_origins(cors_origins);
+        match public_url {
+            Some(url) => guard.with_public_url(url),
+            None => guard,
+        }
+    }
+
     /// The server's public URL: its host is one of its own, its origin is its own.
     pub fn with_public_url(mut self, url: &str) -> Self {
         self.hosts.add_url(url);

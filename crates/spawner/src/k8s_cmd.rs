@@ -94,25 +94,8 @@ pub struct ApiArgs {
     /// address, for a try-out.
     #[arg(long, env = "SPAWNER_NO_TOKEN", conflicts_with = "token")]
     no_token: bool,
-    /// Another name under which clients reach the API (its `Host`; e.g. the Service's
-    /// `spawner-api.spawner.svc`); requests for any other name are refused (DNS rebinding).
-    /// Repeatable, or comma-separated in the variable.
-    #[arg(
-        long = "allowed-host",
-        env = "SPAWNER_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    allowed_hosts: Vec<String>,
-    /// The origin of a site whose pages may call the API from the browser (CORS); none by
-    /// default. Repeatable, or comma-separated.
-    #[arg(
-        long = "cors-origin",
-        env = "SPAWNER_CORS_ORIGINS",
-        value_delimiter = ',',
-        value_name = "ORIGIN"
-    )]
-    cors_origins: Vec<String>,
+    #[command(flatten)]
+    browsers: crate::access_args::BrowserArgs,
     /// Secret keying the object names derived from keys (default: the token).
     #[arg(long, env = "SPAWNER_KEY_SECRET", hide_env_values = true)]
     key_secret: Option<String>,
@@ -382,13 +365,12 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             };
             let urls = args.urls.urls();
             let api_base = args.api_url.unwrap_or_else(|| urls.base.clone());
-            let mut hosts = spawner_api::OwnHosts::new(args.listen);
-            for h in &args.allowed_hosts {
-                hosts.add(h);
-            }
-            let guard = spawner_api::Guard::new(hosts)
-                .with_public_url(&api_base)
-                .with_cors_origins(&args.cors_origins);
+            let guard = spawner_api::Guard::for_server(
+                args.listen,
+                Some(&api_base),
+                &args.browsers.allowed_hosts,
+                &args.browsers.cors_origins,
+            );
             let login = token
                 .as_deref()
                 .map(|t| Arc::new(spawner_api::login::LoginCodes::new(t, &api_base)));

@@ -1,5 +1,6 @@
 //! `spawner`: the server, its components and its command-line client in one binary.
 
+mod access_args;
 mod client_cmd;
 mod example_app;
 mod k8s_cmd;

@@ -29,24 +29,8 @@ pub struct ServeArgs {
     /// `*.localhost` to this machine; anywhere else, a wildcard DNS record for the domain.
     #[arg(long, env = "SPAWNER_DOMAIN", default_value = spawner_server::config::DEFAULT_DOMAIN)]
     domain: String,
-    /// Another name under which clients reach the API (its `Host`); requests for any other
-    /// name are refused (DNS rebinding). Repeatable, or comma-separated in the variable.
-    #[arg(
-        long = "allowed-host",
-        env = "SPAWNER_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    allowed_hosts: Vec<String>,
-    /// The origin of a site whose pages may call the API from the browser (CORS), e.g.
-    /// https://app.example.com; none by default. Repeatable, or comma-separated.
-    #[arg(
-        long = "cors-origin",
-        env = "SPAWNER_CORS_ORIGINS",
-        value_delimiter = ',',
-        value_name = "ORIGIN"
-    )]
-    cors_origins: Vec<String>,
+    #[command(flatten)]
+    browsers: crate::access_args::BrowserArgs,
     /// Base of the URLs the API returns [default: http://{listen}].
     #[arg(long, env = "SPAWNER_PUBLIC_URL")]
     public_url: Option<String>,
@@ -165,8 +149,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.token = args.token.filter(|t| !t.is_empty());
     config.no_token = args.no_token;
     config.domain = args.domain;
-    config.allowed_hosts = args.allowed_hosts;
-    config.cors_origins = args.cors_origins;
+    config.allowed_hosts = args.browsers.allowed_hosts;
+    config.cors_origins = args.browsers.cors_origins;
     config.public_url = args.public_url.filter(|u| !u.is_empty());
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.client_idle_timeout =

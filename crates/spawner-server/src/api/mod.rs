@@ -61,16 +61,14 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// The browser rules of the API ([`spawner_api::guard`]) for this server's names.
 fn guard(config: &crate::Config) -> spawner_api::Guard {
-    let mut hosts = spawner_api::OwnHosts::new(config.listen);
-    hosts.add(&config.domain);
-    for h in &config.allowed_hosts {
-        hosts.add(h);
-    }
-    let guard = spawner_api::Guard::new(hosts).with_cors_origins(&config.cors_origins);
-    match &config.public_url {
-        Some(url) => guard.with_public_url(url),
-        None => guard,
-    }
+    let mut names = config.allowed_hosts.clone();
+    names.push(config.domain.clone());
+    spawner_api::Guard::for_server(
+        config.listen,
+        config.public_url.as_deref(),
+        &names,
+        &config.cors_origins,
+    )
 }
 
 /// A store failure as the API answers it: a full disk is `503 storage_full`.
