@@ -3,7 +3,7 @@
 //! and HAProxy from Debian as reverse proxies, for comparison.
 
 use spawner_proxy::forward::message;
-use spawner_proxy::{Forwarder, Monitor, RequestHead, Target};
+use spawner_proxy::{Forwarder, Monitor, PeerTrust, RequestHead, ResponsePolicy, Target};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub async fn spawner(backend: SocketAddr) -> std::io::Result<SocketAddr> {
             monitor: monitor.clone(),
             strip: crate::run::PREFIX.len(),
             client_ip: peer.ip(),
+            // As the embedded server: the proxy is the edge.
+            trust: PeerTrust::Untrusted,
+            response: ResponsePolicy::Pass,
+            router_proof: None,
         })
     };
     let forwarder = Forwarder::new().with_threads(1);
