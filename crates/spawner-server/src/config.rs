@@ -19,6 +19,9 @@ pub struct Config {
     pub token: Option<String>,
     /// Enables `{id}.{domain}` host routing.
     pub domain: Option<String>,
+    /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`) the proxy keeps:
+    /// proxies in front of Spawner. Empty: Spawner is the edge, and sets its own.
+    pub trusted_proxies: spawner_proxy::TrustedProxies,
     /// Base of the URLs the API returns; defaults to `http://{listen}`.
     pub public_url: Option<String>,
     /// Time between SIGTERM and SIGKILL when a backend is stopped.
@@ -45,6 +48,7 @@ impl Config {
             data_dir,
             token: None,
             domain: None,
+            trusted_proxies: spawner_proxy::TrustedProxies::default(),
             public_url: None,
             stop_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_millis(100),

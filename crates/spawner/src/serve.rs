@@ -24,6 +24,16 @@ pub struct ServeArgs {
     /// Route `{id}.{domain}` to backend `{id}` (needs a wildcard DNS record).
     #[arg(long, env = "SPAWNER_DOMAIN")]
     domain: Option<String>,
+    /// A proxy in front of Spawner (an address, or a CIDR block such as 10.0.0.0/8) whose
+    /// X-Forwarded-* and Forwarded headers are kept; repeat the flag for more. Without one,
+    /// Spawner is the edge: it drops every client's forwarding headers and sets its own.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SPAWNER_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<spawner_proxy::Cidr>,
     /// Base of the URLs the API returns [default: http://{listen}].
     #[arg(long, env = "SPAWNER_PUBLIC_URL")]
     public_url: Option<String>,
@@ -151,6 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::new(args.listen, data_dir);
     config.token = args.token.filter(|t| !t.is_empty());
     config.domain = args.domain.filter(|d| !d.is_empty());
+    config.trusted_proxies = spawner_proxy::TrustedProxies::new(args.trusted_proxies);
     config.public_url = args.public_url.filter(|u| !u.is_empty());
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.client_idle_timeout =
