@@ -3,7 +3,7 @@
 //! and HAProxy from Debian as reverse proxies, for comparison.
 
 use spawner_proxy::forward::message;
-use spawner_proxy::{Forwarder, Monitor, RequestHead, Target};
+use spawner_proxy::{Forwarder, Monitor, PeerTrust, RequestHead, ResponsePolicy, Target};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub async fn spawner(backend: SocketAddr) -> std::io::Result<SocketAddr> {
             monitor: monitor.clone(),
             strip: crate::run::PREFIX.len(),
             client_ip: peer.ip(),
+            // As the embedded server: the proxy is the edge.
+            trust: PeerTrust::Untrusted,
+            response: ResponsePolicy::Pass,
+            router_proof: None,
         })
     };
     let forwarder = Forwarder::new().with_threads(1);
@@ -52,7 +56,8 @@ pub async fn spawner(backend: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// nginx's configuration as a reverse proxy in front of `backend`, listening on `port`.
+/// nginx's configuration as a reverse proxy in front of `backend`, listening on `port`; as
+/// an edge, like Spawner: it sets the forwarding headers and drops the client's.
 pub fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr) -> String {
     let d = dir.display();
     let user = if is_root() { "user root root;\n" } else { "" };
@@ -64,19 +69,33 @@ pub fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr) -> String {
          server {{\n    listen 127.0.0.1:{port};\n    \
          location /p/b1/ {{\n      proxy_pass http://backend/;\n      proxy_http_version 1.1;\n      \
          proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
-         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
+         proxy_set_header X-Forwarded-For $remote_addr;\n      \
+         proxy_set_header X-Forwarded-Proto $scheme;\n      \
+         proxy_set_header X-Forwarded-Host $http_host;\n      \
+         proxy_set_header X-Forwarded-Port \"\";\n      \
+         proxy_set_header Forwarded \"\";\n      \
+         proxy_set_header X-Real-IP \"\";\n      \
+         proxy_set_header X-Spawner-Router-Proof \"\";\n      \
          proxy_set_header X-Forwarded-Prefix /p/b1;\n    }}\n    \
          location / {{ return 404; }}\n  }}\n}}\n"
     )
 }
 
-/// HAProxy's configuration as a reverse proxy in front of `backend`, listening on `port`.
+/// HAProxy's configuration as a reverse proxy in front of `backend`, listening on `port`;
+/// an edge, as nginx's.
 pub fn haproxy_conf(port: u16, backend: SocketAddr) -> String {
     format!(
         "global\n  maxconn 1000\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
          timeout server 30s\n  option http-keep-alive\n\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  option forwardfor\n  \
-         http-request deny deny_status 404 unless {{ path_beg /p/b1/ }}\n  default_backend be\n\n\
+         http-request deny deny_status 404 unless {{ path_beg /p/b1/ }}\n  \
+         http-request del-header X-Forwarded-For\n  http-request del-header X-Forwarded-Port\n  \
+         http-request del-header Forwarded\n  http-request del-header X-Real-IP\n  \
+         http-request del-header X-Spawner-Router-Proof\n  \
+         http-request set-header X-Forwarded-Proto http\n  \
+         http-request del-header X-Forwarded-Host\n  \
+         http-request set-header X-Forwarded-Host %[req.hdr(host)] if {{ req.hdr(host) -m found }}\n  \
+         default_backend be\n\n\
          backend be\n  http-request set-header X-Forwarded-Prefix /p/b1\n  \
          http-request replace-path /p/b1(/.*) \\1\n  server s1 {backend}\n"
     )

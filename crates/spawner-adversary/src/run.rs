@@ -176,19 +176,50 @@ fn describe(r: &Request) -> String {
     format!("{} {} ({} body bytes)", r.method, r.target, r.body.len())
 }
 
-/// Whether `got` carries the proxy's own forwarding headers: the client's address last in
-/// `X-Forwarded-For`, and one `X-Forwarded-Prefix` naming the stripped prefix.
+/// Whether `got` carries the proxy's own forwarding headers and no client's: the proxy is
+/// the edge, so `X-Forwarded-For` is the client's address alone, `X-Forwarded-Proto` (if
+/// any) `http`, `X-Forwarded-Host` (if any) the request's `Host`, one `X-Forwarded-Prefix`
+/// naming the stripped prefix, and no `X-Forwarded-Port`, `Forwarded` or `X-Real-IP`.
 fn forwarded_headers(got: &Request) -> Result<(), String> {
-    let last_for = got
-        .header_values("x-forwarded-for")
-        .last()
-        .and_then(|v| v.rsplit(|b| *b == b',').next())
-        .map(|v| String::from_utf8_lossy(v).trim().to_string());
-    if last_for.as_deref() != Some(CLIENT_IP) {
+    let fors: Vec<&[u8]> = got.header_values("x-forwarded-for").collect();
+    if fors != [CLIENT_IP.as_bytes()] {
         return Err(format!(
-            "{}: X-Forwarded-For does not end with the client's address ({last_for:?})",
-            describe(got)
+            "{}: X-Forwarded-For is not the client's address alone: {:?}",
+            describe(got),
+            fors.iter().map(|v| lossy(v)).collect::<Vec<_>>()
         ));
+    }
+    let protos: Vec<&[u8]> = got.header_values("x-forwarded-proto").collect();
+    if !(protos.is_empty() || protos == [b"http"]) {
+        return Err(format!(
+            "{}: X-Forwarded-Proto {:?} (a client's?)",
+            describe(got),
+            protos.iter().map(|v| lossy(v)).collect::<Vec<_>>()
+        ));
+    }
+    let hosts: Vec<&[u8]> = got.header_values("x-forwarded-host").collect();
+    let host: Vec<&[u8]> = got.header_values("host").collect();
+    if !(hosts.is_empty() || hosts == host) {
+        return Err(format!(
+            "{}: X-Forwarded-Host {:?} is not the Host {:?}",
+            describe(got),
+            hosts.iter().map(|v| lossy(v)).collect::<Vec<_>>(),
+            host.iter().map(|v| lossy(v)).collect::<Vec<_>>()
+        ));
+    }
+    for name in [
+        "x-forwarded-port",
+        "forwarded",
+        "x-real-ip",
+        "x-spawner-router-proof",
+    ] {
+        if let Some(v) = got.header_values(name).next() {
+            return Err(format!(
+                "{}: a client's {name}: {:?} reached the backend",
+                describe(got),
+                lossy(v)
+            ));
+        }
     }
     let prefixes: Vec<&[u8]> = got.header_values("x-forwarded-prefix").collect();
     if prefixes != [PREFIX.as_bytes()] {

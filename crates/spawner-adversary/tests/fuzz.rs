@@ -13,7 +13,7 @@ use spawner_proxy::framing::RequestBody;
 use spawner_proxy::head::{
     parse_request, parse_response, Forward, Framing, RequestParse, MAX_HEAD,
 };
-use spawner_proxy::{Monitor, Target};
+use spawner_proxy::{Monitor, PeerTrust, ResponsePolicy, Target};
 use std::sync::Arc;
 
 fn target() -> Target {
@@ -22,6 +22,9 @@ fn target() -> Target {
         monitor: Arc::new(Monitor::new(0)),
         strip: 0,
         client_ip: "127.0.0.1".parse().expect("ip"),
+        trust: PeerTrust::Untrusted,
+        response: ResponsePolicy::Pass,
+        router_proof: None,
     }
 }
 

@@ -66,6 +66,9 @@ pub struct ControllerConfig {
     pub retention: Duration,
     /// The longest a live object goes without a reconcile, whatever happens.
     pub resync: Duration,
+    /// The router's key: each new Pod's sidecar gets the router's proof for its backend
+    /// (`pod::add_router_proof`). Without it, sidecars trust no one's forwarding headers.
+    pub router_key: Option<crate::router_key::RouterKey>,
 }
 
 /// What a reconcile saw of the world besides the object itself.
@@ -613,6 +616,9 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                 // The backend's own secret, made now: see `pod::add_secret`.
                 let secret = BackendId::generate().map_err(|e| Error::Secret(e.to_string()))?;
                 crate::pod::add_secret(&mut p, secret.as_str(), ctx.config.pod.sidecar_port);
+                if let Some(key) = &ctx.config.router_key {
+                    crate::pod::add_router_proof(&mut p, &key.proof(&name));
+                }
                 match pods.create(&PostParams::default(), &p).await {
                     Err(kube::Error::Api(s)) if refused(&s) => {
                         return fail_refused(&obj, &slabs, &ctx, "Pod", &s).await;
@@ -904,6 +910,7 @@ pub(crate) mod tests {
             pod: pod_config(),
             retention: Duration::from_secs(60),
             resync: Duration::from_secs(300),
+            router_key: None,
         }
     }
 

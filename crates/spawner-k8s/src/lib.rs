@@ -17,6 +17,7 @@ pub mod pool_crd;
 pub mod pool_members;
 pub mod pools;
 pub mod router;
+pub mod router_key;
 pub mod status;
 pub mod sweeper;
 pub mod write;

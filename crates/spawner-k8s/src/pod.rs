@@ -281,6 +281,33 @@ pub fn add_secret(pod: &mut Pod, secret: &str, sidecar_port: u16) {
     }
 }
 
+/// The variable of the sidecar container holding the router's proof for this backend.
+pub const ROUTER_PROOF_ENV: &str = "SPAWNER_ROUTER_PROOF";
+
+/// Gives the sidecar of a Pod built by [`build_pod`] the router's proof for this backend
+/// ([`crate::router_key`]): requests that carry it come from the router, whose forwarding
+/// headers the sidecar then keeps. Without it the sidecar trusts no one. Set when the Pod is
+/// created (the key is not part of the pure [`build_pod`]); a Pod keeps the proof it was
+/// created with.
+pub fn add_router_proof(pod: &mut Pod, proof: &str) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    for c in spec
+        .containers
+        .iter_mut()
+        .filter(|c| c.name == SIDECAR_CONTAINER)
+    {
+        let env = c.env.get_or_insert_with(Vec::new);
+        env.retain(|e| e.name != ROUTER_PROOF_ENV);
+        env.push(EnvVar {
+            name: ROUTER_PROOF_ENV.to_string(),
+            value: Some(proof.to_string()),
+            value_from: None,
+        });
+    }
+}
+
 /// The backend's own secret, as [`add_secret`] put it into the Pod.
 pub fn secret_of(pod: &Pod) -> Option<String> {
     pod.spec
@@ -356,6 +383,28 @@ pub(crate) mod tests {
         obj.metadata.namespace = Some("default".into());
         obj.metadata.uid = Some(format!("uid-{name}"));
         obj
+    }
+
+    #[test]
+    fn the_router_proof_goes_to_the_sidecar_alone() {
+        let mut pod = build_pod(&object("b1"), &config()).expect("pod");
+        add_router_proof(&mut pod, "p1");
+        add_router_proof(&mut pod, "p2");
+        let spec = pod.spec.expect("spec");
+        for c in &spec.containers {
+            let proofs: Vec<_> = c
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| e.name == ROUTER_PROOF_ENV)
+                .map(|e| e.value.as_deref())
+                .collect();
+            if c.name == SIDECAR_CONTAINER {
+                assert_eq!(proofs, [Some("p2")], "one, the last");
+            } else {
+                assert!(proofs.is_empty(), "{}: {proofs:?}", c.name);
+            }
+        }
     }
 
     #[test]

@@ -5,8 +5,16 @@
 //! controller recorded in the status: one map lookup per request, no DNS. Forwarding is
 //! spawner-proxy's [`Forwarder`], the embedded server's own; the sidecar behind it does
 //! the per-backend counting, so the router's [`Monitor`] only counts the router's traffic.
+//!
+//! The router is the edge (unless `--trusted-proxy` names the proxies in front of it): it
+//! sets the forwarding headers, and proves itself to each sidecar with the backend's proof
+//! ([`crate::router_key`]), so that the sidecar keeps them. With a domain, browsers asking
+//! for a backend by path are sent to its own origin, as by the embedded server
+//! ([`spawner_proxy::route::disposition`]).
 
 use crate::crd::SessionLivedBackend;
+use crate::naming::Urls;
+use crate::router_key::RouterKey;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
@@ -17,12 +25,18 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use spawner_core::State;
 use spawner_proxy::forward::message;
-use spawner_proxy::route::{add_slash, host_of, id_from_host};
-use spawner_proxy::{Forwarder, Monitor, ProxyBody, RequestHead, Target};
+use spawner_proxy::route::{
+    add_slash, disposition, fetch_mode, host_of, id_from_host, is_host_label, own_origin_only,
+    to_own_origin, Disposition,
+};
+use spawner_proxy::{
+    Forwarder, Monitor, ProxyBody, RequestHead, ResponsePolicy, Target, TrustedProxies,
+};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -32,8 +46,17 @@ pub struct RouterConfig {
     /// The namespace of the backends; all namespaces if `None` (then a lookup scans the
     /// store, as names are unique per namespace only).
     pub namespace: Option<String>,
-    /// With a domain, `Host: {id}.{domain}` routes to backend `id`.
+    /// With a domain, `Host: {id}.{domain}` routes to backend `id`, and browsers asking
+    /// for a backend by path are sent there.
     pub domain: Option<String>,
+    /// Where browsers reach the router (`SPAWNER_PUBLIC_URL`): its scheme is that of the
+    /// backends' own origins (`{scheme}://{id}.{domain}/`); `http` without it.
+    pub public_url: Option<String>,
+    /// The proxies in front of the router, whose forwarding headers it keeps.
+    pub trusted_proxies: TrustedProxies,
+    /// The key of the proofs sent to the sidecars; without it, none is sent (and the
+    /// sidecars, which have none either, trust no one).
+    pub key: Option<RouterKey>,
 }
 
 /// The routing table (a reflector store kept current by the watch) and the forwarder.
@@ -43,6 +66,11 @@ pub struct Router {
     config: RouterConfig,
     forwarder: Forwarder,
     monitor: Arc<Monitor>,
+    /// Where browsers reach each backend, for redirects to its own origin.
+    urls: Urls,
+    /// Each backend's proof, made once ([`Router::proof`]), dropped when the backend's object
+    /// is deleted: an HMAC per request would cost more than the rest of the routing.
+    proofs: RwLock<HashMap<String, HeaderValue>>,
 }
 
 /// Where a request goes, from its path or host alone.
@@ -143,12 +171,18 @@ impl Router {
     /// A router over `store`; it answers `503` until [`Router::mark_synced`] (the first
     /// complete list), so that a fresh router never calls a live backend unknown.
     pub fn new(store: Store<SessionLivedBackend>, config: RouterConfig) -> Arc<Self> {
+        let urls = Urls::new(
+            config.public_url.as_deref().unwrap_or("http://localhost"),
+            config.domain.clone(),
+        );
         Arc::new(Router {
             store,
             synced: AtomicBool::new(false),
             config,
             forwarder: Forwarder::new(),
             monitor: Arc::new(Monitor::new(0)),
+            urls,
+            proofs: RwLock::default(),
         })
     }
 
@@ -188,23 +222,100 @@ impl Router {
             Route::Health => retry_later("the router is reading the backends\n"),
             Route::NotFound => message(StatusCode::NOT_FOUND, "not found\n"),
             Route::AddSlash => add_slash(&req),
-            Route::Backend { id, path_prefix } => match self.target(&id, path_prefix, peer) {
-                Ok(target) => self.forwarder.forward(req, target).await,
-                Err(refusal) => refusal.response(),
-            },
+            Route::Backend { id, path_prefix } => {
+                let how = self.disposition(path_prefix, req.method().as_str(), fetch_mode(&req));
+                let response = match how {
+                    Disposition::Forward(response) => response,
+                    // Only a host label can have an origin, or go into a `Location`.
+                    _ if !is_host_label(&id) => return Refusal::Unknown.response(),
+                    Disposition::Redirect => {
+                        let rest = req.uri().path().get(path_prefix..).unwrap_or_default();
+                        return to_own_origin(&self.urls.backend_url(&id), rest, req.uri().query());
+                    }
+                    Disposition::Refuse => return own_origin_only(&self.urls.backend_url(&id)),
+                };
+                match self.target(&id, path_prefix, peer, response) {
+                    Ok(target) => self.forwarder.forward(req, target).await,
+                    Err(refusal) => refusal.response(),
+                }
+            }
         }
     }
 
-    /// The relay's route: requests for backends that can take them now.
+    /// What becomes of a request for a backend routed as `path_prefix` says (0: by host).
+    fn disposition(&self, path_prefix: usize, method: &str, mode: Option<&[u8]>) -> Disposition {
+        disposition(path_prefix > 0, self.config.domain.is_some(), method, mode)
+    }
+
+    /// The relay's route: requests for backends that can take them now; redirects and
+    /// refusals are hyper's path's ([`Router::handle`]).
     fn relay_route(&self, head: &RequestHead, peer: SocketAddr) -> Option<Target> {
         match route_of(self.config.domain.as_deref(), head.host, head.path) {
-            Route::Backend { id, path_prefix } => self.target(&id, path_prefix, peer).ok(),
+            Route::Backend { id, path_prefix } => {
+                match self.disposition(path_prefix, head.method, head.fetch_mode) {
+                    Disposition::Forward(response) => {
+                        self.target(&id, path_prefix, peer, response).ok()
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
 
+    /// The proof for backend `name`'s sidecar, if the router has a key: made at the first
+    /// request, then read from the map.
+    fn proof(&self, name: &str) -> Option<HeaderValue> {
+        let key = self.config.key.as_ref()?;
+        // A poisoned lock holds only proofs, each complete: go on with it.
+        let cached = self
+            .proofs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        if cached.is_some() {
+            return cached;
+        }
+        let made = HeaderValue::try_from(key.proof(name)).ok()?;
+        self.proofs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string(), made.clone());
+        Some(made)
+    }
+
+    /// Drops the proofs of backends that are gone: `name`'s, or (without one) those of
+    /// every backend the store no longer holds.
+    fn forget_proofs(&self, name: Option<&str>) {
+        let mut proofs = self
+            .proofs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match name {
+            Some(name) => {
+                proofs.remove(name);
+            }
+            None => {
+                let live: HashSet<String> = self
+                    .store
+                    .state()
+                    .iter()
+                    .filter_map(|o| o.metadata.name.clone())
+                    .collect();
+                proofs.retain(|name, _| live.contains(name));
+            }
+        }
+    }
+
     /// Where a request for backend `id` goes, or why it cannot go there now.
-    fn target(&self, id: &str, path_prefix: usize, peer: SocketAddr) -> Result<Target, Refusal> {
+    fn target(
+        &self,
+        id: &str,
+        path_prefix: usize,
+        peer: SocketAddr,
+        response: ResponsePolicy,
+    ) -> Result<Target, Refusal> {
         let Some(obj) = self.lookup(id) else {
             return Err(if self.is_synced() {
                 Refusal::Unknown
@@ -223,6 +334,9 @@ impl Router {
             monitor: self.monitor.clone(),
             strip,
             client_ip: peer.ip(),
+            trust: self.config.trusted_proxies.trust(peer.ip()),
+            response,
+            router_proof: self.proof(id),
         })
     }
 }
@@ -255,6 +369,7 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
     let (store, writer) = reflector::store();
     let router = Router::new(store.clone(), config);
     let synced = router.clone();
+    let watching = router.clone();
     let task = tokio::spawn(async move {
         let waiting = tokio::spawn(async move {
             if store.wait_until_ready().await.is_ok() {
@@ -266,9 +381,15 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
             writer,
             watcher::watcher(api, watcher::Config::default()).default_backoff(),
         );
+        let watching = &watching;
         futures_util::StreamExt::for_each(stream, |event| async move {
             match event {
                 Ok(watcher::Event::Apply(obj)) => debug!(name = %obj.name_any(), "backend changed"),
+                Ok(watcher::Event::Delete(obj)) => {
+                    watching.forget_proofs(Some(&obj.name_any()));
+                }
+                // A new list after a gap: deletions in the gap came as no event.
+                Ok(watcher::Event::InitDone) => watching.forget_proofs(None),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "watch failed; retrying with backoff"),
             }

@@ -36,6 +36,7 @@ fn config() -> ControllerConfig {
         },
         retention: Duration::from_secs(60),
         resync: Duration::from_secs(300),
+        router_key: None,
     }
 }
 

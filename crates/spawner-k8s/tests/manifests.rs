@@ -228,6 +228,23 @@ fn workloads_use_their_accounts_and_the_downward_api() {
         sweeper["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
     );
+    // The router and the controller read the router's key from the same Secret: the
+    // sidecars' proofs are derived from it, and the router sends them.
+    for name in ["spawner-controller", "spawner-router"] {
+        let env = &docs[&format!("Deployment/{name}")]["spec"]["template"]["spec"]["containers"][0]
+            ["env"];
+        let key = env
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "SPAWNER_ROUTER_KEY")
+            .unwrap_or_else(|| panic!("{name}: no SPAWNER_ROUTER_KEY"));
+        assert_eq!(
+            key["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "spawner-router", "key": "key"}),
+            "{name}"
+        );
+    }
     // The sidecar image the controller uses is the image the kustomization deploys.
     let kustomization: Value = serde_yaml::from_str(
         &std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).expect("kustomization"),

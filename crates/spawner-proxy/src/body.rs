@@ -1,5 +1,6 @@
-//! The body of a proxied response: the backend's body, counted until it ends, or a short
-//! message of the proxy's own.
+//! The bodies on hyper's path: a proxied response's (the backend's body, counted until it
+//! ends, or a short message of the proxy's own), and a proxied request's, which remembers
+//! whether the client's bytes failed to read as a body.
 
 use crate::monitor::ActivityGuard;
 use crate::pool::{Pool, Reusable};
@@ -9,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -89,9 +91,9 @@ impl Body for ProxyBody {
 /// response body it carried was read in full; closed otherwise.
 #[derive(Debug)]
 pub struct Pooled {
-    pub(crate) pool: Arc<Pool<SendRequest<Incoming>>>,
+    pub(crate) pool: Arc<Pool<SendRequest<ClientBody>>>,
     pub(crate) authority: Authority,
-    pub(crate) sender: Option<SendRequest<Incoming>>,
+    pub(crate) sender: Option<SendRequest<ClientBody>>,
     pub(crate) reusable: bool,
 }
 
@@ -103,8 +105,57 @@ impl Drop for Pooled {
     }
 }
 
-impl Reusable for SendRequest<Incoming> {
+impl Reusable for SendRequest<ClientBody> {
     fn is_closed(&self) -> bool {
         SendRequest::is_closed(self)
+    }
+}
+
+/// A client's request body on its way to a backend. hyper decodes the client's framing
+/// (chunked coding, a length); when that fails (a malformed chunk, the client gone
+/// mid-body), sending the request fails too, and this tells whose fault it was: the
+/// client gets `400`, not the `502` of a backend that failed.
+#[derive(Debug)]
+pub struct ClientBody {
+    body: Incoming,
+    failed: Arc<AtomicBool>,
+}
+
+impl ClientBody {
+    /// The body, and the flag it raises if reading it fails.
+    pub(crate) fn new(body: Incoming) -> (Self, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            ClientBody {
+                body,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            this.failed.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

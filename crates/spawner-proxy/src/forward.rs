@@ -1,11 +1,12 @@
 //! Forwarding one request (or one upgraded connection) to a backend.
 
-use crate::body::{Pooled, ProxyBody};
+use crate::body::{ClientBody, Pooled, ProxyBody};
+use crate::forwarded::{PeerTrust, ROUTER_PROOF};
 use crate::framing::{Refusal, RequestFraming};
 use crate::head::ip_text;
 use crate::pool::Pool;
 use crate::prefixed::Prefixed;
-use crate::target::Target;
+use crate::target::{ResponsePolicy, Target, SANDBOX};
 use crate::tunnel;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
@@ -13,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -23,6 +24,10 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_SPAWNER_ROUTER_PROOF: HeaderName = HeaderName::from_static(ROUTER_PROOF);
+static SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -36,7 +41,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// full HTTP stack, with the idle connections kept here.
 #[derive(Clone)]
 pub struct Forwarder {
-    pool: Arc<Pool<SendRequest<Incoming>>>,
+    pool: Arc<Pool<SendRequest<ClientBody>>>,
     pub(crate) client_idle: Option<Duration>,
     pub(crate) threads: usize,
     pub(crate) busy_poll: Option<Duration>,
@@ -125,12 +130,7 @@ impl Forwarder {
         // Origin form: the backend gets the path, and the host in `Host`.
         *req.uri_mut() = Uri::from(path_and_query);
         *req.version_mut() = http::Version::HTTP_11;
-        prepare_headers(
-            req.headers_mut(),
-            upgrade,
-            target.client_ip,
-            prefix.as_deref(),
-        );
+        prepare_headers(req.headers_mut(), upgrade, &target, prefix.as_deref());
         if !req.headers().contains_key(header::HOST) {
             if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
                 req.headers_mut().insert(header::HOST, host);
@@ -138,9 +138,25 @@ impl Forwarder {
         }
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        let (req, body_failed) = {
+            let (parts, body) = req.into_parts();
+            let (body, failed) = ClientBody::new(body);
+            (Request::from_parts(parts, body), failed)
+        };
         let guard = target.monitor.open();
         let (mut resp, conn) = match self.send(req, &target.authority).await {
             Ok(pair) => pair,
+            // The client's bytes did not read as the body they announced: its fault, and
+            // the backend never got a whole request (hyper cut that connection mid-body).
+            Err(e) if body_failed.load(Ordering::Relaxed) => {
+                tracing::debug!(error = %e, "refused a request body");
+                return refused(if chunked {
+                    Refusal::BAD_CHUNKED
+                } else {
+                    Refusal::CUT_SHORT
+                });
+            }
             Err(e) => {
                 tracing::debug!(error = %e, backend = %target.authority, "backend unreachable");
                 return message(
@@ -174,6 +190,7 @@ impl Forwarder {
         }
 
         strip_hop_by_hop(resp.headers_mut());
+        apply_policy(resp.headers_mut(), target.response);
         resp.map(|body| {
             let mut conn = conn;
             // A response without a body frees its connection at once.
@@ -191,7 +208,7 @@ impl Forwarder {
     /// next one; a request that was sent is never sent twice.
     async fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         authority: &Authority,
     ) -> Result<(Response<Incoming>, Pooled), BoxError> {
         let key = authority.as_str();
@@ -212,7 +229,7 @@ impl Forwarder {
         Ok((resp, self.lend(authority, sender)))
     }
 
-    fn lend(&self, authority: &Authority, sender: SendRequest<Incoming>) -> Pooled {
+    fn lend(&self, authority: &Authority, sender: SendRequest<ClientBody>) -> Pooled {
         Pooled {
             pool: self.pool.clone(),
             authority: authority.clone(),
@@ -223,7 +240,7 @@ impl Forwarder {
 }
 
 /// Opens a keep-alive HTTP/1.1 connection to a backend; its I/O runs in a task of its own.
-async fn connect(authority: &Authority) -> Result<SendRequest<Incoming>, BoxError> {
+async fn connect(authority: &Authority) -> Result<SendRequest<ClientBody>, BoxError> {
     let stream = crate::target::connect_tcp(authority).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
@@ -347,13 +364,10 @@ fn rewrite_path(uri: &Uri, strip: usize) -> Option<PathAndQuery> {
 }
 
 /// Drops hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
-/// for an upgrade, and adds the `X-Forwarded-*` headers.
-fn prepare_headers(
-    headers: &mut HeaderMap,
-    upgrade: bool,
-    client_ip: IpAddr,
-    prefix: Option<&str>,
-) {
+/// for an upgrade, and the client's forwarding headers unless its peer is trusted
+/// ([`crate::forwarded`]); adds the `X-Forwarded-*` headers, and the router's proof when
+/// the target has one (any other is dropped).
+fn prepare_headers(headers: &mut HeaderMap, upgrade: bool, target: &Target, prefix: Option<&str>) {
     strip_connection_listed(headers);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -368,11 +382,30 @@ fn prepare_headers(
     headers.remove(header::TRAILER);
     headers.remove(header::PROXY_AUTHORIZATION);
 
-    let ip = ip_text(client_ip);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
+    headers.remove(&X_SPAWNER_ROUTER_PROOF);
+    let mut xff = String::new();
+    if target.trust == PeerTrust::Trusted {
+        for prev in headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            xff.push_str(prev);
+            xff.push_str(", ");
+        }
+    } else {
+        for name in [
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_FORWARDED_PORT,
+            &X_FORWARDED_PREFIX,
+            &X_REAL_IP,
+        ] {
+            headers.remove(name);
+        }
+        headers.remove(header::FORWARDED);
+    }
+    xff.push_str(&ip_text(target.client_ip));
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -386,6 +419,22 @@ fn prepare_headers(
     }
     if let Some(prefix) = prefix.and_then(|p| HeaderValue::try_from(p).ok()) {
         headers.insert(X_FORWARDED_PREFIX.clone(), prefix);
+    }
+    if let Some(proof) = &target.router_proof {
+        headers.insert(X_SPAWNER_ROUTER_PROOF.clone(), proof.clone());
+    }
+}
+
+/// The target's [`ResponsePolicy`] on a response's headers.
+fn apply_policy(headers: &mut HeaderMap, policy: ResponsePolicy) {
+    if policy != ResponsePolicy::Pass {
+        headers.remove(&SERVICE_WORKER_ALLOWED);
+    }
+    if policy == ResponsePolicy::Sandbox {
+        headers.append(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX),
+        );
     }
 }
 
@@ -437,6 +486,18 @@ mod tests {
         assert_eq!(rewrite_path(&uri, 0).unwrap().as_str(), "/x?y");
     }
 
+    fn target(trust: PeerTrust) -> Target {
+        Target {
+            authority: "127.0.0.1:9000".parse().unwrap(),
+            monitor: Arc::new(crate::monitor::Monitor::new(0)),
+            strip: 0,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            trust,
+            response: ResponsePolicy::Pass,
+            router_proof: None,
+        }
+    }
+
     #[test]
     fn headers_for_the_backend() {
         let mut h = HeaderMap::new();
@@ -448,15 +509,106 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.insert(header::COOKIE, HeaderValue::from_static("a=b"));
-        prepare_headers(&mut h, false, "127.0.0.1".parse().unwrap(), Some("/p/abc"));
+        let untrusted = target(PeerTrust::Untrusted);
+        prepare_headers(&mut h, false, &untrusted, Some("/p/abc"));
         assert!(!h.contains_key("x-secret"));
         assert!(!h.contains_key(header::CONNECTION));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/p/abc");
         assert_eq!(h[header::HOST], "example.com");
         assert_eq!(h[header::COOKIE], "a=b");
+    }
+
+    /// Every forwarding header a client can send (X-Forwarded-For twice), and a guessed proof.
+    fn spoofed() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("7.7.7.7"));
+        for (name, value) in [
+            (&X_FORWARDED_PROTO, "https"),
+            (&X_FORWARDED_HOST, "evil.example"),
+            (&X_FORWARDED_PORT, "443"),
+            (&X_FORWARDED_PREFIX, "/evil"),
+            (&X_REAL_IP, "6.6.6.6"),
+            (&X_SPAWNER_ROUTER_PROOF, "guess"),
+        ] {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_speak_through_the_forwarding_headers() {
+        let mut h = spoofed();
+        prepare_headers(&mut h, false, &target(PeerTrust::Untrusted), None);
+        let mut seen: Vec<String> = h
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "host: example.com",
+                "x-forwarded-for: 127.0.0.1",
+                "x-forwarded-host: example.com",
+                "x-forwarded-proto: http",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_speaks_for_its_client_and_a_proof_is_replaced() {
+        let mut h = spoofed();
+        let trusted = Target {
+            router_proof: Some(HeaderValue::from_static("c0ffee")),
+            ..target(PeerTrust::Trusted)
+        };
+        prepare_headers(&mut h, false, &trusted, Some("/p/abc"));
+        assert_eq!(h[&X_FORWARDED_FOR], "6.6.6.6, 7.7.7.7, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
+        assert_eq!(h[&X_FORWARDED_PORT], "443");
+        assert_eq!(h[&X_FORWARDED_PREFIX], "/p/abc");
+        assert_eq!(h[&X_REAL_IP], "6.6.6.6");
+        assert_eq!(h[header::FORWARDED], "for=6.6.6.6");
+        let proofs: Vec<_> = h.get_all(&X_SPAWNER_ROUTER_PROOF).iter().collect();
+        assert_eq!(proofs, ["c0ffee"]);
+    }
+
+    #[test]
+    fn applies_the_response_policy() {
+        let backend = || {
+            let mut h = HeaderMap::new();
+            h.insert(&SERVICE_WORKER_ALLOWED, HeaderValue::from_static("/"));
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'"),
+            );
+            h
+        };
+        let mut pass = backend();
+        apply_policy(&mut pass, ResponsePolicy::Pass);
+        assert_eq!(pass, backend());
+        let mut shared = backend();
+        apply_policy(&mut shared, ResponsePolicy::SharedOrigin);
+        assert!(!shared.contains_key(&SERVICE_WORKER_ALLOWED));
+        assert_eq!(
+            shared[header::CONTENT_SECURITY_POLICY],
+            "default-src 'self'"
+        );
+        let mut sandbox = backend();
+        apply_policy(&mut sandbox, ResponsePolicy::Sandbox);
+        assert!(!sandbox.contains_key(&SERVICE_WORKER_ALLOWED));
+        let policies: Vec<_> = sandbox
+            .get_all(header::CONTENT_SECURITY_POLICY)
+            .iter()
+            .collect();
+        assert_eq!(policies, ["default-src 'self'", SANDBOX]);
     }
 
     #[test]

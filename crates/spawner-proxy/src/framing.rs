@@ -44,6 +44,8 @@ impl Refusal {
     };
     pub const BAD_CHUNKED: Refusal =
         Refusal::bad("malformed chunked request body: see RFC 9112 section 7.1");
+    pub const CUT_SHORT: Refusal =
+        Refusal::bad("the request body ended before the length it announced");
 
     /// The whole answer, which closes the connection.
     pub fn response(&self) -> Vec<u8> {

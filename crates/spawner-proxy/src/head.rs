@@ -1,7 +1,9 @@
 //! Request and response heads as the relay reads and rewrites them: parsed with
 //! `httparse`, copied header by header into the head sent on, less the hop-by-hop headers
-//! (RFC 9110 §7.6.1) and plus the `X-Forwarded-*` ones; framing headers are checked by
-//! [`crate::framing`] and written anew in canonical form.
+//! (RFC 9110 §7.6.1) and plus the `X-Forwarded-*` ones (the client's own kept only from a
+//! trusted peer: [`crate::forwarded`]); framing headers are checked by [`crate::framing`]
+//! and written anew in canonical form. A response's headers get the target's
+//! [`ResponsePolicy`] as they are copied.
 //!
 //! The relay takes HTTP/1.1 requests in origin form whose framing is certain (a body framed
 //! by `Content-Length`, by `chunked` alone, or none), without `Expect`; it refuses those it
@@ -9,8 +11,9 @@
 //! asterisk forms, `Expect`, requests no backend takes) is left to the full HTTP stack,
 //! which the caller falls back to.
 
+use crate::forwarded::{self, Kind, PeerTrust, ROUTER_PROOF};
 use crate::framing::{self, Refusal, RequestBody, RequestFraming, ResponseCodings};
-use crate::target::Target;
+use crate::target::{ResponsePolicy, Target, SANDBOX};
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
@@ -28,6 +31,11 @@ pub struct RequestHead<'a> {
     pub query: Option<&'a str>,
     /// The `Host` header, if it is text.
     pub host: Option<&'a str>,
+    /// The `Sec-Fetch-Mode` header (`navigate`, `cors`, `websocket`, ...). Browsers send it
+    /// with every request and pages cannot set it: without it, the client is no browser.
+    pub fetch_mode: Option<&'a [u8]>,
+    /// The [`ROUTER_PROOF`] header, if there is exactly one, for the sidecar to check.
+    pub router_proof: Option<&'a [u8]>,
 }
 
 /// A request the relay forwards.
@@ -140,6 +148,7 @@ pub fn parse_request(
     let mut tokens = ConnectionTokens::default();
     let (mut has_upgrade, mut has_forwarded_for, mut expect) = (false, false, false);
     let mut websocket = false;
+    let (mut fetch_mode, mut router_proof, mut proofs) = (None, None, 0u32);
     for h in headers.iter() {
         let name = h.name;
         if framing.take(name, h.value) {
@@ -152,8 +161,17 @@ pub fn parse_request(
         } else if name.eq_ignore_ascii_case("upgrade") {
             has_upgrade = true;
             websocket |= h.value.eq_ignore_ascii_case(b"websocket");
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            has_forwarded_for = true;
+        } else if let Some(kind) = forwarded::kind(name) {
+            match kind {
+                Kind::For => has_forwarded_for = true,
+                Kind::RouterProof => {
+                    proofs += 1;
+                    router_proof = Some(h.value);
+                }
+                _ => {}
+            }
+        } else if name.len() == 14 && name.eq_ignore_ascii_case("sec-fetch-mode") {
+            fetch_mode.get_or_insert(h.value);
         }
     }
     let (body, host) = match framing.finish(version == 1) {
@@ -176,6 +194,9 @@ pub fn parse_request(
         path,
         query,
         host: host_text,
+        fetch_mode,
+        // Two proofs are none: which one would count is anyone's guess.
+        router_proof: router_proof.filter(|_| proofs == 1),
     }) else {
         return RequestParse::Fallback;
     };
@@ -184,6 +205,7 @@ pub fn parse_request(
     };
     let prefix = &path[..target_to.strip];
     let upgrade = has_upgrade && tokens.upgrade;
+    let trusted = target_to.trust == PeerTrust::Trusted;
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -207,13 +229,20 @@ pub fn parse_request(
         if REQUEST_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
             || (name.eq_ignore_ascii_case("upgrade") && !upgrade)
             || tokens.lists(name)
-            || (name.eq_ignore_ascii_case("x-forwarded-prefix") && !prefix.is_empty())
-            || name.eq_ignore_ascii_case("x-forwarded-for")
         {
             continue;
         }
-        has_proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
-        has_fwd_host |= name.eq_ignore_ascii_case("x-forwarded-host");
+        if let Some(kind) = forwarded::kind(name) {
+            match kind {
+                // Written below, on one line; the proof is never forwarded.
+                Kind::For | Kind::RouterProof => continue,
+                Kind::Prefix if !prefix.is_empty() => continue,
+                _ if !trusted => continue,
+                Kind::Proto => has_proto = true,
+                Kind::Host => has_fwd_host = true,
+                Kind::Prefix | Kind::Other => {}
+            }
+        }
         header_line(out, name, h.value);
     }
     match body {
@@ -228,9 +257,9 @@ pub fn parse_request(
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
-    // Earlier proxies' addresses, then the client's, on one line.
+    // A trusted peer's list of earlier proxies, then the peer's address, on one line.
     out.extend_from_slice(b"x-forwarded-for: ");
-    if has_forwarded_for {
+    if trusted && has_forwarded_for {
         for h in headers.iter() {
             if h.name.eq_ignore_ascii_case("x-forwarded-for") {
                 out.extend_from_slice(h.value);
@@ -250,6 +279,9 @@ pub fn parse_request(
     }
     if !prefix.is_empty() {
         header_line(out, "x-forwarded-prefix", prefix.as_bytes());
+    }
+    if let Some(proof) = &target_to.router_proof {
+        header_line(out, ROUTER_PROOF, proof.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 
@@ -368,9 +400,16 @@ pub fn parse_response(
     out.extend_from_slice(b"\r\n");
     let mut te_values: [&[u8]; 8] = [&[]; 8];
     let mut te_count = 0;
+    let policy = req.target.response;
     for h in headers.iter() {
         let name = h.name;
         if !switching {
+            if policy != ResponsePolicy::Pass
+                && name.len() == 22
+                && name.eq_ignore_ascii_case("service-worker-allowed")
+            {
+                continue;
+            }
             if name.eq_ignore_ascii_case("transfer-encoding") {
                 if let Some(slot) = te_values.get_mut(te_count) {
                     *slot = h.value;
@@ -410,6 +449,9 @@ pub fn parse_response(
                 out.extend_from_slice(b"\r\n");
             }
             (None, None) => {}
+        }
+        if policy == ResponsePolicy::Sandbox && status >= 200 {
+            header_line(out, "content-security-policy", SANDBOX.as_bytes());
         }
     }
     if close {
@@ -496,16 +538,24 @@ mod tests {
             monitor: Arc::new(Monitor::new(0)),
             strip,
             client_ip: "127.0.0.1".parse().unwrap(),
+            trust: PeerTrust::Untrusted,
+            response: ResponsePolicy::Pass,
+            router_proof: None,
+        }
+    }
+
+    /// The request as the relay would forward it to `to`, and the head it would send.
+    fn forward_to(raw: &str, to: Target) -> (Forward, String) {
+        let mut out = Vec::new();
+        match parse_request(raw.as_bytes(), &mut out, |_| Some(to)) {
+            RequestParse::Forward(f) => (f, String::from_utf8(out).unwrap()),
+            other => panic!("not forwarded: {other:?}"),
         }
     }
 
     /// The request as the relay would forward it, and the head it would send.
     fn forward(raw: &str, strip: usize) -> (Forward, String) {
-        let mut out = Vec::new();
-        match parse_request(raw.as_bytes(), &mut out, |_| Some(target(strip))) {
-            RequestParse::Forward(f) => (f, String::from_utf8(out).unwrap()),
-            other => panic!("not forwarded: {other:?}"),
-        }
+        forward_to(raw, target(strip))
     }
 
     #[test]
@@ -518,11 +568,139 @@ mod tests {
         assert_eq!(
             head,
             "GET /x/y?q=1 HTTP/1.1\r\nHost: example.com\r\nCookie: a=b\r\n\
-             x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: example.com\r\nx-forwarded-prefix: /p/abc\r\n\r\n"
         );
         assert!(f.idempotent && !f.upgrade && !f.close && !f.head_method);
         assert_eq!(f.body, RequestBody::Length(0));
+    }
+
+    /// Every forwarding header a client can send, twice for the list.
+    const SPOOFED: &str = "GET /p/abc/x HTTP/1.1\r\nHost: example.com\r\n\
+        X-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\nX-Forwarded-Proto: https\r\n\
+        X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 443\r\n\
+        X-Forwarded-Prefix: /evil\r\nForwarded: for=6.6.6.6;proto=https\r\n\
+        X-Real-IP: 6.6.6.6\r\nX-Spawner-Router-Proof: guess\r\nCookie: a=b\r\n\r\n";
+
+    #[test]
+    fn an_untrusted_peer_cannot_speak_through_the_forwarding_headers() {
+        let (_, head) = forward(SPOOFED, 6);
+        assert_eq!(
+            head,
+            "GET /x HTTP/1.1\r\nHost: example.com\r\nCookie: a=b\r\n\
+             x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example.com\r\nx-forwarded-prefix: /p/abc\r\n\r\n"
+        );
+        // Without a prefix stripped, the client's X-Forwarded-Prefix is dropped all the same.
+        let (_, head) = forward(SPOOFED, 0);
+        assert!(
+            !head.contains("/evil") && !head.contains("prefix"),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_speaks_for_its_client() {
+        let trusted = Target {
+            trust: PeerTrust::Trusted,
+            ..target(6)
+        };
+        let (_, head) = forward_to(SPOOFED, trusted);
+        assert_eq!(
+            head,
+            "GET /x HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 443\r\n\
+             Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\nCookie: a=b\r\n\
+             x-forwarded-for: 6.6.6.6, 7.7.7.7, 127.0.0.1\r\n\
+             x-forwarded-prefix: /p/abc\r\n\r\n"
+        );
+        // Its prefix passes when this proxy strips none; what it left out is set.
+        let trusted = Target {
+            trust: PeerTrust::Trusted,
+            ..target(0)
+        };
+        let (_, head) = forward_to(
+            "GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-Prefix: /p/abc\r\n\r\n",
+            trusted,
+        );
+        assert_eq!(
+            head,
+            "GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-Prefix: /p/abc\r\n\
+             x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_router_proof_is_replaced_never_passed_on() {
+        let proven = Target {
+            router_proof: Some(http::HeaderValue::from_static("c0ffee")),
+            ..target(0)
+        };
+        let (_, head) = forward_to(SPOOFED, proven);
+        assert!(!head.contains("guess"), "{head}");
+        assert!(
+            head.ends_with("x-spawner-router-proof: c0ffee\r\n\r\n"),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn the_router_sees_the_fetch_mode_and_a_single_proof() {
+        let seen = |raw: &str| {
+            let mut seen = None;
+            parse_request(raw.as_bytes(), &mut Vec::new(), |h| {
+                seen = Some((
+                    h.fetch_mode.map(<[u8]>::to_vec),
+                    h.router_proof.map(<[u8]>::to_vec),
+                ));
+                None
+            });
+            seen.expect("routed")
+        };
+        assert_eq!(
+            seen("GET / HTTP/1.1\r\nHost: h\r\nSec-Fetch-Mode: navigate\r\nX-Spawner-Router-Proof: p1\r\n\r\n"),
+            (Some(b"navigate".to_vec()), Some(b"p1".to_vec()))
+        );
+        assert_eq!(seen("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), (None, None));
+        assert_eq!(
+            seen("GET / HTTP/1.1\r\nHost: h\r\nx-spawner-router-proof: p1\r\nx-spawner-router-proof: p2\r\n\r\n"),
+            (None, None),
+            "two proofs are none"
+        );
+    }
+
+    #[test]
+    fn applies_the_response_policy() {
+        let raw = "HTTP/1.1 200 OK\r\nService-Worker-Allowed: /\r\n\
+                   Content-Security-Policy: default-src 'self'\r\nContent-Length: 0\r\n\r\n";
+        let policy = |response| {
+            let (get, _) = forward_to(
+                "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                Target {
+                    response,
+                    ..target(0)
+                },
+            );
+            response_of(raw, &get).1
+        };
+        assert_eq!(
+            policy(ResponsePolicy::Pass),
+            "HTTP/1.1 200 OK\r\nService-Worker-Allowed: /\r\n\
+             Content-Security-Policy: default-src 'self'\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            policy(ResponsePolicy::SharedOrigin),
+            "HTTP/1.1 200 OK\r\nContent-Security-Policy: default-src 'self'\r\n\
+             content-length: 0\r\n\r\n"
+        );
+        // The backend's own policy stays: a browser enforces both.
+        assert_eq!(
+            policy(ResponsePolicy::Sandbox),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Security-Policy: default-src 'self'\r\n\
+                 content-length: 0\r\ncontent-security-policy: {SANDBOX}\r\n\r\n"
+            )
+        );
     }
 
     #[test]
@@ -657,6 +835,10 @@ mod tests {
                 Some("x.example".into())
             ))
         );
+    }
+
+    fn response_of(raw: &str, req: &Forward) -> (ResponseHead, String) {
+        response(raw, req)
     }
 
     /// The response head as parsed, and the head the client would get.

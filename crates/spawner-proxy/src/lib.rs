@@ -11,7 +11,8 @@
 //! the two paths        forward (hyper's stack, for what the relay does not take)
 //!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
 //! framing              head · chunked · framing   (the security model: relay's docs)
-//! shared ground        tunnel · ws_frames · splice · prefixed · pool · target · slice · busy_poll · monitor
+//! shared ground        tunnel · ws_frames · splice · prefixed · pool · trusted · target · forwarded
+//!                      slice · busy_poll · monitor
 //!                      readiness (when a backend listens: the sidecar and the server)
 //!                      claim_hook (a warm pool's claim told to its backend: the server and the API)
 //! ```
@@ -21,6 +22,7 @@ mod busy_poll;
 pub mod chunked;
 pub mod claim_hook;
 pub mod forward;
+pub mod forwarded;
 pub mod framing;
 pub mod head;
 pub mod listen;
@@ -34,12 +36,15 @@ pub mod sidecar;
 mod slice;
 mod splice;
 pub mod target;
+pub mod trusted;
 mod tunnel;
 mod workers;
 mod ws_frames;
 
 pub use body::ProxyBody;
 pub use forward::Forwarder;
+pub use forwarded::PeerTrust;
 pub use head::RequestHead;
 pub use monitor::{ActivityGuard, Monitor};
-pub use target::Target;
+pub use target::{ResponsePolicy, Target};
+pub use trusted::{Cidr, TrustedProxies};

@@ -40,6 +40,12 @@
 //!    response can only ever reach the client whose request it answers.
 //! 5. **After a switch of protocols (101) the bytes are not HTTP**: the two connections
 //!    are joined as they are, and the backend connection is never pooled.
+//! 6. **The forwarding headers are the edge's.** A client's `X-Forwarded-*`, `Forwarded` and
+//!    `X-Real-IP` reach the backend only from a peer the route function trusts
+//!    ([`crate::forwarded`]); from anyone else they are dropped and the proxy's own written.
+//!    The Kubernetes router's proof header is never forwarded. A response gets its target's
+//!    [`crate::target::ResponsePolicy`] (no `Service-Worker-Allowed` where backends share an
+//!    origin; a sandbox where a browser must not have it) as its head is copied.
 //!
 //! A client that half-closes after its request still gets the response (as from HAProxy
 //! and nginx); its connection is closed after the requests it sent are answered.

@@ -12,13 +12,21 @@
 //! activity, or the sweeper's own stream would keep every backend alive. The last two need
 //! the backend's own secret (`SPAWNER_SIDECAR_TOKEN`, made by the controller for this Pod):
 //! the router forwards any path to the sidecar, so the secret is what keeps clients out.
+//!
+//! The sidecar trusts the forwarding headers (`X-Forwarded-*`, [`crate::forwarded`]) of the
+//! router alone, and knows it by its proof: [`ROUTER_PROOF`] carrying this backend's value
+//! (`SPAWNER_ROUTER_PROOF`, which the controller derives from the router's key). Anyone else
+//! who reaches the Pod (another Pod of the cluster) is a client like any other, and the
+//! proof is never passed to the application. Without a proof configured, no one is trusted:
+//! the application sees the router's address in `X-Forwarded-For`.
 
 use crate::body::ProxyBody;
 use crate::forward::{message, Forwarder};
+use crate::forwarded::{proof_matches, PeerTrust, ROUTER_PROOF};
 use crate::head::RequestHead;
 use crate::monitor::Monitor;
 use crate::readiness::ListenWatch;
-use crate::target::Target;
+use crate::target::{ResponsePolicy, Target};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
@@ -94,6 +102,17 @@ impl Report {
     }
 }
 
+/// The secrets the controller gives a sidecar (in its container's environment).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// The backend's own secret (`SPAWNER_SIDECAR_TOKEN`), for its keepalive URL and the
+    /// controller's go-away call.
+    pub token: Option<String>,
+    /// The router's proof for this backend (`SPAWNER_ROUTER_PROOF`): requests carrying it as
+    /// [`ROUTER_PROOF`] come from the router, whose forwarding headers are kept.
+    pub router_proof: Option<String>,
+}
+
 /// The sidecar of one application. Cheap to share: every connection holds an `Arc`.
 pub struct Sidecar {
     forwarder: Forwarder,
@@ -106,6 +125,8 @@ pub struct Sidecar {
     /// The backend's own secret for [`KEEPALIVE_PATH`] and [`GOAWAY_PATH`]; without one,
     /// both answer 404.
     token: Option<String>,
+    /// The router's proof for this backend; without one, no peer is trusted.
+    router_proof: Option<String>,
     /// The application's keepalive, milliseconds since the epoch; 0 if never asked.
     busy_until: AtomicI64,
 }
@@ -128,6 +149,17 @@ impl Sidecar {
     /// [`Sidecar::new`], with the backend's own secret that its keepalive URL and the
     /// controller's go-away call carry.
     pub fn with_token(app_port: u16, token: Option<String>) -> Arc<Self> {
+        Self::with_secrets(
+            app_port,
+            Secrets {
+                token,
+                router_proof: None,
+            },
+        )
+    }
+
+    /// [`Sidecar::new`], with the secrets the controller gives the sidecar.
+    pub fn with_secrets(app_port: u16, secrets: Secrets) -> Arc<Self> {
         let app_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), app_port);
         let app = Authority::try_from(app_addr.to_string())
             .unwrap_or_else(|_| unreachable!("a socket address is a valid authority"));
@@ -150,7 +182,8 @@ impl Sidecar {
             app,
             ready,
             _ready_tx: ready_tx,
-            token: token.filter(|t| !t.is_empty()),
+            token: secrets.token.filter(|t| !t.is_empty()),
+            router_proof: secrets.router_proof.filter(|p| !p.is_empty()),
             busy_until: AtomicI64::new(0),
         })
     }
@@ -183,21 +216,36 @@ impl Sidecar {
         }
     }
 
-    /// Where a request for the application goes.
-    fn target(&self, peer: SocketAddr) -> Target {
+    /// Where a request for the application goes, `proof` being what the request carried
+    /// as [`ROUTER_PROOF`].
+    fn target(&self, peer: SocketAddr, proof: Option<&[u8]>) -> Target {
         Target {
             authority: self.app.clone(),
             monitor: self.monitor.clone(),
             // The router already stripped whatever prefix the application must not see.
             strip: 0,
             client_ip: peer.ip(),
+            trust: self.trust(proof),
+            // The router applies the response policy of its own routing.
+            response: ResponsePolicy::Pass,
+            router_proof: None,
+        }
+    }
+
+    /// The router, proven, is trusted; anyone else is not.
+    fn trust(&self, proof: Option<&[u8]>) -> PeerTrust {
+        match (self.router_proof.as_deref(), proof) {
+            (Some(want), Some(given)) if proof_matches(want.as_bytes(), given) => {
+                PeerTrust::Trusted
+            }
+            _ => PeerTrust::Untrusted,
         }
     }
 
     /// The relay's route: every request for a ready application but the sidecar's own.
     fn route(&self, head: &RequestHead, peer: SocketAddr) -> Option<Target> {
         let own = is_own(head.path);
-        (!own && self.is_ready()).then(|| self.target(peer))
+        (!own && self.is_ready()).then(|| self.target(peer, head.router_proof))
     }
 
     /// Answers one request: the sidecar's own paths, or the application's.
@@ -227,7 +275,13 @@ impl Sidecar {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return resp.map(SidecarBody::Proxy);
         }
-        let target = self.target(peer);
+        // Exactly one proof, as on the relay's path.
+        let mut proofs = req.headers().get_all(ROUTER_PROOF).iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (Some(p), None) => Some(p.as_bytes()),
+            _ => None,
+        };
+        let target = self.target(peer, proof);
         self.forwarder
             .forward(req, target)
             .await
@@ -237,13 +291,7 @@ impl Sidecar {
     /// Whether `given` is this backend's secret (constant time).
     fn allows(&self, given: Option<&str>) -> bool {
         match (self.token.as_deref(), given) {
-            (Some(t), Some(g)) => {
-                t.len() == g.len()
-                    && t.bytes()
-                        .zip(g.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0
-            }
+            (Some(t), Some(g)) => proof_matches(t.as_bytes(), g.as_bytes()),
             _ => false,
         }
     }

@@ -11,7 +11,7 @@ use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use spawner_proxy::forward::message;
-use spawner_proxy::{Forwarder, Monitor, RequestHead, Target};
+use spawner_proxy::{Forwarder, Monitor, PeerTrust, RequestHead, ResponsePolicy, Target};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,10 +25,14 @@ use tokio_tungstenite::WebSocketStream;
 
 /// A backend: answers `{connection number} {method} {path} {request body length}`;
 /// `/close` answers with `Connection: close`; `/stream` sends 64 chunks of 16 KiB; `/slow`
-/// answers after 30 s; `/ws` is a WebSocket that echoes text.
+/// answers after 30 s; `/ws` is a WebSocket that echoes text; `/headers` answers the
+/// request's header lines, lower-cased, one a line; `/sw` answers with
+/// `Service-Worker-Allowed: /`.
 struct Backend {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// `{method} {path}` of every request whose body it read whole.
+    whole: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn backend() -> Backend {
@@ -36,14 +40,18 @@ async fn backend() -> Backend {
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let counted = connections.clone();
+    let whole = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let logged = whole.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            let logged = logged.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| answer(n, req));
+                let service =
+                    service_fn(move |req: Request<Incoming>| answer(n, req, logged.clone()));
                 let _ = server::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
@@ -51,7 +59,11 @@ async fn backend() -> Backend {
             });
         }
     });
-    Backend { addr, connections }
+    Backend {
+        addr,
+        connections,
+        whole,
+    }
 }
 
 type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -59,16 +71,36 @@ type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 async fn answer(
     conn: usize,
     mut req: Request<Incoming>,
+    whole: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> Result<Response<AnswerBody>, Infallible> {
     if req.uri().path() == "/ws" {
         return Ok(echo_websocket(&mut req));
     }
     let (parts, body) = req.into_parts();
-    let len = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().len())
-        .unwrap_or(0);
+    let len = match body.collect().await {
+        Ok(b) => {
+            let line = format!("{} {}", parts.method, parts.uri.path());
+            whole.lock().expect("log").push(line);
+            b.to_bytes().len()
+        }
+        Err(_) => 0,
+    };
+    if parts.uri.path() == "/headers" {
+        let lines: String = parts
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        return Ok(Response::new(Full::new(Bytes::from(lines)).boxed()));
+    }
+    if parts.uri.path() == "/sw" {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"sw")).boxed());
+        resp.headers_mut().insert(
+            "service-worker-allowed",
+            http::HeaderValue::from_static("/"),
+        );
+        return Ok(resp);
+    }
     if parts.uri.path() == "/slow" {
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }
@@ -148,6 +180,26 @@ async fn proxy_with(
     stack: Stack,
     forwarder: Forwarder,
 ) -> (SocketAddr, Arc<Monitor>) {
+    proxy_shaped(a, b, stack, forwarder, Shape::default()).await
+}
+
+/// What the proxy's route function puts in every target besides where it goes.
+#[derive(Clone, Default)]
+struct Shape {
+    /// Trust the peer's forwarding headers.
+    trusted: bool,
+    response: Option<ResponsePolicy>,
+    router_proof: Option<&'static str>,
+}
+
+/// [`proxy_with`], with targets shaped by `shape`.
+async fn proxy_shaped(
+    a: SocketAddr,
+    b: SocketAddr,
+    stack: Stack,
+    forwarder: Forwarder,
+    shape: Shape,
+) -> (SocketAddr, Arc<Monitor>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let monitor = Arc::new(Monitor::new(0));
@@ -160,6 +212,13 @@ async fn proxy_with(
         monitor: monitor.clone(),
         strip: 2,
         client_ip: peer.ip(),
+        trust: if shape.trusted {
+            PeerTrust::Trusted
+        } else {
+            PeerTrust::Untrusted
+        },
+        response: shape.response.unwrap_or(ResponsePolicy::Pass),
+        router_proof: shape.router_proof.map(http::HeaderValue::from_static),
     };
     let relayed = target.clone();
     tokio::spawn(async move {
@@ -765,4 +824,186 @@ async fn a_quiet_websocket_outlives_the_idle_timeout() {
             "{stack:?}"
         );
     }
+}
+
+/// Every forwarding header a client can send, and a guessed router proof.
+const SPOOFED: &str = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+    X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /evil\r\n\
+    Forwarded: for=6.6.6.6;proto=https;host=evil.example\r\nX-Real-IP: 6.6.6.6\r\n\
+    X-Spawner-Router-Proof: guess\r\n";
+
+/// The header lines the backend saw for `GET /a/headers` sent with `extra` lines, sorted,
+/// without `host` and `content-length`.
+async fn headers_seen(proxy: SocketAddr, request: &str) -> Vec<String> {
+    let mut raw = Raw::connect(proxy).await;
+    raw.send(request).await;
+    let (status, _, body) = raw.response().await;
+    assert_eq!(status, 200, "{}", text(&body));
+    let mut lines: Vec<String> = text(&body)
+        .lines()
+        .filter(|l| !l.starts_with("host: "))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn an_untrusted_peers_forwarding_headers_are_dropped_and_replaced() {
+    let (a, b) = (backend().await, backend().await);
+    for stack in STACKS {
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        // On the relay; and on hyper's path, by the fallback an `Expect` makes.
+        for expect in ["", "Expect: 100-continue\r\nContent-Length: 0\r\n"] {
+            let seen = headers_seen(
+                proxy,
+                &format!("GET /a/headers HTTP/1.1\r\nHost: p.test\r\n{SPOOFED}{expect}\r\n"),
+            )
+            .await;
+            let seen: Vec<&str> = seen
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !l.starts_with("expect") && !l.starts_with("content-length"))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    "x-forwarded-for: 127.0.0.1",
+                    "x-forwarded-host: p.test",
+                    "x-forwarded-prefix: /a",
+                    "x-forwarded-proto: http",
+                ],
+                "{stack:?} {expect:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_peers_forwarding_headers_are_kept_and_extended() {
+    let (a, b) = (backend().await, backend().await);
+    for stack in STACKS {
+        let shape = Shape {
+            trusted: true,
+            ..Shape::default()
+        };
+        let (proxy, _) = proxy_shaped(a.addr, b.addr, stack, Forwarder::new(), shape).await;
+        let seen = headers_seen(
+            proxy,
+            &format!("GET /a/headers HTTP/1.1\r\nHost: p.test\r\n{SPOOFED}\r\n"),
+        )
+        .await;
+        assert_eq!(
+            seen,
+            [
+                "forwarded: for=6.6.6.6;proto=https;host=evil.example",
+                "x-forwarded-for: 6.6.6.6, 127.0.0.1",
+                "x-forwarded-host: evil.example",
+                "x-forwarded-port: 443",
+                "x-forwarded-prefix: /a",
+                "x-forwarded-proto: https",
+                "x-real-ip: 6.6.6.6",
+            ],
+            "{stack:?}: kept, the peer appended, the guessed proof dropped"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_router_proof_of_the_target_replaces_the_clients() {
+    let (a, b) = (backend().await, backend().await);
+    for stack in STACKS {
+        let shape = Shape {
+            router_proof: Some("c0ffee"),
+            ..Shape::default()
+        };
+        let (proxy, _) = proxy_shaped(a.addr, b.addr, stack, Forwarder::new(), shape).await;
+        let seen = headers_seen(
+            proxy,
+            &format!("GET /a/headers HTTP/1.1\r\nHost: p.test\r\n{SPOOFED}\r\n"),
+        )
+        .await;
+        let proofs: Vec<&String> = seen
+            .iter()
+            .filter(|l| l.starts_with("x-spawner-router-proof"))
+            .collect();
+        assert_eq!(proofs, ["x-spawner-router-proof: c0ffee"], "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_response_policy_applies_on_both_paths() {
+    let (a, b) = (backend().await, backend().await);
+    for stack in STACKS {
+        for (policy, swa, csp) in [
+            (ResponsePolicy::Pass, true, false),
+            (ResponsePolicy::SharedOrigin, false, false),
+            (ResponsePolicy::Sandbox, false, true),
+        ] {
+            let shape = Shape {
+                response: Some(policy),
+                ..Shape::default()
+            };
+            let (proxy, _) = proxy_shaped(a.addr, b.addr, stack, Forwarder::new(), shape).await;
+            let mut raw = Raw::connect(proxy).await;
+            raw.send("GET /a/sw HTTP/1.1\r\nHost: p\r\n\r\n").await;
+            let (status, headers, body) = raw.response().await;
+            assert_eq!((status, text(&body)), (200, "sw"));
+            let has = |line: &str| headers.iter().any(|h| h == line);
+            assert_eq!(
+                has("service-worker-allowed: /"),
+                swa,
+                "{stack:?} {policy:?}: {headers:?}"
+            );
+            assert_eq!(
+                has("content-security-policy: sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"),
+                csp,
+                "{stack:?} {policy:?}: {headers:?}"
+            );
+        }
+    }
+}
+
+/// A chunked body whose second chunk size is not hex: the client gets 400 and its connection
+/// closed, on the relay, on hyper's path, and on hyper's path after the relay handed the
+/// connection over (`Expect`); the backend never reads a whole request.
+#[tokio::test]
+async fn a_malformed_chunked_body_is_a_400_on_every_path() {
+    let (a, b) = (backend().await, backend().await);
+    for (stack, expect) in [
+        (Stack::Relay, ""),
+        (Stack::Full, ""),
+        (Stack::Relay, "Expect: 100-continue\r\n"),
+    ] {
+        let proxy = proxy(a.addr, b.addr, stack).await;
+        let mut raw = Raw::connect(proxy).await;
+        raw.send(&format!(
+            "POST /a/chunky HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n{expect}\r\n"
+        ))
+        .await;
+        if !expect.is_empty() {
+            assert_eq!(raw.response().await.0, 100, "{stack:?} {expect:?}");
+        }
+        raw.send("3\r\nabc\r\nzz\r\nGET /a/smuggled HTTP/1.1\r\nHost: p\r\n\r\n")
+            .await;
+        let (status, headers, body) = raw.response().await;
+        assert_eq!(status, 400, "{stack:?} {expect:?}: {}", text(&body));
+        assert!(
+            text(&body).contains("chunked"),
+            "{stack:?} {expect:?}: {}",
+            text(&body)
+        );
+        assert!(
+            headers.contains(&"connection: close".to_string()),
+            "{stack:?} {expect:?}: {headers:?}"
+        );
+        assert!(raw.closed().await, "{stack:?} {expect:?}");
+    }
+    let whole = a.whole.lock().expect("log").clone();
+    assert!(
+        whole
+            .iter()
+            .all(|r| r != "POST /chunky" && r != "GET /smuggled"),
+        "{whole:?}"
+    );
 }

@@ -77,6 +77,16 @@ async fn app(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
             .expect("response");
         return Ok(resp);
     }
+    if req.uri().path() == "/headers" {
+        let mut lines: Vec<String> = req
+            .headers()
+            .iter()
+            .filter(|(k, _)| *k != header::HOST && *k != header::CONNECTION)
+            .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        lines.sort();
+        return Ok(Response::new(Full::new(Bytes::from(lines.join("\n")))));
+    }
     let text = format!("app saw {}", req.uri());
     Ok(Response::new(Full::new(Bytes::from(text))))
 }
@@ -369,4 +379,107 @@ async fn keepalive_and_go_away_are_the_sidecars_own_and_need_the_secret() {
         post(addr, "/_keepalive?token=s3cret", None, ask).await.0,
         StatusCode::GONE
     );
+}
+
+/// The header lines the application saw for `GET /headers` sent to the sidecar with
+/// `extra` header lines, as HTTP/1.1 (the relay's path) or HTTP/1.0 (hyper's).
+async fn app_saw(sidecar: SocketAddr, version: &str, extra: &str) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(sidecar).await.expect("connect");
+    let request = format!(
+        "GET /headers HTTP/{version}\r\nHost: backend.test\r\nConnection: close\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with(&format!("HTTP/{version} 200")), "{head}");
+    body.lines().map(str::to_string).collect()
+}
+
+const SPOOFED: &str =
+    "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /p/b1\r\n";
+
+/// Waits until the sidecar forwards to its application.
+async fn until_ready(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(addr, "/x").await.0 != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_proven_router_speaks_through_the_forwarding_headers() {
+    let app_port = free_port().await;
+    start_app(app_port).await;
+    let proof = "5f1d9a0c";
+    let sc = Sidecar::with_secrets(
+        app_port,
+        sidecar::Secrets {
+            token: None,
+            router_proof: Some(proof.to_string()),
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(sidecar::serve(sc, listener, std::future::pending()));
+    until_ready(addr).await;
+    let untrusted = [
+        "x-forwarded-for: 127.0.0.1",
+        "x-forwarded-host: backend.test",
+        "x-forwarded-proto: http",
+    ];
+    for version in ["1.1", "1.0"] {
+        // No proof, a wrong one, a right one twice: anyone's word, dropped.
+        for given in [
+            String::new(),
+            "X-Spawner-Router-Proof: 5f1d9a0d\r\n".to_string(),
+            "X-Spawner-Router-Proof: 5f1d9a0\r\n".to_string(),
+            format!("X-Spawner-Router-Proof: {proof}\r\nX-Spawner-Router-Proof: {proof}\r\n"),
+        ] {
+            let seen = app_saw(addr, version, &format!("{SPOOFED}{given}")).await;
+            assert_eq!(seen, untrusted, "HTTP/{version} {given:?}");
+        }
+        // The router's proof: its headers are kept, its address appended, and the proof
+        // itself goes no further.
+        let given = format!("X-Spawner-Router-Proof: {proof}\r\n");
+        let seen = app_saw(addr, version, &format!("{SPOOFED}{given}")).await;
+        assert_eq!(
+            seen,
+            [
+                "x-forwarded-for: 6.6.6.6, 127.0.0.1",
+                "x-forwarded-host: backend.test",
+                "x-forwarded-prefix: /p/b1",
+                "x-forwarded-proto: https",
+            ],
+            "HTTP/{version}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sidecar_without_a_proof_trusts_no_one() {
+    let app_port = free_port().await;
+    start_app(app_port).await;
+    let (_sc, addr) = start_sidecar(app_port).await;
+    until_ready(addr).await;
+    for version in ["1.1", "1.0"] {
+        let seen = app_saw(
+            addr,
+            version,
+            &format!("{SPOOFED}X-Spawner-Router-Proof: anything\r\n"),
+        )
+        .await;
+        assert_eq!(
+            seen,
+            [
+                "x-forwarded-for: 127.0.0.1",
+                "x-forwarded-host: backend.test",
+                "x-forwarded-proto: http",
+            ],
+            "HTTP/{version}"
+        );
+    }
 }

@@ -33,6 +33,9 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Origins of other sites whose pages may call the API (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`) the proxy keeps:
+    /// proxies in front of Spawner. Empty: Spawner is the edge, and sets its own.
+    pub trusted_proxies: spawner_proxy::TrustedProxies,
     /// Base of the URLs the API returns; defaults to `http://{listen}`.
     pub public_url: Option<String>,
     /// Time between SIGTERM and SIGKILL when a backend is stopped.
@@ -62,6 +65,7 @@ impl Config {
             domain: DEFAULT_DOMAIN.to_string(),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
+            trusted_proxies: spawner_proxy::TrustedProxies::default(),
             public_url: None,
             stop_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_millis(100),

@@ -1,6 +1,11 @@
 //! The one listening socket: requests for a backend (`/p/{id}/…`, or `{id}.{domain}`) take
 //! the proxy's path, which does no more than a map lookup before forwarding; everything
 //! else goes to the API router.
+//!
+//! Backends have origins of their own (`{id}.localhost` by default) and the dashboard keeps
+//! the server's:
+//! a browser asking for a backend by path is sent to (or told of) the backend's own origin
+//! ([`spawner_proxy::route::disposition`]); only other clients are proxied by path.
 
 use crate::app::App;
 use axum::body::Body;
@@ -9,8 +14,11 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use spawner_core::{BackendId, State};
 use spawner_proxy::forward::message;
-use spawner_proxy::route::{add_slash, host_of, id_from_host};
-use spawner_proxy::{ProxyBody, RequestHead, Target};
+use spawner_proxy::route::{
+    add_slash, disposition, fetch_mode, host_of, id_from_host, is_host_label, own_origin_only,
+    to_own_origin, Disposition,
+};
+use spawner_proxy::{ProxyBody, RequestHead, ResponsePolicy, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -30,7 +38,15 @@ pub async fn serve(
         shutdown,
         app.forwarder.clone(),
         move |head: &RequestHead, peer| match backend_of(&relayed, head.host, head.path)? {
-            Route::Backend { id, path_prefix } => target_of(&relayed, id, path_prefix, peer).ok(),
+            Route::Backend { id, path_prefix } => {
+                // A redirect or a refusal is hyper's path's to answer (`handle`).
+                let Disposition::Forward(response) =
+                    disposition_of(path_prefix, head.method, head.fetch_mode)
+                else {
+                    return None;
+                };
+                target_of(&relayed, id, path_prefix, peer, response).ok()
+            }
             Route::AddSlash => None,
         },
         move |req, peer| handle(app.clone(), router.clone(), req, peer),
@@ -45,10 +61,28 @@ async fn handle(
     peer: SocketAddr,
 ) -> Response<Body> {
     match backend_of(&app, host_of(&req), req.uri().path()) {
-        Some(Route::Backend { id, path_prefix }) => match target_of(&app, id, path_prefix, peer) {
-            Ok(target) => app.forwarder.forward(req, target).await.map(Body::new),
-            Err(refusal) => refusal.response(&app, id).map(Body::new),
-        },
+        Some(Route::Backend { id, path_prefix }) => {
+            let how = disposition_of(path_prefix, req.method().as_str(), fetch_mode(&req));
+            let response = match how {
+                Disposition::Forward(response) => response,
+                // No backend has an id that cannot be a host name: do not put one in a URL.
+                _ if !is_host_label(id) => {
+                    return message(StatusCode::NOT_FOUND, "no such backend\n").map(Body::new)
+                }
+                Disposition::Redirect => {
+                    let rest = req.uri().path().get(path_prefix..).unwrap_or_default();
+                    return to_own_origin(&app.urls.backend(id), rest, req.uri().query())
+                        .map(Body::new);
+                }
+                Disposition::Refuse => {
+                    return own_origin_only(&app.urls.backend(id)).map(Body::new)
+                }
+            };
+            match target_of(&app, id, path_prefix, peer, response) {
+                Ok(target) => app.forwarder.forward(req, target).await.map(Body::new),
+                Err(refusal) => refusal.response(&app, id).map(Body::new),
+            }
+        }
         Some(Route::AddSlash) => add_slash(&req).map(Body::new),
         None => match router.oneshot(req.map(Body::new)).await {
             Ok(resp) => resp,
@@ -58,7 +92,8 @@ async fn handle(
 }
 
 enum Route<'a> {
-    /// For backend `id`; `path_prefix` is the length of `/p/{id}` under path routing.
+    /// For backend `id`; `path_prefix` is the length of `/p/{id}` under path routing, 0
+    /// under host routing.
     Backend { id: &'a str, path_prefix: usize },
     /// `/p/{id}` without the slash.
     AddSlash,
@@ -78,6 +113,12 @@ fn backend_of<'a>(app: &App, host: Option<&'a str>, path: &'a str) -> Option<Rou
     }
 }
 
+/// What becomes of a request for a backend routed as `path_prefix` says: backends always
+/// have origins of their own here, which browsers are kept to.
+fn disposition_of(path_prefix: usize, method: &str, fetch_mode: Option<&[u8]>) -> Disposition {
+    disposition(path_prefix > 0, true, method, fetch_mode)
+}
+
 /// Why a request for a backend cannot go there now.
 enum Refusal {
     NotLive,
@@ -95,7 +136,13 @@ impl Refusal {
 
 /// Where a request for backend `id` goes, if it is Ready. A map lookup: the relay asks
 /// this on every request.
-fn target_of(app: &App, id: &str, path_prefix: usize, peer: SocketAddr) -> Result<Target, Refusal> {
+fn target_of(
+    app: &App,
+    id: &str,
+    path_prefix: usize,
+    peer: SocketAddr,
+    response: ResponsePolicy,
+) -> Result<Target, Refusal> {
     let live = app.registry.get(id).ok_or(Refusal::NotLive)?;
     let state = live.state();
     let authority = match (state, live.authority()) {
@@ -112,6 +159,9 @@ fn target_of(app: &App, id: &str, path_prefix: usize, peer: SocketAddr) -> Resul
             0
         },
         client_ip: peer.ip(),
+        trust: app.config.trusted_proxies.trust(peer.ip()),
+        response,
+        router_proof: None,
     })
 }
 

@@ -75,6 +75,10 @@ pub struct ControllerArgs {
     /// Run several replicas: only the holder of the Lease `spawner-controller` reconciles.
     #[arg(long, env = "SPAWNER_LEADER_ELECT")]
     leader_elect: bool,
+    /// The router's key (the router's own SPAWNER_ROUTER_KEY): each new backend's sidecar
+    /// gets the router's proof for it, and keeps the router's X-Forwarded-* headers.
+    #[arg(long, env = "SPAWNER_ROUTER_KEY", hide_env_values = true)]
+    router_key: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
 }
@@ -300,6 +304,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
         }
         K8sCommand::Controller(args) => {
             init_tracing();
+            let router_key = crate::k8s_node_cmd::router_key(args.router_key)?;
             let config = ControllerConfig {
                 pod: PodConfig {
                     sidecar_image: args.sidecar_image,
@@ -309,6 +314,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 },
                 retention: Duration::from_secs(args.retention),
                 resync: Duration::from_secs(300),
+                router_key,
             };
             let reporter = Reporter {
                 controller: "spawner-controller".to_string(),

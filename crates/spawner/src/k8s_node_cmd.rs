@@ -5,8 +5,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use spawner_k8s::kube::Client;
 use spawner_k8s::router::{self, RouterConfig};
+use spawner_k8s::router_key::RouterKey;
 use spawner_k8s::sweeper::{self, SweeperConfig};
-use spawner_proxy::sidecar::{self, Sidecar};
+use spawner_proxy::sidecar::{self, Secrets, Sidecar};
+use spawner_proxy::{Cidr, TrustedProxies};
 use std::net::SocketAddr;
 
 #[derive(Subcommand)]
@@ -31,6 +33,10 @@ pub struct SidecarArgs {
     /// (the controller sets it in each Pod).
     #[arg(long, env = "SPAWNER_SIDECAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The router's proof for this backend (the controller sets it in each Pod, from the
+    /// router's key): only requests carrying it may set X-Forwarded-* headers.
+    #[arg(long, env = "SPAWNER_ROUTER_PROOF", hide_env_values = true)]
+    router_proof: Option<String>,
 }
 
 #[derive(Args)]
@@ -55,9 +61,41 @@ pub struct ProxyArgs {
     /// The namespace of the backends (all namespaces without it).
     #[arg(long, env = "SPAWNER_NAMESPACE")]
     namespace: Option<String>,
-    /// Route Host: {id}.{domain} to backend {id}, besides /p/{id}/.
+    /// Route Host: {id}.{domain} to backend {id}, besides /p/{id}/; browsers asking for a
+    /// backend by path are then sent to {id}.{domain}.
     #[arg(long, env = "SPAWNER_DOMAIN")]
     domain: Option<String>,
+    /// Where browsers reach the router: the scheme of the backends' own origins.
+    #[arg(long, env = "SPAWNER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A proxy in front of the router (an address, or a CIDR block such as 10.0.0.0/8)
+    /// whose X-Forwarded-* and Forwarded headers are kept; repeat the flag for more.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SPAWNER_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<Cidr>,
+    /// The key the router proves itself to each backend's sidecar with (the controller
+    /// has the same): without it, sidecars keep no X-Forwarded-* header of the router's.
+    #[arg(long, env = "SPAWNER_ROUTER_KEY", hide_env_values = true)]
+    router_key: Option<String>,
+}
+
+/// The router's key from `--router-key`/`SPAWNER_ROUTER_KEY` (none if empty), for the
+/// router and the controller.
+pub fn router_key(given: Option<String>) -> anyhow::Result<Option<RouterKey>> {
+    match given.filter(|k| !k.is_empty()) {
+        Some(k) => Ok(Some(RouterKey::new(&k)?)),
+        None => {
+            tracing::warn!(
+                "no SPAWNER_ROUTER_KEY: sidecars trust no one's X-Forwarded-* headers, and \
+                 applications see the router's address as their client's (docs/kubernetes.md)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn init_tracing() {
@@ -108,7 +146,13 @@ pub async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, app_port = args.app_port, "sidecar started");
-    let sc = Sidecar::with_token(args.app_port, args.token);
+    let sc = Sidecar::with_secrets(
+        args.app_port,
+        Secrets {
+            token: args.token,
+            router_proof: args.router_proof,
+        },
+    );
     sidecar::serve(sc, listener, shutdown_signal()).await;
     tracing::info!("sidecar stopped");
     Ok(())
@@ -132,6 +176,9 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let config = RouterConfig {
         namespace: args.namespace.filter(|n| !n.is_empty()),
         domain: args.domain.filter(|d| !d.is_empty()),
+        public_url: args.public_url.filter(|u| !u.is_empty()),
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies),
+        key: router_key(args.router_key)?,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -31,6 +31,16 @@ pub struct ServeArgs {
     domain: String,
     #[command(flatten)]
     browsers: crate::access_args::BrowserArgs,
+    /// A proxy in front of Spawner (an address, or a CIDR block such as 10.0.0.0/8) whose
+    /// X-Forwarded-* and Forwarded headers are kept; repeat the flag for more. Without one,
+    /// Spawner is the edge: it drops every client's forwarding headers and sets its own.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SPAWNER_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<spawner_proxy::Cidr>,
     /// Base of the URLs the API returns [default: http://{listen}].
     #[arg(long, env = "SPAWNER_PUBLIC_URL")]
     public_url: Option<String>,
@@ -151,6 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.domain = args.domain;
     config.allowed_hosts = args.browsers.allowed_hosts;
     config.cors_origins = args.browsers.cors_origins;
+    config.trusted_proxies = spawner_proxy::TrustedProxies::new(args.trusted_proxies);
     config.public_url = args.public_url.filter(|u| !u.is_empty());
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.client_idle_timeout =

@@ -31,6 +31,19 @@ async fn the_install_applies_and_every_component_is_admitted_in_a_restricted_nam
         ],
         None,
     );
+    kubectl(
+        admin,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "spawner-router",
+            "-n",
+            &ns.name,
+            "--from-literal=key=the-router-key-0123456789",
+        ],
+        None,
+    );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
     let rendered = kubectl(admin, &["kustomize", &root.to_string_lossy()], None);
     // Into this test's namespace (created above, labelled) instead of `spawner`; the CRD is

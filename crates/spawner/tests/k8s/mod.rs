@@ -352,6 +352,8 @@ impl TestNs {
             .env_remove("SPAWNER_TOKEN")
             .env_remove("SPAWNER_NAMESPACE")
             .env_remove("SPAWNER_KEY_SECRET")
+            .env_remove("SPAWNER_ROUTER_KEY")
+            .env_remove("SPAWNER_TRUSTED_PROXIES")
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -438,6 +440,11 @@ impl TestNs {
 
     /// [`TestNs::router`] with more arguments.
     pub fn router_with(&self, extra: &[&str]) -> (Proc, String) {
+        self.router_env(extra, &[])
+    }
+
+    /// [`TestNs::router_with`] with environment variables.
+    pub fn router_env(&self, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
@@ -449,7 +456,7 @@ impl TestNs {
             &self.name,
         ];
         args.extend_from_slice(extra);
-        let mut p = self.spawn("router", Some("spawner-router"), &args, &[]);
+        let mut p = self.spawn("router", Some("spawner-router"), &args, env);
         p.wait_for_log("backends listed");
         (p, format!("http://{listen}"))
     }
