@@ -115,4 +115,6 @@ pub enum ErrorCode {
     PoolExists,
     /// A claim found no Ready backend in its pool within `wait_seconds`.
     PoolExhausted,
+    /// The request body is over the size the API reads (docs/api.md, "Limits").
+    BodyTooLarge,
 }

@@ -213,6 +213,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backends/{id}/logs", get(logs))
         .route("/spawn", post(seed_spawn))
         .merge(crate::pools::routes())
+        // Inside the token's check: a body is read only for a client that may send one.
+        .route_layer(middleware::from_fn(spawner_api::body_limit::limit_body))
         .route_layer(middleware::from_fn_with_state(
             BearerToken::new(state.config.token.as_deref()),
             require_token,
@@ -220,7 +222,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .merge(control)
         // Its own check: the control token, or the backend's own `?token=`.
-        .route("/v1/backends/{id}/keepalive", post(keepalive))
+        .route(
+            "/v1/backends/{id}/keepalive",
+            post(keepalive).route_layer(middleware::from_fn(spawner_api::body_limit::limit_body)),
+        )
         .route("/v1/backends/{id}/status", get(status))
         .route("/v1/backends/{id}/status/stream", get(stream))
         .route("/v1/backends/{id}/ready", get(ready))

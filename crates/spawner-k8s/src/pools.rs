@@ -419,6 +419,9 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
     let pool = fetch_pool(state, &req.pool).await?;
+    // The template's labels with the claim's: within the limits of any spec.
+    req.claimed_spec(&pool.pool_spec().template.spec)
+        .validate()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
     let lock = match &req.key {
         Some(key) => {

@@ -126,6 +126,8 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
     let pool = app.pools.get(&req.pool).ok_or_else(|| no_pool(&req.pool))?;
+    // The template's labels with the claim's: within the limits of any spec.
+    req.claimed_spec(&pool.spec().template.spec).validate()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
     let mut changes = app.registry.subscribe();
     let mut waiting = None;
