@@ -107,15 +107,18 @@ fn spawn() {}
 
 #[utoipa::path(
     get, path = "/v1/backends", tag = "control", operation_id = "list",
-    description = "Backends, newest first, records without events. Filters combine.",
+    description = "Backends, newest first (on Kubernetes: by name), records without events, a page at a \
+        time: `next` is the cursor of the next page (pass it as `after`), absent on the last. Filters combine.",
     params(
         ("state" = Option<State>, Query, description = "only backends in this state"),
         ("key" = Option<String>, Query, description = "only the backends of this key"),
         ("label" = Option<Vec<String>>, Query, description = "`name=value`, repeatable; all must match", explode = true),
+        ("limit" = Option<u32>, Query, description = "records in the page, 1 to 1000; default 100 (a page also ends once its records hold about 4 MiB)", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, description = "the `next` of the previous page: the page after it"),
     ),
     responses(
-        (status = 200, description = "The list", body = BackendList),
-        (status = 400, description = "`invalid_query`: an unknown filter or state", body = ErrorBody),
+        (status = 200, description = "A page of the list", body = BackendList),
+        (status = 400, description = "`invalid_query`: an unknown filter or state, a `limit` out of range, an `after` that is not this list's cursor", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -126,7 +129,8 @@ fn list() {}
 #[utoipa::path(
     get, path = "/v1/backends/stream", tag = "control", operation_id = "list_stream",
     description = "Server-Sent Events of the list: first `event: snapshot` with `data:` a `BackendList` \
-        (the list as `GET /v1/backends` answers it, same filters), then `event: backend` with `data:` a \
+        (the list's first page as `GET /v1/backends` answers it, same filters and `limit`; its `next` \
+        is read with `GET /v1/backends?after=`), then `event: backend` with `data:` a \
         `BackendRecord` (without events) each time a backend is created, changes state, or its live \
         connections or last activity change (at most about once a second each). The stream does not end; \
         a client that reconnects gets a fresh snapshot. Embedded server only.",
@@ -134,6 +138,7 @@ fn list() {}
         ("state" = Option<State>, Query, description = "only backends in this state"),
         ("key" = Option<String>, Query, description = "only the backends of this key"),
         ("label" = Option<Vec<String>>, Query, description = "`name=value`, repeatable", explode = true),
+        ("limit" = Option<u32>, Query, description = "records in the snapshot, 1 to 1000; default 100", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
@@ -390,8 +395,14 @@ fn create_pool() {}
 
 #[utoipa::path(
     get, path = "/v1/pools", tag = "pools", operation_id = "list_pools",
+    description = "The pools by name, a page at a time: `next` is the cursor of the next page (pass it as `after`).",
+    params(
+        ("limit" = Option<u32>, Query, description = "pools in the page, 1 to 1000; default 100", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, description = "the `next` of the previous page"),
+    ),
     responses(
-        (status = 200, description = "Every pool, by name", body = PoolList),
+        (status = 200, description = "A page of the pools, by name", body = PoolList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -92,6 +92,22 @@ pub struct Row {
     pub reason: Option<String>,
 }
 
+/// Where a backend stands in the lists' order: newest first, then by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: Millis,
+    pub id: String,
+}
+
+impl Row {
+    pub fn position(&self) -> Position {
+        Position {
+            created_at: self.created_at,
+            id: self.id.clone(),
+        }
+    }
+}
+
 /// The outcome of an insert with a key.
 pub enum Inserted {
     New(Row),
@@ -138,6 +154,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS backends_live_key ON backends(key) WHERE key I
 CREATE INDEX IF NOT EXISTS backends_live ON backends(terminal);
 -- /metrics counts backends by state: from this index alone, not a scan and sort of every record.
 CREATE INDEX IF NOT EXISTS backends_state ON backends(state);
+-- Lists, newest first, a page at a time: read in this order from the index, never sorted
+-- (a sort of every record carries every spec with it).
+CREATE INDEX IF NOT EXISTS backends_created ON backends(created_at DESC, id);
 CREATE TABLE IF NOT EXISTS events (
     backend_id TEXT NOT NULL REFERENCES backends(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -414,14 +433,34 @@ impl Store {
         })
     }
 
-    /// Backends in `state` (any without), with `key` (any without), newest first.
-    pub fn list(&self, state: Option<State>, key: Option<&str>) -> Result<Vec<Row>> {
+    /// Up to `count` backends after `after` in the lists' order (newest first, then by
+    /// id), with `key` (any without): with `state`, those stored in it and every live one
+    /// (a live backend's state in memory may be newer than the stored one; the caller
+    /// tells).
+    pub fn list_page(
+        &self,
+        state: Option<State>,
+        key: Option<&str>,
+        after: Option<&Position>,
+        count: usize,
+    ) -> Result<Vec<Row>> {
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR key = ?2) ORDER BY created_at DESC, id"
+                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1 OR terminal = 0) AND (?2 IS NULL OR key = ?2) \
+                 AND (?3 IS NULL OR (created_at <= ?3 AND (created_at < ?3 OR id > ?4))) \
+                 ORDER BY created_at DESC, id LIMIT ?5"
             ))?;
             let raw = stmt
-                .query_map(params![state.map(|s| s.as_str()), key], row_of)?
+                .query_map(
+                    params![
+                        state.map(|s| s.as_str()),
+                        key,
+                        after.map(|a| a.created_at),
+                        after.map(|a| a.id.as_str()),
+                        i64::try_from(count).unwrap_or(i64::MAX)
+                    ],
+                    row_of,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(raw)
         })?;
