@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod live;
+mod memory;
 pub mod metrics;
 pub mod pools;
 pub mod reconciler;
@@ -34,6 +35,7 @@ impl Server {
     /// Opens the store, adopts what runs, and binds the listening socket.
     pub async fn start(config: Config, runtimes: Runtimes) -> anyhow::Result<Self> {
         config.check().map_err(anyhow::Error::msg)?;
+        memory::configure();
         // The address first: a server that cannot listen leaves nothing behind.
         let listener = bind(config.listen).await?;
         std::fs::create_dir_all(config.data_dir.join("logs")).with_context(|| {
@@ -86,9 +88,11 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let sweeper = tokio::spawn(sweeper::run(self.app.clone()));
         let pools = tokio::spawn(pools::run(self.app.clone()));
+        let memory = tokio::spawn(memory::run());
         http::serve(self.app, self.listener, shutdown).await;
         sweeper.abort();
         pools.abort();
+        memory.abort();
     }
 }
 

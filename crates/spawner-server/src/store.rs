@@ -130,6 +130,14 @@ pub struct Store {
 /// Reading connections; a read finds one free or waits for one.
 const READERS: usize = 2;
 
+/// The page cache of each connection, in KiB, instead of SQLite's 2,000: the memory the
+/// store holds stays small and steady (about 2 MiB for its four connections). In WAL mode a
+/// reader empties its cache whenever it begins reading after a write, so a larger one
+/// serves a single read; the writer's holds the tables' inner pages, and a page it misses
+/// is read from the operating system's cache of the file. With the default, what the
+/// caches held after bursts of writes and reads went from 1 to 9 MiB and back.
+const CACHE_KIB: u32 = 512;
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -224,6 +232,7 @@ impl Store {
         ))?;
         // Every statement of the write path is prepared once and kept.
         conn.set_prepared_statement_cache_capacity(64);
+        conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))?;
         let readers = (0..READERS)
             .map(|_| {
                 let r = Connection::open_with_flags(
@@ -231,6 +240,7 @@ impl Store {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 r.busy_timeout(std::time::Duration::from_secs(5))?;
+                r.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))?;
                 Ok(Mutex::new(r))
             })
             .collect::<Result<Vec<_>>>()?;
