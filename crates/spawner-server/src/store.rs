@@ -163,8 +163,10 @@ CREATE INDEX IF NOT EXISTS backends_live ON backends(terminal);
 -- /metrics counts backends by state: from this index alone, not a scan and sort of every record.
 CREATE INDEX IF NOT EXISTS backends_state ON backends(state);
 -- Lists, newest first, a page at a time: read in this order from the index, never sorted
--- (a sort of every record carries every spec with it).
-CREATE INDEX IF NOT EXISTS backends_created ON backends(created_at DESC, id);
+-- (a sort of every record carries every spec with it), and filtered on the index's own
+-- columns (a record's state is stored after its spec: read from the record, a filter
+-- follows every spec's overflow pages to it, 60 ms instead of 0.4 for 3,000 of 64 KiB).
+CREATE INDEX IF NOT EXISTS backends_list ON backends(created_at DESC, id, state, terminal, key);
 CREATE TABLE IF NOT EXISTS events (
     backend_id TEXT NOT NULL REFERENCES backends(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
