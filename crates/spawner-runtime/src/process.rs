@@ -18,6 +18,7 @@ use spawner_core::BackendId;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -226,9 +227,11 @@ fn spawn(
             "the process runtime needs executable.command".into(),
         ));
     };
+    // Private to Spawner's user, as everything in its data directory.
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::LOG_FILE_MODE)
         .open(&launch.log_path)
         .map_err(|source| RuntimeError::Io {
             context: format!("opening log file {}", launch.log_path.display()),
