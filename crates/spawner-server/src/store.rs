@@ -446,30 +446,30 @@ impl Store {
     }
 
     /// Up to `count` backends after `after` in the lists' order (newest first, then by
-    /// id), with `key` (any without): with `state`, those stored in it and every live one
-    /// (a live backend's state in memory may be newer than the stored one; the caller
-    /// tells).
+    /// id), with `key` (any without): with `states`, those stored in one of them (the
+    /// caller asks for the states a backend it wants may still be stored in, and tells).
     pub fn list_page(
         &self,
-        state: Option<State>,
+        states: Option<(State, Option<State>)>,
         key: Option<&str>,
         after: Option<&Position>,
         count: usize,
     ) -> Result<Vec<Row>> {
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1 OR terminal = 0) AND (?2 IS NULL OR key = ?2) \
+                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1 OR state = ?6) AND (?2 IS NULL OR key = ?2) \
                  AND (?3 IS NULL OR (created_at <= ?3 AND (created_at < ?3 OR id > ?4))) \
                  ORDER BY created_at DESC, id LIMIT ?5"
             ))?;
             let raw = stmt
                 .query_map(
                     params![
-                        state.map(|s| s.as_str()),
+                        states.map(|(s, _)| s.as_str()),
                         key,
                         after.map(|a| a.created_at),
                         after.map(|a| a.id.as_str()),
-                        i64::try_from(count).unwrap_or(i64::MAX)
+                        i64::try_from(count).unwrap_or(i64::MAX),
+                        states.and_then(|(_, also)| also).map(|s| s.as_str()),
                     ],
                     row_of,
                 )?

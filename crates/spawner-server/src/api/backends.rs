@@ -157,12 +157,16 @@ pub(super) fn page(app: &App, filter: &ListFilter) -> Result<BackendList, ApiErr
         .transpose()?;
     let mut page = Page::new(&filter.page);
     let mut last = None;
+    // A backend shown Ready may still be stored Running: those are read too, and told
+    // apart by their state in memory.
+    use spawner_core::State::{Ready, Running};
+    let states = filter.state.map(|s| (s, (s == Ready).then_some(Running)));
     loop {
         // One more than the page takes: a full page then knows whether another follows.
         let batch = page.room().clamp(16, spawner_api::page::MAX_LIMIT) + 1;
         let rows = app
             .store
-            .list_page(filter.state, filter.key.as_deref(), after.as_ref(), batch)
+            .list_page(states, filter.key.as_deref(), after.as_ref(), batch)
             .map_err(super::store_error)?;
         let exhausted = rows.len() < batch;
         for row in rows {
