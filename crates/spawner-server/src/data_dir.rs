@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// The mode of the directory and of the directories in it.
 const DIR_MODE: u32 = 0o700;
 /// The mode of every file Spawner writes in it.
-pub const FILE_MODE: u32 = 0o600;
+const FILE_MODE: u32 = 0o600;
 const LOCK_FILE: &str = "spawner.lock";
 /// The database and SQLite's files beside it (created with the database's own mode).
 const DATABASE_FILES: [&str; 3] = ["spawner.db", "spawner.db-wal", "spawner.db-shm"];
