@@ -40,10 +40,13 @@ impl TerminateResponse {
     }
 }
 
-/// `GET /v1/backends`: newest first, records without events.
+/// `GET /v1/backends`: one page of the list, records without events.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackendList {
     pub backends: Vec<BackendRecord>,
+    /// The cursor of the next page (pass it as `?after=`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `POST /v1/backends/{id}/keepalive`: keep the backend from being swept for `seconds`.

@@ -128,6 +128,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// A dashboard login link that is unknown, used or expired.
     InvalidLoginCode,
+    /// The request body is over the size the API reads (docs/api.md, "Limits").
+    BodyTooLarge,
 }
 
 impl ErrorCode {
@@ -155,6 +157,7 @@ impl ErrorCode {
             ErrorCode::CrossOrigin => "cross_origin",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidLoginCode => "invalid_login_code",
+            ErrorCode::BodyTooLarge => "body_too_large",
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The HTTP contract (`docs/api.md`) as both API servers speak it: the embedded server
 //! (`spawner-server`) and the Kubernetes API (`spawner-k8s`). What the two share — the error
-//! shape, the bearer token, how bodies, ids, filters and `Last-Event-ID` are read, how
+//! shape, the bearer token, how large a body may be, how bodies, ids, filters, pages and `Last-Event-ID` are read, how
 //! `/ready`, the event stream and the seed's routes answer, the OpenAPI document and the
 //! dashboard — lives here, once.
 
 pub mod auth;
 pub mod bodies;
+pub mod body_limit;
 pub mod dashboard;
 pub mod error;
 pub mod guard;
 pub mod login;
 pub mod openapi;
+pub mod page;
 pub mod parse;
 pub mod respond;
 pub mod seed;

@@ -112,6 +112,7 @@ impl LoginCodes {
 pub fn open_routes<S: Clone + Send + Sync + 'static>(codes: Option<Arc<LoginCodes>>) -> Router<S> {
     Router::new()
         .route("/v1/login", post(redeem))
+        .route_layer(axum::middleware::from_fn(crate::body_limit::limit_body))
         .with_state(codes)
 }
 

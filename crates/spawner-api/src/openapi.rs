@@ -97,6 +97,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         (status = 400, description = "`invalid_body` or `invalid_field`; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`host_not_allowed`: the `Host` is not one of the server's names; `cross_origin`: sent by another site's page (every route answers these)", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 404, description = "`not_found`: a claim of a pool that does not exist", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body not sent as `Content-Type: application/json` (every route)", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`: the spec needs a runtime this server lacks", body = ErrorBody),
@@ -109,15 +110,18 @@ fn spawn() {}
 
 #[utoipa::path(
     get, path = "/v1/backends", tag = "control", operation_id = "list",
-    description = "Backends, newest first, records without events. Filters combine.",
+    description = "Backends, newest first (on Kubernetes: by name), records without events, a page at a \
+        time: `next` is the cursor of the next page (pass it as `after`), absent on the last. Filters combine.",
     params(
         ("state" = Option<State>, Query, description = "only backends in this state"),
         ("key" = Option<String>, Query, description = "only the backends of this key"),
         ("label" = Option<Vec<String>>, Query, description = "`name=value`, repeatable; all must match", explode = true),
+        ("limit" = Option<u32>, Query, description = "records in the page, 1 to 1000; default 100 (a page also ends once its records hold about 4 MiB)", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, description = "the `next` of the previous page: the page after it"),
     ),
     responses(
-        (status = 200, description = "The list", body = BackendList),
-        (status = 400, description = "`invalid_query`: an unknown filter or state", body = ErrorBody),
+        (status = 200, description = "A page of the list", body = BackendList),
+        (status = 400, description = "`invalid_query`: an unknown filter or state, a `limit` out of range, an `after` that is not this list's cursor", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -128,7 +132,8 @@ fn list() {}
 #[utoipa::path(
     get, path = "/v1/backends/stream", tag = "control", operation_id = "list_stream",
     description = "Server-Sent Events of the list: first `event: snapshot` with `data:` a `BackendList` \
-        (the list as `GET /v1/backends` answers it, same filters), then `event: backend` with `data:` a \
+        (the list's first page as `GET /v1/backends` answers it, same filters and `limit`; its `next` \
+        is read with `GET /v1/backends?after=`), then `event: backend` with `data:` a \
         `BackendRecord` (without events) each time a backend is created, changes state, or its live \
         connections or last activity change (at most about once a second each). The stream does not end; \
         a client that reconnects gets a fresh snapshot. Embedded server only.",
@@ -136,6 +141,7 @@ fn list() {}
         ("state" = Option<State>, Query, description = "only backends in this state"),
         ("key" = Option<String>, Query, description = "only the backends of this key"),
         ("label" = Option<Vec<String>>, Query, description = "`name=value`, repeatable", explode = true),
+        ("limit" = Option<u32>, Query, description = "records in the snapshot, 1 to 1000; default 100", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
@@ -169,6 +175,7 @@ fn get_one() {}
         (status = 202, description = "The stop is carried out", body = TerminateResponse),
         (status = 400, description = "`invalid_body`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -192,6 +199,7 @@ fn terminate() {}
         (status = 200, description = "Busy until `busy_until`", body = KeepaliveResponse),
         (status = 400, description = "`invalid_body` or `invalid_field` (`seconds` 1 to 86400)", body = ErrorBody),
         (status = 401, description = "`unauthorized`: neither the control token nor the backend's token", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 410, description = "`gone`: it is stopping or has ended", body = ErrorBody),
         (status = 503, description = "`busy` (Kubernetes): the object kept changing while it was written; retry", body = ErrorBody),
@@ -269,6 +277,7 @@ fn ready() {}
         (status = 201, description = "A new backend", body = SeedResponse),
         (status = 400, description = "`invalid_body` or `invalid_field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`", body = ErrorBody),
         (status = 503, description = "`storage_full`", body = ErrorBody),
     ),
@@ -409,6 +418,7 @@ fn dashboard() {}
         (status = 201, description = "The pool (its backends are starting)", body = PoolStatus),
         (status = 400, description = "`invalid_body` or `invalid_field`; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 409, description = "`pool_exists`", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`: the template needs a runtime this server lacks", body = ErrorBody),
         (status = 503, description = "`storage_full`", body = ErrorBody),
@@ -420,8 +430,14 @@ fn create_pool() {}
 
 #[utoipa::path(
     get, path = "/v1/pools", tag = "pools", operation_id = "list_pools",
+    description = "The pools by name, a page at a time: `next` is the cursor of the next page (pass it as `after`).",
+    params(
+        ("limit" = Option<u32>, Query, description = "pools in the page, 1 to 1000; default 100", minimum = 1, maximum = 1000),
+        ("after" = Option<String>, Query, description = "the `next` of the previous page"),
+    ),
     responses(
-        (status = 200, description = "Every pool, by name", body = PoolList),
+        (status = 200, description = "A page of the pools, by name", body = PoolList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -451,6 +467,7 @@ fn get_pool() {}
         (status = 200, description = "The pool and its counts", body = PoolStatus),
         (status = 400, description = "`invalid_body` or `invalid_field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 503, description = "`storage_full`", body = ErrorBody),
     ),

@@ -1,5 +1,6 @@
 //! Reading what a client sends: JSON bodies, ids, list filters, `Last-Event-ID`.
 
+use crate::page::PageRequest;
 use crate::ApiError;
 use axum::http::HeaderMap;
 use spawner_core::spec::validate_label;
@@ -51,19 +52,23 @@ pub fn id(id: &str) -> Result<BackendId, ApiError> {
     BackendId::parse(id).map_err(|_| ApiError::not_found(id))
 }
 
-/// The filters of `GET /v1/backends`.
+/// The filters of `GET /v1/backends`, and the page asked for.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ListFilter {
     pub state: Option<State>,
     pub key: Option<String>,
     pub labels: Vec<(String, String)>,
+    pub page: PageRequest,
 }
 
 impl ListFilter {
-    /// Reads `state`, `key` and (repeatable) `label=name=value` query pairs.
+    /// Reads `state`, `key`, (repeatable) `label=name=value`, `limit` and `after` query pairs.
     pub fn from_query(params: Vec<(String, String)>) -> Result<Self, ApiError> {
         let mut filter = ListFilter::default();
         for (name, value) in params {
+            if filter.page.read(&name, &value)? {
+                continue;
+            }
             match name.as_str() {
                 "state" => {
                     filter.state = Some(value.parse().map_err(|e| {
@@ -86,7 +91,9 @@ impl ListFilter {
                 other => {
                     return Err(ApiError::bad_request(
                         "invalid_query",
-                        format!("unknown filter {other:?}: use state, label or key"),
+                        format!(
+                            "unknown filter {other:?}: use state, label or key (and limit, after)"
+                        ),
                     ))
                 }
             }

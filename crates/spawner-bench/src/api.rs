@@ -91,6 +91,25 @@ impl Api {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// Every backend of `GET /v1/backends{query}` (`query` empty or `?…`), page after page.
+    pub async fn list_all(&self, query: &str) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut path = format!("/v1/backends{query}");
+        loop {
+            let mut page = self.get_json(&path).await?;
+            if let Some(items) = page["backends"].as_array_mut() {
+                all.append(items);
+            }
+            match page["next"].as_str() {
+                Some(next) => {
+                    let sep = if query.is_empty() { '?' } else { '&' };
+                    path = format!("/v1/backends{query}{sep}after={next}");
+                }
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Spawns a backend and returns its id.
     pub async fn spawn(&self, spec: &Value) -> Result<String> {
         let (status, body) = self.call(Method::POST, "/v1/backends", Some(spec)).await?;
@@ -185,16 +204,13 @@ impl Api {
 
     /// Terminates every backend that is not terminal, hard, and waits (bounded) until none is.
     pub async fn terminate_all(&self) -> Result<usize> {
-        let list = self.get_json("/v1/backends").await?;
-        let ids: Vec<String> = list["backends"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|b| !TERMINAL.contains(&b["state"].as_str().unwrap_or_default()))
-                    .filter_map(|b| b["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids: Vec<String> = self
+            .list_all("")
+            .await?
+            .iter()
+            .filter(|b| !TERMINAL.contains(&b["state"].as_str().unwrap_or_default()))
+            .filter_map(|b| b["id"].as_str().map(str::to_string))
+            .collect();
         let n = ids.len();
         futures_util::stream::iter(ids)
             .map(|id| async move { self.terminate(&id, true).await })
@@ -203,12 +219,12 @@ impl Api {
             .await;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let list = self.get_json("/v1/backends").await?;
-            let live = list["backends"].as_array().map_or(0, |a| {
-                a.iter()
-                    .filter(|b| !TERMINAL.contains(&b["state"].as_str().unwrap_or_default()))
-                    .count()
-            });
+            let live = self
+                .list_all("")
+                .await?
+                .iter()
+                .filter(|b| !TERMINAL.contains(&b["state"].as_str().unwrap_or_default()))
+                .count();
             if live == 0 {
                 return Ok(n);
             }

@@ -33,9 +33,13 @@ struct ApiErrorBody {
     message: String,
 }
 
+/// One page of `GET /v1/backends`.
 #[derive(Deserialize)]
 struct List {
     backends: Vec<BackendRecord>,
+    /// The cursor of the next page; none on the last (and from servers without pages).
+    #[serde(default)]
+    next: Option<String>,
 }
 
 /// A connection to one Spawner (embedded server or Kubernetes API).
@@ -116,12 +120,24 @@ impl Client {
         Ok((self.json(resp).await?, created))
     }
 
-    /// Lists backends; `filters` are query pairs such as `("state", "Ready")`.
+    /// Lists backends, every page of them; `filters` are query pairs such as
+    /// `("state", "Ready")`.
     pub async fn list(&self, filters: &[(&str, &str)]) -> Result<Vec<BackendRecord>> {
-        let resp = self
-            .send(self.request(Method::GET, "/v1/backends").query(filters))
-            .await?;
-        Ok(self.json::<List>(resp).await?.backends)
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut req = self.request(Method::GET, "/v1/backends").query(filters);
+            if let Some(a) = &after {
+                req = req.query(&[("after", a)]);
+            }
+            let page = self.json::<List>(self.send(req).await?).await?;
+            all.extend(page.backends);
+            match page.next {
+                // A cursor that does not move would never end.
+                Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+                _ => return Ok(all),
+            }
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<BackendRecord> {

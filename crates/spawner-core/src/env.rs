@@ -1,5 +1,5 @@
-//! The environment a backend gets, and `$(VAR)` expansion in its command, as Kubernetes
-//! does for a container's command and args.
+//! The environment a backend gets (what passes from Spawner's own, what Spawner sets), and
+//! `$(VAR)` expansion in its command, as Kubernetes does for a container's command and args.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +34,35 @@ pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// The variables of Spawner's own environment that a process backend gets, besides the
+/// locale's `LC_*`: what a program needs to run as the user it runs as (where programs
+/// are, its home, its language, time zone and temporary directory), and nothing that could
+/// be a secret of the operator's. `spawner serve --env-keep NAME` adds others.
+pub const INHERITED: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// Whether Spawner's own variable `name` passes to a process backend: one of
+/// [`INHERITED`], a locale category (`LC_*`), or one of `keep` (`--env-keep`).
+pub fn inherited(name: &str, keep: &[String]) -> bool {
+    INHERITED.contains(&name) || name.starts_with("LC_") || keep.iter().any(|k| k == name)
+}
+
+/// Checks a name given to `--env-keep`: a variable name, and none that Spawner sets.
+pub fn check_keep(name: &str) -> Result<(), String> {
+    if !crate::spec::is_env_name(name) {
+        return Err(format!(
+            "--env-keep {name:?}: a variable name is letters, digits and '_', not starting with a digit"
+        ));
+    }
+    if name == "PORT" || name.starts_with("SPAWNER_") {
+        return Err(format!(
+            "--env-keep {name}: PORT and SPAWNER_* are set by Spawner for each backend, and Spawner's own SPAWNER_* settings (its token) never pass"
+        ));
+    }
+    Ok(())
+}
+
 /// The variables Spawner gives every backend besides the spec's own `env`.
 pub fn backend_env(
     spec_env: &BTreeMap<String, String>,
@@ -53,6 +82,35 @@ pub fn backend_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_allow_list_the_locale_and_what_is_kept_pass() {
+        let keep = vec!["OPERATOR_CA".to_string()];
+        for name in [
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "LC_CTYPE",
+            "TZ",
+            "OPERATOR_CA",
+        ] {
+            assert!(inherited(name, &keep), "{name}");
+        }
+        for name in [
+            "OPERATOR_SECRET",
+            "AWS_SECRET_ACCESS_KEY",
+            "SPAWNER_TOKEN",
+            "LD_PRELOAD",
+            "path",
+        ] {
+            assert!(!inherited(name, &keep), "{name}");
+        }
+        assert!(check_keep("OPERATOR_CA").is_ok());
+        for bad in ["SPAWNER_TOKEN", "PORT", "1X", "A-B", ""] {
+            assert!(check_keep(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn expands_like_kubernetes() {

@@ -298,10 +298,13 @@ pub struct PoolStatus {
     pub cold_claims: u64,
 }
 
-/// `GET /v1/pools`.
+/// `GET /v1/pools`: one page of the pools, by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PoolList {
     pub pools: Vec<PoolStatus>,
+    /// The cursor of the next page (pass it as `?after=`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `DELETE /v1/pools/{name}`: the pool is gone; its unclaimed backends are being stopped.

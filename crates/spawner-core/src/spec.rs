@@ -1,5 +1,6 @@
 //! What a client asks for: the body of `POST /v1/backends`, and its validation.
 
+use crate::limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -33,7 +34,8 @@ pub struct BackendSpec {
     #[serde(default = "default_startup_timeout")]
     #[schema(default = 300, minimum = 1, maximum = 604800)]
     pub startup_timeout_seconds: u64,
-    /// Kubernetes label syntax: keys with an optional DNS prefix, values of at most 63 characters.
+    /// Kubernetes label syntax: keys with an optional DNS prefix, values of at most 63
+    /// characters; at most 64 labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(default = json!({}))]
     pub labels: BTreeMap<String, String>,
@@ -60,13 +62,16 @@ pub struct BackendSpec {
 #[serde(deny_unknown_fields)]
 pub struct Executable {
     /// Argument list; `$(VAR)` is expanded from the backend's environment, `$$` is a `$`.
+    /// At most 1024 arguments and 64 KiB in all, expanded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, max_items = 1024)]
     pub command: Option<Vec<String>>,
     /// Container image (Docker runtime, Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
     pub image: Option<String>,
-    /// Names `[A-Za-z_][A-Za-z0-9_]*`; `PORT` and `SPAWNER_*` are set by Spawner.
+    /// Names `[A-Za-z_][A-Za-z0-9_]*`; `PORT` and `SPAWNER_*` are set by Spawner. At most
+    /// 256 variables, 32 KiB per value, 64 KiB of `NAME=value` in all.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(default = json!({}))]
     pub env: BTreeMap<String, String>,
@@ -76,6 +81,7 @@ pub struct Executable {
     pub port: Option<u16>,
     /// Must exist; default: Spawner's working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
     pub working_dir: Option<String>,
     /// Containers only; default `IfNotPresent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,10 +165,16 @@ impl BackendSpec {
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(key) = &self.key {
-            if key.is_empty() || key.len() > 253 || key.chars().any(|c| c.is_control()) {
+            if key.is_empty()
+                || key.len() > limits::MAX_KEY_BYTES
+                || key.chars().any(|c| c.is_control())
+            {
                 return Err(ValidationError::new(
                     "key",
-                    "must be 1 to 253 characters without control characters",
+                    format!(
+                        "must be 1 to {} bytes without control characters",
+                        limits::MAX_KEY_BYTES
+                    ),
                 ));
             }
         }
@@ -181,6 +193,7 @@ impl BackendSpec {
                 format!("must be between 0 and {MAX_SECONDS} seconds (0: no warning)"),
             ));
         }
+        limits::check_labels(self.labels.len())?;
         for (k, v) in &self.labels {
             validate_label(k, v)?;
         }
@@ -220,6 +233,7 @@ impl Executable {
                 "needs \"command\" (an argument list, for a local process) or \"image\" (for a container)",
             ));
         }
+        limits::check_executable(self)?;
         if let Some(cmd) = &self.command {
             if cmd.first().is_none_or(|c| c.trim().is_empty()) {
                 return Err(ValidationError::new(

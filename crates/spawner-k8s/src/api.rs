@@ -27,7 +27,8 @@ use kube::api::{Preconditions, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
-use spawner_api::bodies::{KeepaliveRequest, KeepaliveResponse};
+use spawner_api::bodies::{BackendList, KeepaliveRequest, KeepaliveResponse};
+use spawner_api::page::Page;
 use spawner_api::parse::{self, ListFilter};
 use spawner_api::seed::{self, SeedSpawn};
 use spawner_api::{require_token, respond, ApiError, BearerToken};
@@ -219,6 +220,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(crate::pools::routes())
         .route("/metrics", get(metrics))
         .merge(spawner_api::login::control_routes(state.login.clone()))
+        // Inside the token's check: a body is read only for a client that may send one.
+        .route_layer(middleware::from_fn(spawner_api::body_limit::limit_body))
         .route_layer(middleware::from_fn_with_state(
             BearerToken::new(state.config.token.as_deref()),
             require_token,
@@ -226,7 +229,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
         .merge(control)
         // Its own check: the control token, or the backend's own `?token=`.
-        .route("/v1/backends/{id}/keepalive", post(keepalive))
+        .route(
+            "/v1/backends/{id}/keepalive",
+            post(keepalive).route_layer(middleware::from_fn(spawner_api::body_limit::limit_body)),
+        )
         .route("/v1/backends/{id}/status", get(status))
         .route("/v1/backends/{id}/status/stream", get(stream))
         .route("/v1/backends/{id}/ready", get(ready))
@@ -355,15 +361,9 @@ async fn list(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, Error> {
     let filter = ListFilter::from_query(params)?;
-    let key = filter.key.clone();
-    let selector: Vec<String> = filter
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let objects = match &key {
-        // A key names one object, and the pool members claimed with it (by label):
-        // read those instead of listing them all.
+    let list = match &filter.key {
+        // A key names one object, and the pool members claimed with it (by label): read
+        // those instead of listing them all; a handful at most, so one page.
         Some(k) => {
             let id = name_for_key(&state.config.key_secret, &state.config.namespace, k);
             let lp = ListParams::default().labels(&format!(
@@ -371,28 +371,83 @@ async fn list(
                 crate::pool_crd::LABEL_KEY_ID,
                 id.as_str()
             ));
-            let mut objs: Vec<SessionLivedBackend> = state
-                .slabs()
-                .get_opt(id.as_str())
-                .await?
-                .into_iter()
+            let mut objs: Vec<SessionLivedBackend> = Vec::new();
+            if filter.page.after.is_none() {
+                objs.extend(state.slabs().get_opt(id.as_str()).await?);
+                objs.extend(state.slabs().list(&lp).await?.items);
+            }
+            let backends = objs
+                .iter()
+                .filter(|o| o.spec.key == filter.key && selected(&filter, o))
+                .map(|o| state.record(o, false))
                 .collect();
-            objs.extend(state.slabs().list(&lp).await?.items);
-            objs
+            BackendList {
+                backends,
+                next: None,
+            }
         }
-        None => {
-            let lp = ListParams::default().labels(&selector.join(","));
-            state.slabs().list(&lp).await?.items
-        }
+        None => page(&state, &filter).await?,
     };
-    let backends: Vec<BackendRecord> = objects
+    Ok(Json(list).into_response())
+}
+
+/// Whether an object passes the filter's labels and state (its key is filtered apart).
+fn selected(filter: &ListFilter, obj: &SessionLivedBackend) -> bool {
+    filter.labels_match(obj.labels()) && filter.state.is_none_or(|s| state_of(obj) == s)
+}
+
+/// Objects read from the API server at once while a page is filled: what a page may hold
+/// beyond its size in bytes.
+const LIST_CHUNK: usize = 100;
+
+/// One page of the list, in the API server's order (by name), with the API server's own
+/// continue token as `next`: it is read in chunks of at most the records the page still
+/// takes, so that the token always points just after the last record given.
+async fn page(state: &ApiState, filter: &ListFilter) -> Result<BackendList, Error> {
+    let selector: Vec<String> = filter
+        .labels
         .iter()
-        .filter(|o| key.is_none() || o.spec.key == key)
-        .filter(|o| filter.labels_match(o.labels()))
-        .filter(|o| filter.state.is_none_or(|s| state_of(o) == s))
-        .map(|o| state.record(o, false))
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    Ok(Json(json!({ "backends": backends })).into_response())
+    let mut page = Page::new(&filter.page);
+    let mut token = filter.page.after.clone();
+    while !page.is_full() {
+        let chunk = page.room().min(LIST_CHUNK);
+        let mut lp = ListParams::default()
+            .labels(&selector.join(","))
+            .limit(u32::try_from(chunk).unwrap_or(1));
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let objects = match state.slabs().list(&lp).await {
+            Ok(l) => l,
+            // A token of another list, or one the API server no longer keeps (a few minutes).
+            Err(kube::Error::Api(s)) if token.is_some() && (s.code == 410 || s.code == 400) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "after: the API server refused this cursor ({}); list again from the first page",
+                        s.message
+                    ),
+                )
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for o in objects.items.iter().filter(|o| selected(filter, o)) {
+            let record = state.record(o, false);
+            let bytes = spawner_core::limits::spec_bytes(&record.spec);
+            page.push(record, bytes);
+        }
+        token = objects.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(BackendList {
+        backends: page.items,
+        next: token,
+    })
 }
 
 async fn get_one(

@@ -16,7 +16,7 @@ use crate::naming::name_for_key;
 use crate::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
 use crate::pool_members::{self as members, claim_patch, claimable, counts, surplus};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::core::ObjectMeta;
 use kube::ResourceExt;
 use serde_json::json;
+use spawner_api::page::{Page, PageRequest};
 use spawner_api::parse;
 use spawner_api::ApiError;
 use spawner_core::lifecycle::StopReason;
@@ -187,14 +188,40 @@ async fn create_pool(
         .into_response())
 }
 
-async fn list_pools(State(state): State<std::sync::Arc<ApiState>>) -> Result<Response, Error> {
+/// A page of the pools, by name, as the embedded server gives it (the cursor is the last
+/// name of the page before): each pool's counts are read for the page's pools only.
+async fn list_pools(
+    State(state): State<std::sync::Arc<ApiState>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, Error> {
+    let request = PageRequest::from_query(params)?;
+    if let Some(after) = &request.after {
+        validate_name(after).map_err(|_| spawner_api::page::bad_cursor())?;
+    }
     let mut objs = pools_api(&state).list(&ListParams::default()).await?.items;
     objs.sort_by_key(|p| p.pool_name());
-    let mut pools = Vec::with_capacity(objs.len());
+    let mut page = Page::new(&request);
+    let mut next = None;
+    let mut last = None;
     for p in &objs {
-        pools.push(status_of(&state, p).await?);
+        let name = p.pool_name();
+        if request.after.as_deref().is_some_and(|a| name.as_str() <= a) {
+            continue;
+        }
+        if page.is_full() {
+            next = last;
+            break;
+        }
+        let status = status_of(&state, p).await?;
+        let bytes = spawner_core::limits::spec_bytes(&status.template.spec);
+        page.push(status, bytes);
+        last = Some(name);
     }
-    Ok(Json(PoolList { pools }).into_response())
+    Ok(Json(PoolList {
+        pools: page.items,
+        next,
+    })
+    .into_response())
 }
 
 async fn fetch_pool(state: &ApiState, name: &str) -> Result<SessionLivedBackendPool, Error> {
@@ -419,6 +446,9 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
     let pool = fetch_pool(state, &req.pool).await?;
+    // The template's labels with the claim's: within the limits of any spec.
+    req.claimed_spec(&pool.pool_spec().template.spec)
+        .validate()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
     let lock = match &req.key {
         Some(key) => {

@@ -918,6 +918,7 @@ async fn copy_logs(
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::LOG_FILE_MODE)
         .open(log_path)
         .await?;
     let options = LogsOptions {
@@ -975,7 +976,14 @@ async fn copy_logs(
         file.flush().await?;
         if advanced {
             if let Some(c) = &cursor {
-                tokio::fs::write(&cursor_file, c).await?;
+                let mut f = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(crate::LOG_FILE_MODE)
+                    .open(&cursor_file)
+                    .await?;
+                f.write_all(c.as_bytes()).await?;
             }
         }
     }

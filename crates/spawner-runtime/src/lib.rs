@@ -18,6 +18,10 @@ pub use docker::{DockerOptions, DockerRuntime};
 pub use ports::PortAllocator;
 pub use process::ProcessRuntime;
 
+/// The mode of the files a runtime writes (a backend's log): private to Spawner's user,
+/// as everything in its data directory.
+pub const LOG_FILE_MODE: u32 = 0o600;
+
 /// What a runtime needs to start one backend.
 #[derive(Debug, Clone)]
 pub struct Launch {

@@ -4,7 +4,8 @@
 //! it neither dies with Spawner nor blocks on a pipe nobody reads: a crash of Spawner leaves
 //! it running, and the restarted Spawner adopts it by pid and start time (a recycled pid is
 //! not mistaken for it). Every process carries `SPAWNER_INSTANCE` and `SPAWNER_BACKEND_ID` in
-//! its environment, which is how a restart finds processes the store never heard of.
+//! its environment, which is how a restart finds processes the store never heard of. Of
+//! Spawner's own environment it gets only an allow list (`spawner_core::env::inherited`).
 
 use crate::{Handle, Launch, Owned, Runtime, RuntimeError, Signal, Started};
 use futures_util::future::BoxFuture;
@@ -14,15 +15,22 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use spawner_core::lifecycle::Exit;
 use spawner_core::BackendId;
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 
 /// Runs backends as local processes.
 #[derive(Debug, Default, Clone)]
-pub struct ProcessRuntime;
+pub struct ProcessRuntime {
+    /// What a backend gets of Spawner's own environment ([`spawner_core::env::inherited`]),
+    /// read once at start.
+    inherited: Arc<Vec<(OsString, OsString)>>,
+}
 
 /// What identifies one backend process across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,8 +51,26 @@ impl ProcessHandle {
 }
 
 impl ProcessRuntime {
-    pub fn new() -> Self {
-        ProcessRuntime
+    /// A runtime whose backends get of this process's environment only the variables
+    /// [`spawner_core::env::inherited`] lets through, with those named in `keep`.
+    pub fn new(keep: &[String]) -> Self {
+        let inherited = std::env::vars_os()
+            .filter(|(name, _)| {
+                name.to_str()
+                    .is_some_and(|n| spawner_core::env::inherited(n, keep))
+            })
+            .collect();
+        ProcessRuntime {
+            inherited: Arc::new(inherited),
+        }
+    }
+
+    /// The names of the variables a backend gets of Spawner's environment.
+    pub fn inherited_names(&self) -> Vec<String> {
+        self.inherited
+            .iter()
+            .map(|(n, _)| n.to_string_lossy().into_owned())
+            .collect()
     }
 }
 
@@ -60,7 +86,10 @@ impl Runtime for ProcessRuntime {
         // so that other requests are not queued behind a storm of starts.
         let port = launch.port;
         let launch = launch.clone();
-        let mut starting = Starting(Some(tokio::task::spawn_blocking(move || spawn(&launch))));
+        let inherited = self.inherited.clone();
+        let mut starting = Starting(Some(tokio::task::spawn_blocking(move || {
+            spawn(&launch, &inherited)
+        })));
         let Some(task) = starting.0.as_mut() else {
             return Err(RuntimeError::Start("the start was abandoned".into()));
         };
@@ -185,17 +214,24 @@ impl Drop for Starting {
     }
 }
 
-/// Creates the log file and starts the process: blocking system calls.
-fn spawn(launch: &Launch) -> Result<(tokio::process::Child, ProcessHandle), RuntimeError> {
+/// Creates the log file and starts the process: blocking system calls. Its environment is
+/// `inherited` (what passes of Spawner's own), then the launch's (the spec's `env`, then
+/// `PORT` and `SPAWNER_*`), and nothing else.
+fn spawn(
+    launch: &Launch,
+    inherited: &[(OsString, OsString)],
+) -> Result<(tokio::process::Child, ProcessHandle), RuntimeError> {
     let argv = launch.command.as_deref().unwrap_or_default();
     let Some((program, args)) = argv.split_first() else {
         return Err(RuntimeError::Start(
             "the process runtime needs executable.command".into(),
         ));
     };
+    // Private to Spawner's user, as everything in its data directory.
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::LOG_FILE_MODE)
         .open(&launch.log_path)
         .map_err(|source| RuntimeError::Io {
             context: format!("opening log file {}", launch.log_path.display()),
@@ -213,13 +249,11 @@ fn spawn(launch: &Launch) -> Result<(tokio::process::Child, ProcessHandle), Runt
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(false);
-    // Spawner's own settings (its token above all) are not the backend's business.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SPAWNER_") {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd.envs(&launch.env)
+    // Spawner's own environment (its token, the operator's secrets) is not the backend's
+    // business: only what `inherited` lets through.
+    cmd.env_clear()
+        .envs(inherited.iter().map(|(k, v)| (k, v)))
+        .envs(&launch.env)
         .env("SPAWNER_INSTANCE", &launch.instance);
     if let Some(dir) = &launch.spec.executable.working_dir {
         cmd.current_dir(dir);

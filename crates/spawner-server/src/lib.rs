@@ -4,8 +4,10 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod data_dir;
 pub mod http;
 pub mod live;
+mod memory;
 pub mod metrics;
 pub mod pools;
 pub mod reconciler;
@@ -29,17 +31,19 @@ use tokio::net::TcpListener;
 pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
+    /// Held until the server stops.
+    data_dir: data_dir::DataDir,
 }
 
 impl Server {
     /// Opens the store, adopts what runs, and binds the listening socket.
     pub async fn start(config: Config, runtimes: Runtimes) -> anyhow::Result<Self> {
         config.check().map_err(anyhow::Error::msg)?;
+        memory::configure();
         // The address first: a server that cannot listen leaves nothing behind.
         let listener = bind(config.listen).await?;
-        std::fs::create_dir_all(config.data_dir.join("logs")).with_context(|| {
-            format!("creating the data directory {}", config.data_dir.display())
-        })?;
+        // Before anything in it is read: another server may be using it.
+        let data_dir = data_dir::DataDir::open(&config.data_dir, listener.local_addr()?)?;
         let db = config.data_dir.join("spawner.db");
         let store = store::Store::open(&db)
             .with_context(|| format!("opening the database {}", db.display()))?;
@@ -80,7 +84,11 @@ impl Server {
         });
         reconciler::adopt_all(&app).await?;
         pools::restore(&app)?;
-        Ok(Server { app, listener })
+        Ok(Server {
+            app,
+            listener,
+            data_dir,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -94,11 +102,14 @@ impl Server {
     /// Serves until `shutdown` resolves. Backends keep running after it returns: a later
     /// start adopts them again.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let _locked = self.data_dir;
         let sweeper = tokio::spawn(sweeper::run(self.app.clone()));
         let pools = tokio::spawn(pools::run(self.app.clone()));
+        let memory = tokio::spawn(memory::run());
         http::serve(self.app, self.listener, shutdown).await;
         sweeper.abort();
         pools.abort();
+        memory.abort();
     }
 }
 

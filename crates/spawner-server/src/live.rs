@@ -207,10 +207,44 @@ pub struct Registry {
     held: Mutex<HashMap<u16, usize>>,
 }
 
-#[derive(Default)]
+/// The last [`RETIRED_KEPT`] retirements, in a ring allocated once: an entry holds its id
+/// in place, so that a burst of backends ending leaves no small allocations behind it,
+/// scattered among the memory the burst freed (where they would keep whole pages from
+/// being given back to the system).
 struct Retired {
     last: u64,
-    ids: VecDeque<(u64, String)>,
+    ids: VecDeque<(u64, RetiredId)>,
+}
+
+impl Default for Retired {
+    fn default() -> Self {
+        Retired {
+            last: 0,
+            ids: VecDeque::with_capacity(RETIRED_KEPT + 1),
+        }
+    }
+}
+
+/// A backend id (at most 40 bytes, [`spawner_core::BackendId`]) held in place.
+#[derive(Clone, Copy)]
+struct RetiredId {
+    len: u8,
+    bytes: [u8; 40],
+}
+
+impl RetiredId {
+    fn new(id: &str) -> Option<Self> {
+        let mut bytes = [0u8; 40];
+        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
+        Some(RetiredId {
+            len: u8::try_from(id.len()).ok()?,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
 }
 
 /// How many retirements are remembered; list streams look at least once a second.
@@ -260,13 +294,13 @@ impl Registry {
                 }
             }
         }
-        if let Ok(mut r) = self.retired.lock() {
+        if let (Ok(mut r), Some(retired)) = (self.retired.lock(), RetiredId::new(id)) {
             r.last += 1;
             let n = r.last;
-            r.ids.push_back((n, id.to_string()));
-            if r.ids.len() > RETIRED_KEPT {
+            if r.ids.len() == RETIRED_KEPT {
                 r.ids.pop_front();
             }
+            r.ids.push_back((n, retired));
         }
         self.changed();
     }
@@ -279,7 +313,7 @@ impl Registry {
                 r.ids
                     .iter()
                     .filter(|(n, _)| *n > after)
-                    .map(|(_, id)| id.clone())
+                    .map(|(_, id)| id.as_str().to_string())
                     .collect(),
             ),
             Err(_) => (after, Vec::new()),

@@ -4,9 +4,10 @@
 
 use crate::app::App;
 use crate::live::{Live, StopRequest};
+use spawner_api::page::{Page, PageRequest};
 use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::pool::{
-    self, ClaimNotice, Claimed, PoolCounts, PoolMetrics, PoolSpec, PoolStatus,
+    self, ClaimNotice, Claimed, PoolCounts, PoolList, PoolMetrics, PoolSpec, PoolStatus,
 };
 use spawner_core::time::Millis;
 use spawner_core::{BackendId, BackendSpec, State};
@@ -291,6 +292,32 @@ impl Pools {
     /// Every pool with what it holds, by name.
     pub fn statuses(&self, app: &App) -> Vec<PoolStatus> {
         self.all().iter().map(|p| self.status(app, p)).collect()
+    }
+
+    /// A page of the pools with what they hold, by name: those after the name `after`.
+    pub fn page(&self, app: &App, request: &PageRequest) -> PoolList {
+        let mut page = Page::new(request);
+        let mut last = None;
+        for pool in self.all() {
+            let name = pool.spec().name;
+            if request.after.as_deref().is_some_and(|a| name.as_str() <= a) {
+                continue;
+            }
+            if page.is_full() {
+                return PoolList {
+                    pools: page.items,
+                    next: last,
+                };
+            }
+            let status = self.status(app, &pool);
+            let bytes = spawner_core::limits::spec_bytes(&status.template.spec);
+            page.push(status, bytes);
+            last = Some(name);
+        }
+        PoolList {
+            pools: page.items,
+            next: None,
+        }
     }
 
     pub fn status(&self, app: &App, pool: &Pool) -> PoolStatus {

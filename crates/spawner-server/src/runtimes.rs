@@ -1,8 +1,7 @@
 //! Which runtimes this server has, and which one a spec asks for.
 
 use spawner_core::BackendSpec;
-use spawner_runtime::ProcessRuntime;
-pub use spawner_runtime::{DockerOptions, DockerRuntime, Runtime};
+pub use spawner_runtime::{DockerOptions, DockerRuntime, ProcessRuntime, Runtime};
 use std::sync::Arc;
 
 /// The runtimes of one embedded server. A runtime that could not be set up is kept with
@@ -13,10 +12,10 @@ pub struct Runtimes {
 }
 
 impl Runtimes {
-    /// The process runtime, and the Docker runtime if `docker` is given.
-    pub fn new(docker: Result<Arc<dyn Runtime>, String>) -> Self {
+    /// `process`, and the Docker runtime if `docker` is given.
+    pub fn new(process: ProcessRuntime, docker: Result<Arc<dyn Runtime>, String>) -> Self {
         Runtimes {
-            process: Arc::new(ProcessRuntime::new()),
+            process: Arc::new(process),
             docker,
         }
     }

@@ -92,6 +92,22 @@ pub struct Row {
     pub reason: Option<String>,
 }
 
+/// Where a backend stands in the lists' order: newest first, then by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: Millis,
+    pub id: String,
+}
+
+impl Row {
+    pub fn position(&self) -> Position {
+        Position {
+            created_at: self.created_at,
+            id: self.id.clone(),
+        }
+    }
+}
+
 /// The outcome of an insert with a key.
 pub enum Inserted {
     New(Row),
@@ -113,6 +129,14 @@ pub struct Store {
 
 /// Reading connections; a read finds one free or waits for one.
 const READERS: usize = 2;
+
+/// The page cache of each connection, in KiB, instead of SQLite's 2,000: the memory the
+/// store holds stays small and steady (about 2 MiB for its four connections). In WAL mode a
+/// reader empties its cache whenever it begins reading after a write, so a larger one
+/// serves a single read; the writer's holds the tables' inner pages, and a page it misses
+/// is read from the operating system's cache of the file. With the default, what the
+/// caches held after bursts of writes and reads went from 1 to 9 MiB and back.
+const CACHE_KIB: u32 = 512;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -138,6 +162,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS backends_live_key ON backends(key) WHERE key I
 CREATE INDEX IF NOT EXISTS backends_live ON backends(terminal);
 -- /metrics counts backends by state: from this index alone, not a scan and sort of every record.
 CREATE INDEX IF NOT EXISTS backends_state ON backends(state);
+-- Lists, newest first, a page at a time: read in this order from the index, never sorted
+-- (a sort of every record carries every spec with it), and filtered on the index's own
+-- columns (a record's state is stored after its spec: read from the record, a filter
+-- follows every spec's overflow pages to it, 60 ms instead of 0.4 for 3,000 of 64 KiB).
+CREATE INDEX IF NOT EXISTS backends_list ON backends(created_at DESC, id, state, terminal, key);
 CREATE TABLE IF NOT EXISTS events (
     backend_id TEXT NOT NULL REFERENCES backends(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -205,6 +234,7 @@ impl Store {
         ))?;
         // Every statement of the write path is prepared once and kept.
         conn.set_prepared_statement_cache_capacity(64);
+        conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))?;
         let readers = (0..READERS)
             .map(|_| {
                 let r = Connection::open_with_flags(
@@ -212,6 +242,7 @@ impl Store {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 r.busy_timeout(std::time::Duration::from_secs(5))?;
+                r.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))?;
                 Ok(Mutex::new(r))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -414,14 +445,34 @@ impl Store {
         })
     }
 
-    /// Backends in `state` (any without), with `key` (any without), newest first.
-    pub fn list(&self, state: Option<State>, key: Option<&str>) -> Result<Vec<Row>> {
+    /// Up to `count` backends after `after` in the lists' order (newest first, then by
+    /// id), with `key` (any without): with `states`, those stored in one of them (the
+    /// caller asks for the states a backend it wants may still be stored in, and tells).
+    pub fn list_page(
+        &self,
+        states: Option<(State, Option<State>)>,
+        key: Option<&str>,
+        after: Option<&Position>,
+        count: usize,
+    ) -> Result<Vec<Row>> {
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR key = ?2) ORDER BY created_at DESC, id"
+                "SELECT {COLUMNS} FROM backends WHERE (?1 IS NULL OR state = ?1 OR state = ?6) AND (?2 IS NULL OR key = ?2) \
+                 AND (?3 IS NULL OR (created_at <= ?3 AND (created_at < ?3 OR id > ?4))) \
+                 ORDER BY created_at DESC, id LIMIT ?5"
             ))?;
             let raw = stmt
-                .query_map(params![state.map(|s| s.as_str()), key], row_of)?
+                .query_map(
+                    params![
+                        states.map(|(s, _)| s.as_str()),
+                        key,
+                        after.map(|a| a.created_at),
+                        after.map(|a| a.id.as_str()),
+                        i64::try_from(count).unwrap_or(i64::MAX),
+                        states.and_then(|(_, also)| also).map(|s| s.as_str()),
+                    ],
+                    row_of,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(raw)
         })?;

@@ -1,6 +1,8 @@
 //! `spawner example-app`: a small backend to try Spawner with, needing nothing installed.
 //! A page with a counter shared by every open WebSocket, an echo, and `/request`, which
-//! shows the request as the backend received it (headers, path) for checking the proxy.
+//! shows the request as the backend received it (headers, path) for checking the proxy,
+//! and the variables Spawner gave it (the keepalive URL's token redacted: it is the
+//! backend's secret, and anyone who reaches the backend reaches `/request`).
 //! `POST /claim` takes a warm pool's claim (who the backend now serves); `GET /claim` shows it.
 //! On SIGTERM it tells every open WebSocket (`sigterm`) before it stops: Spawner's own close
 //! frame (1001) reaches the clients first, so they never see it through Spawner's proxy.
@@ -133,9 +135,25 @@ async fn request(
             "SPAWNER_BACKEND_ID": std::env::var("SPAWNER_BACKEND_ID").ok(),
             "SPAWNER_BASE_PATH": std::env::var("SPAWNER_BASE_PATH").ok(),
             "SPAWNER_PUBLIC_URL": std::env::var("SPAWNER_PUBLIC_URL").ok(),
-            "SPAWNER_KEEPALIVE_URL": std::env::var("SPAWNER_KEEPALIVE_URL").ok(),
+            // Its token is this backend's secret: whoever reaches the page must not read it.
+            "SPAWNER_KEEPALIVE_URL": std::env::var("SPAWNER_KEEPALIVE_URL").ok().map(|u| redacted(&u)),
         },
     }))
+}
+
+/// A URL with the value of its `token` query parameter replaced: what it is, not the secret.
+fn redacted(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=REDACTED".to_string(),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 async fn ws(upgrade: WebSocketUpgrade, State(counter): State<Arc<Counter>>) -> impl IntoResponse {
@@ -213,3 +231,19 @@ ws.onmessage = (m) => { if (m.data.startsWith("count ")) count.textContent = m.d
 inc.onclick = () => ws.send("inc");
 </script></body></html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_keepalive_token_is_redacted() {
+        assert_eq!(
+            super::redacted("http://h:1/v1/backends/x/keepalive?token=s3cret"),
+            "http://h:1/v1/backends/x/keepalive?token=REDACTED"
+        );
+        assert_eq!(
+            super::redacted("http://h/_keepalive?a=1&token=s3cret&b=2"),
+            "http://h/_keepalive?a=1&token=REDACTED&b=2"
+        );
+        assert_eq!(super::redacted("http://h/x"), "http://h/x");
+    }
+}

@@ -1,7 +1,7 @@
 //! `spawner serve`.
 
 use clap::Args;
-use spawner_server::runtimes::{DockerOptions, DockerRuntime, Runtime};
+use spawner_server::runtimes::{DockerOptions, DockerRuntime, ProcessRuntime, Runtime};
 use spawner_server::{Config, Runtimes, Server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +109,16 @@ pub struct ServeArgs {
     /// a Docker config file (`{"auths": {...}}`).
     #[arg(long, env = "SPAWNER_DOCKER_PULL_SECRETS")]
     docker_pull_secrets: Option<PathBuf>,
+    /// A variable of this environment that process backends get too (repeatable; the
+    /// variable: comma-separated). Without it they get only PATH, HOME, USER, LOGNAME,
+    /// SHELL, LANG, LANGUAGE, LC_*, TZ, TMPDIR and TERM of it.
+    #[arg(
+        long = "env-keep",
+        env = "SPAWNER_ENV_KEEP",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    env_keep: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +160,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let env_keep: Vec<String> = args
+        .env_keep
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in &env_keep {
+        spawner_core::env::check_keep(name).map_err(anyhow::Error::msg)?;
+    }
+    let process = ProcessRuntime::new(&env_keep);
+    tracing::info!(
+        "process backends get of this environment: {}",
+        process.inherited_names().join(" ")
+    );
     let docker = docker_runtime(&args).await?;
     let data_dir = match args.data_dir {
         Some(d) => d,
@@ -173,7 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.remove_unknown_containers = args.remove_unknown_containers;
     config.retention = Some(Duration::from_secs(args.retention)).filter(|d| !d.is_zero());
-    let runtimes = Runtimes::new(docker);
+    let runtimes = Runtimes::new(process, docker);
     let server = Server::start(config, runtimes).await?;
     let app = server.app().clone();
     tracing::info!(

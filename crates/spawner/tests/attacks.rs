@@ -123,7 +123,7 @@ async fn recorded(server: &TestServer) -> (Vec<String>, Value) {
 /// A server for `args`, with one backend of the user's (the attacks try to stop it and read
 /// its logs). With `--no-token` the test still lists through the API, unauthenticated.
 async fn server_with_a_backend(port: u16, args: &[&str]) -> (TestServer, String) {
-    let server = TestServer::start_at(port, args, None);
+    let server = TestServer::start_at(port, args, None, &[]);
     let victim = ready_example(&server.client(), 300).await;
     (server, victim)
 }

@@ -328,3 +328,42 @@ async fn the_pools_view_shows_each_pool_s_counts_live() {
     assert!(b.text("#pools-empty").await.is_string());
     assert_eq!(b.text("#pools-error").await, json!(""));
 }
+
+/// The list stream's snapshot is the list's first page: the page reads the others, and
+/// the pools view reads every page of the pools.
+#[tokio::test]
+async fn the_list_and_the_pools_view_read_every_page() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client();
+    for _ in 0..130 {
+        let spec = spawner_core::BackendSpec::from_command(vec!["/nonexistent/program".into()]);
+        client.spawn(&spec).await.expect("spawn");
+    }
+    let http = server.http();
+    for n in 0..105 {
+        let created = http
+            .post(format!("{}/v1/pools", server.url()))
+            .json(
+                &json!({"name": format!("p{n:03}"), "min_ready": 0, "max": 1,
+                          "template": {"executable": {"command": ["true"]}}}),
+            )
+            .send()
+            .await
+            .expect("create a pool");
+        assert_eq!(created.status(), 201);
+    }
+    let b = Browser::start().await;
+    b.goto(&format!("{}/", server.url())).await;
+    // Ended backends are hidden by default; the count says how many the page holds.
+    b.wait_text("#list-count", "0 shown of 130").await;
+    b.click("#nav-pools").await;
+    b.wait_for(
+        "the last pool",
+        "return document.querySelectorAll('#pool-rows [data-pool]').length === 105 || null;",
+        json!([]),
+    )
+    .await;
+}

@@ -695,3 +695,49 @@ async fn a_pool_of_containers_hands_out_a_ready_one_told_who_claimed_it() {
     client.terminate(id, true).await.unwrap();
     wait_for(&client, id, |e| e.state.is_terminal()).await;
 }
+
+/// A container gets its image's environment, the spec's `env` and Spawner's variables:
+/// nothing of the server's own (docs/configuration.md, "The backend's environment").
+#[tokio::test]
+async fn a_container_gets_nothing_of_the_servers_environment() {
+    if !docker_available() {
+        return;
+    }
+    let server = TestServer::start_with_env(
+        &[
+            "--docker",
+            "on",
+            "--docker-network",
+            NETWORK,
+            "--env-keep",
+            "OPERATOR_SECRET",
+        ],
+        None,
+        &[("OPERATOR_SECRET", "x"), ("LANG", "C.UTF-8")],
+    );
+    let client = server.client();
+    let mut spec = busybox("sleep 30");
+    spec.executable.env.insert("MODE".into(), "collab".into());
+    let (resp, _) = client.spawn(&spec).await.expect("spawn");
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Running).await;
+    let container = containers_of(&resp.id).pop().expect("its container");
+    let out = Command::new("docker")
+        .args(["inspect", "--format", "{{json .Config.Env}}", &container])
+        .output()
+        .expect("docker inspect");
+    let env: Vec<String> = serde_json::from_slice(&out.stdout).expect("a JSON list");
+    let names: Vec<&str> = env.iter().filter_map(|v| v.split('=').next()).collect();
+    assert!(
+        names.contains(&"MODE") && names.contains(&"SPAWNER_BACKEND_ID"),
+        "{env:?}"
+    );
+    // Not even what `--env-keep` names: that is for process backends.
+    for server_own in ["OPERATOR_SECRET=", "LANG=", "CARGO"] {
+        assert!(
+            !env.iter().any(|v| v.starts_with(server_own)),
+            "{server_own} reached the container: {env:?}"
+        );
+    }
+    client.terminate(&resp.id, true).await.expect("terminate");
+}

@@ -546,3 +546,70 @@ async fn browsers_foreign_hosts_and_untyped_bodies_are_refused_and_a_token_is_re
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback"), "{err}");
 }
+
+/// The limits of docs/api.md and lists a page at a time, as on the embedded server: an
+/// oversized body or spec creates nothing, and `next` (the API server's continue token)
+/// leads through every backend once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_pages() {
+    let ns = TestNs::new("limits").await;
+    let api = ns.api(TOKEN);
+    let big = json!({"executable": {"image": "a", "env": {"BIG": "x".repeat(1 << 20)}}});
+    let (code, err) = spawn(&api, big).await;
+    assert_eq!(code, 413, "{err}");
+    assert_eq!(err["error"], "body_too_large");
+    let over = json!({"executable": {"image": "a",
+        "env": {"A": "x".repeat(30_000), "B": "x".repeat(30_000), "C": "x".repeat(30_000)}}});
+    let (code, err) = spawn(&api, over).await;
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("executable.env:"),
+        "{err}"
+    );
+    assert!(ids(&api, "").await.is_empty(), "refusals created objects");
+
+    let mut created = Vec::new();
+    for n in 0..7 {
+        let body = json!({"executable": {"image": "registry.example/app:1"},
+                          "labels": {"half": (n % 2).to_string()}});
+        let (code, resp) = spawn(&api, body).await;
+        assert_eq!(code, 201, "{resp}");
+        created.push(resp["id"].as_str().expect("id").to_string());
+    }
+    let every_page = |query: &'static str| {
+        let api = &api;
+        async move {
+            let (mut all, mut pages) = (Vec::new(), 0);
+            let mut path = format!("/v1/backends?{query}");
+            loop {
+                let page = api.get_json(&path).await;
+                pages += 1;
+                all.extend(
+                    page["backends"]
+                        .as_array()
+                        .expect("backends")
+                        .iter()
+                        .map(|b| b["id"].as_str().expect("id").to_string()),
+                );
+                match page["next"].as_str() {
+                    Some(next) => path = format!("/v1/backends?{query}&after={next}"),
+                    None => return (all, pages),
+                }
+            }
+        }
+    };
+    let (all, pages) = every_page("limit=3").await;
+    let mut sorted = created.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "by name, each once");
+    assert!(pages >= 3, "{pages} pages");
+    let (half, _) = every_page("limit=2&label=half=0").await;
+    assert_eq!(half.len(), 4);
+    let (status, err) = api.get("/v1/backends?after=not-a-token").await;
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = api.get("/v1/backends?limit=5000").await;
+    assert_eq!(status, 400, "{err}");
+}

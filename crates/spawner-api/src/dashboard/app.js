@@ -291,6 +291,8 @@ async function followList() {
         if (type === "snapshot") {
           body.backends.forEach(upsert);
           updateCount();
+          // The snapshot is the list's first page; the stream sends changes of them all.
+          readPages(body.next).catch((e) => setText($("conn-state"), "live (older pages: " + e.message + ")"));
         }
         else if (type === "backend") upsert(body);
       });
@@ -306,9 +308,23 @@ async function pollList() {
   setText($("conn-state"), "polling");
   const resp = await api("/v1/backends");
   if (!resp.ok) throw new Error(await errorText(resp));
-  (await resp.json()).backends.forEach(upsert);
+  const body = await resp.json();
+  body.backends.forEach(upsert);
+  await readPages(body.next);
   updateCount();
   await sleep(1000);
+}
+
+/** The list's pages after the one that gave `next` (the API answers a page at a time). */
+async function readPages(next) {
+  while (next) {
+    const resp = await api("/v1/backends?after=" + encodeURIComponent(next));
+    if (!resp.ok) throw new Error(await errorText(resp));
+    const page = await resp.json();
+    page.backends.forEach(upsert);
+    next = page.next;
+  }
+  updateCount();
 }
 
 // ---- A backend's page -------------------------------------------------------------------
@@ -555,7 +571,15 @@ async function showPools() {
       return;
     }
     $("pools-error").textContent = "";
-    const { pools } = await resp.json();
+    let { pools, next } = await resp.json();
+    // A page at a time, by name.
+    while (next) {
+      const more = await api("/v1/pools?after=" + encodeURIComponent(next));
+      if (!more.ok) throw new Error(await errorText(more));
+      const page = await more.json();
+      pools = pools.concat(page.pools);
+      next = page.next;
+    }
     const rows = $("pool-rows");
     rows.replaceChildren(
       ...pools.map((p) => {

@@ -3,7 +3,7 @@
 use super::ApiError;
 use crate::app::App;
 use crate::live::{Live, StopRequest};
-use crate::store::{Inserted, Row};
+use crate::store::{Inserted, Position, Row};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -12,6 +12,7 @@ use axum::Json;
 use spawner_api::bodies::{
     BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
 };
+use spawner_api::page::{bad_cursor, Page};
 use spawner_api::parse::{self, ListFilter};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
@@ -141,35 +142,73 @@ pub async fn list(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let filter = ListFilter::from_query(params)?;
-    let mut rows = app
-        .store
-        .list(filter.state, filter.key.as_deref())
-        .map_err(ApiError::internal)?;
-    if let Some(state) = filter.state {
-        // A live backend's state is the one in memory: `Ready` is shown before it is
-        // committed (`App::ready`), so the store's state may still be the one before.
-        rows.retain(|row| app.registry.get(&row.id).is_none_or(|l| l.state() == state));
-        for live in app.registry.all() {
-            if live.state() == state && !rows.iter().any(|r| r.id == live.id) {
-                if let Some(row) = app.store.get(&live.id).map_err(ApiError::internal)? {
-                    if filter.key.is_none() || row.key == filter.key {
-                        rows.push(row);
-                    }
-                }
+    Ok(Json(page(&app, &filter)?).into_response())
+}
+
+/// One page of the list: the backends the filter selects after its cursor, newest first,
+/// records without events. A live backend is selected by its state in memory: `Ready` is
+/// shown before it is committed (`App::ready`), so the stored state may be the one before.
+pub(super) fn page(app: &App, filter: &ListFilter) -> Result<BackendList, ApiError> {
+    let mut after = filter
+        .page
+        .after
+        .as_deref()
+        .map(cursor_position)
+        .transpose()?;
+    let mut page = Page::new(&filter.page);
+    let mut last = None;
+    // A backend shown Ready may still be stored Running: those are read too, and told
+    // apart by their state in memory.
+    use spawner_core::State::{Ready, Running};
+    let states = filter.state.map(|s| (s, (s == Ready).then_some(Running)));
+    loop {
+        // One more than the page takes: a full page then knows whether another follows.
+        let batch = page.room().clamp(16, spawner_api::page::MAX_LIMIT) + 1;
+        let rows = app
+            .store
+            .list_page(states, filter.key.as_deref(), after.as_ref(), batch)
+            .map_err(super::store_error)?;
+        let exhausted = rows.len() < batch;
+        for row in rows {
+            let position = row.position();
+            after = Some(position.clone());
+            let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
+            if filter.state.is_some_and(|s| s != state) || !filter.labels_match(&row.spec.labels) {
+                continue;
             }
+            if page.is_full() {
+                return Ok(BackendList {
+                    backends: page.items,
+                    next: last.as_ref().map(cursor_of),
+                });
+            }
+            let bytes = spawner_core::limits::spec_bytes(&row.spec);
+            page.push(record(app, row, false)?, bytes);
+            last = Some(position);
         }
-        rows.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        if exhausted {
+            return Ok(BackendList {
+                backends: page.items,
+                next: None,
+            });
+        }
     }
-    let backends = rows
-        .into_iter()
-        .filter(|row| filter.labels_match(&row.spec.labels))
-        .map(|row| record(&app, row, false))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(BackendList { backends }).into_response())
+}
+
+/// The cursor of a page that ends at `position`: opaque to clients.
+fn cursor_of(position: &Position) -> String {
+    format!("{}.{}", position.created_at, position.id)
+}
+
+fn cursor_position(cursor: &str) -> Result<Position, ApiError> {
+    let (time, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+    Ok(Position {
+        created_at: time.parse().map_err(|_| bad_cursor())?,
+        id: spawner_core::BackendId::parse(id)
+            .map_err(|_| bad_cursor())?
+            .as_str()
+            .to_string(),
+    })
 }
 
 pub async fn get_one(

@@ -34,6 +34,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/spawn", post(seed::spawn))
         .route("/metrics", get(metrics))
         .merge(spawner_api::login::control_routes(app.login.clone()))
+        // Inside the token's check: a body is read only for a client that may send one.
+        .route_layer(middleware::from_fn(spawner_api::body_limit::limit_body))
         .route_layer(middleware::from_fn_with_state(
             spawner_api::BearerToken::new(app.config.token.as_deref()),
             spawner_api::require_token,
@@ -43,7 +45,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/backends/{id}/status/stream", get(status::stream))
         .route("/v1/backends/{id}/ready", get(status::ready))
         // The control token, or the backend's own token: checked by the handler.
-        .route("/v1/backends/{id}/keepalive", post(backends::keepalive))
+        .route(
+            "/v1/backends/{id}/keepalive",
+            post(backends::keepalive)
+                .route_layer(middleware::from_fn(spawner_api::body_limit::limit_body)),
+        )
         .route("/backend/{id}/status", get(status::status))
         .route("/backend/{id}/status/stream", get(status::stream))
         .route("/backend/{id}/ready", get(status::ready))

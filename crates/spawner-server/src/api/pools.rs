@@ -6,10 +6,11 @@ use crate::app::App;
 use crate::pools::{claim_hook, stop};
 use crate::store::pools::Claim;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use spawner_api::page::PageRequest;
 use spawner_api::parse;
 use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::pool::{
@@ -54,10 +55,16 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response
     Ok((StatusCode::CREATED, Json(app.pools.status(&app, &pool))).into_response())
 }
 
-pub async fn list(State(app): State<Arc<App>>) -> Json<PoolList> {
-    Json(PoolList {
-        pools: app.pools.statuses(&app),
-    })
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<PoolList>, ApiError> {
+    let page = PageRequest::from_query(params)?;
+    // The cursor is the last name of the page before.
+    if let Some(after) = &page.after {
+        validate_name(after).map_err(|_| spawner_api::page::bad_cursor())?;
+    }
+    Ok(Json(app.pools.page(&app, &page)))
 }
 
 pub async fn get_one(
@@ -126,6 +133,8 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
     let pool = app.pools.get(&req.pool).ok_or_else(|| no_pool(&req.pool))?;
+    // The template's labels with the claim's: within the limits of any spec.
+    req.claimed_spec(&pool.spec().template.spec).validate()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
     let mut changes = app.registry.subscribe();
     let mut waiting = None;

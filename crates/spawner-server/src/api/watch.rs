@@ -1,6 +1,7 @@
-//! The list stream (`GET /v1/backends/stream`): the list once, then each backend whose
-//! record changed, so that a dashboard stays current without asking again. Live backends
-//! are read from memory; a backend is read from the store only once more, when it ends.
+//! The list stream (`GET /v1/backends/stream`): the list's first page once, then each
+//! backend whose record changed, so that a dashboard stays current without asking again.
+//! Live backends are read from memory; a backend is read from the store only once more,
+//! when it ends.
 
 use super::backends::{live_record, record};
 use super::ApiError;
@@ -9,7 +10,6 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use spawner_api::bodies::BackendList;
 use spawner_api::parse::ListFilter;
 use spawner_core::BackendRecord;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,16 +30,11 @@ pub async fn stream(
     // Subscribe before the snapshot, so that no change falls between the two.
     let changes = app.registry.subscribe();
     let (retired, _) = app.registry.retired_since(u64::MAX);
-    let rows = app
-        .store
-        .list(filter.state, filter.key.as_deref())
-        .map_err(super::store_error)?;
-    let backends = rows
-        .into_iter()
-        .filter(|row| filter.labels_match(&row.spec.labels))
-        .map(|row| record(&app, row, false))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sent: HashMap<String, Seen> = backends
+    // The first page only: the client reads the others with `GET /v1/backends?after=`,
+    // and is sent each live backend not in it at the stream's first look (within a second).
+    let list = super::backends::page(&app, &filter)?;
+    let sent: HashMap<String, Seen> = list
+        .backends
         .iter()
         .filter(|b| !b.state.is_terminal())
         .map(|b| {
@@ -49,7 +44,7 @@ pub async fn stream(
             )
         })
         .collect();
-    let snapshot = json_event("snapshot", &BackendList { backends });
+    let snapshot = json_event("snapshot", &list);
     let (tx, rx) = mpsc::channel(64);
     if tx.send(snapshot).await.is_ok() {
         tokio::spawn(follow(app, filter, sent, retired, changes, tx));

@@ -31,6 +31,9 @@ impl Checkpointer {
     /// Starts checkpointing the database at `path` every [`EVERY`].
     pub fn start(path: &Path) -> std::io::Result<Checkpointer> {
         let conn = Connection::open(path).map_err(std::io::Error::other)?;
+        // It copies the log's pages into the database: nothing to keep cached.
+        conn.execute_batch("PRAGMA cache_size = -256")
+            .map_err(std::io::Error::other)?;
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("spawner-checkpoint".into())

@@ -18,6 +18,8 @@ pub struct TestServer {
     pub port: u16,
     pub token: Option<String>,
     pub extra_args: Vec<String>,
+    /// Variables set in the server's environment besides the tests' own.
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -27,17 +29,31 @@ impl TestServer {
     }
 
     pub fn start_with(extra_args: &[&str], token: Option<&str>) -> Self {
-        Self::start_at(0, extra_args, token)
+        Self::start_at(0, extra_args, token, &[])
     }
 
-    /// [`TestServer::start_with`] on `port` (0: any free one).
-    pub fn start_at(port: u16, extra_args: &[&str], token: Option<&str>) -> Self {
+    /// [`TestServer::start_with`], with `env` in the server's environment too.
+    pub fn start_with_env(extra_args: &[&str], token: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::start_at(0, extra_args, token, env)
+    }
+
+    /// [`TestServer::start_with_env`] on `port` (0: any free one).
+    pub fn start_at(
+        port: u16,
+        extra_args: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = TestServer {
             dir,
             port,
             token: token.map(str::to_string),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         s.launch();
@@ -60,6 +76,7 @@ impl TestServer {
             cmd.args(["--stop-grace", "2"]);
         }
         cmd.args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("SPAWNER_LOG", "info,spawner_server=debug")
             .env_remove("SPAWNER_TOKEN")
             .stdin(Stdio::null())
@@ -297,6 +314,22 @@ pub fn processes_with_env(needle: &str) -> Vec<(i32, String)> {
         out.push((pid, id));
     }
     out
+}
+
+/// The environment of the (first) live process of backend `id`, as the kernel has it.
+pub fn backend_environ(id: &str) -> std::collections::BTreeMap<String, String> {
+    let (pid, _) = processes_with_env(&format!("SPAWNER_BACKEND_ID={id}"))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no process of backend {id}"));
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    env.split(|b| *b == 0)
+        .filter_map(|var| {
+            let var = String::from_utf8_lossy(var);
+            var.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// Whether any process of backend `id` still runs.
