@@ -1,6 +1,7 @@
 //! A failed spawn gives its memory back: after a burst of spawns of the largest spec the
-//! limits allow, all failing, the server's resident memory comes back to where it was
-//! (docs/operations.md, "Memory"). Read from /proc/PID/status of a real `spawner serve`.
+//! limits allow, all failing, and a burst of spawns of a mebibyte of environment, all
+//! refused, the server's resident memory comes back to where it was (docs/operations.md,
+//! "Memory"). Read from /proc/PID/status of a real `spawner serve`.
 
 mod common;
 
@@ -68,6 +69,40 @@ async fn burst(server: &TestServer, spec: &BackendSpec, n: usize) {
     }
 }
 
+/// Posts `n` spawns of a mebibyte of environment, ten at a time: each is refused (413).
+async fn mebibyte_burst(server: &TestServer, n: usize) {
+    let body = serde_json::json!({"executable": {"command": ["sh", "-c", "exit 1"],
+                                                 "env": {"BIG": "x".repeat(1 << 20)}}})
+    .to_string();
+    let http = server.api();
+    let url = format!("{}/v1/backends", server.url());
+    let refused = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let req = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            async move { req.send().await.expect("POST").status() }
+        })
+        .buffer_unordered(10)
+        .filter(|s| std::future::ready(*s == reqwest::StatusCode::PAYLOAD_TOO_LARGE))
+        .count()
+        .await;
+    assert_eq!(refused, n, "every mebibyte spawn is refused with 413");
+}
+
+/// Waits, up to the tests' patience, for the resident memory to be within 10 % of
+/// `before`; the last look.
+async fn back_within_a_tenth(pid: u32, before: u64) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    let mut after = rss_kib(pid);
+    while after * 10 > before * 11 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_kib(pid);
+    }
+    after
+}
+
 /// The resident memory once it stays within 1 % over three looks a second apart.
 async fn settled_rss(pid: u32) -> u64 {
     let deadline = Instant::now() + PATIENCE;
@@ -105,12 +140,7 @@ async fn failed_spawns_of_the_largest_spec_give_their_memory_back() {
     let before = settled_rss(pid).await;
     burst(&server, &spec, BURST).await;
     let peak = status_kib(pid, "VmHWM:");
-    let deadline = Instant::now() + PATIENCE;
-    let mut after = rss_kib(pid);
-    while after * 10 > before * 11 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        after = rss_kib(pid);
-    }
+    let after = back_within_a_tenth(pid, before).await;
     eprintln!(
         "RSS: fresh {fresh} KiB, after {} spawns {before} KiB, after {BURST} more {after} KiB (peak {peak} KiB)",
         BURST / 10
@@ -119,5 +149,16 @@ async fn failed_spawns_of_the_largest_spec_give_their_memory_back() {
         after * 10 <= before * 11,
         "after {BURST} failed spawns the server holds {after} KiB, {before} KiB before them (peak {peak} KiB)\n{}",
         server.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+
+    // A mebibyte of environment is over the body's limit: each of 500 is refused as it is
+    // read, and what reading them took goes back too.
+    mebibyte_burst(&server, BURST).await;
+    let peak = status_kib(pid, "VmHWM:");
+    let after_mebibytes = back_within_a_tenth(pid, before).await;
+    eprintln!("RSS after {BURST} refused mebibyte spawns: {after_mebibytes} KiB (peak {peak} KiB)");
+    assert!(
+        after_mebibytes * 10 <= before * 11,
+        "after {BURST} mebibyte spawns the server holds {after_mebibytes} KiB, {before} KiB before them (peak {peak} KiB)"
     );
 }
