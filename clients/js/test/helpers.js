@@ -21,13 +21,16 @@ export const unique = (prefix) => `${prefix}-${process.pid}-${++n}`;
 
 /**
  * A TCP relay to the server: `url` reaches the server through it; `cut()` destroys every
- * connection through it (both sides), as a network failure would. `requests` holds the
+ * connection through it (both sides), as a network failure would; `breakAfterEvent(n)`
+ * has the next connection carry the server's bytes up to the end of the SSE message with
+ * `id: n` and no further, then die (mid-stream, whatever the chunks). `requests` holds the
  * head of every request seen.
  */
 export async function relay() {
   const target = new URL(URL_);
   const pairs = new Set();
   const requests = [];
+  let armed;
   const server = net.createServer((down) => {
     const up = net.connect(Number(target.port), target.hostname);
     const pair = { down, up };
@@ -44,7 +47,17 @@ export async function relay() {
       }
     });
     down.pipe(up);
-    up.pipe(down);
+    let seen = "";
+    const breakAt = armed;
+    armed = undefined;
+    up.on("data", (d) => {
+      if (breakAt === undefined) return void down.write(d);
+      const before = seen.length;
+      seen += d.toString("latin1");
+      const m = new RegExp(`(^|\n)id: ${breakAt}\n(?:[^\n]+\n)*\n`).exec(seen);
+      if (!m) return void down.write(d);
+      down.write(d.subarray(0, m.index + m[0].length - before), () => close());
+    });
     const close = () => {
       down.destroy();
       up.destroy();
@@ -57,6 +70,9 @@ export async function relay() {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     requests,
+    breakAfterEvent(n) {
+      armed = n;
+    },
     cut() {
       for (const { down, up } of pairs) {
         down.resetAndDestroy ? down.resetAndDestroy() : down.destroy();

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import socket
 import threading
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -40,7 +41,9 @@ def anyio_backend() -> str:
 
 class Relay:
     """A TCP relay to the server: `url` reaches it through the relay; `cut()` closes every
-    connection through it (both sides), as a network failure would. `requests` holds the
+    connection through it (both sides), as a network failure would; `break_after_event(n)`
+    has the next connection carry the server's bytes up to the end of the SSE message with
+    `id: n` and no further, then die (mid-stream, whatever the chunks). `requests` holds the
     head of every request seen."""
 
     def __init__(self) -> None:
@@ -52,6 +55,7 @@ class Relay:
         self.pairs: List[tuple[socket.socket, socket.socket]] = []
         self.lock = threading.Lock()
         self.closed = False
+        self.armed: Optional[int] = None
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -63,16 +67,28 @@ class Relay:
             up = socket.create_connection(self.target)
             with self.lock:
                 self.pairs.append((down, up))
-            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
+            break_at, self.armed = self.armed, None
+            threading.Thread(target=self._pump, args=(down, up, True, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, False, break_at), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, client: bool) -> None:
+    def break_after_event(self, n: int) -> None:
+        self.armed = n
+
+    def _pump(self, src: socket.socket, dst: socket.socket, client: bool, break_at: Optional[int]) -> None:
         head = b""
+        seen = b""
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if break_at is not None:
+                    before = len(seen)
+                    seen += data
+                    m = re.search(rb"(^|\n)id: %d\n(?:[^\n]+\n)*\n" % break_at, seen)
+                    if m:
+                        dst.sendall(data[: m.end() - before])
+                        break
                 if client and len(head) < 4096:
                     head += data
                     end = head.find(b"\r\n\r\n")
