@@ -19,6 +19,11 @@ echo "python-clients: building $venv"
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
-"$venv/bin/pip" install -q --disable-pip-version-check "$root/clients/python"
+# From a copy: setuptools leaves build/ and *.egg-info in the directory it builds.
+copy=$(mktemp -d)
+trap 'rm -rf "$copy"' EXIT
+cp -r "$root/clients/python" "$copy/"
+rm -rf "$copy/python/build" "$copy/python/"*.egg-info
+"$venv/bin/pip" install -q --disable-pip-version-check "$copy/python"
 "$venv/bin/python" -c 'import spawner_client, fastapi, uvicorn, pytest'
 echo "$stamp" >"$venv/.spawner-stamp"
