@@ -205,6 +205,30 @@ test("watchList yields a snapshot, then each change", async () => {
   await s.terminate(id, { hard: true });
 });
 
+test("watchList reconnects after a dropped connection, with a fresh snapshot", async () => {
+  const r = await relay();
+  try {
+    const owner = unique("rewatch");
+    const { id } = await client().spawn(exampleApp({ labels: { owner } }));
+    const abort = new AbortController();
+    const it = client({ url: r.url }).watchList({ labels: { owner }, state: "Terminated" }, { signal: abort.signal });
+    assert.deepEqual((await it.next()).value, { type: "snapshot", backends: [] });
+    r.cut();
+    await client().terminate(id, { hard: true });
+    // The list as it is now, whatever happened while the connection was down.
+    for (;;) {
+      const { value } = await it.next();
+      const backends = value.type === "snapshot" ? value.backends : [value.backend];
+      if (backends.some((b) => b.id === id && b.state === "Terminated")) break;
+    }
+    abort.abort();
+    const streams = r.requests.filter((h) => h.startsWith("GET /v1/backends/stream"));
+    assert.equal(streams.length, 2);
+  } finally {
+    await r.close();
+  }
+});
+
 test("errors carry the API's code, status and message", async () => {
   const s = client();
   await assert.rejects(s.get("nosuchbackend"), (e) => {

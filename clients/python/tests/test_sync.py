@@ -166,6 +166,22 @@ def test_watch_list(s: Spawner) -> None:
     s.terminate(id, hard=True)
 
 
+def test_watch_list_reconnects_with_a_fresh_snapshot(s: Spawner, relay: Relay) -> None:
+    owner = unique("rewatch")
+    id = s.spawn(example_app(labels={"owner": owner}))["id"]
+    changes = Spawner(relay.url, TOKEN).watch_list(labels={"owner": owner}, state="Terminated")
+    assert next(changes) == {"type": "snapshot", "backends": []}
+    relay.cut()
+    s.terminate(id, hard=True)
+    # The list as it is now, whatever happened while the connection was down.
+    for change in changes:
+        backends = change["backends"] if change["type"] == "snapshot" else [change["backend"]]
+        if any(b["id"] == id and b["state"] == "Terminated" for b in backends):
+            break
+    changes.close()  # type: ignore[attr-defined]
+    assert len([h for h in relay.requests if h.startswith("GET /v1/backends/stream")]) == 2
+
+
 def test_errors_carry_code_status_and_message(s: Spawner) -> None:
     cases = [
         (lambda: s.get("nosuchbackend"), "not_found", 404),

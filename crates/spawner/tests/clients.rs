@@ -582,3 +582,32 @@ fn rust_client_covers_every_operation_of_the_openapi_document() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// index.d.ts describes the calls as an application writes them: clients/js/types-test is
+/// type-checked by `tsc --strict` (Debian's node-typescript, which scripts/test installs).
+#[test]
+fn js_client_declarations_type_check() {
+    let mut cmd = Command::new("tsc");
+    cmd.args(["-p", "types-test/tsconfig.json"])
+        .current_dir(repo_root().join("clients/js"));
+    run_to_success(
+        cmd,
+        "tsc (clients/js/index.d.ts; apt-get install node-typescript)",
+        LIMIT,
+    );
+}
+
+/// The Python package is typed (`py.typed`): `mypy --strict` passes on it.
+#[test]
+fn python_client_type_checks() {
+    let mut cmd = Command::new(venv_python());
+    cmd.args([
+        "-m",
+        "mypy",
+        "--strict",
+        "--cache-dir=/dev/null",
+        "spawner_client",
+    ])
+    .current_dir(repo_root().join("clients/python"));
+    run_to_success(cmd, "mypy --strict (clients/python)", LIMIT);
+}
