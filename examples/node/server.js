@@ -61,7 +61,7 @@ async function statusStream(req, res, id) {
   if (record.spec.labels?.app !== APP) return send(res, 404, "text/plain", "not found\n");
   const last = Number(req.headers["last-event-id"]);
   const abort = new AbortController();
-  req.on("close", () => abort.abort());
+  res.on("close", () => abort.abort()); // the browser went away
   res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-store" });
   const options = { signal: abort.signal, ...(Number.isInteger(last) ? { lastEventId: last } : {}) };
   for await (const item of spawner.status(id, options)) {

@@ -189,6 +189,8 @@ class AsyncSpawner:
                     return
                 err = e
             else:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 # The server ends the stream only after a terminal state.
                 err = SpawnerError("stream_broken", 0, "the status stream ended early")
             failures += 1
@@ -199,15 +201,21 @@ class AsyncSpawner:
     async def wait_ready(self, id: str, *, timeout: Optional[float] = None) -> StatusEvent:
         """Waits until the backend is Ready; returns its Ready event. `gone` (410) when it
         ends first, `timeout` after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        async for item in self._status(id, None, deadline):
-            if item["type"] != "event":
-                continue
-            if item.get("state") == "Ready":
-                return item
-            if item.get("state") in TERMINAL:
-                raise gone(id, item)
-        raise SpawnerError("timeout", 0, f"backend {id} was not Ready within {timeout} s")
+
+        async def follow() -> StatusEvent:
+            async for item in self._status(id, None, None):
+                if item["type"] != "event":
+                    continue
+                if item.get("state") == "Ready":
+                    return item
+                if item.get("state") in TERMINAL:
+                    raise gone(id, item)
+            raise SpawnerError("stream_broken", 0, "the status stream ended")
+
+        try:
+            return await asyncio.wait_for(follow(), timeout)
+        except asyncio.TimeoutError:
+            raise SpawnerError("timeout", 0, f"backend {id} was not Ready within {timeout} s") from None
 
     async def last_event(self, id: str) -> Event:
         """The backend's last event (`GET .../status`)."""
@@ -374,6 +382,9 @@ class AsyncSpawner:
         parser = SSEParser()
         async with self._stream(method, path, params, headers, deadline) as resp:
             async for line in resp.aiter_lines():
+                # The server's keep-alive comments would hold a read timeout off forever.
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 msg = parser.feed(line)
                 if msg is not None:
                     yield msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
 
@@ -188,6 +189,8 @@ class Spawner:
                     return
                 err = e
             else:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 # The server ends the stream only after a terminal state.
                 err = SpawnerError("stream_broken", 0, "the status stream ended early")
             failures += 1
@@ -199,14 +202,37 @@ class Spawner:
         """Waits until the backend is Ready; returns its Ready event. `gone` (410) when it
         ends first, `timeout` after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for item in self._status(id, None, deadline):
-            if item["type"] != "event":
-                continue
-            if item.get("state") == "Ready":
-                return item
-            if item.get("state") in TERMINAL:
-                raise gone(id, item)
-        raise SpawnerError("timeout", 0, f"backend {id} was not Ready within {timeout} s")
+        result: List[Any] = []
+
+        def follow() -> None:
+            try:
+                for item in self._status(id, None, deadline):
+                    if item["type"] != "event":
+                        continue
+                    if item.get("state") == "Ready":
+                        result.append(item)
+                        return
+                    if item.get("state") in TERMINAL:
+                        result.append(gone(id, item))
+                        return
+            except Exception as e:  # handed to the caller
+                result.append(e)
+
+        if timeout is None:
+            follow()
+        else:
+            # The stream is read in a thread so that the timeout is kept to the moment: a
+            # read is bounded only by the time between the server's bytes (its keep-alive
+            # comments come every 15 s). The thread ends by itself soon after the deadline.
+            worker = threading.Thread(target=follow, daemon=True)
+            worker.start()
+            worker.join(timeout)
+        if not result:
+            raise SpawnerError("timeout", 0, f"backend {id} was not Ready within {timeout} s")
+        if isinstance(result[0], Exception):
+            raise result[0]
+        ready: StatusEvent = result[0]
+        return ready
 
     def last_event(self, id: str) -> Event:
         """The backend's last event (`GET .../status`)."""
@@ -369,6 +395,9 @@ class Spawner:
         parser = SSEParser()
         with self._stream(method, path, params, headers, deadline) as resp:
             for line in resp.iter_lines():
+                # The server's keep-alive comments would hold a read timeout off forever.
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 msg = parser.feed(line)
                 if msg is not None:
                     yield msg
