@@ -1,6 +1,7 @@
 // Every operation of the server's OpenAPI document is a method of this client.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { METHODS, ROUTES, Spawner } from "../spawner.js";
 import { client } from "./helpers.js";
 
@@ -51,4 +52,9 @@ test("every operation of the OpenAPI document is reachable from the client", asy
     if (id) problems.push(`${route} is in the client now: remove it from PENDING`);
   }
   assert.deepEqual(problems, [], problems.join("\n"));
+});
+
+test("the module imports nothing, so that browsers load it as it is", async () => {
+  const source = await readFile(new URL("../spawner.js", import.meta.url), "utf8");
+  assert.doesNotMatch(source, /^\s*import\b|\brequire\(|\bprocess\.|\bBuffer\b/m);
 });
