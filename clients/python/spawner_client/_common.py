@@ -298,10 +298,6 @@ def list_change(event: str, data: str) -> Optional[ListChange]:
     return None
 
 
-def ready_check(resp: httpx.Response) -> bool:
-    return resp.status_code != 409
-
-
 def gone(id: str, ev: Event) -> SpawnerError:
     why = f": {ev['reason']}" if ev.get("reason") else ""
     return SpawnerError("gone", 410, f"backend {id} ended {ev.get('state')}{why} before it was Ready")
