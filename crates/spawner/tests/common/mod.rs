@@ -402,3 +402,81 @@ pub async fn ready_example(client: &Client, grace: u64) -> String {
 pub fn file_contains(path: &Path, needle: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle))
 }
+
+/// The repository's root (clients/, examples/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python of the virtualenv scripts/test.d/python-clients.sh makes (httpx, pytest,
+/// FastAPI, uvicorn): `$SPAWNER_PY_VENV`, by default `~/.cache/spawner-clients/venv`. Its
+/// absence fails the test, saying how to make it.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("SPAWNER_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                        .join(".cache")
+                });
+            cache.join("spawner-clients/venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no Python virtualenv at {}: run scripts/test.d/python-clients.sh (scripts/test does), \
+         or set SPAWNER_PY_VENV to one with httpx, pytest, anyio, fastapi and uvicorn",
+        venv.display()
+    );
+    python
+}
+
+/// Runs `cmd` to its end (bounded by `limit`); fails the test with its output unless it
+/// succeeded, and prints its output either way (shown by the test runner on failure, or
+/// with --no-capture).
+pub fn run_to_success(mut cmd: Command, what: &str, limit: Duration) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "{}\n{}",
+        out_reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default()
+    );
+    println!("{output}");
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => panic!("{what} failed ({s}):\n{output}"),
+        None => panic!("{what} did not end within {limit:?}:\n{output}"),
+    }
+}
