@@ -48,6 +48,15 @@ impl ApiError {
         )
     }
 
+    /// The answer for a route asked with a method it does not serve; axum adds `Allow`.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not serve that method: the Allow header lists those it does; see docs/api.md",
+        )
+    }
+
     /// The disk under Spawner's data is full (or its store cannot be written): nothing was
     /// changed, and retrying once space is freed succeeds.
     pub fn storage_full(e: impl std::fmt::Display) -> Self {
@@ -130,6 +139,8 @@ pub enum ErrorCode {
     InvalidLoginCode,
     /// The request body is over the size the API reads (docs/api.md, "Limits").
     BodyTooLarge,
+    /// A route that exists, asked with a method it does not serve (`Allow` lists those).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -158,6 +169,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidLoginCode => "invalid_login_code",
             ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 }

@@ -99,6 +99,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         (status = 403, description = "`host_not_allowed`: the `Host` is not one of the server's names; `cross_origin`: sent by another site's page (every route answers these)", body = ErrorBody),
         (status = 413, description = "`body_too_large`: the body is over 256 KiB (docs/api.md, \"Limits\")", body = ErrorBody),
         (status = 404, description = "`not_found`: a claim of a pool that does not exist", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`: a method the route does not serve; `Allow` lists those it does (every route answers this)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body not sent as `Content-Type: application/json` (every route)", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`: the spec needs a runtime this server lacks", body = ErrorBody),
         (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started. `pool_exhausted`: a claim found no Ready backend within `wait_seconds`", body = ErrorBody),

@@ -10,12 +10,14 @@ use spawner_core::{BackendId, State};
 pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." || path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            // Not JSON at all: where it broke is a line and column, not a field.
+            return ApiError::bad_request(
+                "invalid_body",
+                format!("the request body is not JSON: {}", e.into_inner()),
+            );
+        }
+        let at = field_path(e.path());
         ApiError::bad_request(
             "invalid_body",
             format!(
@@ -24,6 +26,24 @@ pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
             ),
         )
     })
+}
+
+/// `path: ` for a message, from the fields whose names are known: serde names a field it
+/// had not yet identified `?`, which tells a client nothing.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let known: Vec<String> = path
+        .iter()
+        .take_while(|s| !matches!(s, serde_path_to_error::Segment::Unknown))
+        .map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => format!("[{index}]"),
+            other => format!(".{other}"),
+        })
+        .collect();
+    let joined = known.concat();
+    match joined.trim_start_matches('.') {
+        "" => String::new(),
+        path => format!("{path}: "),
+    }
 }
 
 /// Like [`json`], but an empty body is the type's default.

@@ -242,7 +242,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(spawner_api::login::open_routes(state.login.clone()))
         .merge(spawner_api::public_routes())
-        .fallback(|| async { ApiError::no_route() });
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     state.config.guard.clone().layer(api.with_state(state))
 }
 

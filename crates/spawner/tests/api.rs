@@ -148,6 +148,51 @@ async fn bad_input_is_rejected_with_the_field_named_and_nothing_recorded() {
     assert_eq!(ids, accepted, "rejected requests left records");
 }
 
+/// Every error is JSON, a 405 too; a body that is not JSON says where it broke, not `?`.
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405_and_a_syntax_error_names_where_it_broke() {
+    let server = TestServer::start();
+    let api = server.api();
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/backends"),
+        (reqwest::Method::PUT, "/v1/backends/abcdef/terminate"),
+        (reqwest::Method::POST, "/v1/openapi.json"),
+    ] {
+        let resp = api
+            .request(method.clone(), format!("{}{path}", server.url()))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let allow = resp.headers().get("allow").cloned();
+        assert!(allow.is_some(), "{method} {path}: no Allow");
+        let err: Value = resp.json().await.expect("a JSON body");
+        assert_eq!(err["error"], "method_not_allowed", "{method} {path}");
+        assert!(err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Allow"));
+    }
+    for body in [
+        r#"{"executable": {"command": ["true"],}}"#,
+        r#"{"executable": {"command": ["true"]"#,
+        r#"{"executable": x}"#,
+        r#"{"executable": {"command": ["true"]}, "labels": {"a": "b",}}"#,
+    ] {
+        let (status, err) = post(&server, "/v1/backends", body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"], "invalid_body");
+        let msg = err["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with("the request body is not JSON") && msg.contains("line 1 column"),
+            "{body}: {msg}"
+        );
+        assert!(!msg.contains('?'), "{body}: {msg}");
+    }
+    assert!(server.client().list(&[]).await.expect("list").is_empty());
+}
+
 #[tokio::test]
 async fn terminate_body_is_validated() {
     let server = TestServer::start();

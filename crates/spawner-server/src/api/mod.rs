@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         control
             .merge(open)
             .fallback(|| async { ApiError::no_route() })
+            .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
             .with_state(app),
     )
 }
