@@ -507,12 +507,18 @@ async fn wait_stop(rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>) {
 /// it listens in: Spawner's own for processes, the container's for a container just started
 /// (backed by a connect probe, in case that namespace is not where `addr` leads). An
 /// adopted container's namespace is not known: a connect probe with back-off.
+///
+/// A container seen listening in its namespace is also connected to once from Spawner's,
+/// where the proxy is: the path between them (the bridge, the host's neighbour entry for an
+/// address that an ended container had a moment ago) is then known to work before Ready
+/// sends anyone there.
 async fn wait_listening(runtime: &str, netns: Option<&Path>, addr: SocketAddr) {
     match netns {
         Some(ns) => {
             ListenWatch::of_namespace(ns)
                 .listening_or_accepting(addr)
-                .await
+                .await;
+            readiness::accepting(addr).await
         }
         None if runtime == "process" => ListenWatch::own().listening(addr).await,
         None => readiness::accepting(addr).await,

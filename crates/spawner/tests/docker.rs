@@ -456,6 +456,75 @@ async fn twenty_concurrent_spawns_become_ready_and_go() {
     }
 }
 
+/// A container shown Ready answers its first proxied request, also at an address that a
+/// container which ended a moment ago had (the host may still hold sockets to it, and its
+/// neighbour entry may be stale): 16 example apps, each asked once, killed, then 16 more at
+/// once, three times.
+#[tokio::test]
+async fn a_ready_container_answers_its_first_request_even_at_a_reused_address() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    let http = server.http();
+    let mut failures = Vec::new();
+    let (mut seen, mut reused) = (std::collections::HashSet::new(), 0);
+    for round in 0..3 {
+        let ids: Vec<String> = futures_util::future::join_all((0..16).map(|_| {
+            let client = client.clone();
+            async move {
+                let (resp, _) = client.spawn(&image(EXAMPLE_IMAGE)).await.expect("spawn");
+                wait_state(&client, &resp.id, State::Ready).await;
+                resp.id
+            }
+        }))
+        .await;
+        let _left = Leftovers(ids.clone());
+        for id in &ids {
+            let ip = container_ip(id);
+            if !seen.insert(ip.clone()) {
+                reused += 1;
+            }
+            let resp = http
+                .get(format!("{}request", server.backend_url(id)))
+                .send()
+                .await
+                .expect("proxied");
+            if resp.status() != 200 {
+                failures.push(format!("round {round}, {id}: {}", resp.status()));
+            }
+        }
+        for id in &ids {
+            client.terminate(id, true).await.expect("terminate");
+        }
+        for id in &ids {
+            wait_for(&client, id, |e| e.state.is_terminal()).await;
+        }
+    }
+    eprintln!("{reused} of 48 containers had an address an ended one had");
+    assert!(reused > 0, "no address was reused: the case was not made");
+    assert!(
+        failures.is_empty(),
+        "first requests to Ready containers failed: {failures:?}"
+    );
+}
+
+/// The address of backend `id`'s container on the tests' network.
+fn container_ip(id: &str) -> String {
+    let container = containers_of(id).into_iter().next().expect("a container");
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &container,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A terminate that lands while the engine is still creating the container (the start is
 /// abandoned with the create request in flight) leaves no container behind: terminates are
 /// sent at staggered moments so that some fall inside the create.
