@@ -227,7 +227,7 @@ pub fn http_client() -> reqwest::Client {
     http_builder().build().expect("http client")
 }
 
-fn http_builder() -> reqwest::ClientBuilder {
+pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(std::sync::Arc::new(Loopback))
