@@ -127,6 +127,14 @@ impl TestServer {
         }
     }
 
+    /// SIGTERM, as a service manager stops it, and waits for the server to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("a running server");
+        // SAFETY: a signal to the server's own process, which this harness started.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("the server exits")
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
