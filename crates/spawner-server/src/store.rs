@@ -27,6 +27,12 @@ pub enum StoreError {
     Poisoned,
     #[error("the store's writer thread has stopped")]
     Stopped,
+    #[error(
+        "the database was written by a newer Spawner (schema {found}; this one knows up to \
+         {SCHEMA_VERSION}): run that version, or restore a backup made by this one \
+         (docs/operations.md, Upgrades)"
+    )]
+    Newer { found: u32 },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -69,6 +75,7 @@ impl StoreError {
             },
             StoreError::Poisoned => StoreError::Poisoned,
             StoreError::Stopped => StoreError::Stopped,
+            StoreError::Newer { found } => StoreError::Newer { found: *found },
         }
     }
 }
@@ -137,6 +144,13 @@ const READERS: usize = 2;
 /// is read from the operating system's cache of the file. With the default, what the
 /// caches held after bursts of writes and reads went from 1 to 9 MiB and back.
 const CACHE_KIB: u32 = 512;
+
+/// The schema this build writes. It changes by additions made at open (tables, indexes,
+/// `IF NOT EXISTS`), never by rewriting what older releases wrote, so a database of any
+/// earlier release opens and is brought forward; its number is kept in `meta` so that an
+/// older release refuses a newer database instead of misreading it (and killing the
+/// processes of backends it does not know). 1: every release before the number was kept.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -224,9 +238,28 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Read before anything is written: a newer database is left exactly as it was.
+        let found = schema_version(&conn)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer { found });
+        }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(pools::SCHEMA)?;
         conn.execute_batch(KEEPALIVE_SCHEMA)?;
+        if found < SCHEMA_VERSION {
+            if found > 0 || has_backends(&conn)? {
+                tracing::info!(
+                    from = found.max(1),
+                    to = SCHEMA_VERSION,
+                    "database schema brought forward"
+                );
+            }
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('schema', ?1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [SCHEMA_VERSION.to_string()],
+            )?;
+        }
         // Checkpoints are the checkpointer's; this threshold only bounds the log if it fails.
         conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = {}",
@@ -536,6 +569,35 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// The schema number kept in `meta`; 0 for a database without one (a new one, or one of a
+/// release before the number was kept).
+fn schema_version(conn: &Connection) -> Result<u32> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(0);
+    }
+    let value: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE name = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match value {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| StoreError::Corrupt {
+            id: "meta".into(),
+            what: format!("schema is {v:?}, not a number"),
+        }),
+    }
+}
+
+fn has_backends(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM backends)", [], |r| r.get(0))?)
 }
 
 /// The live backend with `key`, read in `tx` (none without a key).

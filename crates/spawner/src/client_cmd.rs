@@ -117,6 +117,27 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// A new (or empty) directory to write the copy into.
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    data: DataDir,
+}
+
+/// `spawner backup DIR`: a consistent copy of the local server's state, while it runs.
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let dir = args.data.path()?;
+    let written = spawner_server::backup::backup(&dir, &args.out)?;
+    eprintln!(
+        "backed up {} into {}: {}. To restore: stop `spawner serve`, copy these files into its data directory (removing spawner.db-wal and spawner.db-shm there), start it",
+        dir.display(),
+        args.out.display(),
+        written.join(", ")
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 pub struct DashboardArgs {
     #[command(flatten)]
     conn: Conn,

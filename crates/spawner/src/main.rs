@@ -38,6 +38,8 @@ enum Command {
     Dashboard(client_cmd::DashboardArgs),
     /// Print the local server's control token (from its data directory).
     Token(client_cmd::TokenArgs),
+    /// Copy the local server's state (database, token, keys) into a directory, while it runs.
+    Backup(client_cmd::BackupArgs),
     /// A small web app with a shared WebSocket counter, to try Spawner with (reads PORT).
     ExampleApp(example_app::ExampleArgs),
     #[command(flatten)]
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Logs(args) => client_cmd::logs(args).await,
             Command::Dashboard(args) => client_cmd::dashboard(args).await,
             Command::Token(args) => client_cmd::token(args).await,
+            Command::Backup(args) => client_cmd::backup(args).await,
             Command::ExampleApp(args) => example_app::run(args).await,
             Command::K8s(cmd) => k8s_cmd::run(cmd).await,
             Command::K8sNode(cmd) => k8s_node_cmd::run(cmd).await,

@@ -37,6 +37,25 @@ impl TestServer {
         Self::start_at(0, extra_args, token, env)
     }
 
+    /// A server whose data directory `prepare` fills first (with a database of an older
+    /// release, say).
+    pub fn start_on(prepare: impl FnOnce(&std::path::Path)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        prepare(&data);
+        let mut s = TestServer {
+            dir,
+            port: 0,
+            token: None,
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+            child: None,
+        };
+        s.launch();
+        s
+    }
+
     /// [`TestServer::start_with_env`] on `port` (0: any free one).
     pub fn start_at(
         port: u16,
