@@ -18,6 +18,8 @@ pub enum StopReason {
     LifetimeLimit,
     /// Not Ready within `startup_timeout_seconds`: ends `Failed`.
     StartupTimeout,
+    /// A warm pool's member whose claim hook refused its claim: ends `Terminated`.
+    ClaimRefused,
 }
 
 impl StopReason {
@@ -28,6 +30,7 @@ impl StopReason {
             StopReason::Terminate => "terminate requested",
             StopReason::LifetimeLimit => "lifetime limit",
             StopReason::StartupTimeout => "startup timeout",
+            StopReason::ClaimRefused => "claim refused",
         }
     }
 
@@ -38,6 +41,7 @@ impl StopReason {
             StopReason::Terminate,
             StopReason::LifetimeLimit,
             StopReason::StartupTimeout,
+            StopReason::ClaimRefused,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -47,7 +51,9 @@ impl StopReason {
     pub fn final_state(self) -> State {
         match self {
             StopReason::Idle | StopReason::IdleTimeout => State::Swept,
-            StopReason::Terminate | StopReason::LifetimeLimit => State::Terminated,
+            StopReason::Terminate | StopReason::LifetimeLimit | StopReason::ClaimRefused => {
+                State::Terminated
+            }
             StopReason::StartupTimeout => State::Failed,
         }
     }
@@ -61,6 +67,7 @@ impl StopReason {
             StopReason::Terminate => "terminated",
             StopReason::LifetimeLimit => "lifetime limit",
             StopReason::StartupTimeout => "startup timeout",
+            StopReason::ClaimRefused => "claim refused",
         }
     }
 }

@@ -29,6 +29,11 @@ pub struct Pool {
     /// template that cannot start is retried with back-off instead of in a loop.
     failures: AtomicU32,
     resume_at: Mutex<Option<Instant>>,
+    /// Claims refused by the claim hook since the last one it took, and what the last
+    /// refusal said: refusals hold the pool's starts back as failures do (a hook that
+    /// refuses everything must not cycle backends), and a claim that times out quotes it.
+    refusals: AtomicU32,
+    last_refusal: Mutex<Option<String>>,
 }
 
 impl Pool {
@@ -41,6 +46,8 @@ impl Pool {
             refused: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             resume_at: Mutex::new(None),
+            refusals: AtomicU32::new(0),
+            last_refusal: Mutex::new(None),
         }
     }
 
@@ -59,8 +66,40 @@ impl Pool {
         }
     }
 
-    pub fn refused(&self) {
+    /// The claim hook refused a claim, saying `why`: counted, and the pool's next start
+    /// waits as after a failure (0.1 s, doubling, at most 30 s).
+    pub fn refused(&self, why: &str) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        let n = self.refusals.fetch_add(1, Ordering::Relaxed).min(8);
+        self.hold_starts(n);
+        if let Ok(mut last) = self.last_refusal.lock() {
+            *last = Some(why.to_string());
+        }
+    }
+
+    /// A claim the hook took: refusals start over.
+    pub fn hook_took(&self) {
+        self.refusals.store(0, Ordering::Relaxed);
+    }
+
+    /// What the claim hook said when it last refused, if it has refused since it last took
+    /// a claim.
+    pub fn refusing(&self) -> Option<String> {
+        if self.refusals.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.last_refusal.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// No start before 0.1 s × 2^`n` (at most 30 s) from now.
+    fn hold_starts(&self, n: u32) {
+        let backoff = Duration::from_millis(100 << n).min(Duration::from_secs(30));
+        if let Ok(mut r) = self.resume_at.lock() {
+            let until = Instant::now() + backoff;
+            if r.is_none_or(|at| at < until) {
+                *r = Some(until);
+            }
+        }
     }
 
     /// Counts a claim waiting for one more backend until the guard is dropped.
@@ -274,10 +313,7 @@ impl Pools {
             for (_, claimed, name) in gone {
                 if let (false, Some(p)) = (claimed, self.get(&name)) {
                     let n = p.failures.fetch_add(1, Ordering::Relaxed).min(8);
-                    let backoff = Duration::from_millis(100 << n).min(Duration::from_secs(30));
-                    if let Ok(mut r) = p.resume_at.lock() {
-                        *r = Some(Instant::now() + backoff);
-                    }
+                    p.hold_starts(n);
                 }
             }
         }
@@ -403,7 +439,7 @@ pub async fn run(app: Arc<App>) {
         app.pools.claims_first().await;
         for pool in app.pools.all() {
             for live in reconcile(&app, &pool) {
-                stop(&app, &live, "pool resized").await;
+                stop(&app, &live, StopReason::Terminate, "pool resized").await;
             }
         }
         tokio::select! {
@@ -491,19 +527,15 @@ fn start_member(app: &Arc<App>, spec: &PoolSpec) -> anyhow::Result<()> {
 
 /// Stops a pooled backend (a surplus after a resize, a drain, a refused claim): recorded
 /// first, then carried out.
-pub async fn stop(app: &App, live: &Live, why: &str) {
-    if let Err(e) = app
-        .store
-        .set_stop(&live.id, StopReason::Terminate.as_str(), false)
-        .await
-    {
+pub async fn stop(app: &App, live: &Live, reason: StopReason, why: &str) {
+    if let Err(e) = app.store.set_stop(&live.id, reason.as_str(), false).await {
         tracing::warn!(backend = %live.id, error = %e, "could not record a stop; carrying it out");
     }
     if let Err(e) = app.note(live, why).await {
         tracing::warn!(backend = %live.id, error = %e, "could not record why it stops");
     }
     live.request_stop(StopRequest {
-        reason: StopReason::Terminate,
+        reason,
         hard: false,
     });
 }

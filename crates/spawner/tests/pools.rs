@@ -280,6 +280,81 @@ async fn the_claim_hook_hears_the_key_and_labels_and_a_refusing_backend_is_repla
     assert!(refusals >= 1, "{metrics}");
 }
 
+/// A backend that takes no claim: its hook answers 501 with a reason, as a server without
+/// the route might.
+const NO_CLAIMS: &str = r#"
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = b"claims are not supported here"
+        self.send_response(501)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A hook that refuses every claim: each refused member ends with the refusal as its reason,
+/// the pool holds its starts back as after failures (it does not cycle backends), and the
+/// claim's error says the hook refused, quoting its last answer.
+#[tokio::test]
+async fn a_hook_that_refuses_every_claim_is_named_and_does_not_cycle_backends() {
+    let server = TestServer::start();
+    let t =
+        json!({"executable": {"command": ["python3", "-c", NO_CLAIMS]}, "claim_path": "/claim"});
+    create_pool(&server, "no-claims", t, 1, 2).await;
+    wait_pool(&server, "no-claims", |p| p["ready"] == 1).await;
+    let (status, err) = claim(
+        &server,
+        json!({"pool": "no-claims", "key": "k", "if_none_ready": "wait", "wait_seconds": 3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["error"], "pool_exhausted");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("claim hook (/claim)")
+            && message.contains("501 Not Implemented")
+            && message.contains("claims are not supported here")
+            && !message.contains("raise its max"),
+        "{message}"
+    );
+
+    let all = server.client().list(&[]).await.expect("list");
+    let refused: Vec<_> = all.iter().filter(|b| b.state.is_terminal()).collect();
+    assert!(!refused.is_empty(), "{all:?}");
+    // Held back: 0.1, 0.2, 0.4, 0.8, 1.6 s between starts after refusals, so a handful in
+    // 3 s (28 in 3 s cycled before).
+    assert!(
+        refused.len() <= 8,
+        "{} backends refused in 3 s",
+        refused.len()
+    );
+    for b in refused {
+        let rec = server.client().get(&b.id).await.expect("record");
+        assert_eq!(rec.state, State::Terminated);
+        assert_eq!(
+            rec.reason.as_deref(),
+            Some("claim refused"),
+            "{:?}",
+            rec.events
+        );
+        assert!(
+            rec.events
+                .iter()
+                .any(|e| e.reason.as_deref().is_some_and(|r| {
+                    r.contains(
+                r#"claim refused: it answered 501 Not Implemented: "claims are not supported here""#
+            )
+                })),
+            "{:?}",
+            rec.events
+        );
+    }
+}
+
 #[tokio::test]
 async fn with_none_ready_a_claim_starts_one_or_waits_as_it_says() {
     let server = TestServer::start();

@@ -108,7 +108,7 @@ pub async fn drain(
     tracing::info!(pool = %name, stopping = ids.len(), "pool drained");
     for id in &ids {
         if let Some(live) = app.registry.get(id) {
-            stop(&app, &live, "pool drained").await;
+            stop(&app, &live, StopReason::Terminate, "pool drained").await;
         }
     }
     Ok((
@@ -188,16 +188,23 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
                 };
                 if let Err(why) = hook {
                     tracing::warn!(backend = %row.id, pool = %req.pool, %why, "the claim hook refused; replacing the backend");
-                    pool.refused();
+                    pool.refused(&why);
                     if let Err(e) = app
                         .store
-                        .refuse_claim(&row.id, StopReason::Terminate.as_str())
+                        .refuse_claim(&row.id, StopReason::ClaimRefused.as_str())
                     {
                         tracing::warn!(backend = %row.id, error = %e, "could not record the refusal");
                     }
-                    stop(app, &live, &format!("claim refused: {why}")).await;
+                    stop(
+                        app,
+                        &live,
+                        StopReason::ClaimRefused,
+                        &format!("claim refused: {why}"),
+                    )
+                    .await;
                     continue;
                 }
+                pool.hook_took();
                 // The grace clock starts at the claim.
                 live.monitor.touch();
                 pool.claimed(cold);
@@ -234,14 +241,20 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { return Err(ApiError::internal("the registry closed")) },
                     _ = tokio::time::sleep_until(deadline) => {
-                        return Err(ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "pool_exhausted",
-                            format!(
+                        let message = match pool.refusing() {
+                            // Not a matter of size: every backend offered said no.
+                            Some(why) => format!(
+                                "pool {:?} had no backend whose claim hook ({}) took the claim within wait_seconds ({}): the hook refused, the last time with {why}; fix the backends' hook, or create the pool without claim_path",
+                                req.pool,
+                                pool.spec().template.claim_path.unwrap_or_default(),
+                                req.wait_seconds
+                            ),
+                            None => format!(
                                 "pool {:?} had no Ready backend within wait_seconds ({}): raise its max or min_ready (PUT /v1/pools/{0}), or wait longer",
                                 req.pool, req.wait_seconds
                             ),
-                        ));
+                        };
+                        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted", message));
                     }
                 }
             }
