@@ -130,6 +130,8 @@ pub enum ErrorCode {
     InvalidLoginCode,
     /// The request body is over the size the API reads (docs/api.md, "Limits").
     BodyTooLarge,
+    /// A connect URL asked of an open backend (its URL admits whoever has it).
+    OpenAccess,
 }
 
 impl ErrorCode {
@@ -158,6 +160,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidLoginCode => "invalid_login_code",
             ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::OpenAccess => "open_access",
         }
     }
 }

@@ -91,6 +91,8 @@ impl ApiState {
             status_url: self.api_url(&id, "status"),
             status_stream_url: self.api_url(&id, "status/stream"),
             id,
+            connect_url: None,
+            connect_expires_at: None,
         }
     }
 

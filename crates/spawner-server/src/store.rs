@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 mod checkpoint;
+pub mod grants;
 pub mod pools;
 use crate::writer::Writer;
 
@@ -227,6 +228,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(pools::SCHEMA)?;
         conn.execute_batch(KEEPALIVE_SCHEMA)?;
+        conn.execute_batch(grants::SCHEMA)?;
         // Checkpoints are the checkpointer's; this threshold only bounds the log if it fails.
         conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = {}",
