@@ -676,12 +676,24 @@ async fn measure_access(
         wrk(shape(i), 1, url).await?;
     }
     let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); NAMES.len()];
+    // Spawner's CPU time per request, open and with access: steadier than req/s on a
+    // shared machine.
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let pid = server.proc.pid();
     for round in 0..ctx.rounds {
         for k in 0..NAMES.len() {
             let i = (k + round) % NAMES.len();
-            runs[i].push(wrk(shape(i), ctx.wrk_seconds, &urls[i]).await?);
+            let before = util::cpu_time(pid, false)?;
+            let run = wrk(shape(i), ctx.wrk_seconds, &urls[i]).await?;
+            if i < 2 {
+                let used = util::cpu_time(pid, false)?.saturating_sub(before);
+                cpu[i].push(used.as_secs_f64() * 1e6 / run.requests.max(1) as f64);
+            }
+            runs[i].push(run);
         }
     }
+    let cpu_open = median(&cpu[0]);
+    let cpu_access = median(&cpu[1]);
     let ratio = |a: usize, b: usize| {
         median(
             &(0..ctx.rounds)
@@ -720,6 +732,10 @@ async fn measure_access(
     }
     let (on_off, on_nginx, on_haproxy) = (ratio(1, 0), ratio(1, 2), ratio(1, 3));
     phase.row(
+        "spawner's CPU time per request: open; access".to_string(),
+        format!("{} µs; {} µs", fmt(cpu_open), fmt(cpu_access)),
+    );
+    phase.row(
         "ratio access on / off; on / nginx; on / haproxy".to_string(),
         format!("{}; {}; {}", fmt(on_off), fmt(on_nginx), fmt(on_haproxy)),
     );
@@ -749,6 +765,10 @@ async fn measure_access(
         "ratio_access_on_off": util::round3(on_off),
         "ratio_access_nginx": util::round3(on_nginx),
         "ratio_access_haproxy": util::round3(on_haproxy),
+        "spawner_cpu_us_per_request_open": util::round3(cpu_open),
+        "spawner_cpu_us_per_request_access": util::round3(cpu_access),
+        "spawner_cpu_us_runs_open": cpu[0].iter().map(|&v| util::round3(v)).collect::<Vec<_>>(),
+        "spawner_cpu_us_runs_access": cpu[1].iter().map(|&v| util::round3(v)).collect::<Vec<_>>(),
         "wrk_seconds": ctx.wrk_seconds,
         "rounds": ctx.rounds,
     });
