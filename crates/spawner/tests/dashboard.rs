@@ -342,7 +342,8 @@ async fn the_list_and_the_pools_view_read_every_page() {
         let spec = spawner_core::BackendSpec::from_command(vec!["/nonexistent/program".into()]);
         client.spawn(&spec).await.expect("spawn");
     }
-    let http = server.http();
+    // The control token: pools are control routes.
+    let http = server.api();
     for n in 0..105 {
         let created = http
             .post(format!("{}/v1/pools", server.url()))
@@ -356,7 +357,8 @@ async fn the_list_and_the_pools_view_read_every_page() {
         assert_eq!(created.status(), 201);
     }
     let b = Browser::start().await;
-    b.goto(&format!("{}/", server.url())).await;
+    // Logged in by a login link: the server has a token.
+    b.goto(&server.login_link().await).await;
     // Ended backends are hidden by default; the count says how many the page holds.
     b.wait_text("#list-count", "0 shown of 130").await;
     b.click("#nav-pools").await;
