@@ -29,6 +29,7 @@ pub async fn spawner(backend: SocketAddr) -> std::io::Result<SocketAddr> {
             trust: PeerTrust::Untrusted,
             response: ResponsePolicy::Pass,
             router_proof: None,
+            access: None,
         })
     };
     let forwarder = Forwarder::new().with_threads(1);

@@ -25,6 +25,7 @@ fn target() -> Target {
         trust: PeerTrust::Untrusted,
         response: ResponsePolicy::Pass,
         router_proof: None,
+        access: None,
     }
 }
 

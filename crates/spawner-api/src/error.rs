@@ -141,6 +141,8 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// A route that exists, asked with a method it does not serve (`Allow` lists those).
     MethodNotAllowed,
+    /// A connect URL asked of an open backend (its URL admits whoever has it).
+    OpenAccess,
 }
 
 impl ErrorCode {
@@ -170,6 +172,7 @@ impl ErrorCode {
             ErrorCode::InvalidLoginCode => "invalid_login_code",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::OpenAccess => "open_access",
         }
     }
 }

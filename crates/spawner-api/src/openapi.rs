@@ -10,6 +10,9 @@ use crate::login::{LoginLink, LoginRequest, LoginResponse};
 use crate::seed::{SeedResponse, SeedSpawn};
 use axum::routing::get;
 use axum::{Json, Router};
+use spawner_core::access::{
+    Access, AccessGrant, AccessList, AccessMode, ConnectRequest, ConnectResponse,
+};
 use spawner_core::pool::{
     ClaimNotice, ClaimRequest, IfNoneReady, PoolDrained, PoolList, PoolSize, PoolSpec, PoolStatus,
     PoolTemplate,
@@ -32,14 +35,16 @@ use utoipa::OpenApi;
     paths(
         spawn, list, list_stream, get_one, terminate, keepalive, logs, status, status_stream, ready,
         seed_spawn, seed_status, seed_status_stream, seed_ready, proxy, healthz, metrics,
-        openapi_json, dashboard, login, login_links, create_pool, list_pools, get_pool, resize_pool, drain_pool
+        openapi_json, dashboard, login, login_links, create_pool, list_pools, get_pool, resize_pool, drain_pool,
+        connect, access_list, revoke
     ),
     components(schemas(
         BackendSpec, Executable, PullPolicy, Resources, State, Event, SpawnResponse,
         BackendRecord, BackendList, TerminateRequest, TerminateResponse, ErrorBody, ErrorCode,
         SeedSpawn, SeedResponse, SpawnBody, ClaimRequest, IfNoneReady, ClaimNotice, PoolSpec, PoolTemplate,
         PoolSize, PoolStatus, PoolList, PoolDrained,
-        KeepaliveRequest, KeepaliveResponse, Expiring, LoginRequest, LoginResponse, LoginLink
+        KeepaliveRequest, KeepaliveResponse, Expiring, LoginRequest, LoginResponse, LoginLink,
+        Access, AccessMode, ConnectRequest, ConnectResponse, AccessList, AccessGrant
     )),
     modifiers(&Bearer),
     tags(
@@ -166,6 +171,61 @@ fn list_stream() {}
 )]
 #[allow(dead_code)]
 fn get_one() {}
+
+#[utoipa::path(
+    post, path = "/v1/backends/{id}/connect", tag = "control", operation_id = "connect",
+    description = "A connect URL for a user of a live token-mode backend: the backend's URL with a \
+        short-lived signed token (`spawner_token=`), which the proxy exchanges for a cookie of the \
+        backend's origin. The user holds access from now until revoked or the backend ends. A secret: \
+        this answer is the only place it appears.",
+    params(("id" = String, Path, description = "the backend's id")),
+    request_body = ConnectRequest,
+    responses(
+        (status = 200, description = "The connect URL", body = ConnectResponse),
+        (status = 400, description = "`invalid_body` or `invalid_field` (`user`, `user_data`, `ttl_seconds`)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`open_access`: the backend is open (its URL admits whoever has it)", body = ErrorBody),
+        (status = 410, description = "`gone`: the backend has ended or is stopping", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn connect() {}
+
+#[utoipa::path(
+    get, path = "/v1/backends/{id}/access", tag = "control", operation_id = "access",
+    description = "The backend's access mode and who holds access (none once it has ended).",
+    params(("id" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 200, description = "Its mode and users", body = AccessList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn access_list() {}
+
+#[utoipa::path(
+    delete, path = "/v1/backends/{id}/access/{user}", tag = "control", operation_id = "revoke",
+    description = "Revokes a user's access: their cookies and connect URLs stop working at once and \
+        their open WebSockets through the proxy get a close frame 1008 (policy violation). A later \
+        connect for the same user starts a new grant; old cookies stay dead.",
+    params(
+        ("id" = String, Path, description = "the backend's id"),
+        ("user" = String, Path, description = "the user (percent-encoded)"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such backend, or the user holds no access", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn revoke() {}
 
 #[utoipa::path(
     post, path = "/v1/backends/{id}/terminate", tag = "control", operation_id = "terminate",

@@ -47,6 +47,7 @@ impl SeedSpawn {
             strip_prefix: true,
             idle_timeout_seconds: None,
             lifetime_warning_seconds: spawner_core::spec::DEFAULT_LIFETIME_WARNING_SECONDS,
+            access: None,
         }
     }
 }

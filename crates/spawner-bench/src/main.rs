@@ -41,11 +41,11 @@ struct Args {
     /// The JSON summary.
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
-    /// Phases to run, comma-separated: proxy, bodies, ws, paced, spawn, readiness, storm, scale,
+    /// Phases to run, comma-separated: proxy, bodies, access, ws, paced, spawn, readiness, storm, scale,
     /// sweep, pools, k8s.
     #[arg(
         long,
-        default_value = "proxy,bodies,ws,paced,spawn,readiness,storm,scale,sweep,pools,k8s",
+        default_value = "proxy,bodies,access,ws,paced,spawn,readiness,storm,scale,sweep,pools,k8s",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -325,6 +325,7 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         let phase = match name.as_str() {
             "proxy" => proxy::run(&ctx).await,
             "bodies" => proxy::run_bodies(&ctx).await,
+            "access" => proxy::run_access(&ctx).await,
             "ws" => ws::run(&ctx).await,
             "paced" => paced::run(&ctx).await,
             "spawn" => spawn::run(&ctx).await,
@@ -335,7 +336,7 @@ async fn run(args: &Args, token: &str) -> Result<()> {
             "pools" => pools::run(&ctx).await,
             "k8s" => k8s::run(&ctx).await,
             other => bail!(
-                "unknown phase {other:?}: use proxy, bodies, ws, paced, spawn, readiness, storm, scale, sweep, pools, k8s"
+                "unknown phase {other:?}: use proxy, bodies, access, ws, paced, spawn, readiness, storm, scale, sweep, pools, k8s"
             ),
         }
         .with_context(|| format!("phase {name}"))?;

@@ -568,6 +568,213 @@ fn duration_ms(v: &str) -> Option<f64> {
     num.trim().parse::<f64>().ok().map(|n| n * scale)
 }
 
+/// The access phase: the proxy phase's load through Spawner to two twins of the nginx
+/// backend, one open and one with per-user access (`"access": {"mode": "token"}`, each
+/// request carrying the access cookie, which the proxy verifies and strips, and the
+/// identity headers it adds), beside nginx and HAProxy in front of the open twin.
+pub async fn run_access(ctx: &Ctx) -> Result<Phase> {
+    Server::phase(ctx, "access", async |dir, server| {
+        let paths = start_paths(ctx, dir, server).await?;
+        let (id, cookie) = start_token_twin(ctx, dir, server).await?;
+        measure_access(ctx, &paths, &id, &cookie, server).await
+    })
+    .await
+}
+
+/// A second nginx backend like the first, spawned with token access; its id, and the
+/// access cookie (`name=value`) a connect URL is exchanged for, by path as a client that is
+/// no browser does.
+async fn start_token_twin(ctx: &Ctx, dir: &Path, server: &Server) -> Result<(String, String)> {
+    let d = dir.display();
+    let port = util::free_port()?;
+    let conf = dir.join("twin.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{common}http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
+             keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n  }}\n}}\n",
+            common = nginx_common(dir, "twin", &ctx.backend_workers.to_string())
+        ),
+    )?;
+    let spec = json!({
+        "executable": {
+            "command": ["nginx", "-p", dir, "-e", dir.join("twin-error.log"), "-c", conf, "-g", "daemon off;"],
+            "port": port,
+        },
+        "grace_period_seconds": 3600,
+        "access": {"mode": "token", "user": "bench", "user_data": {"plan": "load"}},
+    });
+    let (status, body) = server
+        .api
+        .call(http::Method::POST, "/v1/backends", Some(&spec))
+        .await?;
+    if !status.is_success() {
+        bail!(
+            "spawn refused: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let answer: Value = serde_json::from_slice(&body)?;
+    let id = answer["id"].as_str().context("no id")?.to_string();
+    let url = answer["connect_url"].as_str().context("no connect_url")?;
+    let token = url.split("spawner_token=").nth(1).context("no token")?;
+    server
+        .api
+        .wait_for(&id, "Ready", Duration::from_secs(20))
+        .await?;
+    // The exchange, by path: a raw request, to read its Set-Cookie.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(server.api.addr).await?;
+    conn.write_all(
+        format!(
+            "GET /p/{id}/index.html?spawner_token={token} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            server.api.addr
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await?;
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .with_context(|| format!("the exchange gave no cookie:\n{answer}"))?
+        .to_string();
+    Ok((id, cookie))
+}
+
+async fn measure_access(
+    ctx: &Ctx,
+    paths: &Paths,
+    id: &str,
+    cookie: &str,
+    server: &Server,
+) -> Result<Phase> {
+    const NAMES: [&str; 4] = ["spawner, open", "spawner, access", "nginx", "haproxy"];
+    let urls = [
+        format!("{}/index.html", paths.bases[1]),
+        format!("http://{}/p/{id}/index.html", server.api.addr),
+        format!("{}/index.html", paths.bases[2]),
+        format!("{}/index.html", paths.bases[3]),
+    ];
+    let header = format!("Cookie: {cookie}");
+    let conns = ctx.wrk_connections.to_string();
+    let plain = ["-t", "2", "-c", conns.as_str()];
+    let with_cookie = ["-t", "2", "-c", conns.as_str(), "-H", header.as_str()];
+    let shape = |i: usize| if i == 1 { &with_cookie[..] } else { &plain[..] };
+    // The cookie admits (a refusal would measure 401s).
+    let check = wrk(&["-t", "1", "-c", "1", "-H", header.as_str()], 1, &urls[1]).await?;
+    if check.errors > 0 {
+        bail!(
+            "the access cookie was refused ({} non-2xx answers)",
+            check.errors
+        );
+    }
+    for (i, url) in urls.iter().enumerate() {
+        wrk(shape(i), 1, url).await?;
+    }
+    let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); NAMES.len()];
+    // Spawner's CPU time per request, open and with access: steadier than req/s on a
+    // shared machine.
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let pid = server.proc.pid();
+    for round in 0..ctx.rounds {
+        for k in 0..NAMES.len() {
+            let i = (k + round) % NAMES.len();
+            let before = util::cpu_time(pid, false)?;
+            let run = wrk(shape(i), ctx.wrk_seconds, &urls[i]).await?;
+            if i < 2 {
+                let used = util::cpu_time(pid, false)?.saturating_sub(before);
+                cpu[i].push(used.as_secs_f64() * 1e6 / run.requests.max(1) as f64);
+            }
+            runs[i].push(run);
+        }
+    }
+    let cpu_open = median(&cpu[0]);
+    let cpu_access = median(&cpu[1]);
+    let ratio = |a: usize, b: usize| {
+        median(
+            &(0..ctx.rounds)
+                .map(|r| runs[a][r].rps / runs[b][r].rps)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut phase = Phase::new("1c. Proxy with per-user access (cookie verified per request)");
+    let mut per_path = serde_json::Map::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let rps = median(&runs[i].iter().map(|w| w.rps).collect::<Vec<_>>());
+        let p99 = median(&runs[i].iter().map(|w| w.p99_ms).collect::<Vec<_>>());
+        let errors: u64 = runs[i].iter().map(|w| w.errors).sum();
+        phase.row(
+            format!("{name}: req/s; p99 ({} conns)", ctx.wrk_connections),
+            format!(
+                "{} req/s; {} ms{}",
+                fmt(rps),
+                fmt(p99),
+                if errors > 0 {
+                    format!("; {errors} errors")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        per_path.insert(
+            name.to_string(),
+            json!({
+                "rps_median": util::round3(rps),
+                "rps_runs": runs[i].iter().map(|w| util::round3(w.rps)).collect::<Vec<_>>(),
+                "p99_ms": util::round3(p99),
+                "errors": errors,
+            }),
+        );
+    }
+    let (on_off, on_nginx, on_haproxy) = (ratio(1, 0), ratio(1, 2), ratio(1, 3));
+    phase.row(
+        "spawner's CPU time per request: open; access".to_string(),
+        format!("{} µs; {} µs", fmt(cpu_open), fmt(cpu_access)),
+    );
+    phase.row(
+        "ratio access on / off; on / nginx; on / haproxy".to_string(),
+        format!("{}; {}; {}", fmt(on_off), fmt(on_nginx), fmt(on_haproxy)),
+    );
+    phase.checks.push(Check::at_least(
+        "req/s with access on ÷ off",
+        on_off,
+        0.95,
+        "×",
+        "≥ 0.95×".into(),
+    ));
+    phase.checks.push(Check::at_least(
+        "req/s with access on ÷ nginx",
+        on_nginx,
+        1.0,
+        "×",
+        "≥ 1×".into(),
+    ));
+    phase.checks.push(Check::at_least(
+        "req/s with access on ÷ HAProxy",
+        on_haproxy,
+        1.0,
+        "×",
+        "≥ 1×".into(),
+    ));
+    phase.json = json!({
+        "paths": Value::Object(per_path),
+        "ratio_access_on_off": util::round3(on_off),
+        "ratio_access_nginx": util::round3(on_nginx),
+        "ratio_access_haproxy": util::round3(on_haproxy),
+        "spawner_cpu_us_per_request_open": util::round3(cpu_open),
+        "spawner_cpu_us_per_request_access": util::round3(cpu_access),
+        "spawner_cpu_us_runs_open": cpu[0].iter().map(|&v| util::round3(v)).collect::<Vec<_>>(),
+        "spawner_cpu_us_runs_access": cpu[1].iter().map(|&v| util::round3(v)).collect::<Vec<_>>(),
+        "wrk_seconds": ctx.wrk_seconds,
+        "rounds": ctx.rounds,
+    });
+    Ok(phase)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

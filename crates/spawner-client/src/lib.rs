@@ -534,6 +534,45 @@ impl Client {
         Ok(self.json::<Answer>(resp).await?.state)
     }
 
+    /// A connect URL for another user of a token-mode backend.
+    pub async fn connect(
+        &self,
+        id: &str,
+        req: &spawner_core::access::ConnectRequest,
+    ) -> Result<spawner_core::access::ConnectResponse> {
+        let resp = self
+            .send(
+                self.request(Method::POST, &format!("/v1/backends/{id}/connect"))
+                    .json(req),
+            )
+            .await?;
+        self.json(resp).await
+    }
+
+    /// The backend's access mode and who holds access.
+    pub async fn access(&self, id: &str) -> Result<spawner_core::access::AccessList> {
+        let resp = self
+            .send(self.request(Method::GET, &format!("/v1/backends/{id}/access")))
+            .await?;
+        self.json(resp).await
+    }
+
+    /// Revokes a user's access to a backend.
+    pub async fn revoke(&self, id: &str, user: &str) -> Result<()> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/backends/{id}/access/", self.base))
+            .map_err(|e| Error::Protocol(format!("the server's URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| Error::Protocol("the server's URL cannot take a path".into()))?
+            .pop_if_empty()
+            .push(user);
+        let mut req = self.http.request(Method::DELETE, url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await?;
+        Ok(())
+    }
+
     /// The backend's output; with `follow`, a stream that ends when the backend has.
     pub async fn logs(&self, id: &str, follow: bool) -> Result<impl Stream<Item = Result<Bytes>>> {
         let resp = self

@@ -3,6 +3,7 @@
 //! events ([`event`]), its id ([`id`]), and how large a spec may be ([`limits`]). Plain data and pure functions: no I/O here, so
 //! the rules are unit-tested on their own and both modes (embedded, Kubernetes) obey them.
 
+pub mod access;
 pub mod env;
 pub mod event;
 pub mod id;

@@ -157,6 +157,9 @@ impl PoolSpec {
             .spec
             .validate()
             .map_err(|e| ValidationError::new(format!("template.{}", e.field), e.message))?;
+        if let Some(access) = &self.template.spec.access {
+            access.validate_template()?;
+        }
         if let Some(path) = &self.template.claim_path {
             if !path.starts_with('/')
                 || path.len() > 1024
@@ -376,6 +379,10 @@ pub struct ClaimRequest {
     #[serde(default = "default_wait")]
     #[schema(default = 60, minimum = 1, maximum = 3600)]
     pub wait_seconds: u64,
+    /// Who the connect URL in the answer is for, when the pool's template has
+    /// `"access": {"mode": "token"}` (required then); the mode is the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::Access>,
 }
 
 fn default_wait() -> u64 {
@@ -404,6 +411,9 @@ impl ClaimRequest {
         probe.validate()?;
         for (k, v) in &self.labels {
             validate_label(k, v)?;
+        }
+        if let Some(access) = &self.access {
+            access.validate()?;
         }
         if self.wait_seconds == 0 || self.wait_seconds > 3600 {
             return Err(ValidationError::new(

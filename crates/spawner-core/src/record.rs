@@ -17,6 +17,18 @@ pub struct SpawnResponse {
     pub ready_url: String,
     pub status_url: String,
     pub status_stream_url: String,
+    /// A token-mode backend: its URL with a connect token for the request's `access.user`
+    /// (docs/api.md, "Access"). A secret, in this answer only: never in a record or a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_url: Option<String>,
+    /// Until when `connect_url`'s token is accepted.
+    #[serde(
+        default,
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub connect_expires_at: Option<Millis>,
 }
 
 /// The whole record of one backend (`GET /v1/backends/{id}`); lists leave `events` empty.

@@ -1,5 +1,6 @@
 //! What a client asks for: the body of `POST /v1/backends`, and its validation.
 
+use crate::access::{Access, AccessMode};
 use crate::limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +56,11 @@ pub struct BackendSpec {
     #[serde(default = "default_lifetime_warning")]
     #[schema(default = 60, minimum = 0, maximum = 604800)]
     pub lifetime_warning_seconds: u64,
+    /// Who may reach it through the proxy: `{"mode": "open"}` (whoever has its URL) or
+    /// `{"mode": "token", "user": …}` (a connect URL per user; docs/api.md, "Access"). A
+    /// stored spec keeps the mode alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
 }
 
 /// What runs: `command` (a local process) or `image` (a container), or both.
@@ -159,7 +165,14 @@ impl BackendSpec {
             strip_prefix: true,
             idle_timeout_seconds: None,
             lifetime_warning_seconds: DEFAULT_LIFETIME_WARNING_SECONDS,
+            access: None,
         }
+    }
+
+    /// The access mode it was given (`open` when none: the server's default is applied to
+    /// the spec before it is stored).
+    pub fn access_mode(&self) -> AccessMode {
+        self.access.as_ref().map_or(AccessMode::Open, |a| a.mode)
     }
 
     /// Checks every field; the first problem found is returned.
@@ -192,6 +205,9 @@ impl BackendSpec {
                 "lifetime_warning_seconds",
                 format!("must be between 0 and {MAX_SECONDS} seconds (0: no warning)"),
             ));
+        }
+        if let Some(access) = &self.access {
+            access.validate()?;
         }
         limits::check_labels(self.labels.len())?;
         for (k, v) in &self.labels {

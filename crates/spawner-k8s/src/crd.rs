@@ -269,6 +269,9 @@ impl SessionLivedBackend {
                 .spec
                 .lifetime_warning_seconds
                 .unwrap_or(spawner_core::spec::DEFAULT_LIFETIME_WARNING_SECONDS),
+            // Per-user access is not carried by the custom resource yet (issue 26's
+            // Kubernetes part): its backends are open.
+            access: None,
         }
     }
 

@@ -164,6 +164,7 @@ async fn create_pool(
 ) -> Result<Response, Error> {
     let spec: PoolSpec = parse::json(&body)?;
     spec.validate()?;
+    crate::api::no_token_access(spec.template.spec.access.as_ref())?;
     let obj = SessionLivedBackendPool::from_pool_spec(&spec)?;
     let created = match pools_api(&state).create(&PostParams::default(), &obj).await {
         Ok(c) => c,
@@ -445,6 +446,7 @@ pub(crate) async fn lock_key(
 pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
+    crate::api::no_token_access(req.access.as_ref())?;
     let pool = fetch_pool(state, &req.pool).await?;
     // The template's labels with the claim's: within the limits of any spec.
     req.claimed_spec(&pool.pool_spec().template.spec)

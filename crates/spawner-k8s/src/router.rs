@@ -337,6 +337,7 @@ impl Router {
             trust: self.config.trusted_proxies.trust(peer.ip()),
             response,
             router_proof: self.proof(id),
+            access: None,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Forwarding one request (or one upgraded connection) to a backend.
 
+use crate::access;
 use crate::body::{ClientBody, Pooled, ProxyBody};
 use crate::forwarded::{PeerTrust, ROUTER_PROOF};
 use crate::framing::{Refusal, RequestFraming};
@@ -28,6 +29,8 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_SPAWNER_ROUTER_PROOF: HeaderName = HeaderName::from_static(ROUTER_PROOF);
 static SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
+static X_SPAWNER_USER: HeaderName = HeaderName::from_static(access::USER_HEADER);
+static X_SPAWNER_USER_DATA: HeaderName = HeaderName::from_static(access::USER_DATA_HEADER);
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -137,6 +140,7 @@ impl Forwarder {
             }
         }
 
+        let revoked = target.access.as_ref().map(|g| g.revoked());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
         let (req, body_failed) = {
@@ -180,7 +184,7 @@ impl Forwarder {
                             return;
                         }
                     };
-                    let link = tunnel::Link::new(guard.monitor(), websocket);
+                    let link = tunnel::Link::new(guard.monitor(), websocket, revoked);
                     join_upgraded(client, backend, link).await;
                     drop(guard);
                 });
@@ -383,6 +387,7 @@ fn prepare_headers(headers: &mut HeaderMap, upgrade: bool, target: &Target, pref
     headers.remove(header::PROXY_AUTHORIZATION);
 
     headers.remove(&X_SPAWNER_ROUTER_PROOF);
+    access_headers(headers, target);
     let mut xff = String::new();
     if target.trust == PeerTrust::Trusted {
         for prev in headers
@@ -422,6 +427,46 @@ fn prepare_headers(headers: &mut HeaderMap, upgrade: bool, target: &Target, pref
     }
     if let Some(proof) = &target.router_proof {
         headers.insert(X_SPAWNER_ROUTER_PROOF.clone(), proof.clone());
+    }
+}
+
+/// Rules 3 and 4 of [`crate::access`]: no access cookie, connect token or client-sent
+/// identity reaches the backend; the grant that admitted the request gives its identity.
+fn access_headers(headers: &mut HeaderMap, target: &Target) {
+    headers.remove(&X_SPAWNER_USER);
+    headers.remove(&X_SPAWNER_USER_DATA);
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|v| access::bearer_token(v.as_bytes()).is_some())
+    {
+        headers.remove(header::AUTHORIZATION);
+    }
+    if headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| access::mentions_access_cookie(v.as_bytes()))
+    {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| {
+                let mut out = Vec::new();
+                access::strip_access_cookies(v.as_bytes(), &mut out)
+                    .then(|| HeaderValue::from_bytes(&out).ok())
+                    .flatten()
+            })
+            .collect();
+        headers.remove(header::COOKIE);
+        for v in kept {
+            headers.append(header::COOKIE, v);
+        }
+    }
+    if let Some(grant) = &target.access {
+        headers.insert(X_SPAWNER_USER.clone(), grant.user_header.clone());
+        if let Some(data) = &grant.data_header {
+            headers.insert(X_SPAWNER_USER_DATA.clone(), data.clone());
+        }
     }
 }
 
@@ -495,6 +540,7 @@ mod tests {
             trust,
             response: ResponsePolicy::Pass,
             router_proof: None,
+            access: None,
         }
     }
 
@@ -566,6 +612,7 @@ mod tests {
         let mut h = spoofed();
         let trusted = Target {
             router_proof: Some(HeaderValue::from_static("c0ffee")),
+            access: None,
             ..target(PeerTrust::Trusted)
         };
         prepare_headers(&mut h, false, &trusted, Some("/p/abc"));

@@ -11,6 +11,7 @@
 //! asterisk forms, `Expect`, requests no backend takes) is left to the full HTTP stack,
 //! which the caller falls back to.
 
+use crate::access;
 use crate::forwarded::{self, Kind, PeerTrust, ROUTER_PROOF};
 use crate::framing::{self, Refusal, RequestBody, RequestFraming, ResponseCodings};
 use crate::target::{ResponsePolicy, Target, SANDBOX};
@@ -36,6 +37,13 @@ pub struct RequestHead<'a> {
     pub fetch_mode: Option<&'a [u8]>,
     /// The [`ROUTER_PROOF`] header, if there is exactly one, for the sidecar to check.
     pub router_proof: Option<&'a [u8]>,
+    /// The `Cookie` header, if there is exactly one (several: `None`, and
+    /// [`RequestHead::cookies`] says so), for a token-mode backend's access cookie.
+    pub cookie: Option<&'a [u8]>,
+    /// How many `Cookie` headers the request has.
+    pub cookies: u32,
+    /// An `Authorization: Bearer` header holds a connect token ([`crate::access`]).
+    pub connect_bearer: bool,
 }
 
 /// A request the relay forwards.
@@ -149,12 +157,18 @@ pub fn parse_request(
     let (mut has_upgrade, mut has_forwarded_for, mut expect) = (false, false, false);
     let mut websocket = false;
     let (mut fetch_mode, mut router_proof, mut proofs) = (None, None, 0u32);
+    let (mut cookie, mut cookies, mut connect_bearer) = (None, 0u32, false);
     for h in headers.iter() {
         let name = h.name;
         if framing.take(name, h.value) {
             continue;
         }
-        if name.eq_ignore_ascii_case("connection") {
+        if name.len() == 6 && name.eq_ignore_ascii_case("cookie") {
+            cookies += 1;
+            cookie = Some(h.value);
+        } else if name.len() == 13 && name.eq_ignore_ascii_case("authorization") {
+            connect_bearer |= access::bearer_token(h.value).is_some();
+        } else if name.eq_ignore_ascii_case("connection") {
             tokens.read(h.value);
         } else if name.eq_ignore_ascii_case("expect") {
             expect = true;
@@ -197,6 +211,9 @@ pub fn parse_request(
         fetch_mode,
         // Two proofs are none: which one would count is anyone's guess.
         router_proof: router_proof.filter(|_| proofs == 1),
+        cookie: cookie.filter(|_| cookies == 1),
+        cookies,
+        connect_bearer,
     }) else {
         return RequestParse::Fallback;
     };
@@ -231,6 +248,27 @@ pub fn parse_request(
             || tokens.lists(name)
         {
             continue;
+        }
+        // The access rules (crate::access): no access cookie, connect token or client's
+        // identity header reaches the backend.
+        match name.len() {
+            6 if name.eq_ignore_ascii_case("cookie") && access::mentions_access_cookie(h.value) => {
+                let start = out.len();
+                out.extend_from_slice(b"cookie: ");
+                if access::strip_access_cookies(h.value, out) {
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    out.truncate(start);
+                }
+                continue;
+            }
+            13 if name.eq_ignore_ascii_case("authorization")
+                && access::bearer_token(h.value).is_some() =>
+            {
+                continue
+            }
+            14 | 19 if access::is_identity_header(name) => continue,
+            _ => {}
         }
         if let Some(kind) = forwarded::kind(name) {
             match kind {
@@ -282,6 +320,12 @@ pub fn parse_request(
     }
     if let Some(proof) = &target_to.router_proof {
         header_line(out, ROUTER_PROOF, proof.as_bytes());
+    }
+    if let Some(grant) = &target_to.access {
+        header_line(out, access::USER_HEADER, grant.user_header.as_bytes());
+        if let Some(data) = &grant.data_header {
+            header_line(out, access::USER_DATA_HEADER, data.as_bytes());
+        }
     }
     out.extend_from_slice(b"\r\n");
 
@@ -541,6 +585,7 @@ mod tests {
             trust: PeerTrust::Untrusted,
             response: ResponsePolicy::Pass,
             router_proof: None,
+            access: None,
         }
     }
 
@@ -634,6 +679,7 @@ mod tests {
     fn the_router_proof_is_replaced_never_passed_on() {
         let proven = Target {
             router_proof: Some(http::HeaderValue::from_static("c0ffee")),
+            access: None,
             ..target(0)
         };
         let (_, head) = forward_to(SPOOFED, proven);

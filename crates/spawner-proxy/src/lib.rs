@@ -12,11 +12,13 @@
 //!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
 //! framing              head · chunked · framing   (the security model: relay's docs)
 //! shared ground        tunnel · ws_frames · splice · prefixed · pool · trusted · target · forwarded
+//!                      access (per-user tokens, cookies, grants: both modes' proxies)
 //!                      slice · busy_poll · monitor
 //!                      readiness (when a backend listens: the sidecar and the server)
 //!                      claim_hook (a warm pool's claim told to its backend: the server and the API)
 //! ```
 
+pub mod access;
 pub mod body;
 mod busy_poll;
 pub mod chunked;

@@ -174,7 +174,7 @@ where
         match exchange(&mut client, &mut out, forward, pool).await {
             Next::Request => idle_since = Instant::now(),
             Next::Close => return Ended::Closed,
-            Next::Upgrade(backend, guard, websocket) => {
+            Next::Upgrade(backend, guard, websocket, revoked) => {
                 return Ended::Upgraded(Tunnel {
                     client: client.stream,
                     client_read: client.buf.freeze(),
@@ -182,6 +182,7 @@ where
                     backend_read: backend.buf.freeze(),
                     guard,
                     websocket,
+                    revoked,
                 })
             }
         }
@@ -205,8 +206,14 @@ enum Next {
     Request,
     Close,
     /// Switched protocols: the two connections are joined, counted until they close; the
-    /// flag says the protocol is WebSocket.
-    Upgrade(BackendConn, ActivityGuard, bool),
+    /// flag says the protocol is WebSocket; the receiver is the revocation of the grant
+    /// that admitted it (token-mode backends).
+    Upgrade(
+        BackendConn,
+        ActivityGuard,
+        bool,
+        Option<tokio::sync::watch::Receiver<bool>>,
+    ),
 }
 
 /// Why an exchange could not go on.
@@ -325,7 +332,8 @@ async fn exchange(
         if client.stream.write_all(out).await.is_err() {
             return Next::Close;
         }
-        return Next::Upgrade(conn, guard, f.websocket);
+        let revoked = f.target.access.as_ref().map(|g| g.revoked());
+        return Next::Upgrade(conn, guard, f.websocket, revoked);
     }
 
     if relay_body(&mut conn, head.head_len, out, head.framing, client)

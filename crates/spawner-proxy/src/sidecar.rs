@@ -229,6 +229,7 @@ impl Sidecar {
             // The router applies the response policy of its own routing.
             response: ResponsePolicy::Pass,
             router_proof: None,
+            access: None,
         }
     }
 

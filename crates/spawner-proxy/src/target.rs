@@ -1,5 +1,6 @@
 //! Where a request goes, and connecting there: the ground both proxy paths stand on.
 
+use crate::access::Grant;
 use crate::forwarded::PeerTrust;
 use crate::monitor::Monitor;
 use http::uri::Authority;
@@ -31,6 +32,10 @@ pub struct Target {
     /// The Kubernetes router's proof for this backend's sidecar, sent as
     /// [`crate::forwarded::ROUTER_PROOF`]; `None` everywhere else.
     pub router_proof: Option<HeaderValue>,
+    /// The grant that admitted the request to a token-mode backend ([`crate::access`]):
+    /// the backend gets its user as `X-Spawner-User` (and its data), and an upgraded
+    /// connection closes (1008) when it is revoked. `None` for an open backend.
+    pub access: Option<Arc<Grant>>,
 }
 
 /// What the proxy does to a backend's response headers. Browsers isolate what they run by

@@ -7,16 +7,37 @@
 //! ([`Monitor::go_away`]) the client is sent a close frame (1001) of the proxy's own, at
 //! the next frame boundary of the backend's stream, after which the backend's bytes are
 //! dropped (a WebSocket endpoint sends nothing after its close).
+//!
+//! A tunnel admitted by a user's grant (a token-mode backend) also follows that grant's
+//! revocation: from the moment it is revoked nothing more of the client's reaches the
+//! backend, the client gets a close frame with code 1008 (policy violation) at the next
+//! frame boundary (within 2 s, or the connection is cut without one), and the tunnel ends:
+//! its backend connection is closed, and the client's once it has answered (or after 2 s).
 
 use crate::monitor::{now_ms, ActivityGuard, GoingAway, Monitor};
-use crate::ws_frames::{going_away_frame, Frames};
+use crate::ws_frames::{close_frame, Frames};
 use bytes::Bytes;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// How long a revoked tunnel waits for a frame boundary, and then for its client's answer.
+const REVOKED_GRACE: Duration = Duration::from_secs(2);
+
+/// The close frame a tunnel sends of its own accord.
+#[derive(Debug, Clone, Copy)]
+struct Close {
+    code: u16,
+    reason: &'static str,
+    /// After it, the tunnel ends (a revocation); otherwise the backend is going away and
+    /// the tunnel lasts until it has.
+    ends: bool,
+}
 
 /// Read size of an upgraded connection; the buffer exists only while data moves.
 const CHUNK: usize = 16 * 1024;
@@ -31,12 +52,14 @@ pub struct Tunnel {
     pub(crate) guard: ActivityGuard,
     /// The protocol is WebSocket (`Upgrade: websocket`): its frames are followed.
     pub(crate) websocket: bool,
+    /// The revocation of the grant that admitted it, if any.
+    pub(crate) revoked: Option<watch::Receiver<bool>>,
 }
 
 impl Tunnel {
     /// Passes bytes both ways until both directions have ended.
     pub async fn run(self) {
-        let link = Link::new(self.guard.monitor(), self.websocket);
+        let link = Link::new(self.guard.monitor(), self.websocket, self.revoked);
         let result = join(
             self.client,
             self.client_read,
@@ -56,15 +79,41 @@ impl Tunnel {
 pub(crate) struct Link {
     going_away: GoingAway,
     websocket: bool,
+    revoked: Option<watch::Receiver<bool>>,
 }
 
 impl Link {
-    pub(crate) fn new(monitor: &std::sync::Arc<Monitor>, websocket: bool) -> Self {
+    pub(crate) fn new(
+        monitor: &std::sync::Arc<Monitor>,
+        websocket: bool,
+        revoked: Option<watch::Receiver<bool>>,
+    ) -> Self {
         Link {
             going_away: monitor.tunnel(),
             websocket,
+            revoked,
         }
     }
+}
+
+/// Resolves once the grant is revoked; never without one.
+async fn revocation(revoked: &mut Option<watch::Receiver<bool>>) {
+    match revoked {
+        Some(rx) => {
+            if rx.wait_for(|r| *r).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads and drops what the client still sends (its answer to the close frame) until it
+/// closes, for at most [`REVOKED_GRACE`]: closing a socket with unread input resets it,
+/// which could lose the close frame on its way.
+async fn drain(from: &mut OwnedReadHalf) {
+    let drain = async { while let Ok(Some(_)) = read_chunk(from).await {} };
+    let _ = tokio::time::timeout(REVOKED_GRACE, drain).await;
 }
 
 /// Copies both ways between a client and a backend socket, first what was already read
@@ -80,15 +129,27 @@ pub(crate) async fn join(
     let (mut b_rx, mut b_tx) = backend.into_split();
     let websocket = link.websocket;
     let monitor = link.going_away.monitor_arc();
+    let mut revoked_up = link.revoked.clone();
     let up = async {
         let mut client = ClientSide {
             monitor: &monitor,
             frames: websocket.then(Frames::default),
         };
-        client.saw(&client_read);
-        b_tx.write_all(&client_read).await?;
-        drop(client_read);
-        pipe(&mut c_rx, &mut b_tx, |bytes| client.saw(bytes)).await
+        let forward = async {
+            client.saw(&client_read);
+            b_tx.write_all(&client_read).await?;
+            drop(client_read);
+            pipe(&mut c_rx, &mut b_tx, |bytes| client.saw(bytes)).await
+        };
+        tokio::select! {
+            result = forward => result,
+            () = revocation(&mut revoked_up) => {
+                // Nothing more of a revoked user's reaches the backend; the backend
+                // connection closes when the tunnel ends, after the close frame went out.
+                drain(&mut c_rx).await;
+                Ok(())
+            }
+        }
     };
     let down = async {
         let mut to_client = ToClient {
@@ -98,7 +159,13 @@ pub(crate) async fn join(
         };
         to_client.send(&backend_read, None).await?;
         drop(backend_read);
-        downstream(&mut b_rx, &mut to_client, &mut link.going_away).await
+        downstream(
+            &mut b_rx,
+            &mut to_client,
+            &mut link.going_away,
+            &mut link.revoked,
+        )
+        .await
     };
     tokio::try_join!(up, down)?;
     Ok(())
@@ -139,12 +206,12 @@ impl ToClient<'_> {
     async fn send(
         &mut self,
         bytes: &[u8],
-        going: Option<(&'static str, &mut GoingAway)>,
+        going: Option<(Close, &mut GoingAway)>,
     ) -> std::io::Result<()> {
         if self.told {
             return Ok(());
         }
-        let Some((reason, going_away)) = going else {
+        let Some((close, going_away)) = going else {
             if let Some(f) = &mut self.frames {
                 f.scan(bytes);
             }
@@ -159,7 +226,10 @@ impl ToClient<'_> {
         self.to.write_all(&bytes[..n]).await?;
         if frames.at_boundary() {
             self.told = true;
-            let result = self.to.write_all(&going_away_frame(reason)).await;
+            let result = self
+                .to
+                .write_all(&close_frame(close.code, close.reason))
+                .await;
             going_away.told();
             result?;
         }
@@ -168,26 +238,65 @@ impl ToClient<'_> {
 }
 
 /// The backend→client direction: as [`pipe`], and tells the client when the backend goes
-/// away.
+/// away (1001) or its grant is revoked (1008, after which the tunnel ends).
 async fn downstream(
     from: &mut OwnedReadHalf,
     to: &mut ToClient<'_>,
     going_away: &mut GoingAway,
+    revoked: &mut Option<watch::Receiver<bool>>,
 ) -> std::io::Result<()> {
-    let mut reason: Option<&'static str> = None;
+    let mut close: Option<Close> = None;
+    let mut cut_at: Option<tokio::time::Instant> = None;
+    let cut = |at: Option<tokio::time::Instant>| async move {
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         let chunk = tokio::select! {
             biased;
             chunk = read_chunk(from) => chunk?,
-            r = going_away.signalled(), if reason.is_none() => {
-                reason = Some(r);
-                to.send(&[], Some((r, &mut *going_away))).await?;
+            r = going_away.signalled(), if close.is_none() => {
+                let c = Close { code: 1001, reason: r, ends: false };
+                close = Some(c);
+                to.send(&[], Some((c, &mut *going_away))).await?;
                 continue;
             }
+            () = revocation(revoked), if close.is_none() => {
+                if to.frames.is_none() {
+                    // Not a WebSocket: nothing to say in its protocol; it ends.
+                    break;
+                }
+                let c = Close { code: 1008, reason: "access revoked", ends: true };
+                close = Some(c);
+                cut_at = Some(tokio::time::Instant::now() + REVOKED_GRACE);
+                to.send(&[], Some((c, &mut *going_away))).await?;
+                if to.told {
+                    break;
+                }
+                continue;
+            }
+            () = cut(cut_at) => break,
         };
-        let Some(chunk) = chunk else { break };
-        to.send(&chunk, reason.map(|r| (r, &mut *going_away)))
+        let Some(chunk) = chunk else {
+            // The backend ended first, with a revocation due: the client is still told.
+            let due = revoked.as_ref().is_some_and(|rx| *rx.borrow());
+            if due && close.is_none() && to.frames.as_ref().is_some_and(Frames::at_boundary) {
+                let c = Close {
+                    code: 1008,
+                    reason: "access revoked",
+                    ends: true,
+                };
+                to.send(&[], Some((c, &mut *going_away))).await?;
+            }
+            break;
+        };
+        to.send(&chunk, close.map(|c| (c, &mut *going_away)))
             .await?;
+        if to.told && close.is_some_and(|c| c.ends) {
+            break;
+        }
     }
     to.to.shutdown().await
 }

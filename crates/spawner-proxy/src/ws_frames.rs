@@ -15,9 +15,9 @@ pub(crate) struct Frames {
     head_len: u8,
 }
 
-/// A server's close frame: code 1001 (going away) and `reason`, cut to the 123 bytes a
-/// control frame can carry (at a character boundary).
-pub(crate) fn going_away_frame(reason: &str) -> Vec<u8> {
+/// A server's close frame: `code` and `reason`, cut to the 123 bytes a control frame can
+/// carry (at a character boundary).
+pub(crate) fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -25,7 +25,8 @@ pub(crate) fn going_away_frame(reason: &str) -> Vec<u8> {
     let reason = &reason.as_bytes()[..end];
     let mut frame = Vec::with_capacity(4 + reason.len());
     // FIN and opcode 8 (close); unmasked, as a server's frames are.
-    frame.extend_from_slice(&[0x88, 2 + reason.len() as u8, 0x03, 0xE9]);
+    frame.extend_from_slice(&[0x88, 2 + reason.len() as u8]);
+    frame.extend_from_slice(&code.to_be_bytes());
     frame.extend_from_slice(reason);
     frame
 }
@@ -173,13 +174,15 @@ mod tests {
     #[test]
     fn the_close_frame_is_code_1001_with_the_reason() {
         assert_eq!(
-            going_away_frame("swept"),
+            close_frame(1001, "swept"),
             [0x88, 7, 0x03, 0xE9, b's', b'w', b'e', b'p', b't']
         );
         let long = "é".repeat(100);
-        let f = going_away_frame(&long);
+        let f = close_frame(1001, &long);
         assert_eq!(f[1] as usize, f.len() - 2);
         assert!(f.len() - 4 <= 123);
         assert!(std::str::from_utf8(&f[4..]).is_ok());
+        // A revocation's: 1008 (policy violation).
+        assert_eq!(&close_frame(1008, "x")[..], [0x88, 3, 0x03, 0xF0, b'x']);
     }
 }

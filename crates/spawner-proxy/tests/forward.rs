@@ -190,6 +190,8 @@ struct Shape {
     trusted: bool,
     response: Option<ResponsePolicy>,
     router_proof: Option<&'static str>,
+    /// The grant that admits every request (a token-mode backend).
+    access: Option<Arc<spawner_proxy::access::Grant>>,
 }
 
 /// [`proxy_with`], with targets shaped by `shape`.
@@ -219,6 +221,7 @@ async fn proxy_shaped(
         },
         response: shape.response.unwrap_or(ResponsePolicy::Pass),
         router_proof: shape.router_proof.map(http::HeaderValue::from_static),
+        access: shape.access.clone(),
     };
     let relayed = target.clone();
     tokio::spawn(async move {
@@ -1006,4 +1009,91 @@ async fn a_malformed_chunked_body_is_a_400_on_every_path() {
             .all(|r| r != "POST /chunky" && r != "GET /smuggled"),
         "{whole:?}"
     );
+}
+
+#[tokio::test]
+async fn identity_comes_from_the_grant_and_access_secrets_never_reach_the_backend() {
+    use spawner_proxy::access::Grant;
+    let (a, b) = (backend().await, backend().await);
+    let spoofed = "X-Spawner-User: root\r\nx-spawner-user-data: {\"admin\":true}\r\n\
+        Cookie: app=1; spawner_access=sac1.x.y; __Host-spawner_access=z\r\n\
+        Authorization: Bearer sat1.a.b\r\n";
+    for stack in STACKS {
+        for grant in [
+            None,
+            Some(Arc::new(
+                Grant::new("alice", 1, Some(serde_json::json!({"name": "Zoë"})), 0).expect("grant"),
+            )),
+        ] {
+            let shape = Shape {
+                access: grant.clone(),
+                ..Shape::default()
+            };
+            let (proxy, _) = proxy_shaped(a.addr, b.addr, stack, Forwarder::new(), shape).await;
+            for expect in ["", "Expect: 100-continue\r\nContent-Length: 0\r\n"] {
+                let seen = headers_seen(
+                    proxy,
+                    &format!("GET /a/headers HTTP/1.1\r\nHost: p.test\r\n{spoofed}{expect}\r\n"),
+                )
+                .await;
+                let mine: Vec<&String> = seen
+                    .iter()
+                    .filter(|l| {
+                        l.starts_with("x-spawner-user")
+                            || l.starts_with("cookie")
+                            || l.starts_with("authorization")
+                    })
+                    .collect();
+                let want: Vec<&str> = match grant {
+                    None => vec!["cookie: app=1"],
+                    Some(_) => vec![
+                        "cookie: app=1",
+                        "x-spawner-user-data: {\"name\":\"Zo\\u00eb\"}",
+                        "x-spawner-user: alice",
+                    ],
+                };
+                assert_eq!(mine, want, "{stack:?} {expect:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_grant_closes_its_websockets_with_1008() {
+    use spawner_proxy::access::Grants;
+    let (a, b) = (backend().await, backend().await);
+    for stack in STACKS {
+        let grants = Grants::default();
+        let grant =
+            grants.insert(spawner_proxy::access::Grant::new("alice", 1, None, 0).expect("grant"));
+        let shape = Shape {
+            access: Some(grant),
+            ..Shape::default()
+        };
+        let (proxy, _) = proxy_shaped(a.addr, b.addr, stack, Forwarder::new(), shape).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{proxy}/a/ws"))
+            .await
+            .expect("connect");
+        ws.send(Message::Text("hi".into())).await.expect("send");
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+        let revoked_at = std::time::Instant::now();
+        assert!(grants.revoke("alice"));
+        let close = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("{stack:?}: no close frame: {other:?}"),
+            }
+        };
+        let frame = close.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1008, "{stack:?}");
+        assert_eq!(frame.reason.as_str(), "access revoked");
+        eprintln!(
+            "{stack:?}: closed {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        // The connection ends: nothing more comes.
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await;
+        assert!(matches!(end, Ok(None | Some(Err(_)))), "{stack:?}: {end:?}");
+    }
 }

@@ -26,6 +26,7 @@ const ORDER: &[&str] = &[
     "trusted",
     "target",
     "forwarded",
+    "access",
     "slice",
     "busy_poll",
     "monitor",

@@ -27,6 +27,10 @@ pub struct App {
     pub pools: crate::pools::Pools,
     /// This installation's id (kept in the database): marks its processes and containers.
     pub instance: String,
+    /// The master key of per-user access (`access.key` in the data directory).
+    pub access_key: spawner_proxy::access::MasterKey,
+    /// Single-use connect tokens already exchanged.
+    pub nonces: spawner_proxy::access::Nonces,
 }
 
 impl App {

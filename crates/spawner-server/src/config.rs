@@ -53,6 +53,8 @@ pub struct Config {
     pub remove_unknown_containers: bool,
     /// How long an ended backend's record and log are kept (`None`: forever).
     pub retention: Option<Duration>,
+    /// The access mode of a spawn that names none (`--access`; `open` unless set).
+    pub access: spawner_core::access::AccessMode,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             busy_poll: Some(spawner_proxy::forward::BUSY_POLL),
             remove_unknown_containers: false,
             retention: Some(DEFAULT_RETENTION),
+            access: spawner_core::access::AccessMode::Open,
         }
     }
 
@@ -223,6 +226,12 @@ impl Urls {
             "{}://{id}.{}{}/",
             self.scheme, self.domain, self.port_suffix
         )
+    }
+
+    /// Whether backends are reached over TLS (an `https` public URL): access cookies are
+    /// then `Secure` and `__Host-`.
+    pub fn secure(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("https")
     }
 
     pub fn api(&self, id: &str, tail: &str) -> String {

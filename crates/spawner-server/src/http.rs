@@ -8,6 +8,7 @@
 //! ([`spawner_proxy::route::disposition`]); only other clients are proxied by path.
 
 use crate::app::App;
+use crate::live::Live;
 use axum::body::Body;
 use axum::Router;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -45,7 +46,12 @@ pub async fn serve(
                 else {
                     return None;
                 };
-                target_of(&relayed, id, path_prefix, peer, response).ok()
+                let live = relayed.registry.get(id)?;
+                // An exchange, a bearer token or a refusal is hyper's path's too.
+                let grant = crate::access::relay_admits(&relayed, &live, head)?;
+                let mut target = target_of(&relayed, &live, path_prefix, peer, response).ok()?;
+                target.access = grant;
+                Some(target)
             }
             Route::AddSlash => None,
         },
@@ -78,9 +84,20 @@ async fn handle(
                     return own_origin_only(&app.urls.backend(id)).map(Body::new)
                 }
             };
-            match target_of(&app, id, path_prefix, peer, response) {
-                Ok(target) => app.forwarder.forward(req, target).await.map(Body::new),
-                Err(refusal) => refusal.response(&app, id).map(Body::new),
+            let Some(live) = app.registry.get(id) else {
+                return not_live(&app, id).map(Body::new);
+            };
+            // Per-user access: an exchange of a connect token, or who the request is from.
+            let grant = match crate::access::gate(&app, &live, &req, path_prefix) {
+                Ok(grant) => grant,
+                Err(answer) => return answer.map(Body::new),
+            };
+            match target_of(&app, &live, path_prefix, peer, response) {
+                Ok(mut target) => {
+                    target.access = grant;
+                    app.forwarder.forward(req, target).await.map(Body::new)
+                }
+                Err(state) => unavailable(state).map(Body::new),
             }
         }
         Some(Route::AddSlash) => add_slash(&req).map(Body::new),
@@ -119,35 +136,19 @@ fn disposition_of(path_prefix: usize, method: &str, fetch_mode: Option<&[u8]>) -
     disposition(path_prefix > 0, true, method, fetch_mode)
 }
 
-/// Why a request for a backend cannot go there now.
-enum Refusal {
-    NotLive,
-    Unavailable(State),
-}
-
-impl Refusal {
-    fn response(self, app: &App, id: &str) -> Response<ProxyBody> {
-        match self {
-            Refusal::NotLive => not_live(app, id),
-            Refusal::Unavailable(state) => unavailable(state),
-        }
-    }
-}
-
-/// Where a request for backend `id` goes, if it is Ready. A map lookup: the relay asks
-/// this on every request.
+/// Where a request for the live backend `live` goes, if it is Ready (its state
+/// otherwise). No lookup: the relay asks this on every request.
 fn target_of(
     app: &App,
-    id: &str,
+    live: &Live,
     path_prefix: usize,
     peer: SocketAddr,
     response: ResponsePolicy,
-) -> Result<Target, Refusal> {
-    let live = app.registry.get(id).ok_or(Refusal::NotLive)?;
+) -> Result<Target, State> {
     let state = live.state();
     let authority = match (state, live.authority()) {
         (State::Ready, Some(a)) => a.clone(),
-        _ => return Err(Refusal::Unavailable(state)),
+        _ => return Err(state),
     };
     app.metrics.proxied.inc();
     Ok(Target {
@@ -162,6 +163,7 @@ fn target_of(
         trust: app.config.trusted_proxies.trust(peer.ip()),
         response,
         router_proof: None,
+        access: None,
     })
 }
 

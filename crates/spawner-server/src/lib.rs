@@ -1,6 +1,8 @@
 //! The embedded control plane: `spawner serve`. One process that is the HTTP API, the
 //! reconciler, the proxy and the sweeper, with its state in SQLite.
 
+mod access;
+pub mod access_key;
 pub mod api;
 pub mod app;
 pub mod backup;
@@ -52,6 +54,7 @@ impl Server {
         if config.token.is_none() && !config.no_token {
             config.token = Some(token::load_or_create(&config.data_dir)?);
         }
+        let access_key = access_key::load_or_create(&config.data_dir)?;
         let instance = store.instance_id(|| {
             spawner_core::BackendId::generate()
                 .map(|id| id.as_str()[..16].to_string())
@@ -82,6 +85,8 @@ impl Server {
             metrics: metrics::Metrics::new()?,
             pools: pools::Pools::default(),
             instance,
+            access_key,
+            nonces: Default::default(),
         });
         reconciler::adopt_all(&app).await?;
         pools::restore(&app)?;

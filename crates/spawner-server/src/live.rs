@@ -3,9 +3,11 @@
 //! rebuilt from it at start-up.
 
 use http::uri::Authority;
+use spawner_core::access::AccessMode;
 use spawner_core::lifecycle::{Observed, StopReason, Timing};
 use spawner_core::time::Millis;
 use spawner_core::{BackendSpec, Event, State};
+use spawner_proxy::access::{BackendKey, Grants, MasterKey};
 use spawner_proxy::Monitor;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
@@ -41,6 +43,14 @@ pub struct Live {
     busy_until: AtomicI64,
     /// The secret of its `SPAWNER_KEEPALIVE_URL`, once made (at start) or read (adopted).
     keepalive_token: OnceLock<String>,
+    /// Its key and who holds access, for a token-mode backend ([`Live::access`]).
+    access: OnceLock<LiveAccess>,
+}
+
+/// A token-mode backend's key and grants: what the proxy checks a request against.
+pub struct LiveAccess {
+    pub key: BackendKey,
+    pub grants: Grants,
 }
 
 const NOT_BUSY: i64 = i64::MIN;
@@ -69,7 +79,19 @@ impl Live {
             stop: watch::channel(None).0,
             busy_until: AtomicI64::new(NOT_BUSY),
             keepalive_token: OnceLock::new(),
+            access: OnceLock::new(),
         }
+    }
+
+    /// Its key and grants if it is a token-mode backend (its key derived from `master` at
+    /// the first ask); `None` for an open one.
+    pub fn access(&self, master: &MasterKey) -> Option<&LiveAccess> {
+        (self.spec.access_mode() == AccessMode::Token).then(|| {
+            self.access.get_or_init(|| LiveAccess {
+                key: master.backend_key(&self.id),
+                grants: Grants::default(),
+            })
+        })
     }
 
     /// What the lifecycle rules judge it by, now.
@@ -284,6 +306,10 @@ impl Registry {
 
     pub fn remove(&self, id: &str) {
         let removed = self.map.write().ok().and_then(|mut m| m.remove(id));
+        // Its end revokes every user's access.
+        if let Some(access) = removed.as_ref().and_then(|l| l.access.get()) {
+            access.grants.revoke_all();
+        }
         if let Some(port) = removed.and_then(|l| l.authority().and_then(Authority::port_u16)) {
             if let Ok(mut held) = self.held.lock() {
                 if let Some(n) = held.get_mut(&port) {

@@ -550,6 +550,7 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             seq,
         ));
         live.set_reason(row.reason.clone());
+        crate::access::restore(app, &live)?;
         if let Some(k) = app.store.keepalive(&row.id)? {
             live.set_keepalive_token(k.token);
             if let Some(until) = k.busy_until {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 mod checkpoint;
+pub mod grants;
 pub mod pools;
 use crate::writer::Writer;
 
@@ -149,8 +150,9 @@ const CACHE_KIB: u32 = 512;
 /// `IF NOT EXISTS`), never by rewriting what older releases wrote, so a database of any
 /// earlier release opens and is brought forward; its number is kept in `meta` so that an
 /// older release refuses a newer database instead of misreading it (and killing the
-/// processes of backends it does not know). 1: every release before the number was kept.
-pub const SCHEMA_VERSION: u32 = 2;
+/// processes of backends it does not know). 1: every release before the number was kept;
+/// 2: the lists' index with state, terminal and key; 3: the access grants.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -246,6 +248,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(pools::SCHEMA)?;
         conn.execute_batch(KEEPALIVE_SCHEMA)?;
+        conn.execute_batch(grants::SCHEMA)?;
         if found < SCHEMA_VERSION {
             if found > 0 || has_backends(&conn)? {
                 tracing::info!(

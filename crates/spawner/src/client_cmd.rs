@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
 use spawner_client::Client;
+use spawner_core::access::{Access, AccessMode, ConnectRequest};
 use spawner_core::time::{now_millis, rfc3339};
 use spawner_core::{BackendSpec, State};
 use std::io::Write;
@@ -190,6 +191,16 @@ pub struct SpawnArgs {
     /// Forward /p/{id}/... unchanged instead of stripping the prefix.
     #[arg(long)]
     keep_prefix: bool,
+    /// Who may reach it: `open` (whoever has its URL) or `token` (a connect URL for --user);
+    /// default: the server's (`serve --access`).
+    #[arg(long, value_parser = ["open", "token"], value_name = "MODE")]
+    access: Option<String>,
+    /// With `--access token`: the user the printed connect URL is for.
+    #[arg(long, requires = "access")]
+    user: Option<String>,
+    /// With `--access token`: JSON passed to the backend as `X-Spawner-User-Data`.
+    #[arg(long, requires = "user", value_name = "JSON")]
+    user_data: Option<String>,
     /// Wait until the backend is Ready, showing its progress, then print its URL.
     #[arg(long)]
     wait: bool,
@@ -248,6 +259,22 @@ pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
     }
     spec.lifetime_limit_seconds = args.lifetime;
     spec.strip_prefix = !args.keep_prefix;
+    if let Some(mode) = &args.access {
+        let mode = if mode == "token" {
+            AccessMode::Token
+        } else {
+            AccessMode::Open
+        };
+        if mode == AccessMode::Token && args.user.is_none() {
+            bail!("--access token needs --user: who the connect URL is for");
+        }
+        spec.access = Some(Access {
+            mode,
+            user: args.user.clone(),
+            user_data: args.user_data.as_deref().map(user_data).transpose()?,
+            ..Access::default()
+        });
+    }
     spec.validate()?;
     Ok(spec)
 }
@@ -259,7 +286,9 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&resp)?);
     } else if !args.wait {
-        println!("{}\t{}\t{}", resp.id, resp.state, resp.url);
+        // A token-mode backend's URL admits nobody by itself: the connect URL is printed.
+        let url = resp.connect_url.as_deref().unwrap_or(&resp.url);
+        println!("{}\t{}\t{url}", resp.id, resp.state);
     }
     if !args.wait {
         return Ok(());
@@ -271,7 +300,8 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
             resp.id
         );
     }
-    wait_ready(&client, &resp.id, &resp.url, &spec).await
+    let url = resp.connect_url.as_deref().unwrap_or(&resp.url);
+    wait_ready(&client, &resp.id, url, &spec).await
 }
 
 /// How often `spawn --wait` says what it still waits for.
@@ -545,5 +575,90 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
         tokio::io::AsyncWriteExt::flush(&mut out).await?;
     }
+    Ok(())
+}
+
+fn user_data(text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text).with_context(|| format!("--user-data {text:?} is not JSON"))
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// The backend's id.
+    id: String,
+    /// Who the connect URL is for (passed to the backend as `X-Spawner-User`).
+    #[arg(long)]
+    user: String,
+    /// JSON passed to the backend as `X-Spawner-User-Data`.
+    #[arg(long, value_name = "JSON")]
+    user_data: Option<String>,
+    /// Seconds the URL works (1 to 3600; default 60).
+    #[arg(long, value_name = "SECONDS")]
+    ttl: Option<u64>,
+    /// The URL works more than once until it expires.
+    #[arg(long)]
+    reusable: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `spawner connect ID --user U`: prints a connect URL for another user of a backend.
+pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let req = ConnectRequest {
+        user: args.user,
+        user_data: args.user_data.as_deref().map(user_data).transpose()?,
+        ttl_seconds: args.ttl,
+        reusable: args.reusable,
+    };
+    let resp = args.conn.client()?.connect(&args.id, &req).await?;
+    println!("{}", resp.connect_url);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct AccessArgs {
+    /// The backend's id.
+    id: String,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `spawner access ID`: the backend's mode and who holds access.
+pub async fn access(args: AccessArgs) -> anyhow::Result<()> {
+    let list = args.conn.client()?.access(&args.id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let mode = serde_json::to_value(list.mode)?;
+    println!("mode {}", mode.as_str().unwrap_or("?"));
+    for g in &list.users {
+        let data = g
+            .user_data
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        println!("{}\t{}\t{data}", g.user, rfc3339(g.granted_at));
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// The backend's id.
+    id: String,
+    /// The user whose access ends (their WebSockets are closed).
+    user: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `spawner revoke ID USER`.
+pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    args.conn.client()?.revoke(&args.id, &args.user).await?;
+    eprintln!("revoked {} on {}", args.user, args.id);
     Ok(())
 }

@@ -34,6 +34,12 @@ enum Command {
     Terminate(client_cmd::TerminateArgs),
     /// Print a backend's output.
     Logs(client_cmd::LogsArgs),
+    /// Print a connect URL for a user of a token-mode backend (sharing).
+    Connect(client_cmd::ConnectArgs),
+    /// Show a backend's access mode and who holds access.
+    Access(client_cmd::AccessArgs),
+    /// Revoke a user's access to a backend (their WebSockets are closed).
+    Revoke(client_cmd::RevokeArgs),
     /// Print a one-time login link to the dashboard.
     Dashboard(client_cmd::DashboardArgs),
     /// Print the local server's control token (from its data directory).
@@ -68,6 +74,9 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => client_cmd::status(args).await,
             Command::Terminate(args) => client_cmd::terminate(args).await,
             Command::Logs(args) => client_cmd::logs(args).await,
+            Command::Connect(args) => client_cmd::connect(args).await,
+            Command::Access(args) => client_cmd::access(args).await,
+            Command::Revoke(args) => client_cmd::revoke(args).await,
             Command::Dashboard(args) => client_cmd::dashboard(args).await,
             Command::Token(args) => client_cmd::token(args).await,
             Command::Backup(args) => client_cmd::backup(args).await,

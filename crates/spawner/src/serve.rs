@@ -105,6 +105,10 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     retention: u64,
+    /// Who may reach a backend spawned without `"access"`: `open` (whoever holds its URL)
+    /// or `token` (a connect URL per user; such spawns must then name `access.user`).
+    #[arg(long, env = "SPAWNER_ACCESS", default_value = "open", value_parser = ["open", "token"], value_name = "MODE")]
+    access: String,
     /// Directory of registry credentials: `image_pull_secret: "NAME"` uses `DIR/NAME.json`,
     /// a Docker config file (`{"auths": {...}}`).
     #[arg(long, env = "SPAWNER_DOCKER_PULL_SECRETS")]
@@ -197,6 +201,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
     config.remove_unknown_containers = args.remove_unknown_containers;
     config.retention = Some(Duration::from_secs(args.retention)).filter(|d| !d.is_zero());
+    config.access = if args.access == "token" {
+        spawner_core::access::AccessMode::Token
+    } else {
+        spawner_core::access::AccessMode::Open
+    };
     let runtimes = Runtimes::new(process, docker);
     let server = Server::start(config, runtimes).await?;
     let app = server.app().clone();

@@ -371,3 +371,49 @@ async fn a_token_from_the_environment_public_urls_env_logs_follow_and_a_hard_ter
     assert_eq!(ended.state, State::Terminated);
     assert_eq!(ended.reason.as_deref(), Some("terminate requested"));
 }
+
+#[tokio::test]
+async fn spawn_with_access_connect_access_and_revoke() {
+    let server = TestServer::start();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "spawn",
+            "--access",
+            "token",
+            "--user",
+            "alice",
+            "--user-data",
+            "{\"n\":1}",
+            "--",
+            SPAWNER,
+            "example-app",
+        ],
+    );
+    assert!(ok, "{err}");
+    let fields: Vec<&str> = out.trim().split('\t').collect();
+    let id = fields[0].to_string();
+    assert!(fields[2].contains("?spawner_token=sat1."), "{out}");
+    let (ok, _, err) = cli(&server, &["spawn", "--access", "token", "--", "true"]);
+    assert!(!ok && err.contains("--user"), "{err}");
+
+    let (ok, url, err) = cli(
+        &server,
+        &["connect", &id, "--user", "bob", "--ttl", "30", "--reusable"],
+    );
+    assert!(ok, "{err}");
+    assert!(url.trim().starts_with(&server.backend_url(&id)), "{url}");
+    let (ok, list, err) = cli(&server, &["access", &id]);
+    assert!(ok, "{err}");
+    assert!(list.starts_with("mode token"), "{list}");
+    assert!(
+        list.contains("alice\t") && list.contains("{\"n\":1}") && list.contains("bob\t"),
+        "{list}"
+    );
+    let (ok, _, err) = cli(&server, &["revoke", &id, "bob"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&server, &["revoke", &id, "bob"]);
+    assert!(!ok && err.contains("holds no access"), "{err}");
+    let (_, list, _) = cli(&server, &["access", &id]);
+    assert!(!list.contains("bob"), "{list}");
+}

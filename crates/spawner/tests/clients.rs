@@ -347,6 +347,7 @@ async fn rust_client_pools_claims_pages_and_the_list_stream() {
         lifetime_limit_seconds: None,
         if_none_ready: IfNoneReady::Start,
         wait_seconds: 30,
+        access: None,
     };
     let (claimed, created) = c.claim(&claim).await.expect("claim");
     assert!(created);

@@ -342,6 +342,7 @@ async fn the_list_and_the_pools_view_read_every_page() {
         let spec = spawner_core::BackendSpec::from_command(vec!["/nonexistent/program".into()]);
         client.spawn(&spec).await.expect("spawn");
     }
+    // The control token: pools are control routes.
     let http = server.api();
     for n in 0..105 {
         let created = http
@@ -356,6 +357,7 @@ async fn the_list_and_the_pools_view_read_every_page() {
         assert_eq!(created.status(), 201);
     }
     let b = Browser::start().await;
+    // Logged in by a login link: the server has a token.
     b.goto(&server.login_link().await).await;
     // Ended backends are hidden by default; the count says how many the page holds.
     b.wait_text("#list-count", "0 shown of 130").await;
@@ -366,4 +368,81 @@ async fn the_list_and_the_pools_view_read_every_page() {
         json!([]),
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_backend_page_shows_who_has_access_shares_and_revokes() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut spec = example_app();
+    spec.access = Some(spawner_core::access::Access {
+        mode: spawner_core::access::AccessMode::Token,
+        user: Some("alice".into()),
+        ..Default::default()
+    });
+    let client = server.client();
+    let (resp, _) = client.spawn(&spec).await.expect("spawn");
+    let id = resp.id;
+    wait_state(&client, &id, spawner_core::State::Ready).await;
+
+    let b = Browser::start().await;
+    b.goto(&server.login_link().await).await;
+    b.wait_text("#list-count", "1 shown of 1").await;
+    b.goto(&format!("{}/#/backends/{id}", server.url())).await;
+    b.wait_text("#b-access-mode", "(token)").await;
+    b.wait_text("#b-access-rows tr[data-user=alice] .user", "alice")
+        .await;
+
+    // Share with bob: a connect URL that works.
+    b.type_into("#b-share-user", "bob").await;
+    b.click("#b-share button").await;
+    b.wait_text("#b-access-rows tr[data-user=bob] .user", "bob")
+        .await;
+    let link = b
+        .wait_for(
+            "the share link",
+            "const l = document.getElementById('b-share-link'); return !l.hidden && l.value;",
+            json!([]),
+        )
+        .await;
+    let link = link.as_str().expect("a link").to_string();
+    assert!(link.starts_with(&server.backend_url(&id)), "{link}");
+    let exchanged = server.http().get(&link).send().await.expect("GET");
+    assert_eq!(exchanged.status(), 303);
+    let cookie = exchanged.headers()["set-cookie"]
+        .to_str()
+        .expect("text")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let ok = server
+        .http()
+        .get(server.backend_url(&id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ok.status(), 200);
+
+    // Revoke bob: gone from the list, his cookie refused.
+    b.click("#b-access-rows tr[data-user=bob] button.revoke")
+        .await;
+    b.wait_for(
+        "bob's row to go",
+        "return !document.querySelector('#b-access-rows tr[data-user=bob]') \
+            && !!document.querySelector('#b-access-rows tr[data-user=alice]');",
+        json!([]),
+    )
+    .await;
+    let refused = server
+        .http()
+        .get(server.backend_url(&id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(refused.status(), 401);
 }

@@ -346,6 +346,7 @@ function openBackend(id) {
   const known = backends.get(id);
   if (known) showRecord(known);
   loadRecord(id, abort.signal);
+  loadAccess(id);
   followEvents(id, abort.signal);
   followLogs(id, abort.signal);
 }
@@ -471,6 +472,59 @@ async function terminate(hard) {
     body: JSON.stringify({ hard }),
   });
   setText($("b-action-result"), resp.ok ? (hard ? "killing…" : "terminating…") : await errorText(resp));
+}
+
+/** Who holds access to a token-mode backend; a revoke button per user. */
+async function loadAccess(id) {
+  $("b-access").hidden = true;
+  $("b-share-link").hidden = true;
+  $("b-share-link").value = "";
+  setText($("b-access-result"), "");
+  const resp = await api("/v1/backends/" + id + "/access");
+  if (!resp.ok || !page || page.id !== id) return;
+  const list = await resp.json();
+  setText($("b-access-mode"), "(" + list.mode + ")");
+  $("b-access").hidden = list.mode !== "token";
+  const rows = list.users.map((u) => {
+    const tr = el("tr", { "data-user": u.user });
+    tr.appendChild(el("td", { class: "mono user" }, u.user));
+    tr.appendChild(el("td", { class: "mono" }, u.granted_at));
+    tr.appendChild(el("td", { class: "mono" }, u.user_data == null ? "" : JSON.stringify(u.user_data)));
+    const button = el("button", { class: "danger revoke" }, "Revoke");
+    button.onclick = () => revoke(id, u.user);
+    tr.appendChild(el("td")).appendChild(button);
+    return tr;
+  });
+  $("b-access-rows").replaceChildren(...rows);
+}
+
+async function revoke(id, user) {
+  const resp = await api("/v1/backends/" + id + "/access/" + encodeURIComponent(user), { method: "DELETE" });
+  setText($("b-access-result"), resp.ok ? "revoked " + user : await errorText(resp));
+  loadAccess(id);
+}
+
+/** The share form: a connect URL for another user, shown to be passed on. */
+async function share(ev) {
+  ev.preventDefault();
+  if (!page) return;
+  const id = page.id;
+  const user = $("b-share-user").value.trim();
+  const resp = await api("/v1/backends/" + id + "/connect", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user, ttl_seconds: 600 }),
+  });
+  if (!resp.ok) {
+    setText($("b-access-result"), await errorText(resp));
+    return;
+  }
+  const answer = await resp.json();
+  await loadAccess(id);
+  const link = $("b-share-link");
+  link.value = answer.connect_url;
+  link.hidden = false;
+  setText($("b-access-result"), "a link for " + user + ", valid 10 minutes, once:");
 }
 
 // ---- The spawn form ---------------------------------------------------------------------
@@ -645,6 +699,7 @@ $("filter-ended").onchange = readFilter;
 $("spawn-form").onsubmit = spawn;
 $("b-terminate").onclick = () => terminate(false);
 $("b-kill").onclick = () => terminate(true);
+$("b-share").onsubmit = share;
 $("logout").hidden = !sessionStorage.getItem(TOKEN_KEY);
 $("logout").onclick = () => {
   sessionStorage.removeItem(TOKEN_KEY);

@@ -14,6 +14,7 @@ use spawner_api::bodies::{
 };
 use spawner_api::page::{bad_cursor, Page};
 use spawner_api::parse::{self, ListFilter};
+use spawner_core::access::{Access, AccessMode, ConnectAsk};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
 use std::sync::Arc;
@@ -22,9 +23,23 @@ pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response,
     if spawner_api::parse::names_pool(&body) {
         return super::pools::claim(&app, &body).await;
     }
-    let spec: BackendSpec = parse::json(&body)?;
+    let mut spec: BackendSpec = parse::json(&body)?;
+    let ask = resolve_access(&app, &mut spec)?;
     let (status, resp) = create(&app, spec).await?;
+    let resp = with_connect(&app, resp, ask.as_ref()).await?;
     Ok((status, Json(resp)).into_response())
+}
+
+/// The spec's access with the server's default applied, and the connect URL it asks for:
+/// the spec keeps the mode alone (a token-mode one, or an open one asked for by name).
+pub(super) fn resolve_access(
+    app: &App,
+    spec: &mut BackendSpec,
+) -> Result<Option<ConnectAsk>, ApiError> {
+    let (mode, ask) = Access::resolve(spec.access.as_ref(), app.config.access)?;
+    spec.access =
+        (spec.access.is_some() || mode == AccessMode::Token).then(|| Access::stored(mode));
+    Ok(ask)
 }
 
 /// Validates, records and launches a backend; with a key, returns the live one if any.
@@ -98,7 +113,28 @@ pub(super) fn spawn_response(
         ready_url: app.urls.api(id, "ready"),
         status_url: app.urls.api(id, "status"),
         status_stream_url: app.urls.api(id, "status/stream"),
+        connect_url: None,
+        connect_expires_at: None,
     }
+}
+
+/// `resp` with a connect URL for `ask` when the backend is token-mode (a get-or-create that
+/// found an open backend answers without one: its URL admits).
+pub(super) async fn with_connect(
+    app: &App,
+    mut resp: SpawnResponse,
+    ask: Option<&ConnectAsk>,
+) -> Result<SpawnResponse, ApiError> {
+    let (Some(ask), Some(live)) = (ask, app.registry.get(&resp.id)) else {
+        return Ok(resp);
+    };
+    if live.access(&app.access_key).is_none() {
+        return Ok(resp);
+    }
+    let connect = crate::access::mint(app, &live, ask).await?;
+    resp.connect_url = Some(connect.connect_url);
+    resp.connect_expires_at = Some(connect.expires_at);
+    Ok(resp)
 }
 
 pub(super) fn record(app: &App, row: Row, with_events: bool) -> Result<BackendRecord, ApiError> {

@@ -1,5 +1,6 @@
 //! The HTTP API of `../shared/design/api.md`, as axum routes over the [`App`].
 
+mod access;
 mod backends;
 mod logs;
 mod pools;
@@ -26,6 +27,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/backends/{id}", get(backends::get_one))
         .route("/v1/backends/{id}/terminate", post(backends::terminate))
         .route("/v1/backends/{id}/logs", get(logs::logs))
+        .route("/v1/backends/{id}/connect", post(access::connect))
+        .route("/v1/backends/{id}/access", get(access::list))
+        .route(
+            "/v1/backends/{id}/access/{user}",
+            axum::routing::delete(access::revoke),
+        )
         .route("/v1/pools", post(pools::create).get(pools::list))
         .route(
             "/v1/pools/{name}",

@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use spawner_api::page::PageRequest;
 use spawner_api::parse;
+use spawner_core::access::{Access, AccessMode, ConnectAsk};
 use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::pool::{
     validate_name, ClaimNotice, ClaimRequest, Claimed, IfNoneReady, PoolDrained, PoolList,
     PoolSize, PoolSpec,
 };
+use spawner_core::ValidationError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +31,12 @@ fn no_pool(name: &str) -> ApiError {
 }
 
 pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let spec: PoolSpec = parse::json(&body)?;
+    let mut spec: PoolSpec = parse::json(&body)?;
     spec.validate()?;
+    // The server's default access applies to a template that names none.
+    if spec.template.spec.access.is_none() && app.config.access == AccessMode::Token {
+        spec.template.spec.access = Some(Access::stored(AccessMode::Token));
+    }
     app.runtimes.for_spec(&spec.template.spec).map_err(|why| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -121,6 +127,35 @@ pub async fn drain(
         .into_response())
 }
 
+/// The connect URL a claim asks for: its `access` must fit the template's mode (a
+/// token-mode pool's claims name their user; an open pool's name none).
+fn claim_ask(template: AccessMode, given: Option<&Access>) -> Result<Option<ConnectAsk>, ApiError> {
+    match (template, given) {
+        (AccessMode::Open, None) => Ok(None),
+        (AccessMode::Open, Some(_)) => Err(ValidationError::new(
+            "access",
+            "this pool's backends are open (its template has no \"access\": {\"mode\": \"token\"}): leave access out, or make a token-mode pool",
+        )
+        .into()),
+        (AccessMode::Token, None) => Err(ValidationError::new(
+            "access.user",
+            "required: this pool's backends are token-mode; send \"access\": {\"user\": \"...\"}",
+        )
+        .into()),
+        (AccessMode::Token, Some(a)) => {
+            let (mode, ask) = Access::resolve(Some(a), AccessMode::Token)?;
+            if mode != AccessMode::Token {
+                return Err(ValidationError::new(
+                    "access.mode",
+                    "this pool's backends are token-mode: the mode is the template's",
+                )
+                .into());
+            }
+            Ok(ask)
+        }
+    }
+}
+
 /// How long a claim waits for a member shown Ready to have its Ready committed before it
 /// counts as finding none.
 const COMMIT_WAIT: Duration = Duration::from_secs(1);
@@ -133,6 +168,7 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
     let pool = app.pools.get(&req.pool).ok_or_else(|| no_pool(&req.pool))?;
+    let ask = claim_ask(pool.spec().template.spec.access_mode(), req.access.as_ref())?;
     // The template's labels with the claim's: within the limits of any spec.
     req.claimed_spec(&pool.spec().template.spec).validate()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);
@@ -151,6 +187,7 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
             Claim::Existing(row) => {
                 let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
                 let resp = super::backends::spawn_response(app, &row.id, row.key, state);
+                let resp = super::backends::with_connect(app, resp, ask.as_ref()).await?;
                 return Ok((StatusCode::OK, Json(resp)).into_response());
             }
             Claim::Claimed(row, at) => {
@@ -210,6 +247,7 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
                 pool.claimed(cold);
                 tracing::info!(backend = %row.id, pool = %req.pool, key = ?row.key, "claimed");
                 let resp = super::backends::spawn_response(app, &row.id, row.key, live.state());
+                let resp = super::backends::with_connect(app, resp, ask.as_ref()).await?;
                 return Ok((StatusCode::CREATED, Json(resp)).into_response());
             }
             Claim::NoneReady => {
