@@ -209,6 +209,36 @@ impl Access {
         Ok(())
     }
 
+    /// The connect URL a claim of a pool whose template has mode `template` asks for: its
+    /// `access` must fit the template's mode (a token-mode pool's claims name their user; an
+    /// open pool's name none).
+    pub fn for_claim(
+        template: AccessMode,
+        given: Option<&Access>,
+    ) -> Result<Option<ConnectAsk>, ValidationError> {
+        match (template, given) {
+            (AccessMode::Open, None) => Ok(None),
+            (AccessMode::Open, Some(_)) => Err(ValidationError::new(
+                "access",
+                "this pool's backends are open (its template has no \"access\": {\"mode\": \"token\"}): leave access out, or make a token-mode pool",
+            )),
+            (AccessMode::Token, None) => Err(ValidationError::new(
+                "access.user",
+                "required: this pool's backends are token-mode; send \"access\": {\"user\": \"...\"}",
+            )),
+            (AccessMode::Token, Some(a)) => {
+                let (mode, ask) = Access::resolve(Some(a), AccessMode::Token)?;
+                if mode != AccessMode::Token {
+                    return Err(ValidationError::new(
+                        "access.mode",
+                        "this pool's backends are token-mode: the mode is the template's",
+                    ));
+                }
+                Ok(ask)
+            }
+        }
+    }
+
     /// What a spec stores: the mode alone.
     pub fn stored(mode: AccessMode) -> Access {
         Access {

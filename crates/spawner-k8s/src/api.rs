@@ -58,6 +58,9 @@ pub struct ApiConfig {
     pub guard: spawner_api::Guard,
     /// The secret keying object names derived from keys.
     pub key_secret: Vec<u8>,
+    /// The access key (`SPAWNER_ACCESS_KEY`): connect URLs are signed with keys derived from
+    /// it. Without it, token-mode spawns and claims are refused.
+    pub access_key: Option<spawner_proxy::access::MasterKey>,
 }
 
 pub struct ApiState {
@@ -218,6 +221,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backends/{id}", get(get_one))
         .route("/v1/backends/{id}/terminate", post(terminate))
         .route("/v1/backends/{id}/logs", get(logs))
+        .route(
+            "/v1/backends/{id}/connect",
+            post(crate::api_access::connect),
+        )
+        .route("/v1/backends/{id}/access", get(crate::api_access::list))
+        .route(
+            "/v1/backends/{id}/access/{user}",
+            axum::routing::delete(crate::api_access::revoke),
+        )
         .route("/spawn", post(seed_spawn))
         .merge(crate::pools::routes())
         .route("/metrics", get(metrics))
@@ -249,7 +261,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     state.config.guard.clone().layer(api.with_state(state))
 }
 
-async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error> {
+pub(crate) async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error> {
     let id = parse::id(id)?;
     state
         .slabs()
@@ -262,9 +274,11 @@ async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Respon
     if parse::names_pool(&body) {
         return crate::pools::claim(&state, &body).await;
     }
-    let spec: BackendSpec = parse::json(&body)?;
+    let mut spec: BackendSpec = parse::json(&body)?;
+    let ask = crate::api_access::resolve(&state, &mut spec)?;
     let (code, obj) = create(&state, &spec).await?;
-    Ok((code, Json(state.spawn_response(&obj))).into_response())
+    let resp = crate::api_access::with_connect(&state, &obj, ask.as_ref()).await?;
+    Ok((code, Json(resp)).into_response())
 }
 
 /// Creates the object for `spec`, or returns the live one of its key (200). A terminal

@@ -69,6 +69,9 @@ pub struct ControllerConfig {
     /// The router's key: each new Pod's sidecar gets the router's proof for its backend
     /// (`pod::add_router_proof`). Without it, sidecars trust no one's forwarding headers.
     pub router_key: Option<crate::router_key::RouterKey>,
+    /// The access key: a token-mode backend's sidecar gets that backend's own key derived
+    /// from it (`pod::add_access_key`). Without it, sidecars check no access of their own.
+    pub access_key: Option<spawner_proxy::access::MasterKey>,
 }
 
 /// What a reconcile saw of the world besides the object itself.
@@ -619,6 +622,18 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                 if let Some(key) = &ctx.config.router_key {
                     crate::pod::add_router_proof(&mut p, &key.proof(&name));
                 }
+                if crate::access::mode_of(&obj) == spawner_core::access::AccessMode::Token {
+                    match &ctx.config.access_key {
+                        Some(master) => crate::pod::add_access_key(
+                            &mut p,
+                            &name,
+                            &crate::access::backend_key_text(master, &name),
+                        ),
+                        None => {
+                            warn!(backend = %name, "a token-mode backend, and no SPAWNER_ACCESS_KEY: its sidecar checks no access (the router still does)")
+                        }
+                    }
+                }
                 match pods.create(&PostParams::default(), &p).await {
                     Err(kube::Error::Api(s)) if refused(&s) => {
                         return fail_refused(&obj, &slabs, &ctx, "Pod", &s).await;
@@ -911,6 +926,7 @@ pub(crate) mod tests {
             retention: Duration::from_secs(60),
             resync: Duration::from_secs(300),
             router_key: None,
+            access_key: None,
         }
     }
 

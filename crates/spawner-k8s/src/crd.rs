@@ -82,6 +82,10 @@ pub struct SessionLivedBackendSpec {
     /// announces it (`expiring`; default 60, 0: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_warning_seconds: Option<u64>,
+    /// Who may reach it through the router: `open` without it; with mode `token`, the users
+    /// holding access (written by the API; docs/kubernetes.md, "Per-user access").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::SlabAccess>,
 }
 
 /// The part of a PodSpec a backend chooses. The CRD schema keeps containers and volumes
@@ -198,6 +202,11 @@ impl SessionLivedBackend {
             strip_prefix: Some(spec.strip_prefix),
             idle_timeout_seconds: spec.idle_timeout_seconds,
             lifetime_warning_seconds: Some(spec.lifetime_warning_seconds),
+            // The mode alone: the API adds the grants.
+            access: spec.access.as_ref().map(|a| crate::access::SlabAccess {
+                mode: a.mode.into(),
+                grants: Vec::new(),
+            }),
         };
         let mut obj = SessionLivedBackend::new(name, slab_spec);
         obj.metadata = ObjectMeta {
@@ -269,9 +278,11 @@ impl SessionLivedBackend {
                 .spec
                 .lifetime_warning_seconds
                 .unwrap_or(spawner_core::spec::DEFAULT_LIFETIME_WARNING_SECONDS),
-            // Per-user access is not carried by the custom resource yet (issue 26's
-            // Kubernetes part): its backends are open.
-            access: None,
+            access: self
+                .spec
+                .access
+                .as_ref()
+                .map(|a| spawner_core::access::Access::stored(a.mode.into())),
         }
     }
 

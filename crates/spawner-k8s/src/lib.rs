@@ -1,11 +1,14 @@
 //! Spawner on Kubernetes: the `SessionLivedBackend` custom resource ([`crd`], [`status`]),
 //! the controller that runs each one as a Pod and a Service ([`controller`], [`pod`]), and
 //! the HTTP API of the embedded server backed by the Kubernetes API ([`api`]), and warm
-//! pools ([`pool_crd`], [`pool_members`], [`pools`] for the API, [`pool_controller`]).
+//! pools ([`pool_crd`], [`pool_members`], [`pools`] for the API, [`pool_controller`]), and
+//! per-user access: the key and the grants objects carry ([`access`]).
 //!
 //! The lifecycle rules are spawner-core's: this crate maps them onto Kubernetes objects.
 
+pub mod access;
 pub mod api;
+pub mod api_access;
 pub mod controller;
 pub mod crd;
 pub mod goaway;

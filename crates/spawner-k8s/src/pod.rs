@@ -281,6 +281,33 @@ pub fn add_secret(pod: &mut Pod, secret: &str, sidecar_port: u16) {
     }
 }
 
+/// Gives the sidecar of a token-mode backend's Pod that backend's own access key
+/// ([`crate::access`]), with the backend's name it is for: requests that do not come from
+/// the router then need a cookie or token of this backend. Never the master key.
+pub fn add_access_key(pod: &mut Pod, name: &str, key_hex: &str) {
+    set_sidecar_env(pod, crate::access::BACKEND_ID_ENV, name);
+    set_sidecar_env(pod, crate::access::BACKEND_ACCESS_KEY_ENV, key_hex);
+}
+
+fn set_sidecar_env(pod: &mut Pod, var: &str, value: &str) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    for c in spec
+        .containers
+        .iter_mut()
+        .filter(|c| c.name == SIDECAR_CONTAINER)
+    {
+        let env = c.env.get_or_insert_with(Vec::new);
+        env.retain(|e| e.name != var);
+        env.push(EnvVar {
+            name: var.to_string(),
+            value: Some(value.to_string()),
+            value_from: None,
+        });
+    }
+}
+
 /// The variable of the sidecar container holding the router's proof for this backend.
 pub const ROUTER_PROOF_ENV: &str = "SPAWNER_ROUTER_PROOF";
 

@@ -448,6 +448,16 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     req.validate()?;
     crate::api::no_token_access(req.access.as_ref())?;
     let pool = fetch_pool(state, &req.pool).await?;
+    let mode = pool
+        .spec
+        .template
+        .access
+        .as_ref()
+        .map_or(spawner_core::access::AccessMode::Open, |a| a.mode.into());
+    let ask = spawner_core::access::Access::for_claim(mode, req.access.as_ref())?;
+    if ask.is_some() {
+        crate::api_access::key(state)?;
+    }
     // The template's labels with the claim's: within the limits of any spec.
     req.claimed_spec(&pool.pool_spec().template.spec)
         .validate()?;
@@ -458,9 +468,9 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
                 Duration::from_secs(req.wait_seconds) + spawner_proxy::claim_hook::TIMEOUT * 3;
             match lock_key(state, key, hold, deadline).await? {
                 KeyState::Found(existing) => {
-                    return Ok(
-                        (StatusCode::OK, Json(state.spawn_response(&existing))).into_response()
-                    );
+                    let resp =
+                        crate::api_access::with_connect(state, &existing, ask.as_ref()).await?;
+                    return Ok((StatusCode::OK, Json(resp)).into_response());
                 }
                 KeyState::Locked(lock, id) => Some((lock, id)),
             }
@@ -475,7 +485,8 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     let (obj, cold) = result?;
     state.pool_stats.claimed(&req.pool, cold);
     info!(backend = %obj.name_any(), pool = %req.pool, key = ?req.key, "claimed");
-    Ok((StatusCode::CREATED, Json(state.spawn_response(&obj))).into_response())
+    let resp = crate::api_access::with_connect(state, &obj, ask.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 
 /// Takes a Ready member for `req` until `deadline`: returns it claimed, and whether the

@@ -11,7 +11,14 @@
 //! ([`crate::router_key`]), so that the sidecar keeps them. With a domain, browsers asking
 //! for a backend by path are sent to its own origin, as by the embedded server
 //! ([`spawner_proxy::route::disposition`]).
+//!
+//! Token-mode backends (per-user access, [`crate::access`]) are checked here as the
+//! embedded server checks them ([`spawner_proxy::gate`]): a connect token is exchanged for
+//! the backend's cookie, requests and WebSocket upgrades need that cookie (or a bearer
+//! connect token) of a standing grant, and the grants follow the objects by the watch, a
+//! revocation closing its user's tunnels with 1008.
 
+use crate::access::{BackendAccess, RouterGrants};
 use crate::crd::SessionLivedBackend;
 use crate::naming::Urls;
 use crate::router_key::RouterKey;
@@ -23,8 +30,11 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
+use spawner_core::access::AccessMode;
 use spawner_core::State;
+use spawner_proxy::access::{self, MasterKey, Nonces};
 use spawner_proxy::forward::message;
+use spawner_proxy::gate::{self, Gate};
 use spawner_proxy::route::{
     add_slash, disposition, fetch_mode, host_of, id_from_host, is_host_label, own_origin_only,
     to_own_origin, Disposition,
@@ -57,6 +67,9 @@ pub struct RouterConfig {
     /// The key of the proofs sent to the sidecars; without it, none is sent (and the
     /// sidecars, which have none either, trust no one).
     pub key: Option<RouterKey>,
+    /// The access key (`SPAWNER_ACCESS_KEY`): token-mode backends' cookies and connect tokens
+    /// are verified with it. Without it, those backends are refused (never served open).
+    pub access_key: Option<MasterKey>,
 }
 
 /// The routing table (a reflector store kept current by the watch) and the forwarder.
@@ -71,6 +84,13 @@ pub struct Router {
     /// Each backend's proof, made once ([`Router::proof`]), dropped when the backend's object
     /// is deleted: an HMAC per request would cost more than the rest of the routing.
     proofs: RwLock<HashMap<String, HeaderValue>>,
+    /// Token-mode backends' keys and grants, kept in step with their objects by the watch.
+    grants: RouterGrants,
+    /// Single-use connect tokens used through this router (per replica: with N replicas a
+    /// single-use token can be exchanged at most N times before it expires).
+    nonces: Nonces,
+    /// Browsers reach the router over HTTPS: cookies get `Secure` and a `__Host-` name.
+    secure: bool,
 }
 
 /// Where a request goes, from its path or host alone.
@@ -178,11 +198,17 @@ impl Router {
         Arc::new(Router {
             store,
             synced: AtomicBool::new(false),
-            config,
             forwarder: Forwarder::new(),
             monitor: Arc::new(Monitor::new(0)),
             urls,
             proofs: RwLock::default(),
+            grants: RouterGrants::default(),
+            nonces: Nonces::default(),
+            secure: config
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:"))),
+            config,
         })
     }
 
@@ -234,8 +260,34 @@ impl Router {
                     }
                     Disposition::Refuse => return own_origin_only(&self.urls.backend_url(&id)),
                 };
-                match self.target(&id, path_prefix, peer, response) {
-                    Ok(target) => self.forwarder.forward(req, target).await,
+                let obj = match self.find(&id) {
+                    Ok(obj) => obj,
+                    Err(refusal) => return refusal.response(),
+                };
+                // Per-user access, before readiness (as the embedded server's): a connect
+                // URL opened while the backend starts still leaves its cookie.
+                let access = match self.access_of(&obj) {
+                    Ok(a) => a,
+                    Err(refusal) => return refusal.response(),
+                };
+                if let Some(a) = &access {
+                    await_grant(a, &req).await;
+                }
+                let gate = access.as_deref().map(|a| Gate {
+                    key: &a.key,
+                    grants: &a.grants,
+                    nonces: &self.nonces,
+                });
+                let now = spawner_core::time::now_millis() / 1000;
+                let grant = match gate::admit(gate, &req, path_prefix, self.secure, now) {
+                    Ok(grant) => grant,
+                    Err(answer) => return *answer,
+                };
+                match self.target(&obj, &id, path_prefix, peer, response) {
+                    Ok(mut target) => {
+                        target.access = grant;
+                        self.forwarder.forward(req, target).await
+                    }
                     Err(refusal) => refusal.response(),
                 }
             }
@@ -254,7 +306,19 @@ impl Router {
             Route::Backend { id, path_prefix } => {
                 match self.disposition(path_prefix, head.method, head.fetch_mode) {
                     Disposition::Forward(response) => {
-                        self.target(&id, path_prefix, peer, response).ok()
+                        let obj = self.find(&id).ok()?;
+                        let access = self.access_of(&obj).ok()?;
+                        let gate = access.as_deref().map(|a| Gate {
+                            key: &a.key,
+                            grants: &a.grants,
+                            nonces: &self.nonces,
+                        });
+                        // An exchange, a bearer token or a refusal is hyper's path's.
+                        let grant = gate::relay_admits(gate, head)?;
+                        let mut target =
+                            self.target(&obj, &id, path_prefix, peer, response).ok()?;
+                        target.access = grant;
+                        Some(target)
                     }
                     _ => None,
                 }
@@ -308,22 +372,46 @@ impl Router {
         }
     }
 
-    /// Where a request for backend `id` goes, or why it cannot go there now.
+    /// Backend `id`'s object, or why there is none to route to.
+    fn find(&self, id: &str) -> Result<Arc<SessionLivedBackend>, Refusal> {
+        self.lookup(id).ok_or(if self.is_synced() {
+            Refusal::Unknown
+        } else {
+            Refusal::Syncing
+        })
+    }
+
+    /// A token-mode backend's key and grants (`None` for an open one); refused if this
+    /// router has no access key to check them with.
+    fn access_of(&self, obj: &SessionLivedBackend) -> Result<Option<Arc<BackendAccess>>, Refusal> {
+        if crate::access::mode_of(obj) != AccessMode::Token {
+            return Ok(None);
+        }
+        let key = self
+            .config
+            .access_key
+            .as_ref()
+            .ok_or(Refusal::NoAccessKey)?;
+        Ok(Some(self.grants.of(key, obj)))
+    }
+
+    /// Keeps token-mode backends' grants in step with a changed object.
+    fn sync_access(&self, obj: &SessionLivedBackend) {
+        if let Some(key) = &self.config.access_key {
+            self.grants.sync(key, obj);
+        }
+    }
+
+    /// Where a request for backend `obj` goes, or why it cannot go there now.
     fn target(
         &self,
+        obj: &SessionLivedBackend,
         id: &str,
         path_prefix: usize,
         peer: SocketAddr,
         response: ResponsePolicy,
     ) -> Result<Target, Refusal> {
-        let Some(obj) = self.lookup(id) else {
-            return Err(if self.is_synced() {
-                Refusal::Unknown
-            } else {
-                Refusal::Syncing
-            });
-        };
-        let authority = target_of(&obj).map_err(Refusal::Unavailable)?;
+        let authority = target_of(obj).map_err(Refusal::Unavailable)?;
         let strip = if obj.spec.strip_prefix.unwrap_or(true) {
             path_prefix
         } else {
@@ -348,6 +436,8 @@ enum Refusal {
     Syncing,
     Unknown,
     Unavailable(Unavailable),
+    /// A token-mode backend, and no access key to check its users' cookies with.
+    NoAccessKey,
 }
 
 impl Refusal {
@@ -356,7 +446,37 @@ impl Refusal {
             Refusal::Syncing => retry_later("the router is reading the backends\n"),
             Refusal::Unknown => message(StatusCode::NOT_FOUND, "no such backend\n"),
             Refusal::Unavailable(why) => why.response(),
+            Refusal::NoAccessKey => message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this backend admits its users only, and this router has no access key to \
+                 check them with: set SPAWNER_ACCESS_KEY (docs/kubernetes.md)\n",
+            ),
         }
+    }
+}
+
+/// The longest a request with a connect token waits for the grant it names to arrive by
+/// the watch (the API wrote it a moment ago); a grant this router saw revoked is not waited on.
+const GRANT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (at most [`GRANT_WAIT`]) while the request's connect token names a grant the
+/// router has not seen yet: the API answers a spawn or a connect as soon as it has written
+/// the grant, and the browser may come before the watch brings it.
+async fn await_grant<B>(access: &BackendAccess, req: &Request<B>) {
+    let token: Option<Vec<u8>> = match req.uri().query().and_then(access::split_token) {
+        Some((tokens, _)) => tokens.first().map(|t| t.as_bytes().to_vec()),
+        None => gate::bearer(req).map(<[u8]>::to_vec),
+    };
+    let Some(token) = token else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + GRANT_WAIT;
+    while access.awaits_grant(&token, spawner_core::time::now_millis() / 1000) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        access.next_sync(left).await;
     }
 }
 
@@ -385,12 +505,25 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
         let watching = &watching;
         futures_util::StreamExt::for_each(stream, |event| async move {
             match event {
-                Ok(watcher::Event::Apply(obj)) => debug!(name = %obj.name_any(), "backend changed"),
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    debug!(name = %obj.name_any(), "backend changed");
+                    watching.sync_access(&obj);
+                }
                 Ok(watcher::Event::Delete(obj)) => {
                     watching.forget_proofs(Some(&obj.name_any()));
+                    watching.grants.forget(&obj.name_any());
                 }
                 // A new list after a gap: deletions in the gap came as no event.
-                Ok(watcher::Event::InitDone) => watching.forget_proofs(None),
+                Ok(watcher::Event::InitDone) => {
+                    watching.forget_proofs(None);
+                    let live: HashSet<String> = watching
+                        .store
+                        .state()
+                        .iter()
+                        .filter_map(|o| o.metadata.name.clone())
+                        .collect();
+                    watching.grants.retain(&live);
+                }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "watch failed; retrying with backoff"),
             }

@@ -26,6 +26,7 @@ fn app_with(token: Option<&str>) -> (Fake, Router) {
         token: token.map(str::to_string),
         guard: spawner_api::Guard::new(spawner_api::OwnHosts::new(([127, 0, 0, 1], 8080).into())),
         key_secret: b"test-secret".to_vec(),
+        access_key: None,
     };
     (
         fake,

@@ -37,6 +37,7 @@ fn config() -> ControllerConfig {
         retention: Duration::from_secs(60),
         resync: Duration::from_secs(300),
         router_key: None,
+        access_key: None,
     }
 }
 

@@ -292,6 +292,27 @@ fn random<const N: usize>() -> Result<[u8; N], ring::error::Unspecified> {
     Ok(bytes)
 }
 
+/// A connect URL for `user`'s grant of `generation`: `backend_url` with a connect token good
+/// for `ttl_seconds` from `now_ms`, and until when (milliseconds, whole seconds as the token
+/// counts them). What every API that mints one answers (embedded and Kubernetes).
+pub fn connect_url(
+    key: &BackendKey,
+    backend_url: &str,
+    user: &str,
+    generation: u64,
+    ttl_seconds: u64,
+    reusable: bool,
+    now_ms: i64,
+) -> Result<(String, i64), ring::error::Unspecified> {
+    let ttl_ms = i64::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let expires_ms = now_ms.saturating_add(ttl_ms);
+    let token = key.mint_token(user, generation, expires_ms / 1000, reusable)?;
+    Ok((
+        format!("{backend_url}?{TOKEN_PARAM}={token}"),
+        expires_ms / 1000 * 1000,
+    ))
+}
+
 /// A new grant generation: random, so that a generation revoked is never given again.
 pub fn new_generation() -> Result<u64, ring::error::Unspecified> {
     Ok(u64::from_le_bytes(random()?))
@@ -502,6 +523,11 @@ fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         let eq = pair.iter().position(|&b| b == b'=')?;
         Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
     })
+}
+
+/// The values of the access cookies in a `Cookie` header value.
+pub fn access_cookies(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    cookie_pairs(value).filter_map(|(name, v)| is_access_cookie(name).then_some(v))
 }
 
 /// Whether a `Cookie` header value may hold an access cookie (a cheap look first).

@@ -7,7 +7,8 @@
 //! checks this):
 //!
 //! ```text
-//! accepting, placing   sidecar · listen · workers · route
+//! accepting, placing   sidecar · gate (per-user access on a request: every proxy's)
+//!                      listen · workers · route
 //! the two paths        forward (hyper's stack, for what the relay does not take)
 //!                      relay (the proxy's own HTTP/1.1, nearly every request) · body
 //! framing              head · chunked · framing   (the security model: relay's docs)
@@ -26,6 +27,7 @@ pub mod claim_hook;
 pub mod forward;
 pub mod forwarded;
 pub mod framing;
+pub mod gate;
 pub mod head;
 pub mod listen;
 pub mod monitor;

@@ -19,7 +19,14 @@
 //! who reaches the Pod (another Pod of the cluster) is a client like any other, and the
 //! proof is never passed to the application. Without a proof configured, no one is trusted:
 //! the application sees the router's address in `X-Forwarded-For`.
+//!
+//! A token-mode backend's sidecar holds that backend's access key (never the master key):
+//! the router's requests, proven, pass with the identity the router admitted them as; any
+//! other needs an access cookie or a bearer connect token genuine for this backend
+//! ([`crate::gate::admit_signed`]), so that a Pod that bypasses the router gains nothing
+//! from another backend's credentials. Revocations are the router's to enforce.
 
+use crate::access::{self, BackendKey, Grant, Nonces};
 use crate::body::ProxyBody;
 use crate::forward::{message, Forwarder};
 use crate::forwarded::{proof_matches, PeerTrust, ROUTER_PROOF};
@@ -111,6 +118,10 @@ pub struct Secrets {
     /// The router's proof for this backend (`SPAWNER_ROUTER_PROOF`): requests carrying it as
     /// [`ROUTER_PROOF`] come from the router, whose forwarding headers are kept.
     pub router_proof: Option<String>,
+    /// A token-mode backend's own access key (`SPAWNER_BACKEND_ACCESS_KEY`): a request not
+    /// proven to come from the router needs an access cookie or a bearer connect token of
+    /// this backend ([`crate::gate::admit_signed`]).
+    pub access: Option<BackendKey>,
 }
 
 /// The sidecar of one application. Cheap to share: every connection holds an `Arc`.
@@ -127,6 +138,10 @@ pub struct Sidecar {
     token: Option<String>,
     /// The router's proof for this backend; without one, no peer is trusted.
     router_proof: Option<String>,
+    /// A token-mode backend's key; `None` for an open one.
+    access: Option<BackendKey>,
+    /// Single-use connect tokens sent straight to this sidecar as bearer tokens.
+    nonces: Nonces,
     /// The application's keepalive, milliseconds since the epoch; 0 if never asked.
     busy_until: AtomicI64,
 }
@@ -154,6 +169,7 @@ impl Sidecar {
             Secrets {
                 token,
                 router_proof: None,
+                access: None,
             },
         )
     }
@@ -184,6 +200,8 @@ impl Sidecar {
             _ready_tx: ready_tx,
             token: secrets.token.filter(|t| !t.is_empty()),
             router_proof: secrets.router_proof.filter(|p| !p.is_empty()),
+            access: secrets.access,
+            nonces: Nonces::default(),
             busy_until: AtomicI64::new(0),
         })
     }
@@ -243,10 +261,37 @@ impl Sidecar {
         }
     }
 
-    /// The relay's route: every request for a ready application but the sidecar's own.
+    /// The relay's route: every request for a ready application but the sidecar's own. A
+    /// token-mode backend's requests are hyper's path's ([`Sidecar::handle`]), which
+    /// checks who they are from.
     fn route(&self, head: &RequestHead, peer: SocketAddr) -> Option<Target> {
         let own = is_own(head.path);
-        (!own && self.is_ready()).then(|| self.target(peer, head.router_proof))
+        (!own && self.is_ready() && self.access.is_none())
+            .then(|| self.target(peer, head.router_proof))
+    }
+
+    /// Who a request to a token-mode backend is from: the user the router admitted it as
+    /// (its identity headers, believed from the router alone), or the user of an access
+    /// cookie or bearer token of this backend that a request from anyone else must carry.
+    fn admit<B>(
+        &self,
+        key: &BackendKey,
+        req: &Request<B>,
+        trusted: bool,
+    ) -> Result<Option<Arc<Grant>>, Box<Response<ProxyBody>>> {
+        if trusted {
+            let user = req.headers().get(access::USER_HEADER);
+            let data = req
+                .headers()
+                .get(access::USER_DATA_HEADER)
+                .and_then(|d| serde_json::from_slice(d.as_bytes()).ok());
+            return Ok(user
+                .and_then(|u| u.to_str().ok())
+                .and_then(|u| Grant::new(u, 0, data, 0))
+                .map(Arc::new));
+        }
+        let now = now_ms() / 1000;
+        crate::gate::admit_signed(key, &self.nonces, req, now).map(Some)
     }
 
     /// Answers one request: the sidecar's own paths, or the application's.
@@ -282,7 +327,14 @@ impl Sidecar {
             (Some(p), None) => Some(p.as_bytes()),
             _ => None,
         };
-        let target = self.target(peer, proof);
+        let mut target = self.target(peer, proof);
+        if let Some(key) = &self.access {
+            let trusted = target.trust == PeerTrust::Trusted;
+            match self.admit(key, &req, trusted) {
+                Ok(grant) => target.access = grant,
+                Err(refused) => return refused.map(SidecarBody::Proxy),
+            }
+        }
         self.forwarder
             .forward(req, target)
             .await

@@ -6,6 +6,7 @@
 const ORDER: &[&str] = &[
     // Accepting and placing connections.
     "sidecar",
+    "gate",
     "listen",
     "workers",
     "route",

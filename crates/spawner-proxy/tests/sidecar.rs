@@ -420,6 +420,7 @@ async fn only_the_proven_router_speaks_through_the_forwarding_headers() {
         sidecar::Secrets {
             token: None,
             router_proof: Some(proof.to_string()),
+            access: None,
         },
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -79,6 +79,10 @@ pub struct ControllerArgs {
     /// gets the router's proof for it, and keeps the router's X-Forwarded-* headers.
     #[arg(long, env = "SPAWNER_ROUTER_KEY", hide_env_values = true)]
     router_key: Option<String>,
+    /// The access key (the Secret spawner-access): each new token-mode backend's sidecar
+    /// gets that backend's own key derived from it.
+    #[arg(long, env = "SPAWNER_ACCESS_KEY", hide_env_values = true)]
+    access_key: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
 }
@@ -106,6 +110,10 @@ pub struct ApiArgs {
     /// This API's public base URL, for ready_url and status URLs (default: --public-url).
     #[arg(long, env = "SPAWNER_API_URL")]
     api_url: Option<String>,
+    /// The access key (the Secret spawner-access): connect URLs of token-mode backends are
+    /// signed with it; without it, such spawns are refused.
+    #[arg(long, env = "SPAWNER_ACCESS_KEY", hide_env_values = true)]
+    access_key: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
 }
@@ -315,6 +323,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 retention: Duration::from_secs(args.retention),
                 resync: Duration::from_secs(300),
                 router_key,
+                access_key: crate::k8s_node_cmd::access_key(args.access_key)?,
             };
             let reporter = Reporter {
                 controller: "spawner-controller".to_string(),
@@ -387,6 +396,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 token,
                 guard,
                 key_secret,
+                access_key: crate::k8s_node_cmd::access_key(args.access_key)?,
             };
             let state = Arc::new(ApiState {
                 client: client().await?,

@@ -37,6 +37,13 @@ pub struct SidecarArgs {
     /// router's key): only requests carrying it may set X-Forwarded-* headers.
     #[arg(long, env = "SPAWNER_ROUTER_PROOF", hide_env_values = true)]
     router_proof: Option<String>,
+    /// A token-mode backend's own access key (the controller sets it, derived from the
+    /// access key): requests not from the router need a cookie or token of this backend.
+    #[arg(long, env = "SPAWNER_BACKEND_ACCESS_KEY", hide_env_values = true)]
+    backend_access_key: Option<String>,
+    /// The backend this sidecar serves (the controller sets it with the access key).
+    #[arg(long, env = "SPAWNER_BACKEND_ID")]
+    backend_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -81,6 +88,26 @@ pub struct ProxyArgs {
     /// has the same): without it, sidecars keep no X-Forwarded-* header of the router's.
     #[arg(long, env = "SPAWNER_ROUTER_KEY", hide_env_values = true)]
     router_key: Option<String>,
+    /// The access key (the Secret spawner-access): token-mode backends' cookies and connect
+    /// tokens are checked with it; without it, those backends are refused.
+    #[arg(long, env = "SPAWNER_ACCESS_KEY", hide_env_values = true)]
+    access_key: Option<String>,
+}
+
+/// The access key from `--access-key`/`SPAWNER_ACCESS_KEY` (none if empty), for the API,
+/// the router and the controller.
+pub fn access_key(
+    given: Option<String>,
+) -> anyhow::Result<Option<spawner_proxy::access::MasterKey>> {
+    match given.filter(|k| !k.trim().is_empty()) {
+        Some(k) => Ok(Some(spawner_k8s::access::master_key(&k)?)),
+        None => {
+            tracing::info!(
+                "no SPAWNER_ACCESS_KEY: per-user access (\"access\": {{\"mode\": \"token\"}}) is off (docs/kubernetes.md)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The router's key from `--router-key`/`SPAWNER_ROUTER_KEY` (none if empty), for the
@@ -146,11 +173,22 @@ pub async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, app_port = args.app_port, "sidecar started");
+    let access = match (
+        args.backend_access_key.filter(|k| !k.is_empty()),
+        args.backend_id,
+    ) {
+        (Some(key), Some(id)) => Some(spawner_k8s::access::backend_key(&id, &key)?),
+        (Some(_), None) => anyhow::bail!(
+            "SPAWNER_BACKEND_ACCESS_KEY needs SPAWNER_BACKEND_ID: the key is one backend's"
+        ),
+        (None, _) => None,
+    };
     let sc = Sidecar::with_secrets(
         args.app_port,
         Secrets {
             token: args.token,
             router_proof: args.router_proof,
+            access,
         },
     );
     sidecar::serve(sc, listener, shutdown_signal()).await;
@@ -179,6 +217,7 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         public_url: args.public_url.filter(|u| !u.is_empty()),
         trusted_proxies: TrustedProxies::new(args.trusted_proxies),
         key: router_key(args.router_key)?,
+        access_key: access_key(args.access_key)?,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

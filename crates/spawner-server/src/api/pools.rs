@@ -12,13 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use spawner_api::page::PageRequest;
 use spawner_api::parse;
-use spawner_core::access::{Access, AccessMode, ConnectAsk};
+use spawner_core::access::{Access, AccessMode};
 use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::pool::{
     validate_name, ClaimNotice, ClaimRequest, Claimed, IfNoneReady, PoolDrained, PoolList,
     PoolSize, PoolSpec,
 };
-use spawner_core::ValidationError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,35 +126,6 @@ pub async fn drain(
         .into_response())
 }
 
-/// The connect URL a claim asks for: its `access` must fit the template's mode (a
-/// token-mode pool's claims name their user; an open pool's name none).
-fn claim_ask(template: AccessMode, given: Option<&Access>) -> Result<Option<ConnectAsk>, ApiError> {
-    match (template, given) {
-        (AccessMode::Open, None) => Ok(None),
-        (AccessMode::Open, Some(_)) => Err(ValidationError::new(
-            "access",
-            "this pool's backends are open (its template has no \"access\": {\"mode\": \"token\"}): leave access out, or make a token-mode pool",
-        )
-        .into()),
-        (AccessMode::Token, None) => Err(ValidationError::new(
-            "access.user",
-            "required: this pool's backends are token-mode; send \"access\": {\"user\": \"...\"}",
-        )
-        .into()),
-        (AccessMode::Token, Some(a)) => {
-            let (mode, ask) = Access::resolve(Some(a), AccessMode::Token)?;
-            if mode != AccessMode::Token {
-                return Err(ValidationError::new(
-                    "access.mode",
-                    "this pool's backends are token-mode: the mode is the template's",
-                )
-                .into());
-            }
-            Ok(ask)
-        }
-    }
-}
-
 /// How long a claim waits for a member shown Ready to have its Ready committed before it
 /// counts as finding none.
 const COMMIT_WAIT: Duration = Duration::from_secs(1);
@@ -168,7 +138,7 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
     let req: ClaimRequest = parse::json(body)?;
     req.validate()?;
     let pool = app.pools.get(&req.pool).ok_or_else(|| no_pool(&req.pool))?;
-    let ask = claim_ask(pool.spec().template.spec.access_mode(), req.access.as_ref())?;
+    let ask = Access::for_claim(pool.spec().template.spec.access_mode(), req.access.as_ref())?;
     // The template's labels with the claim's: within the limits of any spec.
     req.claimed_spec(&pool.spec().template.spec).validate()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds);

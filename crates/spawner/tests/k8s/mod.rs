@@ -353,6 +353,7 @@ impl TestNs {
             .env_remove("SPAWNER_NAMESPACE")
             .env_remove("SPAWNER_KEY_SECRET")
             .env_remove("SPAWNER_ROUTER_KEY")
+            .env_remove("SPAWNER_ACCESS_KEY")
             .env_remove("SPAWNER_TRUSTED_PROXIES")
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
@@ -399,6 +400,11 @@ impl TestNs {
 
     /// [`TestNs::api`] with more arguments.
     pub fn api_with(&self, token: &str, extra: &[&str]) -> ApiProc {
+        self.api_env(token, extra, &[])
+    }
+
+    /// [`TestNs::api_with`] with environment variables.
+    pub fn api_env(&self, token: &str, extra: &[&str], env: &[(&str, &str)]) -> ApiProc {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
@@ -413,7 +419,7 @@ impl TestNs {
             "http://router.test",
         ];
         args.extend_from_slice(extra);
-        let mut proc = self.spawn("api", Some("spawner-api"), &args, &[]);
+        let mut proc = self.spawn("api", Some("spawner-api"), &args, env);
         proc.wait_for_log("API listening");
         ApiProc {
             proc,
