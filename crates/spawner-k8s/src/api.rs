@@ -288,7 +288,6 @@ pub async fn create(
     spec: &BackendSpec,
 ) -> Result<(StatusCode, SessionLivedBackend), Error> {
     spec.validate()?;
-    no_token_access(spec.access.as_ref())?;
     // A keyed spawn holds the key's Lease, as a keyed claim of a pool does: the key's
     // backend may be a pool member claimed with it (found by label, not by name).
     let lock = match &spec.key {
@@ -306,21 +305,6 @@ pub async fn create(
         lock.release().await;
     }
     result
-}
-
-/// Per-user access is the embedded server's so far: a spawn, template or claim asking for
-/// it here is refused (422) rather than given an open backend it did not ask for.
-pub(crate) fn no_token_access(access: Option<&spawner_core::access::Access>) -> Result<(), Error> {
-    if access.is_some_and(|a| a.mode == spawner_core::access::AccessMode::Token) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "runtime_unavailable",
-            "access.mode: token access is not available in Kubernetes mode yet; leave access \
-             out (or \"mode\": \"open\"), or use spawner serve",
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// How long a keyed spawn waits for its key's Lease (held by another spawn or claim of
@@ -856,14 +840,3 @@ pub async fn serve(
         .await
 }
 
-#[cfg(test)]
-mod tests {
-    use spawner_core::access::{Access, AccessMode};
-
-    #[test]
-    fn token_access_is_refused_until_kubernetes_mode_has_it() {
-        assert!(super::no_token_access(None).is_ok());
-        assert!(super::no_token_access(Some(&Access::stored(AccessMode::Open))).is_ok());
-        assert!(super::no_token_access(Some(&Access::stored(AccessMode::Token))).is_err());
-    }
-}
