@@ -116,6 +116,20 @@ export interface PoolStatus extends PoolSpec {
 export declare const ROUTES: Readonly<Record<string, readonly [string, string]>>;
 export declare const METHODS: Readonly<Record<string, string>>;
 
+/** A connect URL's user (docs/api.md, "Access"). */
+export interface ConnectOptions {
+  user: string;
+  user_data?: unknown;
+  ttl_seconds?: number;
+  reusable?: boolean;
+}
+
+/** Who holds access to a token-mode backend. */
+export interface AccessList {
+  mode: "token" | "open";
+  users: { user: string; user_data?: unknown; granted_at: string }[];
+}
+
 export declare class SpawnerError extends Error {
   /** The API's error code (`not_found`, `pool_exhausted`…), or `unreachable`, `not_spawner`, `timeout`, `stream_broken` */
   code: string;
@@ -138,6 +152,9 @@ export declare class Spawner {
   lastEvent(id: string): Promise<Event>;
   isReady(id: string): Promise<boolean>;
   keepalive(id: string, seconds: number): Promise<{ id: string; busy_until: string }>;
+  connect(id: string, options: ConnectOptions): Promise<{ connect_url: string; expires_at: string }>;
+  access(id: string): Promise<AccessList>;
+  revoke(id: string, user: string): Promise<void>;
   terminate(id: string, options?: { hard?: boolean }): Promise<{ id: string; state: State; hard: boolean }>;
   logs(id: string, options?: { follow?: false }): Promise<string>;
   logs(id: string, options: { follow: true; signal?: AbortSignal }): AsyncGenerator<string>;

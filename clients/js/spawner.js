@@ -14,6 +14,9 @@ export const ROUTES = Object.freeze({
   get: ["GET", "/v1/backends/{id}"],
   terminate: ["POST", "/v1/backends/{id}/terminate"],
   keepalive: ["POST", "/v1/backends/{id}/keepalive"],
+  connect: ["POST", "/v1/backends/{id}/connect"],
+  access: ["GET", "/v1/backends/{id}/access"],
+  revoke: ["DELETE", "/v1/backends/{id}/access/{user}"],
   logs: ["GET", "/v1/backends/{id}/logs"],
   status: ["GET", "/v1/backends/{id}/status"],
   status_stream: ["GET", "/v1/backends/{id}/status/stream"],
@@ -38,6 +41,9 @@ export const METHODS = Object.freeze({
   get: "get",
   terminate: "terminate",
   keepalive: "keepalive",
+  connect: "connect",
+  access: "access",
+  revoke: "revoke",
   logs: "logs",
   status: "lastEvent",
   status_stream: "status", // and waitReady()
@@ -239,6 +245,31 @@ export class Spawner {
   /** Keeps the backend from being swept for `seconds` from now: `{id, busy_until}`. */
   async keepalive(id, seconds) {
     return (await this._call("keepalive", { id }, { body: { seconds } })).json();
+  }
+
+  // ---- per-user access (docs/api.md, "Access") -----------------------------------------
+
+  /**
+   * A connect URL of a token-mode backend for `user` (another user shares it): `{connect_url,
+   * expires_at}`. Send the browser there; the URL is a secret, good once and for
+   * `ttl_seconds` (60 by default) unless `reusable`.
+   */
+  async connect(id, { user, user_data, ttl_seconds, reusable } = {}) {
+    const body = { user };
+    if (user_data !== undefined) body.user_data = user_data;
+    if (ttl_seconds !== undefined) body.ttl_seconds = ttl_seconds;
+    if (reusable !== undefined) body.reusable = reusable;
+    return (await this._call("connect", { id }, { body })).json();
+  }
+
+  /** Who holds access to the backend: `{mode, users: [{user, user_data?, granted_at}]}`. */
+  async access(id) {
+    return (await this._call("access", { id })).json();
+  }
+
+  /** Ends `user`'s access: their next request is refused, their WebSockets closed (1008). */
+  async revoke(id, user) {
+    await this._call("revoke", { id, user });
   }
 
   /** Stops the backend (`hard`: SIGKILL at once): `{id, state, hard}`. */

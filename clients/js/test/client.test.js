@@ -142,6 +142,27 @@ test("keepalive sets busy_until", async () => {
   await s.terminate(id, { hard: true });
 });
 
+test("access: a token-mode backend's connect URLs, who holds access, revoke", async () => {
+  const s = client();
+  const b = await s.spawn(exampleApp({ access: { mode: "token", user: "alice", user_data: { role: "owner" } } }));
+  assert.ok(b.connect_url.startsWith(b.url) && b.connect_url.includes("spawner_token="), b.connect_url);
+  const shared = await s.connect(b.id, { user: "bob", ttl_seconds: 30 });
+  assert.ok(shared.connect_url.includes("spawner_token="));
+  assert.ok(Date.parse(shared.expires_at) > Date.now());
+  const held = await s.access(b.id);
+  assert.equal(held.mode, "token");
+  assert.deepEqual(held.users.map((u) => u.user).sort(), ["alice", "bob"]);
+  assert.deepEqual(held.users.find((u) => u.user === "alice").user_data, { role: "owner" });
+  await s.revoke(b.id, "bob");
+  assert.deepEqual((await s.access(b.id)).users.map((u) => u.user), ["alice"]);
+  await assert.rejects(s.revoke(b.id, "bob"), { code: "not_found", status: 404 });
+  await assert.rejects(s.connect(b.id, { user: "" }), { code: "invalid_field", status: 400 });
+  const open = await s.spawn(exampleApp());
+  await assert.rejects(s.connect(open.id, { user: "carol" }), { code: "open_access", status: 409 });
+  await s.terminate(b.id, { hard: true });
+  await s.terminate(open.id, { hard: true });
+});
+
 test("logs, and logs followed until the backend ends", async () => {
   const s = client();
   const { id } = await s.spawn({ executable: { command: ["sh", "-c", "echo one; echo two >&2; sleep 0.3; echo three"] } });

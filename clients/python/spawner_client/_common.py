@@ -18,6 +18,9 @@ ROUTES: Dict[str, Tuple[str, str]] = {
     "get": ("GET", "/v1/backends/{id}"),
     "terminate": ("POST", "/v1/backends/{id}/terminate"),
     "keepalive": ("POST", "/v1/backends/{id}/keepalive"),
+    "connect": ("POST", "/v1/backends/{id}/connect"),
+    "access": ("GET", "/v1/backends/{id}/access"),
+    "revoke": ("DELETE", "/v1/backends/{id}/access/{user}"),
     "logs": ("GET", "/v1/backends/{id}/logs"),
     "status": ("GET", "/v1/backends/{id}/status"),
     "status_stream": ("GET", "/v1/backends/{id}/status/stream"),
@@ -42,6 +45,9 @@ METHODS: Dict[str, str] = {
     "get": "get",
     "terminate": "terminate",
     "keepalive": "keepalive",
+    "connect": "connect",
+    "access": "access",
+    "revoke": "revoke",
     "logs": "logs",
     "status": "last_event",
     "status_stream": "status",  # and wait_ready()
@@ -303,3 +309,20 @@ def gone(id: str, ev: Event) -> SpawnerError:
     return SpawnerError("gone", 410, f"backend {id} ended {ev.get('state')}{why} before it was Ready")
 
 
+
+
+def connect_body(
+    user: str,
+    user_data: Any = None,
+    ttl_seconds: Optional[int] = None,
+    reusable: Optional[bool] = None,
+) -> Dict[str, Any]:
+    """The body of a connect: the user, and what else was given."""
+    body: Dict[str, Any] = {"user": user}
+    if user_data is not None:
+        body["user_data"] = user_data
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
+    if reusable is not None:
+        body["reusable"] = reusable
+    return body

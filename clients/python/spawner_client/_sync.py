@@ -10,6 +10,7 @@ import httpx
 
 from ._common import (
     BackendRecord,
+    connect_body,
     Event,
     ListChange,
     ListPage,
@@ -247,6 +248,33 @@ class Spawner:
         """Keeps the backend from being swept for `seconds` from now: `{"id", "busy_until"}`."""
         out: Dict[str, str] = self._call("keepalive", id=id, json={"seconds": seconds}).json()
         return out
+
+    def connect(
+        self,
+        id: str,
+        user: str,
+        *,
+        user_data: Any = None,
+        ttl_seconds: Optional[int] = None,
+        reusable: Optional[bool] = None,
+    ) -> Dict[str, str]:
+        """A connect URL of a token-mode backend for `user` (another user shares it):
+        `{"connect_url", "expires_at"}`. Send the browser there; the URL is a secret, good
+        once and for `ttl_seconds` (60 by default) unless `reusable`."""
+        body = connect_body(user, user_data, ttl_seconds, reusable)
+        out: Dict[str, str] = self._call("connect", id=id, json=body).json()
+        return out
+
+    def access(self, id: str) -> Dict[str, Any]:
+        """Who holds access to the backend: `{"mode", "users": [{"user", "user_data"?,
+        "granted_at"}]}`."""
+        out: Dict[str, Any] = self._call("access", id=id).json()
+        return out
+
+    def revoke(self, id: str, user: str) -> None:
+        """Ends `user`'s access: their next request is refused, their WebSockets closed
+        (1008)."""
+        self._call("revoke", id=id, user=user)
 
     def terminate(self, id: str, *, hard: bool = False) -> Dict[str, Any]:
         """Stops the backend (`hard`: SIGKILL at once): `{"id", "state", "hard"}`."""

@@ -117,3 +117,15 @@ async def test_errors_and_operations() -> None:
         code = link["url"].split("#login=")[1]
         assert (await AsyncSpawner(URL).login(code))["token"] == TOKEN
         assert (await s.request("GET", "/healthz")).status_code == 200
+
+
+async def test_access_connect_list_and_revoke() -> None:
+    async with AsyncSpawner(URL, TOKEN) as s:
+        b = await s.spawn(example_app(access={"mode": "token", "user": "alice"}))
+        assert "spawner_token=" in b["connect_url"]
+        shared = await s.connect(b["id"], "bob", reusable=True)
+        assert "spawner_token=" in shared["connect_url"]
+        assert sorted(u["user"] for u in (await s.access(b["id"]))["users"]) == ["alice", "bob"]
+        await s.revoke(b["id"], "bob")
+        assert [u["user"] for u in (await s.access(b["id"]))["users"]] == ["alice"]
+        await s.terminate(b["id"], hard=True)

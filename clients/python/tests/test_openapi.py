@@ -17,14 +17,6 @@ NOT_CALLS = {
     "seed_ready": "the seed's: is_ready()",
 }
 
-# Routes being added on another branch (per-user access): allowed to be missing until that
-# branch is merged and the clients have them. Remove a line when its method is added.
-PENDING = [
-    "POST /v1/backends/{id}/connect",
-    "GET /v1/backends/{id}/access",
-    "DELETE /v1/backends/{id}/access/{user}",
-]
-
 
 def test_every_operation_of_the_document_is_reachable() -> None:
     doc = Spawner(URL, TOKEN).openapi()
@@ -39,8 +31,7 @@ def test_every_operation_of_the_document_is_reachable() -> None:
             continue
         mine = ROUTES.get(op_id)
         if mine is None:
-            if f"{method} {path}" not in PENDING:
-                problems.append(f"missing: {op_id} ({method} {path})")
+            problems.append(f"missing: {op_id} ({method} {path})")
         elif mine != (method, path):
             problems.append(f"{op_id}: the client calls {mine}, the document says {(method, path)}")
     for op_id in ROUTES:
@@ -49,7 +40,4 @@ def test_every_operation_of_the_document_is_reachable() -> None:
         for cls in (Spawner, AsyncSpawner):
             if not callable(getattr(cls, METHODS[op_id], None)):
                 problems.append(f"{op_id}: no method {cls.__name__}.{METHODS[op_id]}")
-    for route in PENDING:
-        if any(f"{m} {p}" == route for m, p in ROUTES.values()):
-            problems.append(f"{route} is in the clients now: remove it from PENDING")
     assert problems == [], "\n".join(problems)

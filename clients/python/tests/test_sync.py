@@ -121,6 +121,28 @@ def test_keepalive(s: Spawner) -> None:
     s.terminate(id, hard=True)
 
 
+def test_access_connect_list_and_revoke(s: Spawner) -> None:
+    b = s.spawn(example_app(access={"mode": "token", "user": "alice", "user_data": {"role": "owner"}}))
+    assert b["connect_url"].startswith(b["url"]) and "spawner_token=" in b["connect_url"]
+    shared = s.connect(b["id"], "bob", ttl_seconds=30)
+    assert "spawner_token=" in shared["connect_url"]
+    held = s.access(b["id"])
+    assert held["mode"] == "token"
+    assert sorted(u["user"] for u in held["users"]) == ["alice", "bob"]
+    assert next(u for u in held["users"] if u["user"] == "alice")["user_data"] == {"role": "owner"}
+    s.revoke(b["id"], "bob")
+    assert [u["user"] for u in s.access(b["id"])["users"]] == ["alice"]
+    with pytest.raises(SpawnerError) as e:
+        s.revoke(b["id"], "bob")
+    assert (e.value.code, e.value.status) == ("not_found", 404)
+    opened = s.spawn(example_app())
+    with pytest.raises(SpawnerError) as e:
+        s.connect(opened["id"], "carol")
+    assert (e.value.code, e.value.status) == ("open_access", 409)
+    s.terminate(b["id"], hard=True)
+    s.terminate(opened["id"], hard=True)
+
+
 def test_logs_and_logs_followed(s: Spawner) -> None:
     id = s.spawn({"executable": {"command": ["sh", "-c", "echo one; echo two >&2; sleep 0.3; echo three"]}})["id"]
     followed = "".join(s.logs(id, follow=True))

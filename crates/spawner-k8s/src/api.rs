@@ -839,4 +839,3 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
-
