@@ -2,8 +2,10 @@
 //! access"), on a real API server: `spawner api`, `spawner controller`, the sweeper and the
 //! router each under its own service account's token, real sidecars and applications
 //! (local processes) behind the router. The same behaviours as the embedded server's
-//! (tests/access.rs, tests/access_attacks.rs).
+//! (tests/access.rs, tests/access_attacks.rs), and a connect URL opened in real Chromium.
 
+mod browser;
+mod common;
 mod k8s;
 
 use futures_util::{SinkExt, StreamExt};
@@ -394,6 +396,141 @@ async fn token_backends_admit_their_users_only_through_router_and_sidecar() {
         "{}",
         api.proc.log_text()
     );
+}
+
+/// Issue 26 in real Chromium, through the router serving backends by host
+/// (`{id}.localhost:PORT`, which Chromium resolves to loopback): the connect URL opens the
+/// backend, as its user, and leaves no token in the address bar or the history; the page
+/// cannot read the HttpOnly cookie, its own requests are admitted by it; the connect URL
+/// opened again in another browser is refused (single use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_url_through_the_router_opens_the_backend_in_a_browser_and_leaves_no_token_behind(
+) {
+    if !browser::available() {
+        return;
+    }
+    let ns = TestNs::new("browser").await;
+    let env = [
+        ("SPAWNER_ROUTER_KEY", ROUTER_KEY),
+        ("SPAWNER_ACCESS_KEY", ACCESS_KEY),
+    ];
+    // The router first: its port is part of the backends' origins. It takes the domain
+    // without the port (it routes by the Host's name); the API and the controller put the
+    // domain, port included, into the URLs they make.
+    let (mut router, base) = ns.router_env(&["--domain", "localhost"], &env);
+    let port = base.rsplit(':').next().expect("a port");
+    let domain = format!("localhost:{port}");
+    let mut controller = ns.controller(&["--domain", &domain], &env);
+    let _sweeper = ns.sweeper();
+    let api = ns.api_env(
+        "api-token-0123456789abcdef",
+        &["--domain", &domain],
+        &[env[1]],
+    );
+    let (code, body) = api
+        .post(
+            "/v1/backends",
+            json!({"executable": {"image": "spawner:test"}, "access": {"user": "alice"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let url = body["connect_url"]
+        .as_str()
+        .expect("connect_url")
+        .to_string();
+    let origin = format!("http://{id}.{domain}");
+    assert!(
+        url.starts_with(&format!("{origin}/?spawner_token=sat1.")),
+        "{url}"
+    );
+    ns.run_pod(&id).await;
+    ns.wait_state(&id, State::Ready).await;
+
+    let b = browser::Browser::start().await;
+    b.goto(&format!("{url}#top")).await;
+    let href = b.js("return location.href", json!([])).await;
+    assert_eq!(href, format!("{origin}/#top"));
+    // The page is the backend's (the example app's); no entry of the history holds the token.
+    let title = b.js("return document.title", json!([])).await;
+    assert_eq!(title, "Spawner example");
+    let heading = b.text("h1").await;
+    assert_eq!(heading, "A session-lived backend");
+    let length = b.js("return history.length", json!([])).await;
+    assert!(length.as_u64().expect("n") <= 2, "{length}");
+    b.js("history.back()", json!([])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = b.js("return location.href", json!([])).await;
+    assert!(
+        !back.as_str().expect("href").contains("spawner_token"),
+        "{back}"
+    );
+
+    // What the backend received: no token, the user, no access cookie; and the cookie is
+    // HttpOnly (the page cannot read it).
+    b.goto(&format!("{origin}/request")).await;
+    let text = b.js("return document.body.innerText", json!([])).await;
+    let text = text.as_str().expect("text");
+    assert!(
+        !text.contains("spawner_token") && !text.contains("sat1."),
+        "{text}"
+    );
+    let seen: Value = serde_json::from_str(text).expect("JSON");
+    assert_eq!(seen["uri"], "/request");
+    assert_eq!(seen["headers"]["x-spawner-user"], "alice", "{seen}");
+    assert!(seen["headers"].get("cookie").is_none(), "{seen}");
+    let cookies = b.js("return document.cookie", json!([])).await;
+    assert_eq!(cookies, "");
+
+    // The page's own requests are admitted by the cookie: a fetch, a WebSocket.
+    let fetched = b
+        .js_async(
+            "const r = await fetch('/request?from=page');
+             return {status: r.status, body: await r.json()};",
+            json!([]),
+        )
+        .await;
+    assert_eq!(fetched["status"], 200, "{fetched}");
+    assert_eq!(fetched["body"]["uri"], "/request?from=page", "{fetched}");
+    assert_eq!(
+        fetched["body"]["headers"]["x-spawner-user"], "alice",
+        "{fetched}"
+    );
+    let msg = b
+        .js_async(
+            "return await new Promise((done) => {
+                 const ws = new WebSocket(location.origin.replace('http', 'ws') + '/ws');
+                 ws.onopen = () => ws.send('hi');
+                 ws.onmessage = (e) => { if (e.data === 'echo: hi') { done(e.data); ws.close(); } };
+                 ws.onerror = () => done('error');
+             });",
+            json!([]),
+        )
+        .await;
+    assert_eq!(msg, "echo: hi");
+    drop(b);
+
+    // The same connect URL in another browser (no cookie): refused, single use.
+    let other = browser::Browser::start().await;
+    other.goto(&url).await;
+    let status = other
+        .js(
+            "return performance.getEntriesByType('navigation')[0].responseStatus",
+            json!([]),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let title = other.js("return document.title", json!([])).await;
+    assert_eq!(title, "Access needed");
+    // Nor does the backend's origin admit that browser without a cookie.
+    other.goto(&format!("{origin}/")).await;
+    let title = other.js("return document.title", json!([])).await;
+    assert_eq!(title, "Access needed");
+    drop(other);
+
+    assert!(router.stop().success(), "{}", router.log_text());
+    assert!(controller.stop().success(), "{}", controller.log_text());
+    k8s::assert_no_forbidden(&[&api.proc]);
 }
 
 /// Without an access key, a token-mode spawn is refused, naming what to configure.
