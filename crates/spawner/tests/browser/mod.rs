@@ -287,10 +287,34 @@ impl Drop for Browser {
                 "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 self.session
             );
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink);
+            // Until the whole answer is in (chromedriver answers once Chromium has quit),
+            // not until the connection closes: chromedriver keeps it open, and reading to
+            // the end waited out the 10 s timeout for every browser.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+                if answered(&seen) {
+                    break;
+                }
+            }
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// Whether `bytes` hold a whole HTTP response: its head and as much body as its
+/// `Content-Length` says (none without one).
+fn answered(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
 }
