@@ -67,13 +67,24 @@ impl DataDir {
 
 impl Conn {
     fn client(&self) -> anyhow::Result<Client> {
+        let url = with_scheme(&self.url);
         let token = match self.token.clone().filter(|t| !t.is_empty()) {
             Some(t) => Some(t),
             // A server on this machine: its data directory has the token.
-            None if is_local(&self.url) => self.data.token()?,
+            None if is_local(&url) => self.data.token()?,
             None => None,
         };
-        Ok(Client::new(&self.url, token)?)
+        Ok(Client::new(&url, token)?)
+    }
+}
+
+/// `--url 127.0.0.1:8080` as `http://127.0.0.1:8080`: a URL without a scheme names a
+/// server the way `serve --listen` does.
+fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
     }
 }
 
@@ -115,6 +126,28 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
             dir.display()
         ),
     }
+}
+
+#[derive(Args, Debug)]
+pub struct KeepaliveArgs {
+    /// The backend's id.
+    id: String,
+    /// How long from now it is kept from being swept, busy with work nobody is connected
+    /// to (at most a day).
+    seconds: u64,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `spawner keepalive ID SECONDS`: the backend is busy until then, and not swept.
+pub async fn keepalive(args: KeepaliveArgs) -> anyhow::Result<()> {
+    let answer = args
+        .conn
+        .client()?
+        .keepalive(&args.id, args.seconds)
+        .await?;
+    println!("{}	busy until {}", args.id, answer.busy_until);
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +215,13 @@ pub struct SpawnArgs {
     /// Seconds after which the backend is stopped whatever it does.
     #[arg(long)]
     lifetime: Option<u64>,
+    /// How many seconds before a lifetime or idle-timeout stop the status stream warns
+    /// (`expiring`) [server's default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    lifetime_warning: Option<u64>,
+    /// Seconds without a request from its clients (connections or not) before it is swept.
+    #[arg(long, value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
     /// The port the backend listens on (default: a free one for a process, 8080 for an image).
     #[arg(long)]
     port: Option<u16>,
@@ -258,6 +298,10 @@ pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
         spec.startup_timeout_seconds = t;
     }
     spec.lifetime_limit_seconds = args.lifetime;
+    spec.idle_timeout_seconds = args.idle_timeout;
+    if let Some(w) = args.lifetime_warning {
+        spec.lifetime_warning_seconds = w;
+    }
     spec.strip_prefix = !args.keep_prefix;
     if let Some(mode) = &args.access {
         let mode = if mode == "token" {
@@ -275,8 +319,41 @@ pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
             ..Access::default()
         });
     }
-    spec.validate()?;
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!(in_flags(&e.field, &e.message)))?;
     Ok(spec)
+}
+
+/// The flag that sets each field a spec's rules may name, for errors that say what to type.
+const FLAGS: &[(&str, &str)] = &[
+    ("grace_period_seconds", "--grace"),
+    ("lifetime_limit_seconds", "--lifetime"),
+    ("lifetime_warning_seconds", "--lifetime-warning"),
+    ("idle_timeout_seconds", "--idle-timeout"),
+    ("startup_timeout_seconds", "--startup-timeout"),
+    ("executable.env", "--env"),
+    ("executable.port", "--port"),
+    ("executable.image", "--image"),
+    ("executable.command", "the command"),
+    ("labels", "--label"),
+    ("key", "--key"),
+    ("access.user_data", "--user-data"),
+    ("access.user", "--user"),
+    ("access", "--access"),
+];
+
+/// `field: message` with the field said as its flag (`--env FOO: ...` for
+/// `executable.env.FOO`); a field without a flag as it is.
+fn in_flags(field: &str, message: &str) -> String {
+    for (name, flag) in FLAGS {
+        if field == *name {
+            return format!("{flag}: {message}");
+        }
+        if let Some(rest) = field.strip_prefix(name).and_then(|r| r.strip_prefix('.')) {
+            return format!("{flag} {rest}: {message}");
+        }
+    }
+    format!("{field}: {message}")
 }
 
 pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
@@ -410,7 +487,14 @@ pub struct LsArgs {
 
 pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
     let mut filters: Vec<(&str, &str)> = Vec::new();
-    if let Some(s) = &args.state {
+    // `ready` as well as `Ready`: a state is one word, whatever its case.
+    let state = args.state.as_deref().map(|s| {
+        spawner_core::State::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .map_or(s, |st| st.as_str())
+    });
+    if let Some(s) = state {
         filters.push(("state", s));
     }
     if let Some(k) = &args.key {

@@ -44,6 +44,8 @@ enum Command {
     Dashboard(client_cmd::DashboardArgs),
     /// Print the local server's control token (from its data directory).
     Token(client_cmd::TokenArgs),
+    /// Keep a backend from being swept for SECONDS from now (busy with background work).
+    Keepalive(client_cmd::KeepaliveArgs),
     /// Copy the local server's state (database, token, keys) into a directory, while it runs.
     Backup(client_cmd::BackupArgs),
     /// A small web app with a shared WebSocket counter, to try Spawner with (reads PORT).
@@ -80,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Dashboard(args) => client_cmd::dashboard(args).await,
             Command::Token(args) => client_cmd::token(args).await,
             Command::Backup(args) => client_cmd::backup(args).await,
+            Command::Keepalive(args) => client_cmd::keepalive(args).await,
             Command::ExampleApp(args) => example_app::run(args).await,
             Command::K8s(cmd) => k8s_cmd::run(cmd).await,
             Command::K8sNode(cmd) => k8s_node_cmd::run(cmd).await,

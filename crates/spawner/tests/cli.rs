@@ -417,3 +417,69 @@ async fn spawn_with_access_connect_access_and_revoke() {
     let (_, list, _) = cli(&server, &["access", &id]);
     assert!(!list.contains("bob"), "{list}");
 }
+
+/// Spawn flags for the timing fields, `keepalive`, and inputs as people type them: errors
+/// name the flag, a state in any case, a URL without its scheme.
+#[tokio::test]
+async fn timing_flags_keepalive_and_inputs_as_typed() {
+    let server = TestServer::start();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "spawn",
+            "--wait",
+            "--idle-timeout",
+            "30",
+            "--lifetime",
+            "600",
+            "--lifetime-warning",
+            "20",
+            "--",
+            SPAWNER,
+            "example-app",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = id_of(out.lines().last().unwrap_or_default());
+    let rec = server.client().get(&id).await.expect("record");
+    assert_eq!(rec.spec.idle_timeout_seconds, Some(30));
+    assert_eq!(rec.spec.lifetime_limit_seconds, Some(600));
+    assert_eq!(rec.spec.lifetime_warning_seconds, 20);
+
+    let (ok, out, err) = cli(&server, &["keepalive", &id, "600"]);
+    assert!(ok && out.contains("busy until"), "{out}{err}");
+    assert!(server
+        .client()
+        .get(&id)
+        .await
+        .expect("record")
+        .busy_until
+        .is_some());
+
+    for (flags, named) in [
+        (&["--grace", "0"][..], "--grace:"),
+        (&["--env", "SPAWNER_X=1"], "--env SPAWNER_X:"),
+        (&["--idle-timeout", "0"], "--idle-timeout:"),
+    ] {
+        let mut args = vec!["spawn"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "true"]);
+        let (ok, _, err) = cli(&server, &args);
+        assert!(!ok && err.contains(named), "{flags:?}: {err}");
+        assert!(
+            !err.contains("_seconds") && !err.contains("executable."),
+            "{err}"
+        );
+    }
+
+    let (ok, out, err) = cli(&server, &["ls", "--state", "ready"]);
+    assert!(ok && out.contains(&id), "{out}{err}");
+    let bare = format!("127.0.0.1:{}", server.port);
+    let (ok, out, err) = cli(&server, &["ls", "--url", &bare]);
+    assert!(ok && out.contains(&id), "{out}{err}");
+    server
+        .client()
+        .terminate(&id, true)
+        .await
+        .expect("terminate");
+}
