@@ -599,10 +599,28 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut events = Box::pin(client.status_stream(&args.id, None).await?);
+    let mut events = Box::pin(client.status_updates(&args.id, None).await?);
     let mut submitted = None;
     while let Some(item) = events.next().await {
-        let (_, e) = item?;
+        let e = match item? {
+            spawner_client::StatusUpdate::Event(e) => e,
+            // The stream's warning of a stop due soon: shown as it comes, between events.
+            spawner_client::StatusUpdate::Expiring(x) => {
+                if args.json {
+                    writeln!(std::io::stdout(), "{}", serde_json::to_string(&x)?)?;
+                } else {
+                    writeln!(
+                        std::io::stdout(),
+                        "{}  expiring: {} at {} (in {})",
+                        rfc3339(now_millis()),
+                        x.reason,
+                        rfc3339(x.at),
+                        age((x.at - now_millis()).max(0))
+                    )?;
+                }
+                continue;
+            }
+        };
         if args.json {
             writeln!(std::io::stdout(), "{}", serde_json::to_string(&e)?)?;
             continue;

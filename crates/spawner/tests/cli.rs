@@ -483,3 +483,37 @@ async fn timing_flags_keepalive_and_inputs_as_typed() {
         .await
         .expect("terminate");
 }
+
+/// `status --follow` shows every event of the stream, the `expiring` warning included.
+#[tokio::test]
+async fn status_follow_shows_the_expiring_warning() {
+    let server = TestServer::start();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "spawn",
+            "--wait",
+            "--lifetime",
+            "3",
+            "--lifetime-warning",
+            "2",
+            "--",
+            SPAWNER,
+            "example-app",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = id_of(out.lines().last().unwrap_or_default());
+    let (ok, out, err) = cli(&server, &["status", "--follow", &id]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let warned = lines
+        .iter()
+        .position(|l| l.contains("expiring: lifetime limit at "))
+        .unwrap_or_else(|| panic!("no expiring line: {out}"));
+    let ended = lines
+        .iter()
+        .position(|l| l.contains("Terminated (lifetime limit)"))
+        .unwrap_or_else(|| panic!("no end: {out}"));
+    assert!(warned < ended, "{out}");
+}
