@@ -294,6 +294,7 @@ async fn behind_nginx_with_tls_the_api_backends_websockets_and_streams_work() {
     }
     assert!(text.contains("Terminated"), "{text}");
     drop(ws);
+    wait_gone(&id).await;
     assert!(
         !nginx.error_log().contains("[emerg]"),
         "{}",

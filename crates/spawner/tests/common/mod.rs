@@ -231,8 +231,26 @@ impl TestServer {
     /// Pids of the live processes of backends of this server (found by the keepalive URL
     /// Spawner puts in every backend's environment, which names the server's address).
     pub fn backend_pids(&self) -> Vec<(i32, String)> {
+        // The installation's id marks every backend process of this data directory, whatever
+        // URLs the server hands out (with --public-url its keepalive URL is not its address).
+        if let Some(instance) = self.instance() {
+            return processes_with_env(&format!("SPAWNER_INSTANCE={instance}"));
+        }
         let marker = format!("SPAWNER_KEEPALIVE_URL=http://127.0.0.1:{}/", self.port);
         processes_with_env(&marker)
+    }
+
+    /// This data directory's installation id, from its database.
+    fn instance(&self) -> Option<String> {
+        let db = rusqlite::Connection::open_with_flags(
+            self.data_dir().join("spawner.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        db.query_row("SELECT value FROM meta WHERE name = 'instance'", [], |r| {
+            r.get(0)
+        })
+        .ok()
     }
 }
 
