@@ -255,7 +255,7 @@ function flush() {
 function makeRow(record) {
   const tr = el("div", { class: "row", role: "row", "data-id": record.id });
   const cells = {};
-  for (const name of ["id", "key", "state", "runtime", "conns", "age", "activity", "labels", "actions"]) {
+  for (const name of ["id", "key", "state", "runtime", "conns", "age", "activity", "labels", "row-actions"]) {
     cells[name] = tr.appendChild(el("span", { class: name === "conns" ? "num conns" : name }));
   }
   const a = cells.id.appendChild(el("a", { href: "#/backends/" + record.id }, record.id));
@@ -264,8 +264,8 @@ function makeRow(record) {
   cells.poolBadge = cells.key.appendChild(el("span", { class: "pool-badge" }));
   cells.stateBadge = cells.state.appendChild(el("span", { class: "state" }));
   cells.reason = cells.state.appendChild(el("span", { class: "reason" }));
-  cells.open = cells.actions.appendChild(el("a", { class: "open", target: "_blank", rel: "noopener" }, "Open"));
-  const stop = cells.actions.appendChild(el("button", { type: "button", class: "terminate danger" }, "Terminate"));
+  cells.open = cells["row-actions"].appendChild(el("a", { class: "open", target: "_blank", rel: "noopener" }, "Open"));
+  const stop = cells["row-actions"].appendChild(el("button", { type: "button", class: "terminate danger" }, "Terminate"));
   stop.onclick = () => terminateRow(record.id);
   cells.stop = stop;
   rows.set(record.id, { tr, cells });
@@ -1255,7 +1255,7 @@ function drawChart(id, series, readout, missing) {
   const W = 600, H = 150;
   const last = samples.length ? samples[samples.length - 1].t : Date.now();
   const first = samples.length ? samples[0].t : last;
-  const span = Math.min(HISTORY_MS, Math.max(5 * 60 * 1000, last - first));
+  const span = Math.min(HISTORY_MS, Math.max(2 * 60 * 1000, last - first));
   const x0 = last - span;
   let top = 0;
   for (const s of series) for (const [, v] of s.points) if (v != null && v > top) top = v;
