@@ -48,6 +48,8 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
     b.type_into("#spawn-key", "doc-42").await;
     b.type_into("#spawn-labels", "owner=user-7").await;
     b.type_into("#spawn-grace", "120").await;
+    b.type_into("#spawn-idle", "900").await;
+    b.type_into("#spawn-lifetime", "7200").await;
     b.click("#spawn-submit").await;
 
     // The form leads to the new backend's page, which follows it to Ready.
@@ -70,6 +72,9 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
     let record = server.client().get(&id).await.expect("record");
     assert_eq!(record.key.as_deref(), Some("doc-42"));
     assert_eq!(record.spec.grace_period_seconds, 120);
+    assert_eq!(record.spec.idle_timeout_seconds, Some(900));
+    assert_eq!(record.spec.lifetime_limit_seconds, Some(7200));
+    assert_eq!(record.spec.startup_timeout_seconds, 300);
     assert_eq!(
         record.spec.labels.get("owner").map(String::as_str),
         Some("user-7")
@@ -723,6 +728,20 @@ async fn a_backend_page_shows_every_timing_live_and_asks_before_a_stop() {
         )
         .await;
     assert_eq!(shown[0], shown[2], "the title is the local time: {shown}");
+    // The timeline's times too: the local time of day, the local date and time as title.
+    let first_event = b
+        .js(
+            "const td = document.querySelector('#b-event-rows td.mono'); return [td.textContent, td.title, td.dataset.utc];",
+            json!([]),
+        )
+        .await;
+    let utc = first_event[2].as_str().unwrap_or_default();
+    assert!(
+        utc.ends_with('Z')
+            && first_event[0] != first_event[2]
+            && !first_event[1].as_str().unwrap_or_default().contains('Z'),
+        "{first_event}"
+    );
     let title = shown[0].as_str().unwrap_or_default();
     assert!(
         !title.contains('Z') && shown[0] != shown[1],
@@ -1095,7 +1114,6 @@ async fn the_overview_charts_follow_the_server_s_own_figures() {
         .await,
         json!(0)
     );
-    screenshot(&b, "dashboard-overview.png").await;
 
     // The history stays with the tab across views: the same first reading, and more.
     let kept = "const s = JSON.parse(sessionStorage.getItem('spawner-metrics') || '[]'); return [s.length, s.length ? s[0].t : 0];";
@@ -1122,5 +1140,28 @@ async fn the_overview_charts_follow_the_server_s_own_figures() {
         json!(2)
     );
     assert_eq!(b.js("return window.__csp;", json!([])).await, json!([]));
+    if std::env::var_os("SPAWNER_SCREENSHOTS").is_some() {
+        // For the picture: a minute of spawns, stops and claims, then the whole page.
+        let mut running = ids.clone();
+        for i in 0..16 {
+            running.push(ready_example(&client, 300).await);
+            if i % 3 == 2 {
+                client
+                    .terminate(&running.remove(0), false)
+                    .await
+                    .expect("terminate");
+            }
+            if i == 4 || i == 9 {
+                // The pool's Ready one is taken (it holds at most 2): its depth moves.
+                let claim: spawner_core::pool::ClaimRequest =
+                    serde_json::from_value(json!({"pool": "warm"})).expect("a claim");
+                client.claim(&claim).await.expect("claim");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+        b.set_window_size(1100, 1000).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        screenshot(&b, "dashboard-overview.png").await;
+    }
     let _ = ws.close(None).await;
 }

@@ -150,6 +150,12 @@ function localTime(ms) {
   });
 }
 
+/** The local time of day to the millisecond (an event's time; its date is in its title). */
+function clockTime(ms) {
+  const d = new Date(ms);
+  return d.toLocaleTimeString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
 /** A `<time>` that says how long ago (or until) it is, kept current by the clock below, with
  * the local date and time as its title. */
 function timeNode(ms) {
@@ -672,7 +678,8 @@ async function followEvents(id, signal) {
         last = seq;
         if (first === null) first = Date.parse(e.time);
         const tr = el("tr", { "data-state": e.state });
-        const when = tr.appendChild(el("td", { class: "mono", title: localTime(Date.parse(e.time)) }, e.time));
+        const at = Date.parse(e.time);
+        const when = tr.appendChild(el("td", { class: "mono", title: localTime(at) }, clockTime(at)));
         when.dataset.utc = e.time;
         tr.appendChild(el("td", { class: "num" }, "+" + (Date.parse(e.time) - first) + " ms"));
         const st = tr.appendChild(el("td"));
@@ -858,6 +865,9 @@ async function spawn(ev) {
     if ($("spawn-port").value) executable.port = Number($("spawn-port").value);
     spec = { executable };
     if ($("spawn-grace").value) spec.grace_period_seconds = Number($("spawn-grace").value);
+    optionalNumber("spawn-idle", "idle_timeout_seconds", spec);
+    optionalNumber("spawn-lifetime", "lifetime_limit_seconds", spec);
+    optionalNumber("spawn-startup", "startup_timeout_seconds", spec);
     if ($("spawn-key").value.trim()) spec.key = $("spawn-key").value.trim();
     const labels = pairs($("spawn-labels").value, "Labels");
     if (Object.keys(labels).length) spec.labels = labels;
