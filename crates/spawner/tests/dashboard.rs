@@ -812,10 +812,29 @@ async fn a_backend_page_shows_every_timing_live_and_asks_before_a_stop() {
     )
     .await;
     screenshot(&b, "dashboard-backend.png").await;
+    // Every text the state and the action's note take on, in order.
+    b.js(
+        "window.__seen = []; const watch = (id) => new MutationObserver(() => \
+           __seen.push(id + ':' + document.getElementById(id).textContent)) \
+           .observe(document.getElementById(id), {childList: true, characterData: true, subtree: true}); \
+         watch('b-state'); watch('b-action-result'); return true;",
+        json!([]),
+    )
+    .await;
     b.click("#b-terminate").await;
     b.click("#confirm-ok").await;
     b.wait_text("#b-state", "Terminated").await;
     b.wait_text("#b-action-result", "").await;
+    let seen = b.js("return window.__seen;", json!([])).await;
+    let seen: Vec<String> = serde_json::from_value(seen).expect("texts");
+    let at = |t: &str| seen.iter().position(|s| s == t);
+    assert!(
+        at("b-state:Terminating").is_some()
+            && at("b-state:Terminating") < at("b-state:Terminated")
+            && at("b-action-result:terminating…").is_some()
+            && seen.last().map(String::as_str) != Some("b-action-result:terminating…"),
+        "the stop as the page showed it: {seen:?}"
+    );
     let ended = client.get(&id).await.expect("record");
     assert_eq!(ended.state, State::Terminated);
     let exit = ended.exit_code.map_or("–".to_string(), |c| c.to_string());
