@@ -654,6 +654,49 @@ async fn the_list_fits_a_narrow_window_and_a_phone() {
             screenshot(&b, "dashboard-phone.png").await;
         }
     }
+    // The other views fit a phone too.
+    let created = server
+        .api()
+        .post(format!("{}/v1/pools", server.url()))
+        .json(&json!({
+            "name": "a-pool-with-a-rather-long-name-for-a-phone",
+            "template": {"executable": {"command": [SPAWNER, "example-app"]}},
+            "min_ready": 1,
+            "max": 2,
+        }))
+        .send()
+        .await
+        .expect("create the pool");
+    assert_eq!(created.status(), 201);
+    for (hash, shown) in [
+        (format!("#/backends/{}", first.id), "#b-terminate"),
+        ("#/pools".to_string(), "#pool-rows [data-pool] a"),
+        (
+            "#/pools/a-pool-with-a-rather-long-name-for-a-phone".to_string(),
+            "#p-member-rows tr",
+        ),
+        ("#/overview".to_string(), "#chart-states svg"),
+        ("#/spawn".to_string(), "#spawn-submit"),
+    ] {
+        b.js("location.hash = arguments[0]; return true;", json!([hash]))
+            .await;
+        b.wait_for(
+            &format!("{shown} in {hash}"),
+            "const e = document.querySelector(arguments[0]); return !!e && e.getClientRects().length > 0;",
+            json!([shown]),
+        )
+        .await;
+        let fits = b
+            .js(
+                "const s = document.scrollingElement; return [s.scrollWidth, s.clientWidth];",
+                json!([]),
+            )
+            .await;
+        assert!(
+            fits[0].as_u64() <= fits[1].as_u64(),
+            "at 390 px {hash} scrolls sideways: {fits}"
+        );
+    }
 }
 
 #[tokio::test]
