@@ -426,7 +426,8 @@ async fn wait_ready(
                     .and_then(|r| r.address)
                     .unwrap_or_else(|| "its port".to_string());
                 eprintln!(
-                    "              waiting for {address} to accept connections (startup timeout {deadline_s} s)"
+                    "              waiting for {address} to accept connections (startup timeout {})",
+                    human::duration(deadline_s.saturating_mul(1000))
                 );
                 probing = Some(address);
             }
