@@ -314,6 +314,14 @@ impl std::error::Error for Interrupted {}
 
 pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
     let client = args.conn.client()?;
+    // Taken over before the request, so that a Ctrl-C while it is answered is seen once the
+    // backend's id is known, instead of ending the CLI with the backend unnamed.
+    let mut interrupt = if args.wait {
+        let sigint = tokio::signal::unix::SignalKind::interrupt();
+        Some(tokio::signal::unix::signal(sigint).context("cannot take over Ctrl-C")?)
+    } else {
+        None
+    };
     let (resp, created, startup_timeout) = match &args.pool {
         Some(pool) => {
             let req = claim_of(&args, pool)?;
@@ -344,9 +352,15 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
         );
     }
     let url = resp.connect_url.as_deref().unwrap_or(&resp.url);
+    let ctrl_c = async {
+        match interrupt.as_mut() {
+            Some(signals) => signals.recv().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         done = wait_ready(&client, &resp.id, url, startup_timeout) => done,
-        _ = tokio::signal::ctrl_c() => interrupted(&client, &resp.id, args.rm).await,
+        _ = ctrl_c => interrupted(&client, &resp.id, args.rm).await,
     }
 }
 
@@ -511,7 +525,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
     let now = now_millis();
     writeln!(
         out,
-        "{:<26}  {:<11}  {:>5}  {:>10}  {:<16}  {:<24}  URL",
+        "{:<26}  {:<11}  {:>5}  {:>11}  {:<16}  {:<24}  URL",
         "ID", "STATE", "CONNS", "AGE", "KEY", "LABELS"
     )?;
     for b in &backends {
@@ -523,7 +537,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
             .collect();
         writeln!(
             out,
-            "{:<26}  {:<11}  {:>5}  {:>10}  {:<16}  {:<24}  {}",
+            "{:<26}  {:<11}  {:>5}  {:>11}  {:<16}  {:<24}  {}",
             b.id,
             b.state.as_str(),
             b.live_connections,
@@ -676,7 +690,7 @@ pub struct ConnectArgs {
     /// JSON passed to the backend as `X-Spawner-User-Data`.
     #[arg(long, value_name = "JSON")]
     user_data: Option<String>,
-    /// Seconds the URL works (1 to 3600; default 60).
+    /// Seconds the URL works, 1 to 3600 [default: 60].
     #[arg(long, value_name = "SECONDS")]
     ttl: Option<u64>,
     /// The URL works more than once until it expires.
