@@ -73,11 +73,12 @@ pub struct GetArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("size").required(true).multiple(true).args(["min_ready", "max"])))]
 pub struct ResizeArgs {
     /// The pool's name.
     name: String,
     /// The new min-ready [default: unchanged].
-    #[arg(long, value_name = "N", required_unless_present = "max")]
+    #[arg(long, value_name = "N")]
     min_ready: Option<u32>,
     /// The new max [default: unchanged].
     #[arg(long, value_name = "M")]
