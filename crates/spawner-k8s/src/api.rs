@@ -128,6 +128,8 @@ impl ApiState {
             runtime: Some("kubernetes".to_string()),
             busy_until: status.busy_until.as_deref().and_then(millis_of),
             last_client_activity: status.last_client_activity.as_deref().and_then(millis_of),
+            pool: crate::pool_members::pool_of(obj).map(str::to_string),
+            claimed_at: crate::pool_members::claimed_at(obj),
             id,
         }
     }
@@ -421,17 +423,13 @@ const LIST_CHUNK: usize = 100;
 /// continue token as `next`: it is read in chunks of at most the records the page still
 /// takes, so that the token always points just after the last record given.
 async fn page(state: &ApiState, filter: &ListFilter) -> Result<BackendList, Error> {
-    let selector: Vec<String> = filter
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let selector = filter.label_selector();
     let mut page = Page::new(&filter.page);
     let mut token = filter.page.after.clone();
     while !page.is_full() {
         let chunk = page.room().min(LIST_CHUNK);
         let mut lp = ListParams::default()
-            .labels(&selector.join(","))
+            .labels(&selector)
             .limit(u32::try_from(chunk).unwrap_or(1));
         if let Some(t) = &token {
             lp = lp.continue_token(t);
