@@ -98,6 +98,9 @@ pub enum Action {
     DeletePod {
         grace_seconds: i64,
     },
+    /// Delete an ended backend's Service: nothing reaches an ended backend, and deleting
+    /// it here is one request, where the garbage collector's would be several.
+    DeleteService,
     /// Delete the object; owner references make the garbage collector remove Pod and Service.
     DeleteObject,
 }
@@ -296,6 +299,9 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         let exited = matches!(app, Some(AppState::Exited(..)));
         if pod.is_some() && !pod_deleting && !exited {
             late.push(delete_pod(cfg.pod.stop_grace_seconds));
+        }
+        if service.is_some() {
+            late.push(Action::DeleteService);
         }
         let since = status.entered_at().unwrap_or(now);
         let retention_ms = Millis::try_from(cfg.retention.as_millis()).unwrap_or(Millis::MAX);
@@ -566,6 +572,8 @@ struct Written {
     /// The uid of the Pod this controller deleted: its absence is the stop's end, not a
     /// cache's lag.
     deleted_pod: Option<String>,
+    /// This controller deleted the object's Service.
+    deleted_service: bool,
 }
 
 /// The controller's caches of the Pods and Services it made (its own watches, the ones
@@ -860,6 +868,25 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                         .or_default()
                         .deleted_pod = Some(uid);
                 }
+            }
+            Action::DeleteService => {
+                let key = ObjectRef::from_obj(&*obj);
+                if ctx.written().get(&key).is_some_and(|w| w.deleted_service) {
+                    continue;
+                }
+                let dp = DeleteParams {
+                    preconditions: service.as_ref().and_then(|s| s.metadata.uid.clone()).map(
+                        |uid| Preconditions {
+                            uid: Some(uid),
+                            resource_version: None,
+                        },
+                    ),
+                    ..DeleteParams::default()
+                };
+                tolerate(services.delete(&name, &dp).await, |s| {
+                    s.is_not_found() || s.is_conflict()
+                })?;
+                ctx.written().entry(key).or_default().deleted_service = true;
             }
             Action::DeleteObject => {
                 let dp = DeleteParams {
@@ -1510,7 +1537,14 @@ pub(crate) mod tests {
         let svc = build_service(&obj, &config().pod);
         let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
         let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
-        assert_eq!(p.actions, [Action::DeletePod { grace_seconds: 10 }]);
+        // Its Service goes at once: nothing reaches an ended backend.
+        assert_eq!(
+            p.actions,
+            [
+                Action::DeletePod { grace_seconds: 10 },
+                Action::DeleteService
+            ]
+        );
         assert_eq!(p.requeue_after, Duration::from_millis(60_000 + 2 - 1_000));
         let p = plan(&obj, &seen(None, None, T0 + 60_002), &config());
         assert_eq!(p.actions, [Action::DeleteObject]);

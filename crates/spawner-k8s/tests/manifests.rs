@@ -141,6 +141,7 @@ fn rbac_grants_what_each_component_does_and_no_more() {
                 "list /services",
                 "watch /services",
                 "create /services",
+                "delete /services",
                 "create events.k8s.io/events",
                 "patch events.k8s.io/events",
                 "create coordination.k8s.io/leases",
