@@ -4,6 +4,7 @@
 //! kept was one answer of any size (525 MB for 500 records of a 1 MiB spec).
 
 use crate::ApiError;
+use crate::ErrorCode;
 
 /// Records in a page when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -42,7 +43,7 @@ impl PageRequest {
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| {
                         ApiError::bad_request(
-                            "invalid_query",
+                            ErrorCode::InvalidQuery,
                             format!(
                                 "limit: {value:?} must be a number of records from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}); follow \"next\" for more"
                             ),
@@ -67,7 +68,7 @@ impl PageRequest {
         for (name, value) in params {
             if !page.read(&name, &value)? {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("unknown parameter {name:?}: use limit or after"),
                 ));
             }
@@ -79,7 +80,7 @@ impl PageRequest {
 /// The answer to an `after` that is not a cursor this server gave.
 pub fn bad_cursor() -> ApiError {
     ApiError::bad_request(
-        "invalid_query",
+        ErrorCode::InvalidQuery,
         "after: not a cursor of this list; pass the \"next\" of the previous page as it was given, or leave \"after\" out for the first page",
     )
 }

@@ -2,6 +2,7 @@
 
 use crate::page::PageRequest;
 use crate::ApiError;
+use crate::ErrorCode;
 use axum::http::HeaderMap;
 use spawner_core::spec::validate_label;
 use spawner_core::{BackendId, State};
@@ -13,13 +14,13 @@ pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
         if e.inner().is_syntax() || e.inner().is_eof() {
             // Not JSON at all: where it broke is a line and column, not a field.
             return ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("the request body is not JSON: {}", e.into_inner()),
             );
         }
         let at = field_path(e.path());
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "the request body is not valid: {at}{}; see docs/api.md for the fields",
                 e.into_inner()
@@ -92,25 +93,25 @@ impl ListFilter {
             match name.as_str() {
                 "state" => {
                     filter.state = Some(value.parse().map_err(|e| {
-                        ApiError::bad_request("invalid_query", format!("state: {e}"))
+                        ApiError::bad_request(ErrorCode::InvalidQuery, format!("state: {e}"))
                     })?)
                 }
                 "key" => filter.key = Some(value),
                 "label" => {
                     let (k, v) = value.split_once('=').ok_or_else(|| {
                         ApiError::bad_request(
-                            "invalid_query",
+                            ErrorCode::InvalidQuery,
                             format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
                         )
                     })?;
                     validate_label(k, v).map_err(|e| {
-                        ApiError::bad_request("invalid_query", format!("label: {e}"))
+                        ApiError::bad_request(ErrorCode::InvalidQuery, format!("label: {e}"))
                     })?;
                     filter.labels.push((k.to_string(), v.to_string()));
                 }
                 other => {
                     return Err(ApiError::bad_request(
-                        "invalid_query",
+                        ErrorCode::InvalidQuery,
                         format!(
                             "unknown filter {other:?}: use state, label or key (and limit, after)"
                         ),
@@ -137,7 +138,7 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_header",
+                    ErrorCode::InvalidHeader,
                     "Last-Event-ID must be the number of an event of this stream",
                 )
             }),

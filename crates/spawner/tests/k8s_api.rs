@@ -184,7 +184,7 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
     assert_eq!(code, 202);
     assert_eq!(
         resp,
-        json!({"id": b_id, "state": "Submitted", "hard": true})
+        json!({"id": b_id, "state": "Terminating", "hard": true})
     );
     let annotations = ns
         .slabs()
