@@ -200,4 +200,26 @@ mod tests {
             assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
         }
     }
+
+    /// Every code a server can answer with is in docs/api.md's table of errors.
+    #[test]
+    fn every_code_is_in_the_documented_table() {
+        let page = include_str!("../../../docs/api.md");
+        let doc = crate::openapi::document();
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("enum");
+        for code in codes {
+            let code: ErrorCode = serde_json::from_value(code.clone()).expect("a code");
+            let spelled = format!("`{}`", code.as_str());
+            let in_table = page
+                .lines()
+                .filter(|l| l.starts_with("| 4") || l.starts_with("| 5"))
+                .any(|l| l.contains(&spelled));
+            assert!(
+                in_table,
+                "{spelled} is not in docs/api.md's table of errors"
+            );
+        }
+    }
 }

@@ -85,6 +85,39 @@ pub fn bad_cursor() -> ApiError {
     )
 }
 
+/// Where a backend stands in the list's order (newest first: `created_at` descending, then
+/// `id` ascending), as a cursor gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl ListPosition {
+    /// The cursor of a page that ends here: opaque to clients.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    /// The position a cursor of [`ListPosition::cursor`] names.
+    pub fn from_cursor(cursor: &str) -> Result<Self, ApiError> {
+        let (time, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+        Ok(ListPosition {
+            created_at: time.parse().map_err(|_| bad_cursor())?,
+            id: spawner_core::BackendId::parse(id)
+                .map_err(|_| bad_cursor())?
+                .as_str()
+                .to_string(),
+        })
+    }
+
+    /// Whether a backend at `self` comes after `other` in the list.
+    pub fn is_after(&self, other: &ListPosition) -> bool {
+        (std::cmp::Reverse(self.created_at), &self.id)
+            > (std::cmp::Reverse(other.created_at), &other.id)
+    }
+}
+
 /// A page being filled: records are offered in the list's order until it is full.
 #[derive(Debug)]
 pub struct Page<T> {

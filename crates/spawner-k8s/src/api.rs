@@ -26,7 +26,7 @@ use kube::api::{Preconditions, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spawner_api::bodies::BackendList;
-use spawner_api::page::Page;
+use spawner_api::page::{ListPosition, Page};
 use spawner_api::parse::ListFilter;
 use spawner_api::{respond, ApiError, ErrorCode, SpawnRoute, Spawned, StatusItem};
 use spawner_core::lifecycle::{expiring, Expiry, Observed, StopReason, Timing};
@@ -383,57 +383,69 @@ fn selected(filter: &ListFilter, obj: &SessionLivedBackend) -> bool {
     filter.labels_match(obj.labels()) && filter.state.is_none_or(|s| state_of(obj) == s)
 }
 
-/// Objects read from the API server at once while a page is filled: what a page may hold
-/// beyond its size in bytes.
-const LIST_CHUNK: usize = 100;
+/// Objects read from the API server at once while the list is read.
+const LIST_CHUNK: u32 = 500;
 
-/// One page of the list, in the API server's order (by name), with the API server's own
-/// continue token as `next`: it is read in chunks of at most the records the page still
-/// takes, so that the token always points just after the last record given.
+/// One page of the list, newest first (`created_at` descending, then the id), with the
+/// embedded server's cursor as `next`: the objects the labels select are read, ordered,
+/// and the page taken after the cursor.
 async fn page(state: &ApiState, filter: &ListFilter) -> Result<BackendList, Error> {
+    let after = filter
+        .page
+        .after
+        .as_deref()
+        .map(ListPosition::from_cursor)
+        .transpose()?;
     let selector: Vec<String> = filter
         .labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let mut page = Page::new(&filter.page);
-    let mut token = filter.page.after.clone();
-    while !page.is_full() {
-        let chunk = page.room().min(LIST_CHUNK);
+    let mut objects = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
         let mut lp = ListParams::default()
             .labels(&selector.join(","))
-            .limit(u32::try_from(chunk).unwrap_or(1));
+            .limit(LIST_CHUNK);
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
-        let objects = match state.slabs().list(&lp).await {
-            Ok(l) => l,
-            // A token of another list, or one the API server no longer keeps (a few minutes).
-            Err(kube::Error::Api(s)) if token.is_some() && (s.code == 410 || s.code == 400) => {
-                return Err(ApiError::bad_request(
-                    ErrorCode::InvalidQuery,
-                    format!(
-                        "after: the API server refused this cursor ({}); list again from the first page",
-                        s.message
-                    ),
-                )
-                .into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for o in objects.items.iter().filter(|o| selected(filter, o)) {
-            let record = state.record(o, false);
-            let bytes = spawner_core::limits::spec_bytes(&record.spec);
-            page.push(record, bytes);
-        }
-        token = objects.metadata.continue_.filter(|t| !t.is_empty());
+        let chunk = state.slabs().list(&lp).await?;
+        objects.extend(chunk.items.into_iter().filter(|o| selected(filter, o)));
+        token = chunk.metadata.continue_.filter(|t| !t.is_empty());
         if token.is_none() {
             break;
         }
     }
+    let position = |o: &SessionLivedBackend| ListPosition {
+        created_at: created_at(o),
+        id: o.name_any(),
+    };
+    objects.sort_by(|a, b| {
+        let (a, b) = (position(a), position(b));
+        (std::cmp::Reverse(a.created_at), a.id).cmp(&(std::cmp::Reverse(b.created_at), b.id))
+    });
+    let mut page = Page::new(&filter.page);
+    let mut last = None;
+    for o in &objects {
+        let at = position(o);
+        if after.as_ref().is_some_and(|a| !at.is_after(a)) {
+            continue;
+        }
+        if page.is_full() {
+            return Ok(BackendList {
+                backends: page.items,
+                next: last.as_ref().map(ListPosition::cursor),
+            });
+        }
+        let record = state.record(o, false);
+        let bytes = spawner_core::limits::spec_bytes(&record.spec);
+        page.push(record, bytes);
+        last = Some(at);
+    }
     Ok(BackendList {
         backends: page.items,
-        next: token,
+        next: None,
     })
 }
 

@@ -548,8 +548,8 @@ async fn browsers_foreign_hosts_and_untyped_bodies_are_refused_and_a_token_is_re
 }
 
 /// The limits of docs/api.md and lists a page at a time, as on the embedded server: an
-/// oversized body or spec creates nothing, and `next` (the API server's continue token)
-/// leads through every backend once.
+/// oversized body or spec creates nothing, and `next` leads through every backend once,
+/// newest first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_pages() {
     let ns = TestNs::new("limits").await;
@@ -602,9 +602,17 @@ async fn limits_and_pages() {
         }
     };
     let (all, pages) = every_page("limit=3").await;
-    let mut sorted = created.clone();
+    // Newest first: by creation time (the API server's, to the second), then by id.
+    let mut sorted = Vec::new();
+    for id in &created {
+        let rec = api.get_json(&format!("/v1/backends/{id}")).await;
+        // RFC 3339 in UTC with milliseconds: ordered as text.
+        let at = rec["created_at"].as_str().expect("time").to_string();
+        sorted.push((std::cmp::Reverse(at), id.clone()));
+    }
     sorted.sort();
-    assert_eq!(all, sorted, "by name, each once");
+    let sorted: Vec<String> = sorted.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(all, sorted, "newest first, each once");
     assert!(pages >= 3, "{pages} pages");
     let (half, _) = every_page("limit=2&label=half=0").await;
     assert_eq!(half.len(), 4);

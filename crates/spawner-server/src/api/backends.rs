@@ -6,7 +6,7 @@ use crate::live::{Live, StopRequest};
 use crate::store::{Inserted, Position, Row};
 use axum::http::StatusCode;
 use spawner_api::bodies::BackendList;
-use spawner_api::page::{bad_cursor, Page};
+use spawner_api::page::{ListPosition, Page};
 use spawner_api::parse::ListFilter;
 use spawner_api::ErrorCode;
 use spawner_api::{SpawnRoute, Spawned};
@@ -232,19 +232,20 @@ pub(super) fn page(app: &App, filter: &ListFilter) -> Result<BackendList, ApiErr
     }
 }
 
-/// The cursor of a page that ends at `position`: opaque to clients.
+/// The cursor of a page that ends at `position` (the same in both modes).
 fn cursor_of(position: &Position) -> String {
-    format!("{}.{}", position.created_at, position.id)
+    ListPosition {
+        created_at: position.created_at,
+        id: position.id.clone(),
+    }
+    .cursor()
 }
 
 fn cursor_position(cursor: &str) -> Result<Position, ApiError> {
-    let (time, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+    let p = ListPosition::from_cursor(cursor)?;
     Ok(Position {
-        created_at: time.parse().map_err(|_| bad_cursor())?,
-        id: spawner_core::BackendId::parse(id)
-            .map_err(|_| bad_cursor())?
-            .as_str()
-            .to_string(),
+        created_at: p.created_at,
+        id: p.id,
     })
 }
 
