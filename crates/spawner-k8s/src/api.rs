@@ -475,8 +475,9 @@ pub(crate) async fn current_state(
     Ok(state_of(&fetch(state, id.as_str()).await?))
 }
 
-/// Asks the controller to stop the backend (an annotation it acts on); a no-op on a
-/// terminal backend. The state it is in from now on.
+/// Stops the backend: `Terminating` is written within this request (and the annotation the
+/// controller acts on), so that status, `/ready`, keepalive and the routers say so from the
+/// answer on; a no-op on a terminal backend. The state it is in from now on.
 pub(crate) async fn terminate(
     state: &ApiState,
     id: &BackendId,
@@ -484,11 +485,18 @@ pub(crate) async fn terminate(
 ) -> Result<spawner_core::State, Error> {
     let obj = fetch(state, id.as_str()).await?;
     let current = state_of(&obj);
-    if !current.is_terminal() {
-        crate::write::request_stop(&state.slabs(), &obj.name_any(), StopReason::Terminate, hard)
-            .await?;
+    if current.is_terminal() {
+        return Ok(current);
     }
-    Ok(spawner_api::bodies::TerminateResponse::new(id.as_str(), current, hard).state)
+    let name = obj.name_any();
+    Ok(crate::write::stop_now(
+        &state.slabs(),
+        &name,
+        StopReason::Terminate,
+        hard,
+        now_millis,
+    )
+    .await?)
 }
 
 /// Whether `given` is the backend's own secret (the one of its Pod; the backend's own

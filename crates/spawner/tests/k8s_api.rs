@@ -202,6 +202,20 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
         annotations.get("spawner.dev/stop-hard").map(String::as_str),
         Some("true")
     );
+    // From the answer on, every reader says so (no controller runs in this test): the
+    // status, `/ready` and a keepalive.
+    let last = api.get_json(&format!("/v1/backends/{b_id}/status")).await;
+    assert_eq!(last["state"], "Terminating", "{last}");
+    assert_eq!(last["reason"], "terminate requested", "{last}");
+    let (code, err) = api.get(&format!("/v1/backends/{b_id}/ready")).await;
+    assert_eq!(code, 410, "{err}");
+    let (code, err) = api
+        .post(
+            &format!("/v1/backends/{b_id}/keepalive"),
+            json!({"seconds": 60}),
+        )
+        .await;
+    assert_eq!(code, 410, "{err}");
     set_states(&ns, &b_id, &[State::Terminated], json!({})).await;
     let version = ns
         .slabs()
