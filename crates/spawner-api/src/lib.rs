@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod error;
 pub mod guard;
 pub mod login;
+pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod parse;

@@ -66,6 +66,8 @@ pub struct ApiState {
     pub login: Option<Arc<spawner_api::login::LoginCodes>>,
     /// Claims this process answered, per pool.
     pub pool_stats: crate::pools::PoolStats,
+    /// Spawn-to-ready times and sweeps this process saw ([`crate::api_metrics`]).
+    pub lifecycle_stats: crate::api_metrics::LifecycleStats,
 }
 
 impl ApiState {
@@ -98,6 +100,7 @@ impl ApiState {
     pub(crate) fn record(&self, obj: &SessionLivedBackend, with_events: bool) -> BackendRecord {
         let id = obj.name_any();
         let status = obj.status.clone().unwrap_or_default();
+        let live = !state_of(obj).is_terminal();
         BackendRecord {
             key: obj.spec.key.clone(),
             state: state_of(obj),
@@ -122,8 +125,13 @@ impl ApiState {
                 .port
                 .map(|p| format!("{id}.{}.svc:{p}", obj.namespace().unwrap_or_default())),
             runtime: Some("kubernetes".to_string()),
-            busy_until: status.busy_until.as_deref().and_then(millis_of),
-            last_client_activity: status.last_client_activity.as_deref().and_then(millis_of),
+            // As on the embedded server: what keeps a backend alive is shown while it lives.
+            busy_until: live
+                .then(|| status.busy_until.as_deref().and_then(millis_of))
+                .flatten(),
+            last_client_activity: live
+                .then(|| status.last_client_activity.as_deref().and_then(millis_of))
+                .flatten(),
             id,
         }
     }
@@ -719,9 +727,9 @@ fn moved(announced: Expiry, now: Expiry) -> bool {
     announced.reason != now.reason || (now.at - announced.at).abs() >= 1000
 }
 
-/// Prometheus text: backends by state and open connections, from the objects' status.
-/// (Spawn-to-ready latency and sweeps are counted where they happen: the embedded server,
-/// the sweeper.)
+/// Prometheus text: backends by state and open connections, from the objects' status; the
+/// spawn-to-ready histogram and the sweeps as this process saw the objects
+/// ([`crate::api_metrics`]).
 async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> {
     let objects = state.slabs().list(&ListParams::default()).await?.items;
     let mut by_state: BTreeMap<&'static str, u64> = spawner_core::State::ALL
@@ -744,6 +752,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> 
     }
     text.push_str("# HELP spawner_live_connections Open connections through the sidecars, as the sweepers last saw them\n# TYPE spawner_live_connections gauge\n");
     text.push_str(&format!("spawner_live_connections {live}\n"));
+    text.push_str(&state.lifecycle_stats.render(&objects));
     text.push_str(&crate::pools::render_metrics(&state).await?);
     Ok((
         [(

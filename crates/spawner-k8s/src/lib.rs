@@ -10,6 +10,7 @@
 pub mod access;
 pub mod api;
 pub mod api_access;
+pub mod api_metrics;
 pub mod control_plane;
 pub mod controller;
 pub mod crd;

@@ -372,6 +372,9 @@ async fn status_ready_stream_metrics_seed_routes_and_token() {
         "spawner_backends{state=\"Ready\"} 1",
         "spawner_backends{state=\"Swept\"} 0",
         "spawner_live_connections 2",
+        // The embedded server's lifecycle series, from the objects this API saw.
+        "spawner_spawn_to_ready_seconds_count 1",
+        "spawner_sweeps_total 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -379,6 +382,17 @@ async fn status_ready_stream_metrics_seed_routes_and_token() {
         );
     }
     set_states(&ns, &id, &[State::Terminating, State::Swept], json!({})).await;
+    let metrics = api.get("/metrics").await.1;
+    assert!(
+        metrics.lines().any(|l| l == "spawner_sweeps_total 1"),
+        "{metrics}"
+    );
+    // An ended record drops what kept the backend alive, as on the embedded server.
+    let rec = api.get_json(&format!("/v1/backends/{id}")).await;
+    assert!(
+        rec["busy_until"].is_null() && rec["last_client_activity"].is_null(),
+        "{rec}"
+    );
     let (code, events) = reader.await.expect("reader");
     assert_eq!(code, 200);
     let states: Vec<(u64, &str)> = events

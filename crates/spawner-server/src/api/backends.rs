@@ -285,6 +285,10 @@ pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
     }
 }
 
+/// How long a terminate's answer waits for the supervisor to enter Terminating (it does at
+/// once unless the store cannot take the write).
+const STOP_ENTERED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Stops the backend; the state it is in from now on.
 pub(super) async fn terminate(
     app: &Arc<App>,
@@ -317,10 +321,24 @@ pub(super) async fn terminate(
         }
         match app.registry.get(&key) {
             Some(live) => {
+                // Subscribed before asking, so that the supervisor's Terminating is not missed.
+                let mut seq = live.seq.subscribe();
                 live.request_stop(StopRequest {
                     reason: StopReason::Terminate,
                     hard,
                 });
+                // The answer waits for the supervisor to enter Terminating (it does at once),
+                // so that from it on, status, `/ready`, keepalive and the proxy say so.
+                let entered = async {
+                    while live.state() < spawner_core::State::Terminating {
+                        if seq.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                if tokio::time::timeout(STOP_ENTERED_WAIT, entered).await.is_err() {
+                    tracing::warn!(backend = %live.id, "Terminating not entered yet; answering anyway");
+                }
                 live.state()
             }
             None => row.state,
