@@ -68,7 +68,6 @@ pub async fn with_connect(
 /// A connect URL for `ask.user` of backend `id`: their standing grant (its generation, so
 /// that their other devices stay in), or a new one written to the object first.
 pub async fn mint(state: &ApiState, id: &str, ask: &ConnectAsk) -> Result<ConnectResponse, Error> {
-    let master = key(state)?;
     let slabs = state.slabs();
     let mut generation = None;
     for _ in 0..5 {
@@ -79,6 +78,9 @@ pub async fn mint(state: &ApiState, id: &str, ask: &ConnectAsk) -> Result<Connec
         if k8s_access::mode_of(&obj) != AccessMode::Token {
             return Err(open_access(id).into());
         }
+        // Asked once the backend is known to need it: an ended or open backend is told so
+        // first, as on the embedded server.
+        key(state)?;
         let mut access = obj.spec.access.clone().unwrap_or_default();
         if let Some(g) = access.grants.iter().find(|g| g.user == ask.user) {
             generation = Some(g.generation);
@@ -105,6 +107,7 @@ pub async fn mint(state: &ApiState, id: &str, ask: &ConnectAsk) -> Result<Connec
     let Some(generation) = generation else {
         return Err(busy().into());
     };
+    let master = key(state)?;
     let (connect_url, expires_at) = spawner_proxy::access::connect_url(
         &master.backend_key(id),
         &state.config.urls.backend_url(id),
