@@ -10,8 +10,11 @@ use axum::Router;
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 const STYLE: &str = include_str!("dashboard/app.css");
+const ICON: &str = include_str!("dashboard/favicon.svg");
 
-/// `/` (the page), `/ui/app.js`, `/ui/app.css`, for a router of any state.
+/// `/` (the page), `/ui/app.js`, `/ui/app.css` and the icon (`/favicon.svg`, and
+/// `/favicon.ico` for the browsers and tools that ask for that name whatever the page
+/// links), for a router of any state.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
@@ -29,6 +32,14 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/ui/app.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/favicon.svg",
+            get(|| async { asset("image/svg+xml", ICON) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset("image/svg+xml", ICON) }),
         )
 }
 

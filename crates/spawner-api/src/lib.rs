@@ -67,6 +67,12 @@ mod tests {
         assert!(script.contains("sessionStorage") && !script.contains("EventSource("));
         let (status, _, _) = get("/ui/app.css").await;
         assert_eq!(status, StatusCode::OK);
+        for icon in ["/favicon.svg", "/favicon.ico"] {
+            let (status, ctype, body) = get(icon).await;
+            assert_eq!(status, StatusCode::OK, "{icon}");
+            assert_eq!(ctype, "image/svg+xml", "{icon}");
+            assert!(body.starts_with("<svg"), "{icon}");
+        }
         let (status, _, doc) = get("/v1/openapi.json").await;
         assert_eq!(status, StatusCode::OK);
         let doc: serde_json::Value = serde_json::from_str(&doc).expect("json");

@@ -85,6 +85,14 @@ impl Metrics {
             .inc();
     }
 
+    /// A backend entered `Submitted`: recorded by its spawn or claim, not through
+    /// [`Metrics::on_state`], and counted once (not again when a restart starts it).
+    pub fn submitted(&self) {
+        self.transitions
+            .with_label_values(&[State::Submitted.as_str()])
+            .inc();
+    }
+
     pub fn spawn_to_ready(&self, total_ms: i64, probe: Duration) {
         self.spawn_to_ready.observe(total_ms.max(0) as f64 / 1000.0);
         self.probe.observe(probe.as_secs_f64());

@@ -37,8 +37,9 @@ enum Begin {
     },
 }
 
-/// Starts supervising a newly submitted backend.
+/// Starts supervising a newly submitted backend (counted as it enters `Submitted`).
 pub fn launch(app: &Arc<App>, live: Arc<Live>) {
+    app.metrics.submitted();
     spawn_supervisor(app, live, Begin::Start);
 }
 
@@ -612,7 +613,7 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
     }
     for live in to_start {
         tracing::info!(backend = %live.id, "starting a backend submitted before the restart");
-        launch(app, live);
+        spawn_supervisor(app, live, Begin::Start);
     }
     Ok(())
 }

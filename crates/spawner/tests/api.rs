@@ -664,6 +664,8 @@ async fn health_and_metrics() {
     let text = server.text("/metrics").await;
     for needle in [
         "spawner_backends{state=\"Swept\"} 1",
+        "spawner_state_transitions_total{state=\"Submitted\"} 1",
+        "spawner_state_transitions_total{state=\"Ready\"} 1",
         "spawner_spawn_to_ready_seconds_count 1",
         "spawner_proxied_requests_total 1",
         "spawner_sweeps_total 1",

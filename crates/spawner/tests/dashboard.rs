@@ -48,6 +48,8 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
     b.type_into("#spawn-key", "doc-42").await;
     b.type_into("#spawn-labels", "owner=user-7").await;
     b.type_into("#spawn-grace", "120").await;
+    b.type_into("#spawn-idle", "900").await;
+    b.type_into("#spawn-lifetime", "7200").await;
     b.click("#spawn-submit").await;
 
     // The form leads to the new backend's page, which follows it to Ready.
@@ -70,6 +72,9 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
     let record = server.client().get(&id).await.expect("record");
     assert_eq!(record.key.as_deref(), Some("doc-42"));
     assert_eq!(record.spec.grace_period_seconds, 120);
+    assert_eq!(record.spec.idle_timeout_seconds, Some(900));
+    assert_eq!(record.spec.lifetime_limit_seconds, Some(7200));
+    assert_eq!(record.spec.startup_timeout_seconds, 300);
     assert_eq!(
         record.spec.labels.get("owner").map(String::as_str),
         Some("user-7")
@@ -115,20 +120,8 @@ async fn spawn_from_the_form_follow_it_live_and_terminate_it() {
 
     b.click(&format!("{row} a")).await;
     b.wait_text("#b-conns", "1").await;
-    if let Some(dir) = &screenshots {
-        b.wait_for(
-            "the timeline and the logs",
-            "return document.getElementById('b-event-rows').textContent.includes('Ready') && document.getElementById('b-logs').textContent.includes('listening');",
-            json!([]),
-        )
-        .await;
-        std::fs::write(
-            std::path::Path::new(dir).join("dashboard-backend.png"),
-            b.screenshot().await,
-        )
-        .expect("screenshot");
-    }
     b.click("#b-terminate").await;
+    b.click("#confirm-ok").await;
     b.wait_text("#b-state", "Terminated").await;
     assert_eq!(
         server.client().status(&id).await.expect("status").state,
@@ -445,4 +438,792 @@ async fn the_backend_page_shows_who_has_access_shares_and_revokes() {
         .await
         .expect("GET");
     assert_eq!(refused.status(), 401);
+}
+
+/// With SPAWNER_SCREENSHOTS=DIR, the viewport as DIR/`name` (the pictures of docs/).
+async fn screenshot(b: &Browser, name: &str) {
+    if let Some(dir) = std::env::var_os("SPAWNER_SCREENSHOTS") {
+        std::fs::write(std::path::Path::new(&dir).join(name), b.screenshot().await)
+            .expect("screenshot");
+    }
+}
+
+/// The ids of the list's rows on view, top to bottom.
+const ROW_IDS: &str = "return [...document.querySelectorAll('#backend-rows .row')].filter(r => !r.hidden).map(r => r.dataset.id);";
+
+async fn row_ids(b: &Browser) -> Vec<String> {
+    serde_json::from_value(b.js(ROW_IDS, json!([])).await).expect("ids")
+}
+
+/// Waits until the rows on view are `want`, in that order.
+async fn wait_rows(b: &Browser, want: &[&String]) {
+    b.wait_for(
+        &format!("the rows {want:?}"),
+        &format!(
+            "const ids = (() => {{ {ROW_IDS} }})(); return JSON.stringify(ids) === arguments[0];"
+        ),
+        json!([serde_json::to_string(want).expect("json")]),
+    )
+    .await;
+}
+
+async fn spawn_keyed(server: &TestServer, key: &str) -> String {
+    let mut spec = example_app();
+    spec.key = Some(key.into());
+    let (resp, _) = server.client().spawn(&spec).await.expect("spawn");
+    wait_state(&server.client(), &resp.id, State::Ready).await;
+    resp.id
+}
+
+#[tokio::test]
+async fn the_list_sorts_searches_and_stops_a_row_only_after_asking() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    // Spawned one after the other: b, then a, then c.
+    let b_id = spawn_keyed(&server, "doc-b").await;
+    let a_id = spawn_keyed(&server, "doc-a").await;
+    let c_id = spawn_keyed(&server, "doc-c").await;
+    let b = Browser::start().await;
+    b.goto(&server.login_link().await).await;
+    b.wait_text("#list-count", "3 shown of 3").await;
+
+    // The newest first, then by a column head's click, and back the other way.
+    wait_rows(&b, &[&c_id, &a_id, &b_id]).await;
+    b.click("#backends .head [data-sort=key]").await;
+    wait_rows(&b, &[&a_id, &b_id, &c_id]).await;
+    b.click("#backends .head [data-sort=key]").await;
+    wait_rows(&b, &[&c_id, &b_id, &a_id]).await;
+    b.click("#backends .head [data-sort=id]").await;
+    let mut by_id = vec![&a_id, &b_id, &c_id];
+    by_id.sort();
+    wait_rows(&b, &by_id).await;
+    b.click("#backends .head [data-sort=age]").await;
+    wait_rows(&b, &[&c_id, &a_id, &b_id]).await;
+    b.click("#backends .head [data-sort=age]").await;
+    wait_rows(&b, &[&b_id, &a_id, &c_id]).await;
+    // The most connections first: a WebSocket to doc-a puts it on top.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(ws_request(&format!("{}ws", server.backend_url(&a_id))))
+            .await
+            .expect("websocket");
+    b.click("#backends .head [data-sort=conns]").await;
+    b.wait_text(&format!("div.row[data-id='{a_id}'] .conns"), "1")
+        .await;
+    assert_eq!(row_ids(&b).await.first(), Some(&a_id));
+    // The most recent activity first: doc-a's, since it was just used.
+    b.click("#backends .head [data-sort=activity]").await;
+    assert_eq!(row_ids(&b).await.first(), Some(&a_id));
+    b.click("#backends .head [data-sort=state]").await;
+    assert_eq!(row_ids(&b).await.len(), 3);
+    let _ = ws.close(None).await;
+
+    // Search by key, by a piece of an id, together with the state filter.
+    b.type_into("#filter-search", "doc-c").await;
+    b.wait_text("#list-count", "1 shown of 3").await;
+    assert_eq!(row_ids(&b).await, vec![c_id.clone()]);
+    b.type_into("#filter-search", &b_id[3..12]).await;
+    b.wait_text("#list-count", "1 shown of 3").await;
+    assert_eq!(row_ids(&b).await, vec![b_id.clone()]);
+    b.js(
+        "const s = document.getElementById('filter-state'); s.value = 'Failed'; s.dispatchEvent(new Event('change')); return true;",
+        json!([]),
+    )
+    .await;
+    b.wait_text("#list-count", "0 shown of 3").await;
+    b.js(
+        "const s = document.getElementById('filter-state'); s.value = ''; s.dispatchEvent(new Event('change')); return true;",
+        json!([]),
+    )
+    .await;
+    b.type_into("#filter-search", "DOC-").await;
+    b.wait_text("#list-count", "3 shown of 3").await;
+    b.type_into("#filter-search", "").await;
+
+    // Each row opens its backend...
+    let record = server.client().get(&b_id).await.expect("record");
+    let row = format!("div.row[data-id='{b_id}']");
+    assert_eq!(
+        b.js(
+            "return document.querySelector(arguments[0] + ' a.open').href;",
+            json!([row])
+        )
+        .await,
+        json!(record.url)
+    );
+    // ... and stops it, once asked: cancelled, nothing happens.
+    b.click(&format!("{row} button.terminate")).await;
+    b.wait_for(
+        "the confirmation naming the backend",
+        "const d = document.getElementById('confirm'); return d.open && d.textContent.includes(arguments[0]);",
+        json!([b_id]),
+    )
+    .await;
+    b.click("#confirm-cancel").await;
+    b.wait_for(
+        "the confirmation closed",
+        "return !document.getElementById('confirm').open;",
+        json!([]),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        server.client().status(&b_id).await.expect("status").state,
+        State::Ready
+    );
+    b.click(&format!("{row} button.terminate")).await;
+    b.click("#confirm-ok").await;
+    wait_state(&server.client(), &b_id, State::Terminated).await;
+    // The ended row leaves the list (ended ones are hidden); the others stay Ready.
+    b.wait_text("#list-count", "2 shown of 3").await;
+    for id in [&a_id, &c_id] {
+        assert_eq!(
+            server.client().status(id).await.expect("status").state,
+            State::Ready
+        );
+    }
+
+    // The icon the page links to is served.
+    let icon = b
+        .js_async(
+            "const href = document.querySelector('link[rel=icon]').href; \
+             const r = await fetch(href); const ico = await fetch('/favicon.ico'); \
+             return [r.status, r.headers.get('content-type'), ico.status];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(icon, json!([200, "image/svg+xml", 200]));
+}
+
+#[tokio::test]
+async fn the_list_fits_a_narrow_window_and_a_phone() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut spec = example_app();
+    spec.key = Some("a-rather-long-document-key-for-a-narrow-screen".into());
+    spec.labels.insert("owner".into(), "user-7".into());
+    spec.labels
+        .insert("team".into(), "research-and-development".into());
+    let (first, _) = server.client().spawn(&spec).await.expect("spawn");
+    let second = spawn_keyed(&server, "doc-2").await;
+    wait_state(&server.client(), &first.id, State::Ready).await;
+    let b = Browser::start().await;
+    b.goto(&server.login_link().await).await;
+    b.wait_text("#list-count", "2 shown of 2").await;
+    // The test's usual width (the columns), a small laptop's and a phone's (cards).
+    for width in [1100, 780, 390] {
+        let inner = b.set_window_size(width, 800).await;
+        assert!(
+            inner <= u64::from(width),
+            "the window is {inner} px wide, not {width}"
+        );
+        // Laid out again at the new width.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let fits = b
+            .js(
+                "const s = document.scrollingElement; return [s.scrollWidth, s.clientWidth];",
+                json!([]),
+            )
+            .await;
+        assert!(
+            fits[0].as_u64() <= fits[1].as_u64(),
+            "at {width} px the page scrolls sideways: {fits}"
+        );
+        for id in [&first.id, &second] {
+            // The id and the state are on screen, whole.
+            let seen = b
+                .js(
+                    "const row = document.querySelector(`div.row[data-id='${arguments[0]}']`); \
+                     const on = (e) => { const r = e.getBoundingClientRect(); \
+                       return r.width > 0 && r.left >= 0 && r.right <= innerWidth && e.scrollWidth <= e.clientWidth + 1; }; \
+                     const id = row.querySelector('.id'), st = row.querySelector('.state .state'); \
+                     return [on(id), on(st), id.textContent, st.textContent];",
+                    json!([id]),
+                )
+                .await;
+            assert_eq!(
+                seen,
+                json!([true, true, id, "Ready"]),
+                "at {width} px, row {id}"
+            );
+        }
+        if width == 390 {
+            screenshot(&b, "dashboard-phone.png").await;
+        }
+    }
+    // The other views fit a phone too.
+    let created = server
+        .api()
+        .post(format!("{}/v1/pools", server.url()))
+        .json(&json!({
+            "name": "a-pool-with-a-rather-long-name-for-a-phone",
+            "template": {"executable": {"command": [SPAWNER, "example-app"]}},
+            "min_ready": 1,
+            "max": 2,
+        }))
+        .send()
+        .await
+        .expect("create the pool");
+    assert_eq!(created.status(), 201);
+    for (hash, shown) in [
+        (format!("#/backends/{}", first.id), "#b-terminate"),
+        ("#/pools".to_string(), "#pool-rows [data-pool] a"),
+        (
+            "#/pools/a-pool-with-a-rather-long-name-for-a-phone".to_string(),
+            "#p-member-rows tr",
+        ),
+        ("#/overview".to_string(), "#chart-states svg"),
+        ("#/spawn".to_string(), "#spawn-submit"),
+    ] {
+        b.js("location.hash = arguments[0]; return true;", json!([hash]))
+            .await;
+        b.wait_for(
+            &format!("{shown} in {hash}"),
+            "const e = document.querySelector(arguments[0]); return !!e && e.getClientRects().length > 0;",
+            json!([shown]),
+        )
+        .await;
+        let fits = b
+            .js(
+                "const s = document.scrollingElement; return [s.scrollWidth, s.clientWidth];",
+                json!([]),
+            )
+            .await;
+        assert!(
+            fits[0].as_u64() <= fits[1].as_u64(),
+            "at 390 px {hash} scrolls sideways: {fits}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backend_page_shows_every_timing_live_and_asks_before_a_stop() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client();
+    let mut spec = example_app();
+    spec.lifetime_limit_seconds = Some(3600);
+    spec.idle_timeout_seconds = Some(1800);
+    spec.grace_period_seconds = 300;
+    let (resp, _) = client.spawn(&spec).await.expect("spawn");
+    let id = resp.id;
+    wait_state(&client, &id, State::Ready).await;
+    client.keepalive(&id, 600).await.expect("keepalive");
+    // A client request: last client activity.
+    let hit = server
+        .http()
+        .get(server.backend_url(&id))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(hit.status(), 200);
+
+    let b = Browser::start().await;
+    b.goto(&server.login_link().await).await;
+    b.wait_text("#list-count", "1 shown of 1").await;
+    b.goto(&format!("{}/#/backends/{id}", server.url())).await;
+    b.wait_text("#b-state", "Ready").await;
+    b.js("window.__sameload = true; return true;", json!([]))
+        .await;
+    for (fact, starts) in [
+        ("#b-lifetime", "1 h · stops in 59 min"),
+        ("#b-idle", "30 min of client silence · due in "),
+        ("#b-grace", "5 min without a connection"),
+        ("#b-busy", "in 9 min"),
+    ] {
+        b.wait_for(
+            &format!("{fact} starting {starts:?}"),
+            "return document.querySelector(arguments[0]).textContent.startsWith(arguments[1]);",
+            json!([fact, starts]),
+        )
+        .await;
+    }
+    b.wait_for(
+        "the last client activity",
+        "return / s ago$/.test(document.getElementById('b-client-activity').textContent);",
+        json!([]),
+    )
+    .await;
+    // Relative times tick without a reload; the local time is their title, not UTC.
+    let created = b.text("#b-created").await;
+    assert!(
+        created.as_str().unwrap_or_default().ends_with(" s ago"),
+        "{created}"
+    );
+    b.wait_for(
+        "the created time to move on",
+        "return document.getElementById('b-created').textContent !== arguments[0];",
+        json!([created]),
+    )
+    .await;
+    let shown = b
+        .js(
+            "const t = document.querySelector('#b-created time'); \
+             return [t.title, t.getAttribute('datetime'), \
+               new Date(Number(t.dataset.at)).toLocaleString(undefined, {year: 'numeric', month: 'short', day: 'numeric', \
+               hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short'})];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown[0], shown[2], "the title is the local time: {shown}");
+    // The timeline's times too: the local time of day, the local date and time as title.
+    let first_event = b
+        .js(
+            "const td = document.querySelector('#b-event-rows td.mono'); return [td.textContent, td.title, td.dataset.utc];",
+            json!([]),
+        )
+        .await;
+    let utc = first_event[2].as_str().unwrap_or_default();
+    assert!(
+        utc.ends_with('Z')
+            && first_event[0] != first_event[2]
+            && !first_event[1].as_str().unwrap_or_default().contains('Z'),
+        "{first_event}"
+    );
+    let title = shown[0].as_str().unwrap_or_default();
+    assert!(
+        !title.contains('Z') && shown[0] != shown[1],
+        "not the raw UTC time: {shown}"
+    );
+
+    // Kill and Terminate ask first; cancelled, the backend runs on.
+    for button in ["#b-kill", "#b-terminate"] {
+        b.click(button).await;
+        b.wait_for(
+            "the confirmation",
+            "const d = document.getElementById('confirm'); return d.open && d.textContent.includes(arguments[0]);",
+            json!([id]),
+        )
+        .await;
+        b.click("#confirm-cancel").await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        client.status(&id).await.expect("status").state,
+        State::Ready
+    );
+
+    // A well-formed unknown id, then a malformed one: a not-found page, and nothing to
+    // act with (the page must not act on the backend shown before).
+    let unknown = format!("a{}", "b".repeat(25));
+    for other in [unknown.as_str(), "unknown"] {
+        b.goto(&format!("{}/#/backends/{id}", server.url())).await;
+        b.wait_text("#b-state", "Ready").await;
+        assert!(b.shown("#b-terminate").await);
+        b.js(
+            "location.hash = '#/backends/' + arguments[0]; return true;",
+            json!([other]),
+        )
+        .await;
+        b.wait_for(
+            "the not-found page",
+            "return !document.getElementById('view-notfound').hidden;",
+            json!([]),
+        )
+        .await;
+        let buttons = b
+            .js(
+                "return [...document.querySelectorAll('button')].filter(e => e.getClientRects().length && /Terminate|Kill/.test(e.textContent)).length;",
+                json!([]),
+            )
+            .await;
+        assert_eq!(buttons, json!(0), "no action on view for {other}");
+        assert!(!b.shown("#b-terminate").await);
+        assert!(!b.shown("#b-kill").await);
+        let text = b.text("#notfound-text").await;
+        assert!(text.as_str().unwrap_or_default().contains(other), "{text}");
+        assert_eq!(
+            client.status(&id).await.expect("status").state,
+            State::Ready
+        );
+    }
+
+    // Back to it: Terminate, confirmed; the state and the stop show without a reload.
+    b.goto(&format!("{}/#/backends/{id}", server.url())).await;
+    b.wait_text("#b-state", "Ready").await;
+    b.js("window.__sameload = true; return true;", json!([]))
+        .await;
+    b.wait_for(
+        "the timeline and the logs",
+        "return document.getElementById('b-event-rows').textContent.includes('Ready') && document.getElementById('b-logs').textContent.includes('listening');",
+        json!([]),
+    )
+    .await;
+    screenshot(&b, "dashboard-backend.png").await;
+    // Every text the state and the action's note take on, in order.
+    b.js(
+        "window.__seen = []; const watch = (id) => new MutationObserver(() => \
+           __seen.push(id + ':' + document.getElementById(id).textContent)) \
+           .observe(document.getElementById(id), {childList: true, characterData: true, subtree: true}); \
+         watch('b-state'); watch('b-action-result'); return true;",
+        json!([]),
+    )
+    .await;
+    b.click("#b-terminate").await;
+    b.click("#confirm-ok").await;
+    b.wait_text("#b-state", "Terminated").await;
+    b.wait_text("#b-action-result", "").await;
+    let seen = b.js("return window.__seen;", json!([])).await;
+    let seen: Vec<String> = serde_json::from_value(seen).expect("texts");
+    let at = |t: &str| seen.iter().position(|s| s == t);
+    assert!(
+        at("b-state:Terminating").is_some()
+            && at("b-state:Terminating") < at("b-state:Terminated")
+            && at("b-action-result:terminating…").is_some()
+            && seen.last().map(String::as_str) != Some("b-action-result:terminating…"),
+        "the stop as the page showed it: {seen:?}"
+    );
+    let ended = client.get(&id).await.expect("record");
+    assert_eq!(ended.state, State::Terminated);
+    let exit = ended.exit_code.map_or("–".to_string(), |c| c.to_string());
+    b.wait_text("#b-exit", &exit).await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('b-terminate').disabled && document.getElementById('b-kill').disabled;",
+            json!([])
+        )
+        .await,
+        true
+    );
+
+    // A backend that ends by itself: state, reason and exit code arrive live.
+    let (failing, _) = client
+        .spawn(&shell("sleep 3; exit 3"))
+        .await
+        .expect("spawn");
+    b.js(
+        "location.hash = '#/backends/' + arguments[0]; return true;",
+        json!([failing.id]),
+    )
+    .await;
+    b.wait_text("#b-exit", "–").await;
+    b.wait_text("#b-state", "Failed").await;
+    b.wait_text("#b-exit", "3").await;
+    assert_eq!(
+        b.js("return window.__sameload === true;", json!([])).await,
+        true,
+        "the page was reloaded"
+    );
+}
+
+#[tokio::test]
+async fn pools_are_created_resized_and_deleted_from_the_page_with_their_members() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client();
+    let b = Browser::start().await;
+    b.goto(&server.login_link().await).await;
+    b.click("#nav-pools").await;
+    b.wait_for(
+        "no pools",
+        "return !document.getElementById('pools-empty').hidden;",
+        json!([]),
+    )
+    .await;
+    b.click("#pool-create-box summary").await;
+    b.type_into("#pool-name", "editors").await;
+    b.type_into("#pool-min", "2").await;
+    b.type_into("#pool-max", "4").await;
+    b.type_into("#pool-command", &format!("'{SPAWNER}' example-app"))
+        .await;
+    b.type_into("#pool-grace", "120").await;
+    b.type_into("#pool-idle", "900").await;
+    b.type_into("#pool-labels", "app=editor").await;
+    b.click("#pool-submit").await;
+    b.wait_for(
+        "the pool's page",
+        "return location.hash === '#/pools/editors';",
+        json!([]),
+    )
+    .await;
+    let pool = client.get_pool("editors").await.expect("the pool");
+    assert_eq!((pool.min_ready, pool.max), (2, 4));
+    let template = &pool.template.spec;
+    assert_eq!(template.grace_period_seconds, 120);
+    assert_eq!(template.idle_timeout_seconds, Some(900));
+    assert_eq!(
+        template.labels.get("app").map(String::as_str),
+        Some("editor")
+    );
+    assert_eq!(
+        template.executable.command,
+        Some(vec![SPAWNER.to_string(), "example-app".to_string()])
+    );
+
+    // Its members, as the server lists them: its two Ready backends, each a link.
+    b.wait_for(
+        "2 Ready",
+        "return document.getElementById('p-ready').textContent.startsWith('2 ');",
+        json!([]),
+    )
+    .await;
+    let live = || async {
+        let mut ids: Vec<String> = client
+            .list(&[])
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|r| !r.state.is_terminal())
+            .map(|r| r.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let members = live().await;
+    assert_eq!(members.len(), 2);
+    let shown = "return [...document.querySelectorAll('#p-member-rows tr')].map(r => r.dataset.id).sort().join(' ');";
+    b.wait_for(
+        "the members",
+        &format!("const t = (() => {{ {shown} }})(); return t === arguments[0];"),
+        json!([members.join(" ")]),
+    )
+    .await;
+    screenshot(&b, "dashboard-pool.png").await;
+    // The pools view lists it, its name a link to this page.
+    b.click("#nav-pools").await;
+    b.click("#pool-rows [data-pool='editors'] a").await;
+    b.wait_for(
+        "the pool's page again",
+        "return location.hash === '#/pools/editors' && document.getElementById('p-members-count').textContent === '(2)';",
+        json!([]),
+    )
+    .await;
+
+    // A claim: the member says by whom.
+    let claimed = server
+        .api()
+        .post(format!("{}/v1/backends", server.url()))
+        .json(&json!({"pool": "editors", "key": "user-7"}))
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(claimed.status(), 201);
+    let claimed: serde_json::Value = claimed.json().await.expect("json");
+    let claimed_id = claimed["id"].as_str().expect("id").to_string();
+    b.wait_for(
+        "the claimed member",
+        "const r = document.querySelector(`#p-member-rows tr[data-id='${arguments[0]}'] .claim`); \
+         return !!r && r.textContent.startsWith('claimed by user-7');",
+        json!([claimed_id]),
+    )
+    .await;
+    b.click(&format!("#p-member-rows tr[data-id='{claimed_id}'] a"))
+        .await;
+    b.wait_text("#b-key", "user-7").await;
+    b.wait_text("#b-state", "Ready").await;
+    b.js("history.back(); return true;", json!([])).await;
+
+    // Resize.
+    b.wait_for(
+        "the resize form",
+        "return !document.getElementById('p-resize').hidden && location.hash === '#/pools/editors';",
+        json!([]),
+    )
+    .await;
+    b.type_into("#p-min", "1").await;
+    b.type_into("#p-max", "3").await;
+    b.click("#p-resize-submit").await;
+    b.wait_text("#p-result", "resized").await;
+    let pool = client.get_pool("editors").await.expect("the pool");
+    assert_eq!((pool.min_ready, pool.max), (1, 3));
+
+    // Delete: asked first; cancelled, the pool stays.
+    b.click("#p-delete").await;
+    b.wait_for(
+        "the confirmation",
+        "const d = document.getElementById('confirm'); return d.open && d.textContent.includes('editors');",
+        json!([]),
+    )
+    .await;
+    b.click("#confirm-cancel").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(client.get_pool("editors").await.is_ok());
+    b.click("#p-delete").await;
+    b.click("#confirm-ok").await;
+    b.wait_for(
+        "the pools view saying so",
+        "return location.hash === '#/pools' && document.getElementById('pools-result').textContent.startsWith('Deleted pool editors');",
+        json!([]),
+    )
+    .await;
+    assert!(client.get_pool("editors").await.is_err());
+    // The claimed backend runs on.
+    assert_eq!(
+        client.status(&claimed_id).await.expect("status").state,
+        State::Ready
+    );
+    // An unknown pool's page says so.
+    b.js("location.hash = '#/pools/editors'; return true;", json!([]))
+        .await;
+    b.wait_for(
+        "the not-found page",
+        "return !document.getElementById('view-notfound').hidden;",
+        json!([]),
+    )
+    .await;
+}
+
+/// The number a chart's readout shows for `series` (its text after the name).
+async fn readout(b: &Browser, chart: &str, series: &str) -> String {
+    b.js(
+        "const v = document.querySelector(`#${arguments[0]} .readout [data-series='${arguments[1]}']`); \
+         return v ? v.textContent.slice(arguments[1].length).trim() : null;",
+        json!([chart, series]),
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+async fn wait_readout(b: &Browser, chart: &str, series: &str, want: &str) {
+    b.wait_for(
+        &format!("{chart} {series} = {want}"),
+        "const v = document.querySelector(`#${arguments[0]} .readout [data-series='${arguments[1]}']`); \
+         return !!v && v.textContent.slice(arguments[1].length).trim() === arguments[2];",
+        json!([chart, series, want]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_overview_charts_follow_the_server_s_own_figures() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start();
+    let client = server.client();
+    let created = server
+        .api()
+        .post(format!("{}/v1/pools", server.url()))
+        .json(&json!({
+            "name": "warm",
+            "template": {"executable": {"command": [SPAWNER, "example-app"]}},
+            "min_ready": 1,
+            "max": 2,
+        }))
+        .send()
+        .await
+        .expect("create the pool");
+    assert_eq!(created.status(), 201);
+    let b = Browser::start().await;
+    b.goto(&server.login_link().await).await;
+    b.click("#nav-overview").await;
+    // Whatever the charts draw, the page's policy (default-src 'self') lets it.
+    b.js(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+         (e) => __csp.push(e.violatedDirective)); return true;",
+        json!([]),
+    )
+    .await;
+    wait_readout(&b, "chart-pools", "warm", "1").await;
+    wait_readout(&b, "chart-states", "Ready", "1").await;
+    wait_readout(&b, "chart-conns", "", "0").await;
+    // Nothing spawned since the page opened.
+    wait_readout(&b, "chart-spawns", "spawns", "0").await;
+    assert!(b
+        .text("#chart-latency .readout")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .contains("no backend became Ready"));
+
+    // Three spawns while the page is open, and one swept for idleness (1 s of grace).
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(ready_example(&client, 300).await);
+    }
+    let swept = ready_example(&client, 1).await;
+    wait_state(&client, &swept, State::Swept).await;
+    wait_readout(&b, "chart-spawns", "spawns", "4").await;
+    wait_readout(&b, "chart-spawns", "sweeps", "1").await;
+    wait_readout(&b, "chart-states", "Ready", "4").await;
+    let p50 = readout(&b, "chart-latency", "p50").await;
+    let p99 = readout(&b, "chart-latency", "p99").await;
+    let secs = |t: &str| -> f64 {
+        if let Some(ms) = t.strip_suffix(" ms") {
+            ms.parse::<f64>().expect("ms") / 1000.0
+        } else {
+            t.strip_suffix(" s").expect("s").parse().expect("s")
+        }
+    };
+    // Four spawns of the example app: Ready within a few seconds each, as the server saw.
+    let (p50, p99) = (secs(&p50), secs(&p99));
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= 10.0,
+        "p50 {p50}, p99 {p99}"
+    );
+
+    // A WebSocket: a live connection.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(ws_request(&format!("{}ws", server.backend_url(&ids[0]))))
+            .await
+            .expect("websocket");
+    wait_readout(&b, "chart-conns", "", "1").await;
+    // Every chart has data: none says the server does not report it.
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('.chart .not-reported').length;",
+            json!([])
+        )
+        .await,
+        json!(0)
+    );
+
+    // The history stays with the tab across views: the same first reading, and more.
+    let kept = "const s = JSON.parse(sessionStorage.getItem('spawner-metrics') || '[]'); return [s.length, s.length ? s[0].t : 0];";
+    let before = b.js(kept, json!([])).await;
+    assert!(before[0].as_u64() >= Some(3), "{before} samples kept");
+    b.click("#nav-list").await;
+    b.wait_text("#list-count", "4 shown of 5").await;
+    b.click("#nav-overview").await;
+    b.wait_for(
+        "more readings",
+        "const s = JSON.parse(sessionStorage.getItem('spawner-metrics') || '[]'); return s.length > arguments[0];",
+        json!([before[0]]),
+    )
+    .await;
+    let after = b.js(kept, json!([])).await;
+    assert_eq!(after[1], before[1], "the first reading is kept");
+    // Spawns and sweeps: two lines drawn through the readings.
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('#chart-spawns svg[role=img] path')].filter(p => p.getAttribute('d').includes('L')).length;",
+            json!([])
+        )
+        .await,
+        json!(2)
+    );
+    assert_eq!(b.js("return window.__csp;", json!([])).await, json!([]));
+    if std::env::var_os("SPAWNER_SCREENSHOTS").is_some() {
+        // For the picture: a minute of spawns, stops and claims, then the whole page.
+        let mut running = ids.clone();
+        for i in 0..16 {
+            running.push(ready_example(&client, 300).await);
+            if i % 3 == 2 {
+                client
+                    .terminate(&running.remove(0), false)
+                    .await
+                    .expect("terminate");
+            }
+            if i == 4 || i == 9 {
+                // The pool's Ready one is taken (it holds at most 2): its depth moves.
+                let claim: spawner_core::pool::ClaimRequest =
+                    serde_json::from_value(json!({"pool": "warm"})).expect("a claim");
+                client.claim(&claim).await.expect("claim");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+        b.set_window_size(1100, 1000).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        screenshot(&b, "dashboard-overview.png").await;
+    }
+    let _ = ws.close(None).await;
 }

@@ -265,6 +265,33 @@ impl Browser {
         .await;
     }
 
+    /// Resizes the window (the page's layout at a phone's width, say); returns the width
+    /// the page then has (`innerWidth`).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> u64 {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+        self.js("return window.innerWidth;", json!([]))
+            .await
+            .as_u64()
+            .unwrap_or_default()
+    }
+
+    /// Whether `css` is on view: laid out, with a size.
+    pub async fn shown(&self, css: &str) -> bool {
+        self.js(
+            "const e = document.querySelector(arguments[0]); \
+             if (!e || !e.getClientRects().length) return false; \
+             const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0;",
+            json!([css]),
+        )
+        .await
+            == true
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Vec<u8> {
         use base64::Engine;
