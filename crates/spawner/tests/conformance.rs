@@ -14,6 +14,7 @@ use spawner_core::State;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "conformance-token";
+const ACCESS_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 /// The ids a case's path and body refer to.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +23,8 @@ enum Target {
     A,
     /// A backend that never becomes Ready (its process does not listen; its Pod never runs).
     B,
+    /// A token-mode backend (per-user access).
+    C,
     /// An id no backend has.
     Unknown,
 }
@@ -35,6 +38,8 @@ enum Body {
     SpawnA,
     /// The mode's spawn body for a backend that never becomes Ready.
     SpawnB,
+    /// As [`Body::SpawnB`], in token mode for user `alice`.
+    SpawnC,
     /// The mode's body for the seed's `/spawn`.
     Seed,
     /// The mode's pool body (`conf-pool`, min_ready 0, max 1).
@@ -323,6 +328,20 @@ const CASES: &[Case] = &[
         ok(200, STARTING),
     )
     .on(Target::B),
+    case(
+        "status stream",
+        "GET",
+        "/v1/backends/{id}/status/stream",
+        ok(200, STARTING),
+    )
+    .on(Target::B),
+    case(
+        "status stream: a bad Last-Event-ID",
+        "GET",
+        "/v1/backends/{id}/status/stream",
+        err(400, "invalid_header"),
+    )
+    .on(Target::B),
     // Logs.
     case(
         "logs: unknown parameter",
@@ -402,6 +421,77 @@ const CASES: &[Case] = &[
         "/v1/backends/{id}/access/nobody",
         err(404, "not_found"),
     ),
+    // Per-user access of a token-mode backend.
+    case(
+        "spawn: token mode without a user",
+        "POST",
+        "/v1/backends",
+        err(400, "invalid_field"),
+    )
+    .body(Body::Json(
+        r#"{"executable": {"image": "a"}, "access": {"mode": "token"}}"#,
+    )),
+    case(
+        "spawn: token mode",
+        "POST",
+        "/v1/backends",
+        ok(201, STARTING),
+    )
+    .body(Body::SpawnC)
+    .on(Target::C),
+    case(
+        "connect",
+        "POST",
+        "/v1/backends/{id}/connect",
+        ok(200, STARTING),
+    )
+    .body(Body::Json(r#"{"user": "bob", "ttl_seconds": 30}"#))
+    .on(Target::C),
+    case(
+        "connect: ttl over an hour",
+        "POST",
+        "/v1/backends/{id}/connect",
+        err(400, "invalid_field"),
+    )
+    .body(Body::Json(r#"{"user": "bob", "ttl_seconds": 7200}"#))
+    .on(Target::C),
+    case(
+        "connect: unknown",
+        "POST",
+        "/v1/backends/{id}/connect",
+        err(404, "not_found"),
+    )
+    .body(Body::Json(r#"{"user": "bob"}"#))
+    .on(Target::Unknown),
+    case(
+        "access list: two users",
+        "GET",
+        "/v1/backends/{id}/access",
+        ok(200, STARTING),
+    )
+    .on(Target::C),
+    case(
+        "revoke",
+        "DELETE",
+        "/v1/backends/{id}/access/bob",
+        ok(204, STARTING),
+    )
+    .on(Target::C),
+    case(
+        "revoke: again",
+        "DELETE",
+        "/v1/backends/{id}/access/bob",
+        err(404, "not_found"),
+    )
+    .on(Target::C),
+    case(
+        "terminate: token mode",
+        "POST",
+        "/v1/backends/{id}/terminate",
+        ok(202, STOPPING),
+    )
+    .body(Body::Json(r#"{"hard": true}"#))
+    .on(Target::C),
     // Ready, then terminate: from the answer on, every reader says Terminating.
     case(
         "ready",
@@ -661,7 +751,7 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
         .build()
         .expect("client");
     let base = mode.base();
-    let (mut a, mut b) = (String::new(), String::new());
+    let (mut a, mut b, mut c_id) = (String::new(), String::new(), String::new());
     let unknown = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
     let mut failures = Vec::new();
     for c in CASES {
@@ -679,6 +769,7 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
         let id = match c.target {
             Target::A => a.clone(),
             Target::B => b.clone(),
+            Target::C => c_id.clone(),
             Target::Unknown => unknown.to_string(),
         };
         if c.make_ready {
@@ -690,11 +781,19 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
         if !c.anonymous {
             req = req.bearer_auth(TOKEN);
         }
+        if c.what.ends_with("a bad Last-Event-ID") {
+            req = req.header("last-event-id", "three");
+        }
         req = match c.body {
             Body::None => req,
             Body::Json(text) => req.header("content-type", "application/json").body(text),
             Body::SpawnA => req.json(&mode.spawn_body(Some("conf-a"), true)),
             Body::SpawnB => req.json(&mode.spawn_body(None, false)),
+            Body::SpawnC => {
+                let mut body = mode.spawn_body(None, false);
+                body["access"] = json!({"mode": "token", "user": "alice"});
+                req.json(&body)
+            }
             Body::Seed => req.json(&mode.seed_body()),
             Body::Pool => req.json(&json!({
                 "name": "conf-pool",
@@ -763,7 +862,16 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
                 failures.push(format!("{}: id {} is not {a}", c.what, body["id"]));
             }
             (_, Body::SpawnB) => b = body["id"].as_str().expect("id").to_string(),
+            (_, Body::SpawnC) => {
+                c_id = body["id"].as_str().expect("id").to_string();
+                if !body["connect_url"].is_string() {
+                    failures.push(format!("{}: no connect_url in {text}", c.what));
+                }
+            }
             _ => {}
+        }
+        if c.what == "access list: two users" && body["users"].as_array().map(Vec::len) != Some(2) {
+            failures.push(format!("{}: {text}", c.what));
         }
         if c.what == "terminate" && body["state"] != "Terminating" {
             failures.push(format!("{}: answered {text}", c.what));
@@ -771,6 +879,7 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
         let id = match c.target {
             Target::A => a.clone(),
             Target::B => b.clone(),
+            Target::C => c_id.clone(),
             Target::Unknown => unknown.to_string(),
         };
         if !expect.state_after.is_empty() {
@@ -817,7 +926,8 @@ async fn spawner_api_keeps_the_contract() {
     let mut controller = ns.controller(&[], &[]);
     controller.wait_for_log("controller started");
     let sweeper = ns.sweeper();
-    let api = ns.api(TOKEN);
+    // Per-user access needs the access key (docs/kubernetes.md, "Per-user access").
+    let api = ns.api_env(TOKEN, &[], &[("SPAWNER_ACCESS_KEY", ACCESS_KEY)]);
     let kube = Kube {
         ns,
         api,
