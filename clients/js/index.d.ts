@@ -65,6 +65,10 @@ export interface BackendRecord {
   node?: string;
   address?: string;
   runtime?: string;
+  /** The warm pool that started it, if one did. */
+  pool?: string;
+  /** When a claim took it from its pool. */
+  claimed_at?: string;
   [field: string]: unknown;
 }
 

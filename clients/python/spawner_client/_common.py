@@ -124,6 +124,8 @@ class BackendRecord(TypedDict, total=False):
     node: str
     address: str
     runtime: str
+    pool: str  # the warm pool that started it, if one did
+    claimed_at: str  # when a claim took it from its pool
 
 
 class ListPage(TypedDict, total=False):

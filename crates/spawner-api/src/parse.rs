@@ -78,12 +78,15 @@ pub fn id(id: &str) -> Result<BackendId, ApiError> {
 pub struct ListFilter {
     pub state: Option<State>,
     pub key: Option<String>,
-    pub labels: Vec<(String, String)>,
+    /// `(name, Some(value))` for `label=name=value`; `(name, None)` for `label=name`: a
+    /// backend with that label, whatever its value.
+    pub labels: Vec<(String, Option<String>)>,
     pub page: PageRequest,
 }
 
 impl ListFilter {
-    /// Reads `state`, `key`, (repeatable) `label=name=value`, `limit` and `after` query pairs.
+    /// Reads `state`, `key`, (repeatable) `label=name=value` or `label=name`, `limit` and
+    /// `after` query pairs.
     pub fn from_query(params: Vec<(String, String)>) -> Result<Self, ApiError> {
         let mut filter = ListFilter::default();
         for (name, value) in params {
@@ -98,16 +101,17 @@ impl ListFilter {
                 }
                 "key" => filter.key = Some(value),
                 "label" => {
-                    let (k, v) = value.split_once('=').ok_or_else(|| {
+                    let (k, v) = match value.split_once('=') {
+                        Some((k, v)) => (k, Some(v)),
+                        None => (value.as_str(), None),
+                    };
+                    validate_label(k, v.unwrap_or_default()).map_err(|e| {
                         ApiError::bad_request(
                             ErrorCode::InvalidQuery,
-                            format!("label: {value:?} must be name=value, e.g. label=owner=user-7"),
+                            format!("label: {e} (label=name=value, or label=name for any value)"),
                         )
                     })?;
-                    validate_label(k, v).map_err(|e| {
-                        ApiError::bad_request(ErrorCode::InvalidQuery, format!("label: {e}"))
-                    })?;
-                    filter.labels.push((k.to_string(), v.to_string()));
+                    filter.labels.push((k.to_string(), v.map(str::to_string)));
                 }
                 other => {
                     return Err(ApiError::bad_request(
@@ -122,9 +126,25 @@ impl ListFilter {
         Ok(filter)
     }
 
-    /// Whether a backend's labels carry every label of the filter.
+    /// Whether a backend's labels carry every label of the filter (a bare name: with any
+    /// value).
     pub fn labels_match(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.labels.iter().all(|(k, v)| match v {
+            Some(v) => labels.get(k) == Some(v),
+            None => labels.contains_key(k),
+        })
+    }
+
+    /// The filter's labels as a Kubernetes label selector (`owner=u-7,team`).
+    pub fn label_selector(&self) -> String {
+        self.labels
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -165,9 +185,16 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(f.state, Some(State::Ready));
-        assert_eq!(f.labels, vec![("owner".to_string(), "u-7".to_string())]);
+        assert_eq!(
+            f.labels,
+            vec![("owner".to_string(), Some("u-7".to_string()))]
+        );
         assert!(ListFilter::from_query(q(&[("state", "ready")])).is_err());
-        assert!(ListFilter::from_query(q(&[("label", "owner")])).is_err());
+        let any = ListFilter::from_query(q(&[("label", "owner"), ("label", "team=a")])).unwrap();
+        assert_eq!(any.label_selector(), "owner,team=a");
+        let labels = [("owner".to_string(), "x".to_string())].into();
+        assert!(!any.labels_match(&labels));
+        assert!(ListFilter::from_query(q(&[("label", "-bad")])).is_err());
         assert!(ListFilter::from_query(q(&[("colour", "x")])).is_err());
     }
 

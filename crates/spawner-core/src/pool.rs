@@ -440,6 +440,35 @@ impl ClaimRequest {
     }
 }
 
+/// The reason of the event a claim adds to the claimed backend's timeline (in its state,
+/// Ready): `claimed`, or `claimed with key K`.
+pub fn claimed_reason(key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("claimed with key {k}"),
+        None => "claimed".to_string(),
+    }
+}
+
+/// The message of a claim's `503 pool_exhausted` after `wait_seconds`: with a refusal of
+/// the claim hook since it last took a claim, that the hook refused, quoting its last
+/// answer (not a matter of size); else that no backend was Ready in time.
+pub fn exhausted_message(
+    pool: &str,
+    wait_seconds: u64,
+    claim_path: Option<&str>,
+    last_refusal: Option<&str>,
+) -> String {
+    match last_refusal {
+        Some(why) => format!(
+            "pool {pool:?} had no backend whose claim hook ({}) took the claim within wait_seconds ({wait_seconds}): the hook refused, the last time with {why}; fix the backends' hook, or create the pool without claim_path",
+            claim_path.unwrap_or_default()
+        ),
+        None => format!(
+            "pool {pool:?} had no Ready backend within wait_seconds ({wait_seconds}): raise its max or min_ready (PUT /v1/pools/{pool}), or wait longer"
+        ),
+    }
+}
+
 /// What the claim hook receives: who claimed the backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClaimNotice {

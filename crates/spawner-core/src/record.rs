@@ -81,4 +81,15 @@ pub struct BackendRecord {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_client_activity: Option<Millis>,
+    /// The warm pool it was started for, if it was (docs/api.md, "Warm pools").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// When a claim took it from its pool; absent while it waits unclaimed.
+    #[serde(
+        default,
+        with = "serde_rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub claimed_at: Option<Millis>,
 }

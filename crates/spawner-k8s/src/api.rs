@@ -132,6 +132,8 @@ impl ApiState {
             last_client_activity: live
                 .then(|| status.last_client_activity.as_deref().and_then(millis_of))
                 .flatten(),
+            pool: crate::pool_members::pool_of(obj).map(str::to_string),
+            claimed_at: crate::pool_members::claimed_at(obj),
             id,
         }
     }
@@ -404,17 +406,11 @@ async fn page(state: &ApiState, filter: &ListFilter) -> Result<BackendList, Erro
         .as_deref()
         .map(ListPosition::from_cursor)
         .transpose()?;
-    let selector: Vec<String> = filter
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let selector = filter.label_selector();
     let mut objects = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut lp = ListParams::default()
-            .labels(&selector.join(","))
-            .limit(LIST_CHUNK);
+        let mut lp = ListParams::default().labels(&selector).limit(LIST_CHUNK);
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }

@@ -22,12 +22,7 @@ pub async fn watch(state: &Arc<ApiState>, filter: &ListFilter) -> Result<ListWat
     let version = collection_version(&slabs).await?;
     let snapshot = crate::api::list(state, filter).await?;
     let (tx, rx) = mpsc::channel(64);
-    let selector = filter
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = filter.label_selector();
     tokio::spawn(follow(state.clone(), slabs, selector, version, tx));
     Ok(ListWatch {
         snapshot,

@@ -4,7 +4,7 @@
 
 use crate::crd::SessionLivedBackend;
 use crate::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
-use crate::pool_members::{self as members, counts, surplus};
+use crate::pool_members::{self as members, backoff_after, counts, surplus};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use spawner_core::lifecycle::StopReason;
@@ -41,17 +41,15 @@ pub async fn reconcile_pools(
 /// A pool whose members fail before their claim: how many in a row, which were counted,
 /// and when it may start members again. A template that cannot start (an image that does
 /// not exist, a crashing application) is retried with back-off instead of once a round.
+/// Claims refused by the members' hook hold starts back alike, until a claim goes through
+/// (a Ready member does not end them: a refusing hook is offered Ready ones).
 #[derive(Debug, Default)]
 struct Backoff {
     failures: u32,
     counted: HashSet<String>,
     resume_at: Option<Instant>,
-}
-
-/// The pause after `failures` members in a row failed unclaimed: 0.1 s doubling to 30 s,
-/// as the embedded server's.
-fn backoff_after(failures: u32) -> Duration {
-    Duration::from_millis(100u64 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(30))
+    refusals: u32,
+    refused_until: Option<Instant>,
 }
 
 impl Backoff {
@@ -70,12 +68,18 @@ impl Backoff {
             if failed && members::claimed_at(m).is_none() && self.counted.insert(m.name_any()) {
                 self.failures += 1;
                 self.resume_at = Some(now + backoff_after(self.failures));
+            } else if members::refused(m) && self.counted.insert(m.name_any()) {
+                self.refusals += 1;
+                self.refused_until = Some(now + backoff_after(self.refusals));
+            } else if members::took_claim(m) && self.counted.insert(m.name_any()) {
+                self.refusals = 0;
+                self.refused_until = None;
             }
         }
         // Forget members that are gone (deleted after their retention).
         self.counted
             .retain(|name| members.iter().any(|m| &m.name_any() == name));
-        self.resume_at.is_none_or(|at| now >= at)
+        self.resume_at.is_none_or(|at| now >= at) && self.refused_until.is_none_or(|at| now >= at)
     }
 }
 
@@ -196,5 +200,33 @@ mod tests {
         ];
         assert!(b.may_start(&ready, now + Duration::from_millis(400)));
         assert_eq!(b.failures, 0);
+    }
+
+    #[test]
+    fn refused_claims_pause_the_refill_until_a_claim_goes_through() {
+        use crate::crd::ANNOTATION_STOP;
+        let now = Instant::now();
+        let mut b = Backoff::default();
+        let mut refused =
+            crate::pool_members::tests::member_named("a", &[State::Submitted, State::Ready], true);
+        refused
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANNOTATION_STOP.into(), "claim refused".into());
+        let ready = member("b", &[State::Submitted, State::Ready]);
+        let both = [refused.clone(), ready.clone()];
+        assert!(
+            !b.may_start(&both, now),
+            "paused after a refusal, Ready members or not"
+        );
+        assert!(b.may_start(&both, now + Duration::from_millis(100)));
+        let mut took =
+            crate::pool_members::tests::member_named("c", &[State::Submitted, State::Ready], true);
+        if let Some(st) = took.status.as_mut() {
+            st.note(2_000, "claimed with key k".into());
+        }
+        assert!(b.may_start(&[refused, ready, took], now + Duration::from_millis(100)));
+        assert_eq!(b.refusals, 0, "a claim that went through ends the refusals");
     }
 }

@@ -7,11 +7,12 @@ use crate::crd::{SessionLivedBackend, ANNOTATION_STOP};
 use crate::pool_crd::{ANNOTATION_CLAIMED_AT, LABEL_KEY_ID, LABEL_POOL};
 use kube::ResourceExt;
 use serde_json::{json, Value};
-use spawner_core::lifecycle::Timing;
+use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::pool::{self, Claimed, PoolCounts};
 use spawner_core::time::{rfc3339, Millis};
 use spawner_core::{BackendSpec, State};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What a member is to its pool now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,33 @@ pub fn claimed_at(obj: &SessionLivedBackend) -> Option<Millis> {
             .map(|t| t.timestamp_millis())
             .unwrap_or(0)
     })
+}
+
+/// Whether `obj` was stopped because its claim hook refused its claim.
+pub fn refused(obj: &SessionLivedBackend) -> bool {
+    let refused = StopReason::ClaimRefused.as_str();
+    obj.annotations().get(ANNOTATION_STOP).map(String::as_str) == Some(refused)
+        || obj.status.as_ref().and_then(|s| s.stop_reason.as_deref()) == Some(refused)
+}
+
+/// Whether `obj` was claimed and its claim went through (the hook, if any, took it): its
+/// timeline has the claim's event.
+pub fn took_claim(obj: &SessionLivedBackend) -> bool {
+    claimed_at(obj).is_some()
+        && !refused(obj)
+        && obj.status.as_ref().is_some_and(|s| {
+            s.history.iter().any(|h| {
+                h.reason.as_deref().is_some_and(|r| {
+                    r == pool::claimed_reason(None) || r.starts_with("claimed with key ")
+                })
+            })
+        })
+}
+
+/// The pause after `n` members in a row failed unclaimed, or had their claim refused: 0.1 s
+/// doubling to 30 s, as the embedded server's.
+pub fn backoff_after(n: u32) -> Duration {
+    Duration::from_millis(100u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(30))
 }
 
 pub fn role(obj: &SessionLivedBackend) -> Role {

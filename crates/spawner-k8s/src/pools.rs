@@ -448,6 +448,12 @@ async fn claim_member(
     let claimed_spec = req.claimed_spec(&spec.template.spec);
     let mut cold = false;
     let mut started: Option<String> = None;
+    // Refusals of the claim hook during this claim, what the last one said, and until when
+    // this claim starts no member: refusals hold starts back as failures do (0.1 s, doubling,
+    // at most 30 s), so that a hook that refuses everything does not cycle members.
+    let mut refusals = 0u32;
+    let mut last_refusal: Option<String> = None;
+    let mut hold_until: Option<tokio::time::Instant> = None;
     loop {
         let members = members_of(&slabs, &spec.name).await?;
         for m in claimable(&members) {
@@ -473,10 +479,17 @@ async fn claim_member(
                 if let Err(why) = claim_hook(&taken, path, &notice).await {
                     warn!(backend = %taken.name_any(), pool = %spec.name, %why, "the claim hook refused; replacing the backend");
                     state.pool_stats.update(&spec.name, |t| t.refused += 1);
+                    // What it answered, in its timeline (as the embedded server records it).
+                    let said = format!("claim refused: {why}");
+                    let now = spawner_core::time::now_millis();
+                    if let Err(e) = crate::write::note(&slabs, &taken.name_any(), &said, now).await
+                    {
+                        warn!(backend = %taken.name_any(), error = %e, "could not record the refusal's answer");
+                    }
                     // Stopped, and its key freed: the claim takes another member for it.
                     let refuse = json!({
                         "metadata": {
-                            "annotations": {ANNOTATION_STOP: StopReason::Terminate.as_str()},
+                            "annotations": {ANNOTATION_STOP: StopReason::ClaimRefused.as_str()},
                             "labels": {LABEL_KEY_ID: null},
                         },
                         "spec": {"key": null},
@@ -488,9 +501,24 @@ async fn claim_member(
                             &Patch::Merge(&refuse),
                         )
                         .await?;
+                    refusals += 1;
+                    last_refusal = Some(why);
+                    hold_until =
+                        Some(tokio::time::Instant::now() + members::backoff_after(refusals));
                     continue;
                 }
             }
+            // The claim in the backend's timeline, with its key.
+            let reason = pool::claimed_reason(req.key.as_deref());
+            let now = spawner_core::time::now_millis();
+            let taken = match crate::write::note(&slabs, &taken.name_any(), &reason, now).await {
+                Ok(Some(noted)) => noted,
+                Ok(None) => taken,
+                Err(e) => {
+                    warn!(backend = %taken.name_any(), error = %e, "could not record the claim's event");
+                    taken
+                }
+            };
             return Ok((taken, cold));
         }
         cold = true;
@@ -504,20 +532,24 @@ async fn claim_member(
                 .any(|m| &m.name_any() == name && members::role(m) == members::Role::Starting),
             None => false,
         };
-        if req.if_none_ready == IfNoneReady::Start && !own_starting {
+        let held = hold_until.is_some_and(|at| tokio::time::Instant::now() < at);
+        if req.if_none_ready == IfNoneReady::Start && !own_starting && !held {
             let plan = pool::plan(spec.size(), counts(&members), 1);
             if plan.start > 0 {
                 started = Some(start_member(&slabs, pool).await?);
             }
         }
         if tokio::time::Instant::now() >= deadline {
+            let message = pool::exhausted_message(
+                &spec.name,
+                req.wait_seconds,
+                spec.template.claim_path.as_deref(),
+                last_refusal.as_deref(),
+            );
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::PoolExhausted,
-                format!(
-                    "pool {:?} had no Ready backend within wait_seconds ({}): raise its max or min_ready (PUT /v1/pools/{0}), or wait longer",
-                    spec.name, req.wait_seconds
-                ),
+                message,
             )
             .into());
         }

@@ -143,6 +143,25 @@ impl SessionLivedBackendStatus {
         true
     }
 
+    /// Records a step within the current state (a claim) as an event of that state, as the
+    /// embedded server's notes; nothing before the first state or after a terminal one.
+    /// Returns whether it did.
+    pub fn note(&mut self, time: Millis, reason: String) -> bool {
+        let Some(state) = self.state.filter(|s| !s.is_terminal()) else {
+            return false;
+        };
+        self.reason = Some(reason.clone());
+        let seq = self.history.last().map_or(1, |h| h.seq + 1);
+        self.history.push(HistoryEntry {
+            seq,
+            state,
+            time: rfc3339(time),
+            reason: Some(reason),
+            exit_code: None,
+        });
+        true
+    }
+
     fn flag(&mut self, state: State) -> &mut bool {
         match state {
             State::Submitted => &mut self.submitted,
@@ -198,6 +217,21 @@ mod tests {
         assert_eq!(s.history[1].time, "1970-01-01T00:00:02.000Z");
         assert_eq!(s.events()[2].time, 4_000);
         assert_eq!(s.entered_at(), Some(4_000));
+    }
+
+    #[test]
+    fn a_note_is_an_event_of_the_current_state() {
+        let mut s = SessionLivedBackendStatus::default();
+        assert!(!s.note(1, "claimed".into()), "no state yet");
+        s.enter(State::Submitted, 1_000, None, None);
+        s.enter(State::Ready, 2_000, None, None);
+        assert!(s.note(3_000, "claimed with key k".into()));
+        assert_eq!(s.state, Some(State::Ready));
+        let last = &s.events()[2];
+        assert_eq!((last.seq, last.state), (3, State::Ready));
+        assert_eq!(last.reason.as_deref(), Some("claimed with key k"));
+        s.enter(State::Terminated, 4_000, None, None);
+        assert!(!s.note(5_000, "late".into()), "nothing after the end");
     }
 
     #[test]

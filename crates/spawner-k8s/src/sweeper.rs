@@ -122,12 +122,12 @@ pub fn millis_of(t: &str) -> Option<Millis> {
         .map(|t| t.timestamp_millis())
 }
 
-/// When the backend was marked Ready, if it was.
+/// When the backend was marked Ready, if it was: its first event in Ready (a claim adds
+/// another, later, in the same state).
 fn ready_at(status: &SessionLivedBackendStatus) -> Option<Millis> {
     status
         .history
         .iter()
-        .rev()
         .find(|h| h.state == State::Ready)
         .map(|h| h.to_event().time)
 }

@@ -85,6 +85,37 @@ pub async fn record_state(
     .map(Some)
 }
 
+/// Adds an event in the backend's current state (see [`SessionLivedBackendStatus::note`]):
+/// a status patch conditional on the version read, read again and retried on a conflict
+/// (the controller and the sweeper write the status too). `None` when the backend has
+/// ended or is gone.
+pub async fn note(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<SessionLivedBackend>, kube::Error> {
+    let mut tries = 0;
+    loop {
+        let Some(obj) = api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        let mut status = obj.status.clone().unwrap_or_default();
+        if !status.note(now, reason.to_string()) {
+            return Ok(None);
+        }
+        let patch = status_patch(&obj, &status);
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(o) => return Ok(Some(o)),
+            Err(kube::Error::Api(s)) if s.is_conflict() && tries < 10 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Asks the controller to stop the backend `name` for `reason`; `hard` skips the graceful
 /// stop.
 pub async fn request_stop(

@@ -261,6 +261,13 @@ impl Pools {
         }
     }
 
+    /// The pool of a live member, and when it was claimed (if it was).
+    pub fn membership(&self, id: &str) -> Option<(String, Option<Millis>)> {
+        let m = self.members.read().ok()?;
+        let member = m.get(id)?;
+        Some((member.pool.clone(), member.claimed.map(|c| c.at)))
+    }
+
     /// The spec of a backend claimed since it started (its [`Live`] holds the template's).
     pub fn claimed_spec(&self, id: &str) -> Option<Arc<BackendSpec>> {
         self.members.read().ok()?.get(id)?.spec.clone()

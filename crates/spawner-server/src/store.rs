@@ -98,6 +98,9 @@ pub struct Row {
     pub stop_hard: bool,
     /// The reason of its last event, if it has one.
     pub reason: Option<String>,
+    /// The warm pool it was started for, and when a claim took it (`pool_members`).
+    pub pool: Option<String>,
+    pub claimed_at: Option<Millis>,
 }
 
 /// Where a backend stands in the lists' order: newest first, then by id.
@@ -195,7 +198,9 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 const COLUMNS: &str = "id, key, spec, state, created_at, runtime, handle, address, exit_code, stop_reason, stop_hard, \
-     (SELECT reason FROM events WHERE backend_id = backends.id ORDER BY seq DESC LIMIT 1)";
+     (SELECT reason FROM events WHERE backend_id = backends.id ORDER BY seq DESC LIMIT 1), \
+     (SELECT pool FROM pool_members WHERE backend_id = backends.id), \
+     (SELECT claimed_at FROM pool_members WHERE backend_id = backends.id)";
 
 /// A column whose text does not parse as what it should hold.
 fn corrupt(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -222,6 +227,8 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         stop_reason: r.get(9)?,
         stop_hard: r.get::<_, i64>(10)? != 0,
         reason: r.get(11)?,
+        pool: r.get(12)?,
+        claimed_at: r.get(13)?,
     })
 }
 
@@ -704,6 +711,8 @@ fn insert_submitted(
         stop_reason: None,
         stop_hard: false,
         reason: None,
+        pool: None,
+        claimed_at: None,
     })
 }
 

@@ -1,11 +1,14 @@
 //! The command-line client: spawn, ls, status, terminate, logs. It speaks the HTTP API at
 //! `SPAWNER_URL` with `SPAWNER_TOKEN`.
 
+use crate::human;
+use crate::spec_args::{in_flags, pairs, SpecArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
 use spawner_client::Client;
 use spawner_core::access::{Access, AccessMode, ConnectRequest};
+use spawner_core::pool::{ClaimRequest, IfNoneReady};
 use spawner_core::time::{now_millis, rfc3339};
 use spawner_core::{BackendSpec, State};
 use std::io::Write;
@@ -66,7 +69,7 @@ impl DataDir {
 }
 
 impl Conn {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let url = with_scheme(&self.url);
         let token = match self.token.clone().filter(|t| !t.is_empty()) {
             Some(t) => Some(t),
@@ -190,60 +193,44 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
 
 #[derive(Args, Debug)]
 pub struct SpawnArgs {
-    /// The command to run, as one shell-quoted string: --command 'python3 -m http.server $(PORT)'
-    /// (single quotes, so that your shell leaves $(PORT) for Spawner to expand).
-    #[arg(long, conflicts_with = "argv")]
-    command: Option<String>,
-    /// The command to run, as separate arguments after `--`.
-    #[arg(last = true, value_name = "COMMAND")]
-    argv: Vec<String>,
-    /// A container image (runs on the Docker runtime).
-    #[arg(long)]
-    image: Option<String>,
-    /// Environment variables, NAME=VALUE (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
-    /// Labels, NAME=VALUE (repeatable).
-    #[arg(long = "label", value_name = "NAME=VALUE")]
-    labels: Vec<String>,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// Get-or-create: return the live backend with this key if there is one.
     #[arg(long)]
     key: Option<String>,
-    /// Seconds without connections before the backend is swept.
-    #[arg(long)]
-    grace: Option<u64>,
-    /// Seconds after which the backend is stopped whatever it does.
-    #[arg(long)]
-    lifetime: Option<u64>,
-    /// How many seconds before a lifetime or idle-timeout stop the status stream warns
-    /// (`expiring`) [server's default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    lifetime_warning: Option<u64>,
-    /// Seconds without a request from its clients (connections or not) before it is swept.
-    #[arg(long, value_name = "SECONDS")]
-    idle_timeout: Option<u64>,
-    /// The port the backend listens on (default: a free one for a process, 8080 for an image).
-    #[arg(long)]
-    port: Option<u16>,
-    /// Seconds it may take to accept connections on its port before it is stopped (Failed).
-    #[arg(long, value_name = "SECONDS")]
-    startup_timeout: Option<u64>,
-    /// Forward /p/{id}/... unchanged instead of stripping the prefix.
-    #[arg(long)]
-    keep_prefix: bool,
-    /// Who may reach it: `open` (whoever has its URL) or `token` (a connect URL for --user);
-    /// default: the server's (`serve --access`).
+    /// Who may reach it: `open` (whoever has its URL) or `token` (a connect URL for --user)
+    /// [default: the server's, `serve --access`].
     #[arg(long, value_parser = ["open", "token"], value_name = "MODE")]
     access: Option<String>,
-    /// With `--access token`: the user the printed connect URL is for.
-    #[arg(long, requires = "access")]
+    /// With `--access token` (or a claim of a token-mode pool): the user the printed connect
+    /// URL is for.
+    #[arg(long)]
     user: Option<String>,
-    /// With `--access token`: JSON passed to the backend as `X-Spawner-User-Data`.
+    /// With --user: JSON passed to the backend as `X-Spawner-User-Data`.
     #[arg(long, requires = "user", value_name = "JSON")]
     user_data: Option<String>,
+    /// Claim a Ready backend of this warm pool instead of starting one (its template says
+    /// what runs; --key, --label, --grace and --lifetime apply to the claim).
+    #[arg(long, value_name = "NAME", conflicts_with_all = [
+        "command", "argv", "image", "env", "lifetime_warning", "idle_timeout", "port",
+        "startup_timeout", "keep_prefix", "working_dir", "pull_policy", "image_pull_secret",
+        "memory_mb", "cpu_millis", "access",
+    ])]
+    pool: Option<String>,
+    /// With --pool and none Ready: `start` one more (within the pool's max) or `wait` for the
+    /// refill [default: start].
+    #[arg(long, value_parser = ["start", "wait"], value_name = "WHAT", requires = "pool")]
+    if_none_ready: Option<String>,
+    /// With --pool: seconds the claim waits for a Ready backend before it gives up
+    /// [default: 60].
+    #[arg(long, value_name = "SECONDS", requires = "pool")]
+    claim_wait: Option<u64>,
     /// Wait until the backend is Ready, showing its progress, then print its URL.
     #[arg(long)]
     wait: bool,
+    /// With --wait: if the wait is interrupted (Ctrl-C), stop the backend before exiting.
+    #[arg(long, requires = "wait")]
+    rm: bool,
     /// Print the API's JSON answer.
     #[arg(long)]
     json: bool,
@@ -251,58 +238,10 @@ pub struct SpawnArgs {
     conn: Conn,
 }
 
-fn pairs(
-    items: &[String],
-    what: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("--{what} {kv:?} must be NAME=VALUE"))
-        })
-        .collect()
-}
-
-/// Builds the spec the flags describe; shared by `spawn` and other commands that take them.
-pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
-    let command = match (&args.command, args.argv.is_empty()) {
-        (Some(c), _) => Some(
-            shlex::split(c).with_context(|| format!("--command {c:?} has unbalanced quotes"))?,
-        ),
-        (None, false) => Some(args.argv.clone()),
-        (None, true) => None,
-    };
-    if command.is_none() && args.image.is_none() {
-        bail!("say what to run: --command \"prog args\", -- prog args, or --image NAME");
-    }
-    let mut spec = BackendSpec::from_command(command.unwrap_or_default());
-    if spec
-        .executable
-        .command
-        .as_ref()
-        .is_some_and(|c| c.is_empty())
-    {
-        spec.executable.command = None;
-    }
-    spec.executable.image = args.image.clone();
-    spec.executable.env = pairs(&args.env, "env")?;
-    spec.executable.port = args.port;
-    spec.labels = pairs(&args.labels, "label")?;
+/// Builds the spec the flags describe, validated, its errors said as flags.
+fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
+    let mut spec = args.spec.spec()?;
     spec.key = args.key.clone();
-    if let Some(g) = args.grace {
-        spec.grace_period_seconds = g;
-    }
-    if let Some(t) = args.startup_timeout {
-        spec.startup_timeout_seconds = t;
-    }
-    spec.lifetime_limit_seconds = args.lifetime;
-    spec.idle_timeout_seconds = args.idle_timeout;
-    if let Some(w) = args.lifetime_warning {
-        spec.lifetime_warning_seconds = w;
-    }
-    spec.strip_prefix = !args.keep_prefix;
     if let Some(mode) = &args.access {
         let mode = if mode == "token" {
             AccessMode::Token
@@ -318,48 +257,83 @@ pub fn spec_of(args: &SpawnArgs) -> anyhow::Result<BackendSpec> {
             user_data: args.user_data.as_deref().map(user_data).transpose()?,
             ..Access::default()
         });
+    } else if args.user.is_some() {
+        bail!("--user is for a token-mode backend: add --access token (or claim from a token-mode pool with --pool)");
     }
     spec.validate()
         .map_err(|e| anyhow::anyhow!(in_flags(&e.field, &e.message)))?;
     Ok(spec)
 }
 
-/// The flag that sets each field a spec's rules may name, for errors that say what to type.
-const FLAGS: &[(&str, &str)] = &[
-    ("grace_period_seconds", "--grace"),
-    ("lifetime_limit_seconds", "--lifetime"),
-    ("lifetime_warning_seconds", "--lifetime-warning"),
-    ("idle_timeout_seconds", "--idle-timeout"),
-    ("startup_timeout_seconds", "--startup-timeout"),
-    ("executable.env", "--env"),
-    ("executable.port", "--port"),
-    ("executable.image", "--image"),
-    ("executable.command", "the command"),
-    ("labels", "--label"),
-    ("key", "--key"),
-    ("access.user_data", "--user-data"),
-    ("access.user", "--user"),
-    ("access", "--access"),
-];
-
-/// `field: message` with the field said as its flag (`--env FOO: ...` for
-/// `executable.env.FOO`); a field without a flag as it is.
-fn in_flags(field: &str, message: &str) -> String {
-    for (name, flag) in FLAGS {
-        if field == *name {
-            return format!("{flag}: {message}");
-        }
-        if let Some(rest) = field.strip_prefix(name).and_then(|r| r.strip_prefix('.')) {
-            return format!("{flag} {rest}: {message}");
-        }
-    }
-    format!("{field}: {message}")
+/// The claim `spawn --pool` sends, validated, its errors said as flags.
+fn claim_of(args: &SpawnArgs, pool: &str) -> anyhow::Result<ClaimRequest> {
+    let req = ClaimRequest {
+        pool: pool.to_string(),
+        key: args.key.clone(),
+        labels: pairs(&args.spec.labels, "label")?,
+        grace_period_seconds: args.spec.grace,
+        lifetime_limit_seconds: args.spec.lifetime,
+        if_none_ready: match args.if_none_ready.as_deref() {
+            Some("wait") => IfNoneReady::Wait,
+            _ => IfNoneReady::Start,
+        },
+        wait_seconds: args.claim_wait.unwrap_or(60),
+        access: match &args.user {
+            Some(user) => Some(Access {
+                mode: AccessMode::Token,
+                user: Some(user.clone()),
+                user_data: args.user_data.as_deref().map(user_data).transpose()?,
+                ..Access::default()
+            }),
+            None => None,
+        },
+    };
+    req.validate().map_err(|e| {
+        let field = if e.field == "pool" {
+            "--pool"
+        } else {
+            &e.field
+        };
+        anyhow::anyhow!(in_flags(field, &e.message))
+    })?;
+    Ok(req)
 }
 
+/// The process ends with this after Ctrl-C, as shells report a SIGINT (128 + 2): the
+/// message was printed already.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
-    let spec = spec_of(&args)?;
     let client = args.conn.client()?;
-    let (resp, created) = client.spawn(&spec).await?;
+    // Taken over before the request, so that a Ctrl-C while it is answered is seen once the
+    // backend's id is known, instead of ending the CLI with the backend unnamed.
+    let mut interrupt = if args.wait {
+        let sigint = tokio::signal::unix::SignalKind::interrupt();
+        Some(tokio::signal::unix::signal(sigint).context("cannot take over Ctrl-C")?)
+    } else {
+        None
+    };
+    let (resp, created, startup_timeout) = match &args.pool {
+        Some(pool) => {
+            let req = claim_of(&args, pool)?;
+            let (resp, created) = client.claim(&req).await?;
+            (resp, created, None)
+        }
+        None => {
+            let spec = spec_of(&args)?;
+            let (resp, created) = client.spawn(&spec).await?;
+            (resp, created, Some(spec.startup_timeout_seconds))
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&resp)?);
     } else if !args.wait {
@@ -373,12 +347,39 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
     if !created {
         eprintln!(
             "key {:?} has a live backend: {}",
-            spec.key.clone().unwrap_or_default(),
+            args.key.clone().unwrap_or_default(),
             resp.id
         );
     }
     let url = resp.connect_url.as_deref().unwrap_or(&resp.url);
-    wait_ready(&client, &resp.id, url, &spec).await
+    let ctrl_c = async {
+        match interrupt.as_mut() {
+            Some(signals) => signals.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        done = wait_ready(&client, &resp.id, url, startup_timeout) => done,
+        _ = ctrl_c => interrupted(&client, &resp.id, args.rm).await,
+    }
+}
+
+/// Ctrl-C during `spawn --wait`: the backend goes on starting unless `--rm` stops it; either
+/// way its id is said, so that it is not left running unknown.
+async fn interrupted(client: &Client, id: &str, rm: bool) -> anyhow::Result<()> {
+    if rm {
+        match client.terminate(id, false).await {
+            Ok(_) => eprintln!("\ninterrupted: terminating backend {id} (--rm)"),
+            Err(e) => eprintln!(
+                "\ninterrupted: could not terminate backend {id} ({e}); stop it with: spawner terminate {id}"
+            ),
+        }
+    } else {
+        eprintln!(
+            "\ninterrupted: backend {id} goes on starting; stop it with: spawner terminate {id}"
+        );
+    }
+    Err(Interrupted.into())
 }
 
 /// How often `spawn --wait` says what it still waits for.
@@ -391,12 +392,17 @@ async fn wait_ready(
     client: &Client,
     id: &str,
     url: &str,
-    spec: &BackendSpec,
+    startup_timeout: Option<u64>,
 ) -> anyhow::Result<()> {
     let mut events = Box::pin(client.status_stream(id, None).await?);
     let mut submitted: Option<i64> = None;
     let mut probing: Option<String> = None;
-    let deadline_s = spec.startup_timeout_seconds as i64;
+    let startup_timeout = match startup_timeout {
+        Some(t) => t,
+        // A claimed backend's is its template's.
+        None => client.get(id).await?.spec.startup_timeout_seconds,
+    };
+    let deadline_s = startup_timeout as i64;
     let mut notice =
         tokio::time::interval_at(tokio::time::Instant::now() + WAIT_NOTICE, WAIT_NOTICE);
     loop {
@@ -405,7 +411,7 @@ async fn wait_ready(
             _ = notice.tick() => {
                 if let (Some(address), Some(t0)) = (&probing, submitted) {
                     let left = deadline_s - (now_millis() - t0) / 1000;
-                    eprintln!("          still waiting for {address} to accept connections: {} s left", left.max(0));
+                    eprintln!("              still waiting for {address} to accept connections: {} left", human::duration(left.max(0) * 1000));
                 }
                 continue;
             }
@@ -416,8 +422,8 @@ async fn wait_ready(
         let (_, event) = item?;
         let t0 = *submitted.get_or_insert(event.time);
         eprintln!(
-            "  {:>6} ms  {}{}",
-            (event.time - t0).max(0),
+            "  {:>10}  {}{}",
+            human::duration(event.time - t0),
             event.state,
             event
                 .reason
@@ -434,7 +440,8 @@ async fn wait_ready(
                     .and_then(|r| r.address)
                     .unwrap_or_else(|| "its port".to_string());
                 eprintln!(
-                    "          waiting for {address} to accept connections (startup timeout {deadline_s} s)"
+                    "              waiting for {address} to accept connections (startup timeout {})",
+                    human::duration(deadline_s.saturating_mul(1000))
                 );
                 probing = Some(address);
             }
@@ -518,7 +525,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
     let now = now_millis();
     writeln!(
         out,
-        "{:<26}  {:<11}  {:>5}  {:>7}  {:<16}  {:<24}  URL",
+        "{:<26}  {:<11}  {:>5}  {:>11}  {:<16}  {:<24}  URL",
         "ID", "STATE", "CONNS", "AGE", "KEY", "LABELS"
     )?;
     for b in &backends {
@@ -530,11 +537,11 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
             .collect();
         writeln!(
             out,
-            "{:<26}  {:<11}  {:>5}  {:>7}  {:<16}  {:<24}  {}",
+            "{:<26}  {:<11}  {:>5}  {:>11}  {:<16}  {:<24}  {}",
             b.id,
             b.state.as_str(),
             b.live_connections,
-            age(now - b.created_at),
+            human::duration(now - b.created_at),
             b.key.as_deref().unwrap_or("-"),
             if labels.is_empty() {
                 "-".to_string()
@@ -548,17 +555,6 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
         eprintln!("({ended} ended not shown; --all shows them)");
     }
     Ok(())
-}
-
-/// A duration as people read ages: `42s`, `5m`, `3h12m`, `2d4h`.
-fn age(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
-    }
 }
 
 #[derive(Args, Debug)]
@@ -594,7 +590,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     .map(|c| format!(", exit code {c}"))
                     .unwrap_or_default(),
                 rfc3339(e.time),
-                age(now_millis() - e.time)
+                human::duration(now_millis() - e.time)
             )?;
         }
         return Ok(());
@@ -615,7 +611,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                         rfc3339(now_millis()),
                         x.reason,
                         rfc3339(x.at),
-                        age((x.at - now_millis()).max(0))
+                        human::duration(x.at - now_millis())
                     )?;
                 }
                 continue;
@@ -628,9 +624,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let t0 = *submitted.get_or_insert(e.time);
         writeln!(
             std::io::stdout(),
-            "{}  {:>8} ms  {}{}",
+            "{}  {:>10}  {}{}",
             rfc3339(e.time),
-            (e.time - t0).max(0),
+            human::duration(e.time - t0),
             e.state,
             e.reason.map(|r| format!(" ({r})")).unwrap_or_default()
         )?;
@@ -694,7 +690,7 @@ pub struct ConnectArgs {
     /// JSON passed to the backend as `X-Spawner-User-Data`.
     #[arg(long, value_name = "JSON")]
     user_data: Option<String>,
-    /// Seconds the URL works (1 to 3600; default 60).
+    /// Seconds the URL works, 1 to 3600 [default: 60].
     #[arg(long, value_name = "SECONDS")]
     ttl: Option<u64>,
     /// The URL works more than once until it expires.

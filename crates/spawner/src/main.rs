@@ -3,9 +3,12 @@
 mod access_args;
 mod client_cmd;
 mod example_app;
+mod human;
 mod k8s_cmd;
 mod k8s_node_cmd;
+mod pool_cmd;
 mod serve;
+mod spec_args;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +27,11 @@ struct Cli {
 enum Command {
     /// Run the embedded server: API, proxy, reconciler and sweeper in one process.
     Serve(serve::ServeArgs),
-    /// Spawn a backend (or get the live one with the same --key).
-    Spawn(client_cmd::SpawnArgs),
+    /// Spawn a backend (or get the live one with the same --key; with --pool, claim one).
+    Spawn(Box<client_cmd::SpawnArgs>),
+    /// Manage warm pools: backends started ahead of demand, claimed with `spawn --pool`.
+    #[command(subcommand)]
+    Pool(pool_cmd::PoolCommand),
     /// List backends.
     Ls(client_cmd::LsArgs),
     /// Show a backend's state, or follow its events.
@@ -71,7 +77,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Spawn(args) => client_cmd::spawn(args).await,
+            Command::Spawn(args) => client_cmd::spawn(*args).await,
+            Command::Pool(cmd) => pool_cmd::run(cmd).await,
             Command::Ls(args) => client_cmd::ls(args).await,
             Command::Status(args) => client_cmd::status(args).await,
             Command::Terminate(args) => client_cmd::terminate(args).await,
@@ -96,6 +103,10 @@ fn main() -> std::process::ExitCode {
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
             std::process::ExitCode::SUCCESS
+        }
+        // Ctrl-C during `spawn --wait`: what became of the backend was said.
+        Err(e) if e.downcast_ref::<client_cmd::Interrupted>().is_some() => {
+            std::process::ExitCode::from(130)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -131,7 +131,11 @@ async fn bad_input_is_rejected_with_the_field_named_and_nothing_recorded() {
     let (status, err) = get(&server, "/v1/backends?state=ready").await;
     assert_eq!(status, 400);
     assert!(err["message"].as_str().unwrap().contains("Ready"));
-    assert_eq!(get(&server, "/v1/backends?label=owner").await.0, 400);
+    // A bare label name selects any value; a name that is not one is refused.
+    assert_eq!(get(&server, "/v1/backends?label=owner").await.0, 200);
+    let (status, err) = get(&server, "/v1/backends?label=-owner").await;
+    assert_eq!(status, 400);
+    assert!(err["message"].as_str().unwrap().contains("label"), "{err}");
     assert_eq!(get(&server, "/v1/backends?colour=blue").await.0, 400);
     let seed = r#"{"image":"x","gracePeriod":3}"#;
     assert_eq!(post(&server, "/spawn", seed).await.0, 400);
@@ -539,6 +543,14 @@ async fn list_filters_and_record() {
         mine.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
         [ra.id.as_str()]
     );
+    // `label=owner`: any backend with the label, whatever its value.
+    let owned = client.list(&[("label", "owner")]).await.unwrap();
+    assert_eq!(
+        owned.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [ra.id.as_str()]
+    );
+    // Not a pool's: no pool, no claim.
+    assert_eq!((owned[0].pool.as_ref(), owned[0].claimed_at), (None, None));
     assert_eq!(client.list(&[("state", "Ready")]).await.unwrap().len(), 2);
     assert_eq!(client.list(&[("state", "Swept")]).await.unwrap().len(), 0);
 
@@ -1019,7 +1031,7 @@ async fn the_list_stream_sends_the_list_then_each_change_of_what_it_filters() {
         .authed(
             server
                 .http()
-                .get(format!("{}/v1/backends/stream?label=owner=a", server.url())),
+                .get(format!("{}/v1/backends/stream?label=owner", server.url())),
         )
         .send()
         .await
@@ -1033,7 +1045,8 @@ async fn the_list_stream_sends_the_list_then_each_change_of_what_it_filters() {
     assert_eq!(snapshot[0]["id"], first.id.as_str());
     assert_eq!(snapshot[0]["state"], "Ready");
 
-    // Another owner's backend is not sent; a new one of ours is, up to Ready; then its end.
+    // A backend without the label is not sent (`label=owner`: any owner); a new one of ours
+    // is, up to Ready; then its end.
     let (other, _) = client.spawn(&example_app()).await.expect("spawn");
     let (second, _) = client.spawn(&mine).await.expect("spawn");
     let seen = sse_until(&mut body, &mut buf, |e, d| {

@@ -125,11 +125,18 @@ async fn spawn_wait_ls_status_logs_terminate() {
             .contains("Terminated"),
         "{out}"
     );
-    // Times count from Submitted: never negative.
+    // Times count from Submitted, in units people read (`0.4 s`, `3 min 12 s`): never
+    // negative, never a count of milliseconds.
     for line in out.lines() {
-        let ms = line.split_whitespace().nth(1).unwrap_or_default();
-        assert!(ms.parse::<u64>().is_ok(), "{out}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let amount = words.get(1).copied().unwrap_or_default();
+        assert!(amount.parse::<f64>().is_ok_and(|a| a >= 0.0), "{out}");
+        assert!(
+            ["s", "min", "h", "d"].contains(&words.get(2).copied().unwrap_or_default()),
+            "{out}"
+        );
     }
+    assert!(!out.contains(" ms "), "{out}");
     assert_eq!(
         server.client().status(&id).await.unwrap().state,
         State::Terminated
@@ -245,7 +252,29 @@ fn help_quotes_port_singly_and_describes_ids() {
         "{spawn}"
     );
     assert!(!spawn.contains("\"$(PORT)\""), "{spawn}");
-    assert!(spawn.contains("--startup-timeout"), "{spawn}");
+    // Every field of the spawn body has a flag, and the server's defaults are shown.
+    for flag in [
+        "--startup-timeout",
+        "--lifetime ",
+        "--lifetime-warning",
+        "--idle-timeout",
+        "--keep-prefix",
+        "--working-dir",
+        "--pull-policy",
+        "--image-pull-secret",
+        "--memory-mb",
+        "--cpu-millis",
+        "--pool",
+        "--rm",
+        "[default: 300]",
+        "[default: 60]",
+    ] {
+        assert!(spawn.contains(flag), "{flag}: {spawn}");
+    }
+    let create = help(&["pool", "create", "--help"]);
+    for flag in ["--min-ready", "--max", "--claim-path", "--grace", "--image"] {
+        assert!(create.contains(flag), "{flag}: {create}");
+    }
     for cmd in ["status", "terminate", "logs"] {
         let text = help(&[cmd, "--help"]);
         assert!(
@@ -305,7 +334,8 @@ async fn spawn_wait_says_what_it_waits_for_and_gives_up_at_the_startup_timeout()
         err.contains("0.0.0.0") && err.contains("--startup-timeout"),
         "{err}"
     );
-    for line in err.lines().filter(|l| l.contains(" ms ")) {
+    assert!(!err.contains(" ms "), "durations are humanised: {err}");
+    for line in err.lines().filter(|l| l.contains(" s ")) {
         assert!(
             !line.trim_start().starts_with('-'),
             "a negative time: {err}"
@@ -516,4 +546,278 @@ async fn status_follow_shows_the_expiring_warning() {
         .position(|l| l.contains("Terminated (lifetime limit)"))
         .unwrap_or_else(|| panic!("no end: {out}"));
     assert!(warned < ended, "{out}");
+}
+
+/// The text of a record's events' reasons.
+fn reasons(record: &serde_json::Value) -> Vec<String> {
+    record["events"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e["reason"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn pools_through_the_cli_and_a_claim_with_spawn_pool() {
+    let server = TestServer::start();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "pool",
+            "create",
+            "notebooks",
+            "--min-ready",
+            "1",
+            "--max",
+            "3",
+            "--label",
+            "app=nb",
+            "--grace",
+            "120",
+            "--",
+            SPAWNER,
+            "example-app",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("pool        notebooks"), "{out}");
+    assert!(out.contains("min-ready 1, max 3"), "{out}");
+    assert!(out.contains("grace 2 min"), "durations humanised: {out}");
+    assert!(err.contains("spawner spawn --pool notebooks"), "{err}");
+    // Refusals name the flag.
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "pool",
+            "create",
+            "nb2",
+            "--min-ready",
+            "3",
+            "--max",
+            "2",
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        !ok && err.contains("--min-ready: must be at most max"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "pool",
+            "create",
+            "Bad",
+            "--min-ready",
+            "0",
+            "--max",
+            "1",
+            "--",
+            "true",
+        ],
+    );
+    assert!(!ok && err.contains("the pool's name:"), "{err}");
+
+    // Refilled to min-ready: `pool get` shows it Ready.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (ok, out, _) = cli(&server, &["pool", "get", "notebooks"]);
+        assert!(ok, "{out}");
+        if out.contains("1 ready, 0 starting, 0 claimed") {
+            assert!(
+                out.contains("example-app") && out.contains("app=nb"),
+                "{out}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never Ready: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, out, _) = cli(&server, &["pool", "ls"]);
+    assert!(ok);
+    assert!(
+        out.lines().next().is_some_and(|h| h.contains("MIN-READY")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("notebooks") && l.contains("example-app")),
+        "{out}"
+    );
+
+    // A claim: spawn --pool, with a key and a label, waits as a spawn does.
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "spawn",
+            "--pool",
+            "notebooks",
+            "--key",
+            "doc-1",
+            "--label",
+            "owner=u1",
+            "--wait",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = id_of(out.trim());
+    assert!(err.contains("Ready"), "{err}");
+    // A claim takes no command: the template says what runs.
+    let (ok, _, err) = cli(
+        &server,
+        &["spawn", "--pool", "notebooks", "--port", "9", "--", "x"],
+    );
+    assert!(!ok && err.contains("--pool"), "{err}");
+
+    // The record says where it came from: its pool, its claim's time and event.
+    let record: serde_json::Value = server
+        .authed(
+            server
+                .api()
+                .get(format!("{}/v1/backends/{id}", server.url())),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["pool"], "notebooks", "{record}");
+    assert_eq!(record["key"], "doc-1", "{record}");
+    assert_eq!(record["spec"]["labels"]["owner"], "u1", "{record}");
+    let claimed_at = record["claimed_at"].as_str().expect("claimed_at");
+    assert!(claimed_at >= record["created_at"].as_str().unwrap_or_default());
+    assert!(
+        reasons(&record).contains(&"claimed with key doc-1".to_string()),
+        "{record}"
+    );
+    let last = record["events"].as_array().and_then(|e| e.last()).cloned();
+    assert_eq!(last.map(|e| e["state"].clone()), Some("Ready".into()));
+    // The list says it too, and the unclaimed refill has a pool and no claim.
+    let list = server.client().list(&[("label", "app=nb")]).await.unwrap();
+    let claimed = list.iter().find(|b| b.id == id).expect("listed");
+    assert_eq!(claimed.pool.as_deref(), Some("notebooks"));
+    assert!(claimed.claimed_at.is_some());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let list = server.client().list(&[("label", "app=nb")]).await.unwrap();
+        if let Some(spare) = list.iter().find(|b| b.id != id && !b.state.is_terminal()) {
+            assert_eq!(spare.pool.as_deref(), Some("notebooks"));
+            assert_eq!(spare.claimed_at, None);
+            assert_eq!(spare.key, None);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no refill");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Resize (one size alone keeps the other), then remove: the claimed one runs on.
+    let (ok, out, err) = cli(&server, &["pool", "resize", "notebooks", "--max", "5"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("min-ready 1, max 5"), "{out}");
+    let (ok, _, err) = cli(&server, &["pool", "resize", "notebooks"]);
+    assert!(!ok && err.contains("--min-ready"), "{err}");
+    let (ok, _, err) = cli(&server, &["pool", "rm", "notebooks"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("removed pool notebooks: stopping 1 unclaimed backend;"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&server, &["pool", "get", "notebooks"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    assert_eq!(
+        server.client().get(&id).await.unwrap().state,
+        State::Ready,
+        "the claimed backend runs on"
+    );
+    server.client().terminate(&id, true).await.unwrap();
+}
+
+/// Runs `spawner spawn --wait` with `extra` until it says it waits for the port, then sends
+/// it SIGINT; its exit code, stdout and stderr.
+fn interrupt_spawn(server: &TestServer, extra: &[&str]) -> (Option<i32>, String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut cmd = Command::new(SPAWNER);
+    cmd.args(["spawn", "--wait", "--startup-timeout", "600"])
+        .args(extra)
+        .args(["--", "sh", "-c", "exec sleep 600"])
+        .env("SPAWNER_URL", server.url())
+        .env("SPAWNER_DATA_DIR", server.data_dir())
+        .env_remove("SPAWNER_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the CLI");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("waiting for") {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("read stderr") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = child.wait().expect("wait");
+    err.read_to_string(&mut seen).expect("rest of stderr");
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut out).expect("stdout");
+    }
+    (status.code(), out, seen)
+}
+
+/// The id in `... backend ID ...`.
+fn id_after_backend(text: &str) -> String {
+    text.split("backend ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn ctrl_c_during_spawn_wait_says_the_id_or_stops_it_with_rm() {
+    let server = TestServer::start();
+    let (code, out, err) = interrupt_spawn(&server, &[]);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(out.is_empty(), "no URL after an interruption: {out}");
+    let id = id_after_backend(&err);
+    assert_eq!(id.len(), 26, "{err}");
+    assert!(err.contains(&format!("spawner terminate {id}")), "{err}");
+    // It goes on starting, as said.
+    assert_eq!(
+        server.client().get(&id).await.unwrap().state,
+        State::Running
+    );
+    server.client().terminate(&id, true).await.unwrap();
+
+    let (code, _, err) = interrupt_spawn(&server, &["--rm"]);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("terminating backend"), "{err}");
+    let id = id_after_backend(&err);
+    wait_state(&server.client(), &id, State::Terminated).await;
+}
+
+#[tokio::test]
+async fn ls_label_with_a_bare_name_selects_any_value() {
+    let server = TestServer::start();
+    let client = server.client();
+    let mut owned = shell("exec sleep 600");
+    owned.labels.insert("owner".into(), "u1".into());
+    let (a, _) = client.spawn(&owned).await.unwrap();
+    owned.labels.insert("owner".into(), "u2".into());
+    let (b, _) = client.spawn(&owned).await.unwrap();
+    let (c, _) = client.spawn(&shell("exec sleep 600")).await.unwrap();
+    let (ok, out, err) = cli(&server, &["ls", "--label", "owner"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&a.id) && out.contains(&b.id), "{out}");
+    assert!(!out.contains(&c.id), "{out}");
+    for id in [a.id, b.id, c.id] {
+        client.terminate(&id, true).await.unwrap();
+    }
 }

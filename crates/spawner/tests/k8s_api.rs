@@ -167,6 +167,15 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
     want7.sort();
     assert_eq!(owned7, want7);
     assert_eq!(ids(&api, "?label=owner=user-8").await, [b_id.as_str()]);
+    // A bare name: every backend with the label, whatever its value (a label selector's
+    // existence test); with a key too.
+    let mut owned = ids(&api, "?label=owner").await;
+    owned.sort();
+    let mut want_all = vec![id.clone(), want.clone(), b_id.clone()];
+    want_all.sort();
+    assert_eq!(owned, want_all);
+    assert_eq!(ids(&api, "?label=owner&key=doc-42").await, [want.as_str()]);
+    assert!(ids(&api, "?label=team").await.is_empty());
     assert_eq!(ids(&api, "?state=Running").await, [id.as_str()]);
     assert_eq!(ids(&api, "?key=doc-42").await, [want.as_str()]);
     let (code, err) = api.get("/v1/backends?state=ready").await;

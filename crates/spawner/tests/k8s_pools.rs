@@ -457,6 +457,38 @@ async fn the_claim_hook_and_a_restart_with_a_pool() {
         })
         .await;
     assert_eq!(refused.spec.key, None, "the refusing member keeps no key");
+    // It ends for the refusal, as on the embedded server, with what it answered.
+    let history = refused.status.clone().unwrap_or_default().history;
+    assert!(
+        history
+            .iter()
+            .any(|h| h.state == State::Terminating && h.reason.as_deref() == Some("claim refused")),
+        "{history:?}"
+    );
+    assert!(
+        history.iter().any(|h| h
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("claim refused: "))),
+        "{history:?}"
+    );
+    // The claimed one says where it came from: its pool, the claim's time and event.
+    let record = api.get_json(&format!("/v1/backends/{id}")).await;
+    assert_eq!(record["pool"], "hooked", "{record}");
+    assert!(record["claimed_at"].is_string(), "{record}");
+    let claim_event = record["events"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["reason"] == "claimed with key doc-9"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(claim_event["state"], "Ready", "{record}");
+    let spare = api.get_json("/v1/backends?label=spawner.dev/pool").await;
+    assert!(
+        spare["backends"]
+            .as_array()
+            .is_some_and(|bs| bs.iter().all(|b| b["pool"] == "hooked")),
+        "{spare}"
+    );
     let by_key = api.get_json("/v1/backends?key=doc-9").await;
     assert_eq!(
         by_key["backends"].as_array().map(Vec::len),
@@ -600,4 +632,75 @@ async fn a_claim_with_none_ready_starts_one_or_waits_and_metrics_count_it() {
         metrics.contains("spawner_pool_cold_claims_total{pool=\"cold\"} 1"),
         "{metrics}"
     );
+}
+
+/// A hook that refuses every claim (the application has no such route: 404): each refused
+/// member ends with the reason `claim refused`, refusals hold starts back as failures do
+/// (a handful of members in 3 s, not one per Ready), and the claim's 503 says that the hook
+/// refused, quoting its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_refuses_every_claim_is_named_and_does_not_cycle_members() {
+    let ns = TestNs::new("poolnohook").await;
+    let mut controller = ns.controller(&[], &[]);
+    controller.wait_for_log("controller started");
+    let _sweeper = ns.sweeper();
+    let api = ns.api(TOKEN);
+    let mut seen = HashSet::new();
+    let (code, resp) = api
+        .post(
+            "/v1/pools",
+            pool_body("refusing", 1, 2, Some("/no-such-route")),
+        )
+        .await;
+    assert_eq!(code, 201, "{resp}");
+    wait_pool(&ns, &api, &mut seen, "refusing", "1 Ready", |s| {
+        counts(s) == (1, 0, 0)
+    })
+    .await;
+    let (code, err) = claim(
+        &ns,
+        &api,
+        &mut seen,
+        json!({"pool": "refusing", "key": "k", "wait_seconds": 3}),
+    )
+    .await;
+    assert_eq!(code, 503, "{err}");
+    assert_eq!(err["error"], "pool_exhausted");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("claim hook (/no-such-route)")
+            && message.contains("the hook refused")
+            && message.contains("404")
+            && !message.contains("raise its max"),
+        "{message}"
+    );
+    let members = ns
+        .slabs()
+        .list(&ListParams::default().labels("spawner.dev/pool=refusing"))
+        .await
+        .expect("members")
+        .items;
+    let refused: Vec<_> = members
+        .iter()
+        .filter(|m| {
+            m.annotations().get("spawner.dev/stop").map(String::as_str) == Some("claim refused")
+        })
+        .collect();
+    assert!(!refused.is_empty(), "{members:?}");
+    assert!(
+        refused.len() <= 8,
+        "{} members refused in 3 s",
+        refused.len()
+    );
+    let first = refused[0].name_any();
+    let ended = ns
+        .wait_slab(&first, "stopped for the refusal", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.history.iter().any(|h| {
+                    h.state == State::Terminating && h.reason.as_deref() == Some("claim refused")
+                })
+            })
+        })
+        .await;
+    assert_eq!(ended.spec.key, None);
 }

@@ -497,6 +497,18 @@ async fn pool_answers_match_the_document() {
     assert_eq!(resp.status(), 201);
     let claimed = c.answer("post", "/v1/backends", resp).await;
     assert_eq!(claimed["state"], "Ready");
+    // The claimed backend's record, with its pool and claim, is the document's (strictly).
+    let id = claimed["id"].as_str().expect("id");
+    let resp = http
+        .get(url(&format!("/v1/backends/{id}")))
+        .send()
+        .await
+        .unwrap();
+    let record = c.answer("get", "/v1/backends/{id}", resp).await;
+    assert_eq!(record["pool"], "docs", "{record}");
+    assert!(record["claimed_at"].is_string(), "{record}");
+    let fields = &c.doc["components"]["schemas"]["BackendRecord"]["properties"];
+    assert!(fields["pool"].is_object() && fields["claimed_at"].is_object());
     let resp = http.get(url("/v1/pools")).send().await.unwrap();
     c.answer("get", "/v1/pools", resp).await;
     let resp = http.get(url("/v1/pools/docs")).send().await.unwrap();

@@ -175,6 +175,8 @@ pub(super) fn record(app: &App, row: Row, with_events: bool) -> Result<BackendRe
         runtime: Some(row.runtime),
         exit_code: row.exit_code,
         created_at: row.created_at,
+        pool: row.pool,
+        claimed_at: row.claimed_at,
         events,
         id: row.id,
         key: row.key,
@@ -265,6 +267,7 @@ pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
         .pools
         .claimed_spec(&live.id)
         .map_or_else(|| live.spec.clone(), |s| (*s).clone());
+    let (pool, claimed_at) = app.pools.membership(&live.id).unzip();
     BackendRecord {
         id: live.id.clone(),
         key: spec.key.clone(),
@@ -282,6 +285,8 @@ pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
         node: Some("local".to_string()),
         address: live.authority().map(|a| a.to_string()),
         runtime: Some(live.runtime.to_string()),
+        pool,
+        claimed_at: claimed_at.flatten(),
     }
 }
 

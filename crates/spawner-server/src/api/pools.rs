@@ -170,6 +170,10 @@ pub(super) async fn claim(app: &Arc<App>, req: ClaimRequest) -> Result<Spawned, 
                     continue;
                 }
                 pool.hook_took();
+                let reason = spawner_core::pool::claimed_reason(row.key.as_deref());
+                if let Err(e) = app.note(&live, &reason).await {
+                    tracing::warn!(backend = %row.id, error = %e, "could not record the claim's event");
+                }
                 // The grace clock starts at the claim.
                 live.monitor.touch();
                 pool.claimed(cold);
@@ -210,19 +214,12 @@ pub(super) async fn claim(app: &Arc<App>, req: ClaimRequest) -> Result<Spawned, 
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { return Err(ApiError::internal("the registry closed")) },
                     _ = tokio::time::sleep_until(deadline) => {
-                        let message = match pool.refusing() {
-                            // Not a matter of size: every backend offered said no.
-                            Some(why) => format!(
-                                "pool {:?} had no backend whose claim hook ({}) took the claim within wait_seconds ({}): the hook refused, the last time with {why}; fix the backends' hook, or create the pool without claim_path",
-                                req.pool,
-                                pool.spec().template.claim_path.unwrap_or_default(),
-                                req.wait_seconds
-                            ),
-                            None => format!(
-                                "pool {:?} had no Ready backend within wait_seconds ({}): raise its max or min_ready (PUT /v1/pools/{0}), or wait longer",
-                                req.pool, req.wait_seconds
-                            ),
-                        };
+                        let message = spawner_core::pool::exhausted_message(
+                            &req.pool,
+                            req.wait_seconds,
+                            pool.spec().template.claim_path.as_deref(),
+                            pool.refusing().as_deref(),
+                        );
                         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::PoolExhausted, message));
                     }
                 }

@@ -141,7 +141,8 @@ impl Store {
             let tx = c.transaction()?;
             let mut spec = spec.clone();
             spec.key = None;
-            let row = super::insert_submitted(&tx, id.to_string(), spec, &json, runtime)?;
+            let mut row = super::insert_submitted(&tx, id.to_string(), spec, &json, runtime)?;
+            row.pool = Some(pool.to_string());
             tx.prepare_cached("INSERT INTO pool_members (backend_id, pool) VALUES (?1, ?2)")?
                 .execute(params![id, pool])?;
             tx.commit()?;
@@ -172,6 +173,7 @@ impl Store {
             let now = now_millis();
             row.spec = claim.claimed_spec(&row.spec);
             row.key = claim.key.clone();
+            row.claimed_at = Some(now);
             let json = serde_json::to_string(&row.spec).map_err(|e| corrupt(&row.id, e))?;
             tx.prepare_cached("UPDATE backends SET key = ?2, spec = ?3 WHERE id = ?1")?
                 .execute(params![row.id, row.key, json])?;
