@@ -1,7 +1,7 @@
 //! The contract of docs/api.md, one table of cases run against both control planes: the
 //! embedded server (`spawner serve`) and `spawner api` on the tests' real Kubernetes API
 //! server (its controller and sweeper as processes; the test plays the kubelet). Each case is
-//! a call (every route, successes and errors), its status code, its error code, and the
+//! a call (every route, successes and errors; 84 cases), its status code, its error code, and the
 //! backend's state right after it. A case whose answer differs between the modes names the
 //! row of docs/api.md's "Differences between the modes" that says so: a difference not
 //! named there fails.
@@ -25,6 +25,8 @@ enum Target {
     B,
     /// A token-mode backend (per-user access).
     C,
+    /// The backend a claim took.
+    Claimed,
     /// An id no backend has.
     Unknown,
 }
@@ -74,6 +76,8 @@ struct Case {
     anonymous: bool,
     /// Before the call, bring the target to Ready (the mode's way).
     make_ready: bool,
+    /// Before the call, bring a member of `conf-pool` to Ready.
+    make_pool_ready: bool,
     expect: Expect,
     /// On Kubernetes, what differs, and the row of docs/api.md's differences that says so.
     kubernetes: Option<(Expect, &'static str)>,
@@ -126,6 +130,7 @@ const fn case(
         body: Body::None,
         anonymous: false,
         make_ready: false,
+        make_pool_ready: false,
         expect,
         kubernetes: None,
     }
@@ -146,6 +151,10 @@ impl Case {
     }
     const fn ready_first(mut self) -> Self {
         self.make_ready = true;
+        self
+    }
+    const fn pool_ready_first(mut self) -> Self {
+        self.make_pool_ready = true;
         self
     }
     const fn kubernetes(mut self, expect: Expect, row: &'static str) -> Self {
@@ -574,15 +583,6 @@ const CASES: &[Case] = &[
         "/v1/pools/nope",
         err(404, "not_found"),
     ),
-    case("pool: resize", "PUT", "/v1/pools/conf-pool", ok(200, NONE))
-        .body(Body::Json(r#"{"min_ready": 0, "max": 2}"#)),
-    case(
-        "pool: resize below min",
-        "PUT",
-        "/v1/pools/conf-pool",
-        err(400, "invalid_field"),
-    )
-    .body(Body::Json(r#"{"min_ready": 3, "max": 1}"#)),
     case(
         "claim: unknown pool",
         "POST",
@@ -599,6 +599,29 @@ const CASES: &[Case] = &[
     .body(Body::Json(
         r#"{"pool": "conf-pool", "wait_seconds": 1, "if_none_ready": "wait"}"#,
     )),
+    case(
+        "pool: resize below min",
+        "PUT",
+        "/v1/pools/conf-pool",
+        err(400, "invalid_field"),
+    )
+    .body(Body::Json(r#"{"min_ready": 3, "max": 1}"#)),
+    case("pool: resize", "PUT", "/v1/pools/conf-pool", ok(200, NONE))
+        .body(Body::Json(r#"{"min_ready": 1, "max": 2}"#)),
+    case("claim", "POST", "/v1/backends", ok(201, &[State::Ready]))
+        .body(Body::Json(
+            r#"{"pool": "conf-pool", "key": "conf-claim", "wait_seconds": 30}"#,
+        ))
+        .on(Target::Claimed)
+        .pool_ready_first(),
+    case(
+        "claim: the key's backend",
+        "POST",
+        "/v1/backends",
+        ok(200, &[State::Ready]),
+    )
+    .body(Body::Json(r#"{"pool": "conf-pool", "key": "conf-claim"}"#))
+    .on(Target::Claimed),
     case(
         "pool: drain",
         "DELETE",
@@ -655,6 +678,34 @@ trait Mode {
     fn seed_body(&self) -> Value;
     /// Brings backend `id` to Ready.
     async fn make_ready(&self, id: &str);
+    /// Brings the members of pool `name` to Ready (at least one).
+    async fn make_pool_ready(&self, name: &str);
+}
+
+/// Waits until pool `name` of the server at `base` has a Ready member, doing `tick` between
+/// looks.
+async fn wait_pool_ready(base: &str, name: &str, mut tick: impl AsyncFnMut()) {
+    let deadline = Instant::now() + k8s::PATIENCE;
+    loop {
+        tick().await;
+        let status: Value = reqwest::Client::new()
+            .get(format!("{base}/v1/pools/{name}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET pool")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if status["ready"].as_u64().unwrap_or(0) >= 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pool {name} never had a Ready member: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 struct Embedded(common::TestServer);
@@ -677,10 +728,15 @@ impl Mode for Embedded {
     async fn make_ready(&self, id: &str) {
         common::wait_state(&self.0.client(), id, State::Ready).await;
     }
+    async fn make_pool_ready(&self, name: &str) {
+        wait_pool_ready(&self.base(), name, async || {}).await;
+    }
 }
 
 struct Kube {
     ns: k8s::TestNs,
+    /// The Pods this test has run (played the kubelet for).
+    ran: std::sync::Mutex<std::collections::HashSet<String>>,
     api: k8s::ApiProc,
     _controller: k8s::Proc,
     _sweeper: k8s::Proc,
@@ -697,7 +753,22 @@ impl Mode for Kube {
     fn seed_body(&self) -> Value {
         json!({"image": "registry.example/app:1"})
     }
+    async fn make_pool_ready(&self, name: &str) {
+        let label = format!("{}={name}", spawner_k8s::pool_crd::LABEL_POOL);
+        wait_pool_ready(&self.base(), name, async || {
+            let lp = spawner_k8s::kube::api::ListParams::default().labels(&label);
+            let members = self.ns.slabs().list(&lp).await.expect("members");
+            for m in members.items {
+                let member = spawner_k8s::kube::ResourceExt::name_any(&m);
+                if self.ran.lock().expect("ran").insert(member.clone()) {
+                    self.ns.run_pod(&member).await;
+                }
+            }
+        })
+        .await;
+    }
     async fn make_ready(&self, id: &str) {
+        self.ran.lock().expect("ran").insert(id.to_string());
         self.ns.run_pod(id).await;
         let deadline = Instant::now() + k8s::PATIENCE;
         loop {
@@ -752,6 +823,7 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
         .expect("client");
     let base = mode.base();
     let (mut a, mut b, mut c_id) = (String::new(), String::new(), String::new());
+    let mut claimed = String::new();
     let unknown = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
     let mut failures = Vec::new();
     for c in CASES {
@@ -770,10 +842,14 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
             Target::A => a.clone(),
             Target::B => b.clone(),
             Target::C => c_id.clone(),
+            Target::Claimed => claimed.clone(),
             Target::Unknown => unknown.to_string(),
         };
         if c.make_ready {
             mode.make_ready(&id).await;
+        }
+        if c.make_pool_ready {
+            mode.make_pool_ready("conf-pool").await;
         }
         let url = format!("{base}{}", c.path.replace("{id}", &id));
         let method: reqwest::Method = c.method.parse().expect("method");
@@ -862,6 +938,10 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
                 failures.push(format!("{}: id {} is not {a}", c.what, body["id"]));
             }
             (_, Body::SpawnB) => b = body["id"].as_str().expect("id").to_string(),
+            ("claim", _) => claimed = body["id"].as_str().expect("id").to_string(),
+            ("claim: the key's backend", _) if body["id"] != claimed.as_str() => {
+                failures.push(format!("{}: id {} is not {claimed}", c.what, body["id"]));
+            }
             (_, Body::SpawnC) => {
                 c_id = body["id"].as_str().expect("id").to_string();
                 if !body["connect_url"].is_string() {
@@ -880,6 +960,7 @@ async fn play(mode: &impl Mode, kubernetes: bool) {
             Target::A => a.clone(),
             Target::B => b.clone(),
             Target::C => c_id.clone(),
+            Target::Claimed => claimed.clone(),
             Target::Unknown => unknown.to_string(),
         };
         if !expect.state_after.is_empty() {
@@ -930,6 +1011,7 @@ async fn spawner_api_keeps_the_contract() {
     let api = ns.api_env(TOKEN, &[], &[("SPAWNER_ACCESS_KEY", ACCESS_KEY)]);
     let kube = Kube {
         ns,
+        ran: Default::default(),
         api,
         _controller: controller,
         _sweeper: sweeper,
