@@ -1,7 +1,7 @@
 //! The contract of docs/api.md, one table of cases run against both control planes: the
 //! embedded server (`spawner serve`) and `spawner api` on the tests' real Kubernetes API
 //! server (its controller and sweeper as processes; the test plays the kubelet). Each case is
-//! a call (every route, successes and errors; 84 cases), its status code, its error code, and the
+//! a call (every route, successes and errors), its status code, its error code, and the
 //! backend's state right after it. A case whose answer differs between the modes names the
 //! row of docs/api.md's "Differences between the modes" that says so: a difference not
 //! named there fails.
