@@ -802,8 +802,8 @@ fn documented_differences() -> Vec<String> {
         .collect()
 }
 
-/// The first event of a stream, as text (within a few seconds).
-async fn first_event(mut resp: reqwest::Response) -> String {
+/// The first event of a stream, as text (within a few seconds), and the stream.
+async fn first_event(mut resp: reqwest::Response) -> (String, Option<reqwest::Response>) {
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !text.contains("\n\n") && Instant::now() < deadline {
@@ -812,7 +812,26 @@ async fn first_event(mut resp: reqwest::Response) -> String {
             _ => break,
         }
     }
-    text
+    (text, Some(resp))
+}
+
+/// Whether the list stream sends a `backend` event of `id` within a few seconds.
+async fn sent_backend(mut resp: reqwest::Response, id: &str) -> bool {
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if text
+            .split("\n\n")
+            .any(|e| e.starts_with("event: backend") && e.contains(id))
+        {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The shape of an answer: the paths of its fields (`backends[].state`), not into what a
@@ -929,11 +948,38 @@ async fn play(mode: &impl Mode, kubernetes: bool) -> Shapes {
             .headers()
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let text = if streaming {
+        let list_stream = streaming && c.path.starts_with("/v1/backends/stream");
+        let (text, resp) = if streaming {
             first_event(resp).await
         } else {
-            resp.text().await.unwrap_or_default()
+            (resp.text().await.unwrap_or_default(), None)
         };
+        // The list stream follows: a backend spawned now is sent as an `event: backend`.
+        if let (true, Some(resp)) = (list_stream, resp) {
+            let spawned: Value = http
+                .post(format!("{base}/v1/backends"))
+                .bearer_auth(TOKEN)
+                .json(&mode.spawn_body(None, false))
+                .send()
+                .await
+                .expect("spawn")
+                .json()
+                .await
+                .expect("spawn JSON");
+            let new = spawned["id"].as_str().expect("id").to_string();
+            if !sent_backend(resp, &new).await {
+                failures.push(format!(
+                    "{}: {new}, spawned while it was open, was not sent",
+                    c.what
+                ));
+            }
+            let _ = http
+                .post(format!("{base}/v1/backends/{new}/terminate"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"hard": true}))
+                .send()
+                .await;
+        }
         if streaming
             && c.path.starts_with("/v1/backends/stream")
             && !text.starts_with("event: snapshot")
