@@ -165,7 +165,7 @@ pub fn router(plane: Plane, mount: Mount) -> Router {
             "/v1/backends/{id}/keepalive",
             post(keepalive).route_layer(middleware::from_fn(crate::body_limit::limit_body)),
         )
-        .with_state(KeepaliveState {
+        .with_state(OpenState {
             plane,
             token: BearerToken::new(mount.token.as_deref()),
         })
@@ -182,13 +182,13 @@ pub fn router(plane: Plane, mount: Mount) -> Router {
 /// The open routes' state: the plane, and the control token a keepalive may carry instead
 /// of the backend's own.
 #[derive(Clone)]
-struct KeepaliveState {
+struct OpenState {
     plane: Plane,
     token: BearerToken,
 }
 
-impl axum::extract::FromRef<KeepaliveState> for Plane {
-    fn from_ref(s: &KeepaliveState) -> Plane {
+impl axum::extract::FromRef<OpenState> for Plane {
+    fn from_ref(s: &OpenState) -> Plane {
         s.plane.clone()
     }
 }
@@ -292,7 +292,7 @@ async fn terminate(
 /// `POST /v1/backends/{id}/keepalive`: with the control token, or the backend's own token
 /// (`?token=`, from its `SPAWNER_KEEPALIVE_URL`); who asks is checked before the body is.
 async fn keepalive(
-    Extract(state): Extract<KeepaliveState>,
+    Extract(state): Extract<OpenState>,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
