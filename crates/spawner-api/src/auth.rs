@@ -1,6 +1,7 @@
 //! The bearer token that guards the control routes.
 
 use crate::ApiError;
+use crate::ErrorCode;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -36,7 +37,7 @@ impl BearerToken {
 pub fn keepalive_refused() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        ErrorCode::Unauthorized,
         "keepalive needs \"Authorization: Bearer <token>\" with the server's token, or the backend's own URL from SPAWNER_KEEPALIVE_URL (its ?token=)",
     )
 }
@@ -53,7 +54,7 @@ pub async fn require_token(State(token): State<BearerToken>, req: Request, next:
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "this route needs the header \"Authorization: Bearer <token>\" with the server's token: on the server's machine the CLI reads it from the data directory (`spawner token` prints it, `spawner dashboard` prints a login link); elsewhere pass --token or SPAWNER_TOKEN",
             )
             .into_response();

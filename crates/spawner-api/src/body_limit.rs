@@ -4,6 +4,7 @@
 //! sees it.
 
 use crate::ApiError;
+use crate::ErrorCode;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
@@ -42,7 +43,7 @@ pub async fn limit_body(req: Request, next: Next) -> Response {
             Ok(f) => f,
             Err(e) => {
                 return ApiError::bad_request(
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     format!("the request body could not be read: {e}"),
                 )
                 .into_response()
@@ -64,7 +65,7 @@ pub async fn limit_body(req: Request, next: Next) -> Response {
 pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
+        ErrorCode::BodyTooLarge,
         format!(
             "the request body is over {MAX_BODY_BYTES} bytes (256 KiB), the most Spawner reads: \
              a spec's executable.env holds at most 64 KiB and its command 64 KiB (docs/api.md, \"Limits\"); \

@@ -9,12 +9,13 @@ use spawner_core::ValidationError;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    /// One of the codes of the contract's table: typed, so that no code is spelled by hand.
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -22,19 +23,14 @@ impl ApiError {
         }
     }
 
-    /// An error with one of the codes of the contract's table ([`ErrorCode`]).
-    pub fn typed(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::new(status, code.as_str(), message)
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no backend with id {id:?}"),
         )
     }
@@ -43,7 +39,7 @@ impl ApiError {
     pub fn no_route() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "no such route; see docs/api.md (backends are under /p/{id}/)",
         )
     }
@@ -52,7 +48,7 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this route does not serve that method: the Allow header lists those it does; see docs/api.md",
         )
     }
@@ -63,7 +59,7 @@ impl ApiError {
         tracing::error!(error = %e, "the store cannot be written");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "storage_full",
+            ErrorCode::StorageFull,
             format!("Spawner cannot write its data ({e}); free space on the disk of its data directory, then retry"),
         )
     }
@@ -71,13 +67,17 @@ impl ApiError {
     /// A failure of Spawner itself: logged in full, reported briefly.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            e.to_string(),
+        )
     }
 }
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
-        ApiError::bad_request("invalid_field", e.to_string())
+        ApiError::bad_request(ErrorCode::InvalidField, e.to_string())
     }
 }
 
@@ -85,7 +85,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"error": self.code, "message": self.message})),
+            Json(json!({"error": self.code.as_str(), "message": self.message})),
         )
             .into_response()
     }
@@ -143,6 +143,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A connect URL asked of an open backend (its URL admits whoever has it).
     OpenAccess,
+    /// Kubernetes mode: a token-mode spawn or claim, and the API has no access key.
+    AccessNotConfigured,
+    /// A request to a token-mode backend without a valid cookie or connect token (the
+    /// proxy's answer, not the API's).
+    AccessRequired,
 }
 
 impl ErrorCode {
@@ -173,6 +178,8 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::OpenAccess => "open_access",
+            ErrorCode::AccessNotConfigured => "access_not_configured",
+            ErrorCode::AccessRequired => "access_required",
         }
     }
 }
@@ -191,6 +198,28 @@ mod tests {
         for code in codes {
             let code: ErrorCode = serde_json::from_value(code.clone()).expect("a code");
             assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
+
+    /// Every code a server can answer with is in docs/api.md's table of errors.
+    #[test]
+    fn every_code_is_in_the_documented_table() {
+        let page = include_str!("../../../docs/api.md");
+        let doc = crate::openapi::document();
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("enum");
+        for code in codes {
+            let code: ErrorCode = serde_json::from_value(code.clone()).expect("a code");
+            let spelled = format!("`{}`", code.as_str());
+            let in_table = page
+                .lines()
+                .filter(|l| l.starts_with("| 4") || l.starts_with("| 5"))
+                .any(|l| l.contains(&spelled));
+            assert!(
+                in_table,
+                "{spelled} is not in docs/api.md's table of errors"
+            );
         }
     }
 }

@@ -2,15 +2,18 @@
 //! (`spawner-server`) and the Kubernetes API (`spawner-k8s`). What the two share — the error
 //! shape, the bearer token, how large a body may be, how bodies, ids, filters, pages and `Last-Event-ID` are read, how
 //! `/ready`, the event stream and the seed's routes answer, the OpenAPI document and the
-//! dashboard — lives here, once.
+//! dashboard — lives here, once; and the routes themselves, over the [`ControlPlane`] each
+//! mode implements ([`control_plane`]).
 
 pub mod auth;
 pub mod bodies;
 pub mod body_limit;
+pub mod control_plane;
 pub mod dashboard;
 pub mod error;
 pub mod guard;
 pub mod login;
+pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod parse;
@@ -18,6 +21,7 @@ pub mod respond;
 pub mod seed;
 
 pub use auth::{require_token, BearerToken};
+pub use control_plane::{ControlPlane, ListWatch, Mount, SpawnRoute, Spawned, StatusItem};
 pub use error::{ApiError, ErrorCode};
 pub use guard::{Guard, OwnHosts};
 

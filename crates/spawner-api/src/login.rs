@@ -135,7 +135,7 @@ async fn redeem(
         Some(token) => Ok(Json(LoginResponse {
             token: token.to_string(),
         })),
-        None => Err(ApiError::typed(
+        None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidLoginCode,
             "this login link is unknown, used or expired: run `spawner dashboard` for a new one, \
@@ -148,7 +148,7 @@ async fn issue(State(codes): State<Option<Arc<LoginCodes>>>) -> Result<Json<Logi
     let codes = codes.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "this server has no token, so there is nothing to log in to",
         )
     })?;

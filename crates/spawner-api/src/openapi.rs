@@ -107,7 +107,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         (status = 405, description = "`method_not_allowed`: a method the route does not serve; `Allow` lists those it does (every route answers this)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body not sent as `Content-Type: application/json` (every route)", body = ErrorBody),
         (status = 422, description = "`runtime_unavailable`: the spec needs a runtime this server lacks", body = ErrorBody),
-        (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started. `pool_exhausted`: a claim found no Ready backend within `wait_seconds`", body = ErrorBody),
+        (status = 409, description = "`name_taken` (Kubernetes): the object name the key derives belongs to another key", body = ErrorBody),
+        (status = 500, description = "`internal`; `forbidden` (Kubernetes): the API's service account may not do this", body = ErrorBody),
+        (status = 501, description = "`access_not_configured` (Kubernetes): a token-mode spawn or claim without an access key", body = ErrorBody),
+        (status = 502, description = "`kubernetes_unavailable` (Kubernetes): the Kubernetes API failed", body = ErrorBody),
+        (status = 503, description = "`storage_full`: Spawner cannot write its data; nothing was started. `pool_exhausted`: a claim found no Ready backend within `wait_seconds`. `busy` (Kubernetes): another spawn or claim of the key held it too long; retry", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -142,7 +146,7 @@ fn list() {}
         is read with `GET /v1/backends?after=`), then `event: backend` with `data:` a \
         `BackendRecord` (without events) each time a backend is created, changes state, or its live \
         connections or last activity change (at most about once a second each). The stream does not end; \
-        a client that reconnects gets a fresh snapshot. Embedded server only.",
+        a client that reconnects gets a fresh snapshot.",
     params(
         ("state" = Option<State>, Query, description = "only backends in this state"),
         ("key" = Option<String>, Query, description = "only the backends of this key"),

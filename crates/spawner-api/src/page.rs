@@ -4,6 +4,7 @@
 //! kept was one answer of any size (525 MB for 500 records of a 1 MiB spec).
 
 use crate::ApiError;
+use crate::ErrorCode;
 
 /// Records in a page when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -42,7 +43,7 @@ impl PageRequest {
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| {
                         ApiError::bad_request(
-                            "invalid_query",
+                            ErrorCode::InvalidQuery,
                             format!(
                                 "limit: {value:?} must be a number of records from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}); follow \"next\" for more"
                             ),
@@ -67,7 +68,7 @@ impl PageRequest {
         for (name, value) in params {
             if !page.read(&name, &value)? {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("unknown parameter {name:?}: use limit or after"),
                 ));
             }
@@ -79,9 +80,42 @@ impl PageRequest {
 /// The answer to an `after` that is not a cursor this server gave.
 pub fn bad_cursor() -> ApiError {
     ApiError::bad_request(
-        "invalid_query",
+        ErrorCode::InvalidQuery,
         "after: not a cursor of this list; pass the \"next\" of the previous page as it was given, or leave \"after\" out for the first page",
     )
+}
+
+/// Where a backend stands in the list's order (newest first: `created_at` descending, then
+/// `id` ascending), as a cursor gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl ListPosition {
+    /// The cursor of a page that ends here: opaque to clients.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    /// The position a cursor of [`ListPosition::cursor`] names.
+    pub fn from_cursor(cursor: &str) -> Result<Self, ApiError> {
+        let (time, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+        Ok(ListPosition {
+            created_at: time.parse().map_err(|_| bad_cursor())?,
+            id: spawner_core::BackendId::parse(id)
+                .map_err(|_| bad_cursor())?
+                .as_str()
+                .to_string(),
+        })
+    }
+
+    /// Whether a backend at `self` comes after `other` in the list.
+    pub fn is_after(&self, other: &ListPosition) -> bool {
+        (std::cmp::Reverse(self.created_at), &self.id)
+            > (std::cmp::Reverse(other.created_at), &other.id)
+    }
 }
 
 /// A page being filled: records are offered in the list's order until it is full.

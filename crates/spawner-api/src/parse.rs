@@ -2,6 +2,7 @@
 
 use crate::page::PageRequest;
 use crate::ApiError;
+use crate::ErrorCode;
 use axum::http::HeaderMap;
 use spawner_core::spec::validate_label;
 use spawner_core::{BackendId, State};
@@ -13,13 +14,13 @@ pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
         if e.inner().is_syntax() || e.inner().is_eof() {
             // Not JSON at all: where it broke is a line and column, not a field.
             return ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("the request body is not JSON: {}", e.into_inner()),
             );
         }
         let at = field_path(e.path());
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "the request body is not valid: {at}{}; see docs/api.md for the fields",
                 e.into_inner()
@@ -95,7 +96,7 @@ impl ListFilter {
             match name.as_str() {
                 "state" => {
                     filter.state = Some(value.parse().map_err(|e| {
-                        ApiError::bad_request("invalid_query", format!("state: {e}"))
+                        ApiError::bad_request(ErrorCode::InvalidQuery, format!("state: {e}"))
                     })?)
                 }
                 "key" => filter.key = Some(value),
@@ -106,7 +107,7 @@ impl ListFilter {
                     };
                     validate_label(k, v.unwrap_or_default()).map_err(|e| {
                         ApiError::bad_request(
-                            "invalid_query",
+                            ErrorCode::InvalidQuery,
                             format!("label: {e} (label=name=value, or label=name for any value)"),
                         )
                     })?;
@@ -114,7 +115,7 @@ impl ListFilter {
                 }
                 other => {
                     return Err(ApiError::bad_request(
-                        "invalid_query",
+                        ErrorCode::InvalidQuery,
                         format!(
                             "unknown filter {other:?}: use state, label or key (and limit, after)"
                         ),
@@ -157,7 +158,7 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<u64, ApiError> {
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_header",
+                    ErrorCode::InvalidHeader,
                     "Last-Event-ID must be the number of an event of this stream",
                 )
             }),

@@ -1,6 +1,7 @@
 //! Answers of the status routes that depend only on a backend's state.
 
 use crate::ApiError;
+use crate::ErrorCode;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
@@ -13,20 +14,20 @@ pub fn ready(id: &str, state: State, url: &str) -> Response {
         State::Ready => (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response(),
         State::Terminating => ApiError::new(
             StatusCode::GONE,
-            "gone",
+            ErrorCode::Gone,
             format!("backend {id} is stopping (Terminating) and will not be Ready again"),
         )
         .into_response(),
         s if s.is_terminal() => ApiError::new(
             StatusCode::GONE,
-            "gone",
+            ErrorCode::Gone,
             format!("backend {id} has ended ({s})"),
         )
         .into_response(),
         s => {
             let mut resp = ApiError::new(
                 StatusCode::CONFLICT,
-                "not_ready",
+                ErrorCode::NotReady,
                 format!("backend {id} is {s}, not Ready yet"),
             )
             .into_response();
@@ -49,4 +50,14 @@ pub fn sse_event(e: &Event) -> SseEvent {
 pub fn sse_expiring(e: &Expiring) -> SseEvent {
     let data = serde_json::to_string(e).unwrap_or_default();
     SseEvent::default().event("expiring").data(data)
+}
+
+/// A keepalive of a backend that is stopping or has ended (`410 gone`): it will not be
+/// swept later, it is stopping now.
+pub fn not_kept_alive(id: &str, state: State) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        ErrorCode::Gone,
+        format!("backend {id} is {state}: it cannot be kept alive"),
+    )
 }

@@ -13,31 +13,27 @@ use crate::crd::SessionLivedBackend;
 use crate::naming::{name_for_key, Urls};
 use crate::sweeper::millis_of;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::api::{Preconditions, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
 use serde_json::json;
-use spawner_api::bodies::{BackendList, KeepaliveRequest, KeepaliveResponse};
-use spawner_api::page::Page;
-use spawner_api::parse::{self, ListFilter};
-use spawner_api::seed::{self, SeedSpawn};
-use spawner_api::{require_token, respond, ApiError, BearerToken};
+use spawner_api::bodies::BackendList;
+use spawner_api::page::{ListPosition, Page};
+use spawner_api::parse::ListFilter;
+use spawner_api::{respond, ApiError, ErrorCode, SpawnRoute, Spawned, StatusItem};
 use spawner_core::lifecycle::{expiring, Expiry, Observed, StopReason, Timing};
 use spawner_core::time::{now_millis, Millis};
 use spawner_core::Expiring;
 use spawner_core::{BackendId, BackendRecord, BackendSpec, Event, SpawnResponse, ValidationError};
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -70,6 +66,8 @@ pub struct ApiState {
     pub login: Option<Arc<spawner_api::login::LoginCodes>>,
     /// Claims this process answered, per pool.
     pub pool_stats: crate::pools::PoolStats,
+    /// Spawn-to-ready times and sweeps this process saw ([`crate::api_metrics`]).
+    pub lifecycle_stats: crate::api_metrics::LifecycleStats,
 }
 
 impl ApiState {
@@ -99,9 +97,10 @@ impl ApiState {
         }
     }
 
-    fn record(&self, obj: &SessionLivedBackend, with_events: bool) -> BackendRecord {
+    pub(crate) fn record(&self, obj: &SessionLivedBackend, with_events: bool) -> BackendRecord {
         let id = obj.name_any();
         let status = obj.status.clone().unwrap_or_default();
+        let live = !state_of(obj).is_terminal();
         BackendRecord {
             key: obj.spec.key.clone(),
             state: state_of(obj),
@@ -126,8 +125,13 @@ impl ApiState {
                 .port
                 .map(|p| format!("{id}.{}.svc:{p}", obj.namespace().unwrap_or_default())),
             runtime: Some("kubernetes".to_string()),
-            busy_until: status.busy_until.as_deref().and_then(millis_of),
-            last_client_activity: status.last_client_activity.as_deref().and_then(millis_of),
+            // As on the embedded server: what keeps a backend alive is shown while it lives.
+            busy_until: live
+                .then(|| status.busy_until.as_deref().and_then(millis_of))
+                .flatten(),
+            last_client_activity: live
+                .then(|| status.last_client_activity.as_deref().and_then(millis_of))
+                .flatten(),
             pool: crate::pool_members::pool_of(obj).map(str::to_string),
             claimed_at: crate::pool_members::claimed_at(obj),
             id,
@@ -192,79 +196,51 @@ impl From<kube::Error> for Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        match self {
-            Error::Contract(e) => e.into_response(),
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Contract(e) => e,
             Error::Kube(e) => {
                 error!(error = %e, "Kubernetes API request failed");
                 match &e {
                     kube::Error::Api(s) if s.is_forbidden() => ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "forbidden",
+                        ErrorCode::Forbidden,
                         format!("the API's service account is not allowed to do this: {}; check deploy/kubernetes RBAC", s.message),
                     ),
                     _ => ApiError::new(
                         StatusCode::BAD_GATEWAY,
-                        "kubernetes_unavailable",
+                        ErrorCode::KubernetesUnavailable,
                         format!("the Kubernetes API failed: {e}"),
                     ),
                 }
-                .into_response()
             }
         }
     }
 }
 
-/// The routes of the contract that make sense on Kubernetes.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+/// The contract's routes (`spawner_api::control_plane`) over the Kubernetes API, and this
+/// API's metrics.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let control = Router::new()
-        .route("/v1/backends", post(spawn).get(list))
-        .route("/v1/backends/{id}", get(get_one))
-        .route("/v1/backends/{id}/terminate", post(terminate))
-        .route("/v1/backends/{id}/logs", get(logs))
-        .route(
-            "/v1/backends/{id}/connect",
-            post(crate::api_access::connect),
-        )
-        .route("/v1/backends/{id}/access", get(crate::api_access::list))
-        .route(
-            "/v1/backends/{id}/access/{user}",
-            axum::routing::delete(crate::api_access::revoke),
-        )
-        .route("/spawn", post(seed_spawn))
-        .merge(crate::pools::routes())
-        .route("/metrics", get(metrics))
-        .merge(spawner_api::login::control_routes(state.login.clone()))
-        // Inside the token's check: a body is read only for a client that may send one.
-        .route_layer(middleware::from_fn(spawner_api::body_limit::limit_body))
-        .route_layer(middleware::from_fn_with_state(
-            BearerToken::new(state.config.token.as_deref()),
-            require_token,
-        ));
-    let api = Router::new()
-        .merge(control)
-        // Its own check: the control token, or the backend's own `?token=`.
-        .route(
-            "/v1/backends/{id}/keepalive",
-            post(keepalive).route_layer(middleware::from_fn(spawner_api::body_limit::limit_body)),
-        )
-        .route("/v1/backends/{id}/status", get(status))
-        .route("/v1/backends/{id}/status/stream", get(stream))
-        .route("/v1/backends/{id}/ready", get(ready))
-        .route("/backend/{id}/status", get(status))
-        .route("/backend/{id}/status/stream", get(stream))
-        .route("/backend/{id}/ready", get(ready))
-        .route("/healthz", get(|| async { "ok" }))
-        .merge(spawner_api::login::open_routes(state.login.clone()))
-        .merge(spawner_api::public_routes())
-        .fallback(|| async { ApiError::no_route() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
-    state.config.guard.clone().layer(api.with_state(state))
+    let mount = spawner_api::Mount {
+        token: state.config.token.clone(),
+        login: state.login.clone(),
+        guard: state.config.guard.clone(),
+        control: Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(state.clone()),
+    };
+    spawner_api::control_plane::router(Arc::new(crate::control_plane::KubePlane(state)), mount)
 }
 
 pub(crate) async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error> {
-    let id = parse::id(id)?;
+    let id = spawner_api::parse::id(id)?;
     state
         .slabs()
         .get_opt(id.as_str())
@@ -272,15 +248,22 @@ pub(crate) async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBack
         .ok_or_else(|| ApiError::not_found(id.as_str()).into())
 }
 
-async fn spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, Error> {
-    if parse::names_pool(&body) {
-        return crate::pools::claim(&state, &body).await;
-    }
-    let mut spec: BackendSpec = parse::json(&body)?;
-    let ask = crate::api_access::resolve(&state, &mut spec)?;
-    let (code, obj) = create(&state, &spec).await?;
-    let resp = crate::api_access::with_connect(&state, &obj, ask.as_ref()).await?;
-    Ok((code, Json(resp)).into_response())
+/// `POST /v1/backends` (or the seed's `/spawn`, whose backends are open).
+pub(crate) async fn spawn(
+    state: &ApiState,
+    mut spec: BackendSpec,
+    route: SpawnRoute,
+) -> Result<Spawned, Error> {
+    let ask = match route {
+        SpawnRoute::V1 => crate::api_access::resolve(state, &mut spec)?,
+        SpawnRoute::Seed => None,
+    };
+    let (code, obj) = create(state, &spec).await?;
+    let response = crate::api_access::with_connect(state, &obj, ask.as_ref()).await?;
+    Ok(Spawned {
+        created: code == StatusCode::CREATED,
+        response,
+    })
 }
 
 /// Creates the object for `spec`, or returns the live one of its key (200). A terminal
@@ -327,7 +310,7 @@ async fn create_object(
             None => BackendId::generate().map_err(|e| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     format!("no randomness for an id: {e}"),
                 )
             })?,
@@ -342,7 +325,7 @@ async fn create_object(
                 if existing.spec.key != spec.key {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        "name_taken",
+                        ErrorCode::NameTaken,
                         format!("object {id} exists but belongs to another key; delete it or change the key secret"),
                     )
                     .into());
@@ -369,18 +352,14 @@ async fn create_object(
     }
     Err(ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
+        ErrorCode::Busy,
         "the backend of this key kept changing while it was being created; retry",
     )
     .into())
 }
 
-async fn list(
-    State(state): State<Arc<ApiState>>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<Response, Error> {
-    let filter = ListFilter::from_query(params)?;
-    let list = match &filter.key {
+pub(crate) async fn list(state: &ApiState, filter: &ListFilter) -> Result<BackendList, Error> {
+    Ok(match &filter.key {
         // A key names one object, and the pool members claimed with it (by label): read
         // those instead of listing them all; a handful at most, so one page.
         Some(k) => {
@@ -397,7 +376,7 @@ async fn list(
             }
             let backends = objs
                 .iter()
-                .filter(|o| o.spec.key == filter.key && selected(&filter, o))
+                .filter(|o| o.spec.key == filter.key && selected(filter, o))
                 .map(|o| state.record(o, false))
                 .collect();
             BackendList {
@@ -405,9 +384,8 @@ async fn list(
                 next: None,
             }
         }
-        None => page(&state, &filter).await?,
-    };
-    Ok(Json(list).into_response())
+        None => page(state, filter).await?,
+    })
 }
 
 /// Whether an object passes the filter's labels and state (its key is filtered apart).
@@ -415,144 +393,148 @@ fn selected(filter: &ListFilter, obj: &SessionLivedBackend) -> bool {
     filter.labels_match(obj.labels()) && filter.state.is_none_or(|s| state_of(obj) == s)
 }
 
-/// Objects read from the API server at once while a page is filled: what a page may hold
-/// beyond its size in bytes.
-const LIST_CHUNK: usize = 100;
+/// Objects read from the API server at once while the list is read.
+const LIST_CHUNK: u32 = 500;
 
-/// One page of the list, in the API server's order (by name), with the API server's own
-/// continue token as `next`: it is read in chunks of at most the records the page still
-/// takes, so that the token always points just after the last record given.
+/// One page of the list, newest first (`created_at` descending, then the id), with the
+/// embedded server's cursor as `next`: the objects the labels select are read, ordered,
+/// and the page taken after the cursor.
 async fn page(state: &ApiState, filter: &ListFilter) -> Result<BackendList, Error> {
+    let after = filter
+        .page
+        .after
+        .as_deref()
+        .map(ListPosition::from_cursor)
+        .transpose()?;
     let selector = filter.label_selector();
-    let mut page = Page::new(&filter.page);
-    let mut token = filter.page.after.clone();
-    while !page.is_full() {
-        let chunk = page.room().min(LIST_CHUNK);
-        let mut lp = ListParams::default()
-            .labels(&selector)
-            .limit(u32::try_from(chunk).unwrap_or(1));
+    let mut objects = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().labels(&selector).limit(LIST_CHUNK);
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
-        let objects = match state.slabs().list(&lp).await {
-            Ok(l) => l,
-            // A token of another list, or one the API server no longer keeps (a few minutes).
-            Err(kube::Error::Api(s)) if token.is_some() && (s.code == 410 || s.code == 400) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!(
-                        "after: the API server refused this cursor ({}); list again from the first page",
-                        s.message
-                    ),
-                )
-                .into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for o in objects.items.iter().filter(|o| selected(filter, o)) {
-            let record = state.record(o, false);
-            let bytes = spawner_core::limits::spec_bytes(&record.spec);
-            page.push(record, bytes);
-        }
-        token = objects.metadata.continue_.filter(|t| !t.is_empty());
+        let chunk = state.slabs().list(&lp).await?;
+        objects.extend(chunk.items.into_iter().filter(|o| selected(filter, o)));
+        token = chunk.metadata.continue_.filter(|t| !t.is_empty());
         if token.is_none() {
             break;
         }
     }
+    let position = |o: &SessionLivedBackend| ListPosition {
+        created_at: created_at(o),
+        id: o.name_any(),
+    };
+    objects.sort_by(|a, b| {
+        let (a, b) = (position(a), position(b));
+        (std::cmp::Reverse(a.created_at), a.id).cmp(&(std::cmp::Reverse(b.created_at), b.id))
+    });
+    let mut page = Page::new(&filter.page);
+    let mut last = None;
+    for o in &objects {
+        let at = position(o);
+        if after.as_ref().is_some_and(|a| !at.is_after(a)) {
+            continue;
+        }
+        if page.is_full() {
+            return Ok(BackendList {
+                backends: page.items,
+                next: last.as_ref().map(ListPosition::cursor),
+            });
+        }
+        let record = state.record(o, false);
+        let bytes = spawner_core::limits::spec_bytes(&record.spec);
+        page.push(record, bytes);
+        last = Some(at);
+    }
     Ok(BackendList {
         backends: page.items,
-        next: token,
+        next: None,
     })
 }
 
-async fn get_one(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<BackendRecord>, Error> {
-    let obj = fetch(&state, &id).await?;
-    Ok(Json(state.record(&obj, true)))
+pub(crate) async fn get_one(state: &ApiState, id: &BackendId) -> Result<BackendRecord, Error> {
+    let obj = fetch(state, id.as_str()).await?;
+    Ok(state.record(&obj, true))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TerminateBody {
-    #[serde(default)]
+/// The last event of the status history.
+pub(crate) async fn status(state: &ApiState, id: &BackendId) -> Result<Event, Error> {
+    let obj = fetch(state, id.as_str()).await?;
+    let mut events = events_of(&obj);
+    Ok(events.pop().unwrap_or(Event {
+        seq: 1,
+        state: spawner_core::State::Submitted,
+        time: created_at(&obj),
+        reason: None,
+        exit_code: None,
+    }))
+}
+
+/// The state `/ready` answers by.
+pub(crate) async fn current_state(
+    state: &ApiState,
+    id: &BackendId,
+) -> Result<spawner_core::State, Error> {
+    Ok(state_of(&fetch(state, id.as_str()).await?))
+}
+
+/// Stops the backend: `Terminating` is written within this request (and the annotation the
+/// controller acts on), so that status, `/ready`, keepalive and the routers say so from the
+/// answer on; a no-op on a terminal backend. The state it is in from now on.
+pub(crate) async fn terminate(
+    state: &ApiState,
+    id: &BackendId,
     hard: bool,
-}
-
-/// Asks the controller to stop the backend (an annotation it acts on); a no-op on a
-/// terminal backend.
-async fn terminate(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, Error> {
-    let body: TerminateBody = parse::json_or_default(&body)?;
-    let obj = fetch(&state, &id).await?;
+) -> Result<spawner_core::State, Error> {
+    let obj = fetch(state, id.as_str()).await?;
     let current = state_of(&obj);
-    if !current.is_terminal() {
-        crate::write::request_stop(
-            &state.slabs(),
-            &obj.name_any(),
-            StopReason::Terminate,
-            body.hard,
-        )
-        .await?;
+    if current.is_terminal() {
+        return Ok(current);
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": obj.name_any(), "state": current, "hard": body.hard})),
+    let name = obj.name_any();
+    Ok(crate::write::stop_now(
+        &state.slabs(),
+        &name,
+        StopReason::Terminate,
+        hard,
+        now_millis,
     )
-        .into_response())
+    .await?)
 }
 
-/// `POST /v1/backends/{id}/keepalive`: keeps a live backend from being swept for the
-/// seconds asked, by recording `busyUntil` in its status (the sweeper judges by it). With
-/// the control token, or the backend's own secret as `?token=` (the one of its Pod; the
-/// backend's own `SPAWNER_KEEPALIVE_URL` is its sidecar's, which needs no API at all).
-async fn keepalive(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Error> {
-    let id = parse::id(&id)?;
-    let given = query.iter().find(|(k, _)| k == "token").map(|(_, v)| v);
-    let allowed = match given {
-        Some(given) => {
-            let pods: Api<Pod> = Api::namespaced(state.client.clone(), &state.config.namespace);
-            let secret = pods
-                .get_opt(id.as_str())
-                .await?
-                .as_ref()
-                .and_then(crate::pod::secret_of);
-            secret.is_some_and(|t| {
-                spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())
-            })
-        }
-        None => BearerToken::new(state.config.token.as_deref()).allows(&headers),
-    };
-    if !allowed {
-        return Err(spawner_api::auth::keepalive_refused().into());
-    }
-    let req: KeepaliveRequest = parse::json(&body)?;
-    req.validate()?;
-    let until = req.until(spawner_core::time::now_millis());
+/// Whether `given` is the backend's own secret (the one of its Pod; the backend's own
+/// `SPAWNER_KEEPALIVE_URL` is its sidecar's, which needs no API at all).
+pub(crate) async fn keepalive_token_matches(
+    state: &ApiState,
+    id: &BackendId,
+    given: &str,
+) -> Result<bool, Error> {
+    let pods: Api<Pod> = Api::namespaced(state.client.clone(), &state.config.namespace);
+    let secret = pods
+        .get_opt(id.as_str())
+        .await?
+        .as_ref()
+        .and_then(crate::pod::secret_of);
+    Ok(secret.is_some_and(|t| spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())))
+}
+
+/// Keeps a live backend from being swept until `until`, by recording `busyUntil` in its
+/// status (the sweeper judges by it).
+pub(crate) async fn keepalive(
+    state: &ApiState,
+    id: &BackendId,
+    until: Millis,
+) -> Result<(), Error> {
     // Conditional on the version read, so that a backend that began stopping meanwhile is
     // not written to; the sweeper's activity writes change the version too, so a conflict
     // is read again and retried.
     let mut written = false;
     for _ in 0..5 {
-        let obj = fetch(&state, id.as_str()).await?;
+        let obj = fetch(state, id.as_str()).await?;
         let current = state_of(&obj);
         if current >= spawner_core::State::Terminating {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "gone",
-                format!("backend {id} is {current}: it cannot be kept alive"),
-            )
-            .into());
+            return Err(respond::not_kept_alive(id.as_str(), current).into());
         }
         let patch = json!({
             "metadata": {"resourceVersion": obj.resource_version()},
@@ -574,87 +556,45 @@ async fn keepalive(
     if !written {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            ErrorCode::Busy,
             "the backend kept changing while it was being kept alive; retry",
         )
         .into());
     }
-    Ok(Json(KeepaliveResponse {
-        id: id.as_str().to_string(),
-        busy_until: until,
-    })
-    .into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct LogQuery {
-    #[serde(default)]
-    follow: bool,
+    Ok(())
 }
 
 /// The application container's output, from the kubelet through the API server.
-async fn logs(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> Result<Response, Error> {
-    let obj = fetch(&state, &id).await?;
+pub(crate) async fn logs(state: &ApiState, id: &BackendId, follow: bool) -> Result<Body, Error> {
+    let obj = fetch(state, id.as_str()).await?;
     let container = obj.spec.template.containers.first().map(|c| c.name.clone());
     let pods: Api<Pod> = Api::namespaced(state.client.clone(), &state.config.namespace);
     let lp = LogParams {
         container,
-        follow: q.follow,
+        follow,
         ..LogParams::default()
     };
-    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if q.follow {
+    if follow {
         let reader = pods.log_stream(&obj.name_any(), &lp).await?;
         let lines = futures_util::io::AsyncBufReadExt::lines(reader)
             .map_ok(|l| Bytes::from(format!("{l}\n")));
-        Ok((text_plain, Body::from_stream(lines)).into_response())
+        Ok(Body::from_stream(lines))
     } else {
-        let text = pods.logs(&obj.name_any(), &lp).await?;
-        Ok((text_plain, text).into_response())
+        Ok(Body::from(pods.logs(&obj.name_any(), &lp).await?))
     }
 }
 
-async fn status(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Response, Error> {
-    let obj = fetch(&state, &id).await?;
-    let last = events_of(&obj).pop();
-    Ok(Json(last).into_response())
-}
-
-async fn ready(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Response, Error> {
-    let obj = fetch(&state, &id).await?;
-    let id = obj.name_any();
-    Ok(respond::ready(
-        &id,
-        state_of(&obj),
-        &state.config.urls.backend_url(&id),
-    ))
-}
-
-/// Replays the events after `Last-Event-ID` (all without it), then follows the object with
-/// a watch; ends after a terminal state, or when the object is deleted.
-async fn stream(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
-    let after = parse::last_event_id(&headers)?;
-    let obj = fetch(&state, &id).await?;
+/// Replays the events after `after` (all for 0), then follows the object with a watch;
+/// ends after a terminal state, or when the object is deleted.
+pub(crate) async fn stream(
+    state: &ApiState,
+    id: &BackendId,
+    after: u64,
+) -> Result<BoxStream<'static, StatusItem>, Error> {
+    let obj = fetch(state, id.as_str()).await?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(follow(state.slabs(), obj, after, tx));
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
 }
 
 /// Sends the object's events numbered above `after`, then waits for changes, until a
@@ -663,7 +603,7 @@ async fn follow(
     slabs: Api<SessionLivedBackend>,
     mut obj: SessionLivedBackend,
     mut after: u64,
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<StatusItem>,
 ) {
     let name = obj.name_any();
     // The stop last announced as `expiring`, while it stays due.
@@ -672,7 +612,8 @@ async fn follow(
         let since = after;
         for e in events_of(&obj).into_iter().filter(|e| e.seq > since) {
             after = e.seq;
-            if tx.send(respond::sse_event(&e)).await.is_err() || e.state.is_terminal() {
+            let terminal = e.state.is_terminal();
+            if tx.send(StatusItem::Event(e)).await.is_err() || terminal {
                 return;
             }
         }
@@ -707,7 +648,7 @@ async fn follow(
                 Some(e) if announced.is_none_or(|a| moved(a, e)) => {
                     announced = Some(e);
                     let note = Expiring::new(e.at, e.reason.as_str());
-                    if tx.send(respond::sse_expiring(&note)).await.is_err() {
+                    if tx.send(StatusItem::Expiring(note)).await.is_err() {
                         return;
                     }
                 }
@@ -782,9 +723,9 @@ fn moved(announced: Expiry, now: Expiry) -> bool {
     announced.reason != now.reason || (now.at - announced.at).abs() >= 1000
 }
 
-/// Prometheus text: backends by state and open connections, from the objects' status.
-/// (Spawn-to-ready latency and sweeps are counted where they happen: the embedded server,
-/// the sweeper.)
+/// Prometheus text: backends by state and open connections, from the objects' status; the
+/// spawn-to-ready histogram and the sweeps as this process saw the objects
+/// ([`crate::api_metrics`]).
 async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> {
     let objects = state.slabs().list(&ListParams::default()).await?.items;
     let mut by_state: BTreeMap<&'static str, u64> = spawner_core::State::ALL
@@ -807,6 +748,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> 
     }
     text.push_str("# HELP spawner_live_connections Open connections through the sidecars, as the sweepers last saw them\n# TYPE spawner_live_connections gauge\n");
     text.push_str(&format!("spawner_live_connections {live}\n"));
+    text.push_str(&state.lifecycle_stats.render(&objects));
     text.push_str(&crate::pools::render_metrics(&state).await?);
     Ok((
         [(
@@ -816,15 +758,6 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> 
         text,
     )
         .into_response())
-}
-
-async fn seed_spawn(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, Error> {
-    let request: SeedSpawn = parse::json(&body)?;
-    let (code, obj) = create(&state, &request.into_spec()).await?;
-    let id = obj.name_any();
-    let base = state.config.api_base.trim_end_matches('/');
-    let url = state.config.urls.backend_url(&id);
-    Ok((code, Json(seed::response(base, &id, &url))).into_response())
 }
 
 /// Serves the API on `listener` until the future `shutdown` completes.

@@ -7,29 +7,25 @@
 use crate::access::{self as k8s_access, SlabAccess, SlabAccessMode, SlabGrant};
 use crate::api::{fetch, state_of, ApiState, Error};
 use crate::crd::SessionLivedBackend;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
-use spawner_api::{parse, ApiError};
+use spawner_api::ApiError;
+use spawner_api::ErrorCode;
 use spawner_core::access::{
-    Access, AccessGrant, AccessList, AccessMode, ConnectAsk, ConnectRequest, ConnectResponse,
+    Access, AccessGrant, AccessList, AccessMode, ConnectAsk, ConnectResponse,
 };
 use spawner_core::time::now_millis;
-use spawner_core::{BackendSpec, SpawnResponse, State as BackendState};
+use spawner_core::{BackendId, BackendSpec, SpawnResponse, State as BackendState};
 use spawner_proxy::access::MasterKey;
-use std::sync::Arc;
 
 /// The access key, or the error that names what to configure.
 pub fn key(state: &ApiState) -> Result<&MasterKey, ApiError> {
     state.config.access_key.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
-            "access_not_configured",
+            ErrorCode::AccessNotConfigured,
             "per-user access needs an access key, and this API has none: create the Secret \
              spawner-access and give it to the API, the router and the controller as \
              SPAWNER_ACCESS_KEY (docs/kubernetes.md, \"Per-user access\"), or spawn with \
@@ -72,7 +68,6 @@ pub async fn with_connect(
 /// A connect URL for `ask.user` of backend `id`: their standing grant (its generation, so
 /// that their other devices stay in), or a new one written to the object first.
 pub async fn mint(state: &ApiState, id: &str, ask: &ConnectAsk) -> Result<ConnectResponse, Error> {
-    let master = key(state)?;
     let slabs = state.slabs();
     let mut generation = None;
     for _ in 0..5 {
@@ -83,6 +78,9 @@ pub async fn mint(state: &ApiState, id: &str, ask: &ConnectAsk) -> Result<Connec
         if k8s_access::mode_of(&obj) != AccessMode::Token {
             return Err(open_access(id).into());
         }
+        // Asked once the backend is known to need it: an ended or open backend is told so
+        // first, as on the embedded server.
+        key(state)?;
         let mut access = obj.spec.access.clone().unwrap_or_default();
         if let Some(g) = access.grants.iter().find(|g| g.user == ask.user) {
             generation = Some(g.generation);
@@ -109,6 +107,7 @@ pub async fn mint(state: &ApiState, id: &str, ask: &ConnectAsk) -> Result<Connec
     let Some(generation) = generation else {
         return Err(busy().into());
     };
+    let master = key(state)?;
     let (connect_url, expires_at) = spawner_proxy::access::connect_url(
         &master.backend_key(id),
         &state.config.urls.backend_url(id),
@@ -145,25 +144,9 @@ async fn write(
         .map(drop)
 }
 
-/// `POST /v1/backends/{id}/connect`.
-pub async fn connect(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, Error> {
-    let id = parse::id(&id)?;
-    let req: ConnectRequest = parse::json(&body)?;
-    let ask = req.ask()?;
-    let resp = mint(&state, id.as_str(), &ask).await?;
-    Ok(Json(resp).into_response())
-}
-
 /// `GET /v1/backends/{id}/access`: the mode and who holds access now (nobody once it ended).
-pub async fn list(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<AccessList>, Error> {
-    let obj = fetch(&state, &id).await?;
+pub async fn list(state: &ApiState, id: &BackendId) -> Result<AccessList, Error> {
+    let obj = fetch(state, id.as_str()).await?;
     let ended = state_of(&obj) >= BackendState::Terminating;
     let users = obj
         .spec
@@ -177,21 +160,19 @@ pub async fn list(
             granted_at: g.granted_at_millis(),
         })
         .collect();
-    Ok(Json(AccessList {
+    Ok(AccessList {
         mode: k8s_access::mode_of(&obj),
         users,
-    }))
+    })
 }
 
 /// `DELETE /v1/backends/{id}/access/{user}`: the entry removed from the object; the routers
 /// see it by their watch and refuse the user's cookies, closing their WebSockets (1008).
-pub async fn revoke(
-    State(state): State<Arc<ApiState>>,
-    Path((id, user)): Path<(String, String)>,
-) -> Result<Response, Error> {
+/// `Ok(false)`: the user holds no access.
+pub async fn revoke(state: &ApiState, id: &BackendId, user: &str) -> Result<bool, Error> {
     let slabs = state.slabs();
     for _ in 0..5 {
-        let obj = fetch(&state, &id).await?;
+        let obj = fetch(state, id.as_str()).await?;
         let mut access = obj.spec.access.clone().unwrap_or(SlabAccess {
             mode: SlabAccessMode::Open,
             grants: Vec::new(),
@@ -199,19 +180,12 @@ pub async fn revoke(
         let before = access.grants.len();
         access.grants.retain(|g| g.user != user);
         if access.grants.len() == before {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!(
-                    "user {user:?} holds no access to backend {id}: GET /v1/backends/{id}/access lists who does"
-                ),
-            )
-            .into());
+            return Ok(false);
         }
         match write(&slabs, &obj, &access).await {
             Ok(()) => {
                 tracing::info!(backend = %id, %user, "access revoked");
-                return Ok(StatusCode::NO_CONTENT.into_response());
+                return Ok(true);
             }
             Err(kube::Error::Api(s)) if s.is_conflict() => continue,
             Err(e) => return Err(e.into()),
@@ -223,7 +197,7 @@ pub async fn revoke(
 fn open_access(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "open_access",
+        ErrorCode::OpenAccess,
         format!(
             "backend {id} is open: its URL admits whoever has it, no connect URL is needed; \
              spawn with \"access\": {{\"mode\": \"token\", \"user\": ...}} for per-user access"
@@ -234,7 +208,7 @@ fn open_access(id: &str) -> ApiError {
 fn gone(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::GONE,
-        "gone",
+        ErrorCode::Gone,
         format!("backend {id} has ended or is stopping: nobody can connect to it any more"),
     )
 }
@@ -242,7 +216,7 @@ fn gone(id: &str) -> ApiError {
 fn busy() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
+        ErrorCode::Busy,
         "the backend kept changing while its access was being written; retry",
     )
 }

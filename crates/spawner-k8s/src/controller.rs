@@ -1435,6 +1435,43 @@ pub(crate) mod tests {
         assert!(p.actions.contains(&Action::DeletePod { grace_seconds: 0 }));
     }
 
+    /// A terminate of `spawner api` writes Terminating itself (`write::stop_now`): the
+    /// controller carries the stop out from there, hard when the annotation says so.
+    #[test]
+    fn a_stop_the_api_entered_is_carried_out() {
+        let mut obj = with_state(stored("b1"), &[State::Submitted, State::Ready]);
+        let st = obj.status.as_mut().expect("status");
+        st.enter(
+            State::Terminating,
+            T0 + 10,
+            Some("terminate requested".into()),
+            None,
+        );
+        st.stop_reason = Some("terminate requested".into());
+        obj.metadata.annotations = Some(
+            [
+                (
+                    ANNOTATION_STOP.to_string(),
+                    "terminate requested".to_string(),
+                ),
+                (ANNOTATION_STOP_HARD.to_string(), "true".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        assert!(p.actions.contains(&Action::DeletePod { grace_seconds: 0 }));
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::PatchStatus(_))),
+            "Terminating is not entered twice: {:?}",
+            p.actions
+        );
+    }
+
     #[test]
     fn a_terminate_before_the_pod_exists_never_creates_it() {
         let mut obj = with_state(stored("b1"), &[State::Submitted]);

@@ -1,6 +1,7 @@
 //! Spawner on Kubernetes: the `SessionLivedBackend` custom resource ([`crd`], [`status`]),
 //! the controller that runs each one as a Pod and a Service ([`controller`], [`pod`]), and
-//! the HTTP API of the embedded server backed by the Kubernetes API ([`api`]), and warm
+//! the HTTP API of the embedded server backed by the Kubernetes API ([`api`], a
+//! [`spawner_api::ControlPlane`]: [`control_plane`], its list stream [`list_watch`]), and warm
 //! pools ([`pool_crd`], [`pool_members`], [`pools`] for the API, [`pool_controller`]), and
 //! per-user access: the key and the grants objects carry ([`access`]).
 //!
@@ -9,10 +10,13 @@
 pub mod access;
 pub mod api;
 pub mod api_access;
+pub mod api_metrics;
+pub mod control_plane;
 pub mod controller;
 pub mod crd;
 pub mod goaway;
 pub mod leader;
+pub mod list_watch;
 pub mod naming;
 pub mod pod;
 pub mod pool_controller;

@@ -15,12 +15,7 @@ use crate::crd::{SessionLivedBackend, ANNOTATION_STOP};
 use crate::naming::name_for_key;
 use crate::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
 use crate::pool_members::{self as members, claim_patch, claimable, counts, surplus};
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -29,8 +24,7 @@ use kube::core::ObjectMeta;
 use kube::ResourceExt;
 use serde_json::json;
 use spawner_api::page::{Page, PageRequest};
-use spawner_api::parse;
-use spawner_api::ApiError;
+use spawner_api::{ApiError, ErrorCode, Spawned};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::pool::{
     self, validate_name, ClaimNotice, ClaimRequest, IfNoneReady, PoolDrained, PoolList,
@@ -106,26 +100,12 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often a spawn or claim waiting for a key's Lease looks again.
 const LOCK_POLL: Duration = Duration::from_millis(20);
 
-/// The pool routes (behind the bearer token, as the other control routes).
-pub fn routes() -> Router<std::sync::Arc<ApiState>> {
-    Router::new()
-        .route("/v1/pools", post(create_pool).get(list_pools))
-        .route(
-            "/v1/pools/{name}",
-            get(get_pool).put(resize_pool).delete(drain_pool),
-        )
-}
-
 fn pools_api(state: &ApiState) -> Api<SessionLivedBackendPool> {
     Api::namespaced(state.client.clone(), &state.config.namespace)
 }
 
 fn no_pool(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no pool named {name:?}; create it with POST /v1/pools"),
-    )
+    spawner_api::control_plane::no_pool(name)
 }
 
 async fn members_of(
@@ -158,49 +138,26 @@ async fn status_of(state: &ApiState, pool: &SessionLivedBackendPool) -> Result<P
     })
 }
 
-async fn create_pool(
-    State(state): State<std::sync::Arc<ApiState>>,
-    body: Bytes,
-) -> Result<Response, Error> {
-    let spec: PoolSpec = parse::json(&body)?;
-    spec.validate()?;
+/// `spec` is validated.
+pub(crate) async fn create_pool(state: &ApiState, spec: PoolSpec) -> Result<PoolStatus, Error> {
     let obj = SessionLivedBackendPool::from_pool_spec(&spec)?;
-    let created = match pools_api(&state).create(&PostParams::default(), &obj).await {
+    let created = match pools_api(state).create(&PostParams::default(), &obj).await {
         Ok(c) => c,
         Err(kube::Error::Api(s)) if s.is_already_exists() => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "pool_exists",
-                format!(
-                    "a pool named {:?} exists: resize it with PUT /v1/pools/{0}, or drain it with DELETE first",
-                    spec.name
-                ),
-            )
-            .into())
+            return Err(spawner_api::control_plane::pool_exists(&spec.name).into())
         }
         Err(e) => return Err(e.into()),
     };
     info!(pool = %spec.name, min_ready = spec.min_ready, max = spec.max, "pool created");
-    Ok((
-        StatusCode::CREATED,
-        Json(status_of(&state, &created).await?),
-    )
-        .into_response())
+    status_of(state, &created).await
 }
 
 /// A page of the pools, by name, as the embedded server gives it (the cursor is the last
 /// name of the page before): each pool's counts are read for the page's pools only.
-async fn list_pools(
-    State(state): State<std::sync::Arc<ApiState>>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<Response, Error> {
-    let request = PageRequest::from_query(params)?;
-    if let Some(after) = &request.after {
-        validate_name(after).map_err(|_| spawner_api::page::bad_cursor())?;
-    }
-    let mut objs = pools_api(&state).list(&ListParams::default()).await?.items;
+pub(crate) async fn list_pools(state: &ApiState, request: &PageRequest) -> Result<PoolList, Error> {
+    let mut objs = pools_api(state).list(&ListParams::default()).await?.items;
     objs.sort_by_key(|p| p.pool_name());
-    let mut page = Page::new(&request);
+    let mut page = Page::new(request);
     let mut next = None;
     let mut last = None;
     for p in &objs {
@@ -212,16 +169,15 @@ async fn list_pools(
             next = last;
             break;
         }
-        let status = status_of(&state, p).await?;
+        let status = status_of(state, p).await?;
         let bytes = spawner_core::limits::spec_bytes(&status.template.spec);
         page.push(status, bytes);
         last = Some(name);
     }
-    Ok(Json(PoolList {
+    Ok(PoolList {
         pools: page.items,
         next,
     })
-    .into_response())
 }
 
 async fn fetch_pool(state: &ApiState, name: &str) -> Result<SessionLivedBackendPool, Error> {
@@ -232,66 +188,53 @@ async fn fetch_pool(state: &ApiState, name: &str) -> Result<SessionLivedBackendP
         .ok_or_else(|| no_pool(name).into())
 }
 
-async fn get_pool(
-    State(state): State<std::sync::Arc<ApiState>>,
-    Path(name): Path<String>,
-) -> Result<Response, Error> {
-    let pool = fetch_pool(&state, &name).await?;
-    Ok(Json(status_of(&state, &pool).await?).into_response())
+pub(crate) async fn get_pool(state: &ApiState, name: &str) -> Result<PoolStatus, Error> {
+    let pool = fetch_pool(state, name).await?;
+    status_of(state, &pool).await
 }
 
-async fn resize_pool(
-    State(state): State<std::sync::Arc<ApiState>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, Error> {
-    validate_name(&name).map_err(|_| no_pool(&name))?;
-    let size: PoolSize = parse::json(&body)?;
-    size.validate()?;
+/// `size` is validated.
+pub(crate) async fn resize_pool(
+    state: &ApiState,
+    name: &str,
+    size: PoolSize,
+) -> Result<PoolStatus, Error> {
     let patch = json!({"spec": {"minReady": size.min_ready, "max": size.max}});
-    let pool = match pools_api(&state)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let pool = match pools_api(state)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(p) => p,
-        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_pool(&name).into()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_pool(name).into()),
         Err(e) => return Err(e.into()),
     };
     info!(pool = %name, min_ready = size.min_ready, max = size.max, "pool resized");
-    Ok(Json(status_of(&state, &pool).await?).into_response())
+    status_of(state, &pool).await
 }
 
 /// Deletes the pool and stops its unclaimed members; claimed ones run on. (The
 /// controller stops unclaimed members of a pool that no longer exists too, should this
 /// API stop half-way.)
-async fn drain_pool(
-    State(state): State<std::sync::Arc<ApiState>>,
-    Path(name): Path<String>,
-) -> Result<Response, Error> {
-    validate_name(&name).map_err(|_| no_pool(&name))?;
-    match pools_api(&state)
-        .delete(&name, &DeleteParams::default())
+pub(crate) async fn drain_pool(state: &ApiState, name: &str) -> Result<PoolDrained, Error> {
+    match pools_api(state)
+        .delete(name, &DeleteParams::default())
         .await
     {
         Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_pool(&name).into()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_pool(name).into()),
         Err(e) => return Err(e.into()),
     }
     let slabs = state.slabs();
-    let members = members_of(&slabs, &name).await?;
+    let members = members_of(&slabs, name).await?;
     let stopping = surplus(&members, members.len());
     for m in &stopping {
         crate::write::request_stop(&slabs, &m.name_any(), StopReason::Terminate, false).await?;
     }
     info!(pool = %name, stopping = stopping.len(), "pool drained");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(PoolDrained {
-            name,
-            stopping: stopping.len() as u32,
-        }),
-    )
-        .into_response())
+    Ok(PoolDrained {
+        name: name.to_string(),
+        stopping: stopping.len() as u32,
+    })
 }
 
 /// The key's Lease, held while one spawn or claim of the key looks for its backend and
@@ -348,7 +291,7 @@ impl KeyLock {
             if tokio::time::Instant::now() >= deadline {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
+                    ErrorCode::Busy,
                     "another spawn or claim of this key is under way; retry",
                 )
                 .into());
@@ -442,9 +385,7 @@ pub(crate) async fn lock_key(
 /// (the oldest, after its claim hook accepted); with none Ready, the next to be Ready (one
 /// more is started for it unless the request says `wait`). A key that has a live backend
 /// gets that one (200).
-pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
-    let req: ClaimRequest = parse::json(body)?;
-    req.validate()?;
+pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error> {
     let pool = fetch_pool(state, &req.pool).await?;
     let mode = pool
         .spec
@@ -466,9 +407,12 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
                 Duration::from_secs(req.wait_seconds) + spawner_proxy::claim_hook::TIMEOUT * 3;
             match lock_key(state, key, hold, deadline).await? {
                 KeyState::Found(existing) => {
-                    let resp =
+                    let response =
                         crate::api_access::with_connect(state, &existing, ask.as_ref()).await?;
-                    return Ok((StatusCode::OK, Json(resp)).into_response());
+                    return Ok(Spawned {
+                        created: false,
+                        response,
+                    });
                 }
                 KeyState::Locked(lock, id) => Some((lock, id)),
             }
@@ -483,8 +427,11 @@ pub async fn claim(state: &ApiState, body: &[u8]) -> Result<Response, Error> {
     let (obj, cold) = result?;
     state.pool_stats.claimed(&req.pool, cold);
     info!(backend = %obj.name_any(), pool = %req.pool, key = ?req.key, "claimed");
-    let resp = crate::api_access::with_connect(state, &obj, ask.as_ref()).await?;
-    Ok((StatusCode::CREATED, Json(resp)).into_response())
+    let response = crate::api_access::with_connect(state, &obj, ask.as_ref()).await?;
+    Ok(Spawned {
+        created: true,
+        response,
+    })
 }
 
 /// Takes a Ready member for `req` until `deadline`: returns it claimed, and whether the
@@ -599,9 +546,12 @@ async fn claim_member(
                 spec.template.claim_path.as_deref(),
                 last_refusal.as_deref(),
             );
-            return Err(
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted", message).into(),
-            );
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::PoolExhausted,
+                message,
+            )
+            .into());
         }
         tokio::time::sleep(POLL).await;
     }
@@ -622,7 +572,7 @@ async fn start_member(
     let id = BackendId::generate().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("no randomness for an id: {e}"),
         )
     })?;

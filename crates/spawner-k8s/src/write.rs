@@ -6,6 +6,10 @@
 //! - a stop is asked for with the [`ANNOTATION_STOP`] annotation, which the controller
 //!   acts on (Terminating, Pod deleted, then the terminal state of the [`StopReason`]).
 //!
+//! A terminate ([`stop_now`]) writes both: the annotation, then `Terminating` in the status
+//! within the API's own request, so that from its answer on every reader (status, `/ready`,
+//! keepalive, the routers' watch) sees the stop, not only the controller's next reconcile.
+//!
 //! The sweeper marks Ready with [`record_state`], and marks idle backends either Swept
 //! directly (the controller then stops the Pod) or with [`request_stop`] and
 //! [`StopReason::Idle`] (Terminating first, then Swept).
@@ -135,4 +139,55 @@ pub async fn request_stop(
     let patch = json!({"metadata": {"annotations": annotations}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
+}
+
+/// Stops the backend `name` at once: the stop annotation (so that the controller carries it
+/// out whatever happens next), then `Terminating` entered in its status (conditional on the
+/// version read, retried on a conflict), as the controller would have entered it. Returns
+/// the state the backend is in from now on: `Terminating`, or the terminal state of one
+/// that had ended.
+pub async fn stop_now(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    reason: StopReason,
+    hard: bool,
+    now: impl Fn() -> Millis,
+) -> Result<State, kube::Error> {
+    let mut obj = request_stop(api, name, reason, hard).await?;
+    for _ in 0..5 {
+        let mut status = obj.status.clone().unwrap_or_default();
+        let current = status.state.unwrap_or(State::Submitted);
+        if current >= State::Terminating {
+            return Ok(current);
+        }
+        if status.state.is_none() {
+            // Not seen by the controller yet: its Submitted first, as it would record it.
+            let created = obj
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or_else(&now, |t| t.0.as_millisecond());
+            status.enter(State::Submitted, created, None, None);
+        }
+        status.enter(
+            State::Terminating,
+            now(),
+            Some(reason.as_str().to_string()),
+            None,
+        );
+        status.stop_reason = Some(reason.as_str().to_string());
+        let patch = status_patch(&obj, &status);
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(State::Terminating),
+            Err(kube::Error::Api(s)) if s.is_conflict() => obj = api.get(name).await?,
+            Err(e) => return Err(e),
+        }
+    }
+    // The object kept changing: the annotation stands, and the controller enters
+    // Terminating at its next reconcile.
+    tracing::warn!(backend = %name, "the stop could not be written to the status; the controller carries it out");
+    Ok(State::Terminating)
 }

@@ -35,6 +35,7 @@ fn app_with(token: Option<&str>) -> (Fake, Router) {
             config,
             login: None,
             pool_stats: Default::default(),
+            lifecycle_stats: Default::default(),
         })),
     )
 }

@@ -354,9 +354,10 @@ impl Sidecar {
     /// reads it from `/_events` and records it as the object's `busyUntil`.
     async fn keepalive(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         if self.token.is_none() {
-            return message(
+            return json_error(
                 StatusCode::NOT_FOUND,
-                "this sidecar has no keepalive secret (SPAWNER_SIDECAR_TOKEN)\n",
+                "not_found",
+                "this sidecar has no keepalive secret (SPAWNER_SIDECAR_TOKEN)",
             );
         }
         let given = req.uri().query().and_then(|q| {
@@ -365,13 +366,21 @@ impl Sidecar {
                 .map(str::to_string)
         });
         if !self.allows(given.as_deref()) {
-            return message(
+            return json_error(
                 StatusCode::UNAUTHORIZED,
-                "keepalive needs the backend's own URL from SPAWNER_KEEPALIVE_URL (its ?token=)\n",
+                "unauthorized",
+                "keepalive needs the backend's own URL from SPAWNER_KEEPALIVE_URL (its ?token=)",
             );
         }
         if req.method() != Method::POST {
-            return method_not_allowed();
+            let mut resp = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the keepalive URL takes POST with {\"seconds\": N}",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
         }
         let body = match read_body(req).await {
             Ok(b) => b,
@@ -388,6 +397,7 @@ impl Sidecar {
             Ok(_) => {
                 return json_error(
                     StatusCode::BAD_REQUEST,
+                    "invalid_field",
                     &format!(
                         "seconds: must be between 1 and {max}; call again to stay busy longer"
                     ),
@@ -396,13 +406,15 @@ impl Sidecar {
             Err(e) => {
                 return json_error(
                     StatusCode::BAD_REQUEST,
-                    &format!("the body must be {{\"seconds\": N}}: {e}"),
+                    "invalid_body",
+                    &format!("the request body is not valid: {e}; it must be {{\"seconds\": N}}"),
                 )
             }
         };
         if self.monitor.is_going_away() {
             return json_error(
                 StatusCode::GONE,
+                "gone",
                 "the backend is being stopped: it cannot be kept alive",
             );
         }
@@ -455,6 +467,7 @@ impl Sidecar {
         let Some(reason) = spawner_core::lifecycle::StopReason::parse(text.trim()) else {
             return json_error(
                 StatusCode::BAD_REQUEST,
+                "invalid_body",
                 &format!("the body must be a stop reason (\"terminate requested\", \"idle\", ...), not {text:?}"),
             );
         };
@@ -556,15 +569,11 @@ fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<ProxyBo
     resp
 }
 
-/// An error in the API's shape (`{"error", "message"}`), so that a backend's keepalive call
-/// reads the same answers in both modes.
-fn json_error(code: StatusCode, why: &str) -> Response<ProxyBody> {
-    let name = match code {
-        StatusCode::BAD_REQUEST => "invalid_field",
-        StatusCode::GONE => "gone",
-        _ => "error",
-    };
-    json_response(code, &serde_json::json!({"error": name, "message": why}))
+/// An error in the API's shape (`{"error", "message"}`) with the API's code for the same
+/// case (spawner-api's `ErrorCode` spellings: this crate is below it), so that a backend's
+/// keepalive call reads the same answers in both modes.
+fn json_error(code: StatusCode, error: &str, why: &str) -> Response<ProxyBody> {
+    json_response(code, &serde_json::json!({"error": error, "message": why}))
 }
 
 /// The body of a request to one of the sidecar's own routes, at most [`OWN_BODY_LIMIT`].
@@ -577,6 +586,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<ProxyBody>>
         Ok(b) => Ok(b.to_bytes()),
         Err(_) => Err(json_error(
             StatusCode::BAD_REQUEST,
+            "invalid_body",
             "the body could not be read (at most 4096 bytes)",
         )),
     }

@@ -316,17 +316,25 @@ async fn keepalive_and_go_away_are_the_sidecars_own_and_need_the_secret() {
     events.until(|r| r.ready).await;
 
     // Keepalive: the secret, a valid body; reported on /_events, not forwarded or counted.
+    // Its errors are the API's: JSON with the same codes.
     let ask = r#"{"seconds": 60}"#;
-    assert_eq!(
-        post(addr, "/_keepalive?token=nope", None, ask).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    let code = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON error");
+        v["error"].as_str().unwrap_or_default().to_string()
+    };
+    let (status, body) = post(addr, "/_keepalive?token=nope", None, ask).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&body), "unauthorized", "{body}");
     let (status, body) = post(addr, "/_keepalive?token=s3cret", None, r#"{"seconds": 0}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(code(&body), "invalid_field", "{body}");
     assert!(
         body.contains("seconds: must be between 1 and 86400"),
         "{body}"
     );
+    let (status, body) = post(addr, "/_keepalive?token=s3cret", None, r#"{"secs": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(code(&body), "invalid_body", "{body}");
     let (status, body) = post(addr, "/_keepalive?token=s3cret", None, ask).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let busy = events.until(|r| r.busy_until.is_some()).await;

@@ -7,6 +7,7 @@ use crate::live::Live;
 use crate::store::grants::StoredGrant;
 use http::{Request, Response, StatusCode};
 use spawner_api::ApiError;
+use spawner_api::ErrorCode;
 use spawner_core::access::{ConnectAsk, ConnectResponse};
 use spawner_core::time::now_millis;
 use spawner_proxy::access::{self, Grant};
@@ -38,7 +39,7 @@ pub async fn mint(app: &App, live: &Live, ask: &ConnectAsk) -> Result<ConnectRes
     let Some(state) = live.access(&app.access_key) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "open_access",
+            ErrorCode::OpenAccess,
             format!(
                 "backend {} is open: its URL admits whoever has it, no connect URL is needed; \
                  spawn with \"access\": {{\"mode\": \"token\", \"user\": ...}} for per-user access",

@@ -33,13 +33,13 @@ impl Metrics {
             ),
             &["state"],
         )?;
-        let buckets = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0,
-        ];
+        let buckets = spawner_api::metrics::LATENCY_BUCKETS.to_vec();
         let spawn_to_ready = Histogram::with_opts(
-            HistogramOpts::new("spawner_spawn_to_ready_seconds", "From Submitted to Ready")
-                .buckets(buckets.clone()),
+            HistogramOpts::new(
+                spawner_api::metrics::SPAWN_TO_READY,
+                "From Submitted to Ready",
+            )
+            .buckets(buckets.clone()),
         )?;
         let probe = Histogram::with_opts(
             HistogramOpts::new(
@@ -56,7 +56,10 @@ impl Metrics {
             "spawner_proxied_requests_total",
             "Requests and upgraded connections forwarded to backends",
         )?;
-        let sweeps = IntCounter::new("spawner_sweeps_total", "Backends stopped for idleness")?;
+        let sweeps = IntCounter::new(
+            spawner_api::metrics::SWEEPS,
+            "Backends stopped for idleness",
+        )?;
         registry.register(Box::new(backends.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(spawn_to_ready.clone()))?;

@@ -225,7 +225,8 @@ pub struct SpawnArgs {
     /// [default: 60].
     #[arg(long, value_name = "SECONDS", requires = "pool")]
     claim_wait: Option<u64>,
-    /// Wait until the backend is Ready, showing its progress, then print its URL.
+    /// Wait until the backend is Ready, showing its progress, then print its URL (a claim's
+    /// backend is Ready at once).
     #[arg(long)]
     wait: bool,
     /// With --wait: if the wait is interrupted (Ctrl-C), stop the backend before exiting.
@@ -352,6 +353,16 @@ pub async fn spawn(args: SpawnArgs) -> anyhow::Result<()> {
         );
     }
     let url = resp.connect_url.as_deref().unwrap_or(&resp.url);
+    if resp.state == State::Ready {
+        // Nothing left to wait for (a claim answers Ready): replaying the backend's past
+        // events would print its start-up as if it were happening now.
+        match &args.pool {
+            Some(pool) if created => eprintln!("claimed {} from pool {pool}: Ready", resp.id),
+            _ => eprintln!("backend {} is Ready", resp.id),
+        }
+        println!("{url}");
+        return Ok(());
+    }
     let ctrl_c = async {
         match interrupt.as_mut() {
             Some(signals) => signals.recv().await,

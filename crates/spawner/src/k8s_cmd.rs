@@ -403,6 +403,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 config,
                 login,
                 pool_stats: Default::default(),
+                lifecycle_stats: Default::default(),
             });
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await

@@ -665,7 +665,25 @@ async fn pools_through_the_cli_and_a_claim_with_spawn_pool() {
     );
     assert!(ok, "{err}");
     let id = id_of(out.trim());
-    assert!(err.contains("Ready"), "{err}");
+    assert_eq!(out.lines().count(), 1, "only the URL: {out}");
+    // The claim answered Ready: said once, no replay of its start-up as if it were now.
+    assert_eq!(
+        err.trim(),
+        format!("claimed {id} from pool notebooks: Ready"),
+        "{err}"
+    );
+    // Its key's claim again gets the same backend, Ready at once, no replay either.
+    let (ok, again, err) = cli(
+        &server,
+        &["spawn", "--pool", "notebooks", "--key", "doc-1", "--wait"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(again, out);
+    assert_eq!(
+        err.trim(),
+        format!("key \"doc-1\" has a live backend: {id}\nbackend {id} is Ready"),
+        "{err}"
+    );
     // A claim takes no command: the template says what runs.
     let (ok, _, err) = cli(
         &server,

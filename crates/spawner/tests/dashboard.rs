@@ -957,6 +957,19 @@ async fn pools_are_created_resized_and_deleted_from_the_page_with_their_members(
         Some(vec![SPAWNER.to_string(), "example-app".to_string()])
     );
 
+    // A backend spawned alike (the template's program and labels) but not by the pool: the
+    // records say which are the pool's, and this one is not.
+    let mut alike = example_app();
+    alike.labels.insert("app".into(), "editor".into());
+    let (alike, _) = client.spawn(&alike).await.expect("spawn");
+    let alike = alike.id;
+    b.wait_for(
+        "the look-alike in the list",
+        "return !!document.querySelector(`#backend-rows [data-id='${arguments[0]}']`);",
+        json!([alike]),
+    )
+    .await;
+
     // Its members, as the server lists them: its two Ready backends, each a link.
     b.wait_for(
         "2 Ready",
@@ -970,7 +983,7 @@ async fn pools_are_created_resized_and_deleted_from_the_page_with_their_members(
             .await
             .expect("list")
             .into_iter()
-            .filter(|r| !r.state.is_terminal())
+            .filter(|r| !r.state.is_terminal() && r.pool.as_deref() == Some("editors"))
             .map(|r| r.id)
             .collect();
         ids.sort();
@@ -978,6 +991,7 @@ async fn pools_are_created_resized_and_deleted_from_the_page_with_their_members(
     };
     let members = live().await;
     assert_eq!(members.len(), 2);
+    assert!(!members.contains(&alike));
     let shown = "return [...document.querySelectorAll('#p-member-rows tr')].map(r => r.dataset.id).sort().join(' ');";
     b.wait_for(
         "the members",
@@ -1014,10 +1028,49 @@ async fn pools_are_created_resized_and_deleted_from_the_page_with_their_members(
         json!([claimed_id]),
     )
     .await;
+    // The list: the claimed one's key with its pool's badge; the look-alike has none.
+    b.click("#nav-list").await;
+    b.wait_for(
+        "the claimed row's key and pool",
+        "const r = document.querySelector(`#backend-rows [data-id='${arguments[0]}']`); \
+         return !!r && r.querySelector('.key-text').textContent === 'user-7' \
+           && !r.querySelector('.pool-badge').hidden && r.querySelector('.pool-badge').textContent === 'pool editors';",
+        json!([claimed_id]),
+    )
+    .await;
+    let badge = "return document.querySelector(`#backend-rows [data-id='${arguments[0]}'] .pool-badge`).hidden;";
+    assert_eq!(b.js(badge, json!([alike])).await, json!(true));
+    b.js("history.back(); return true;", json!([])).await;
+    b.wait_for(
+        "the pool's page, back",
+        "return location.hash === '#/pools/editors' && !!document.querySelector(`#p-member-rows tr[data-id='${arguments[0]}'] a`);",
+        json!([claimed_id]),
+    )
+    .await;
     b.click(&format!("#p-member-rows tr[data-id='{claimed_id}'] a"))
         .await;
     b.wait_text("#b-key", "user-7").await;
     b.wait_text("#b-state", "Ready").await;
+    // Its page: the pool (a link to it), when it was claimed, and the claim in its timeline.
+    let record = client.get(&claimed_id).await.expect("the record");
+    let claimed_at = record.claimed_at.expect("claimed_at");
+    b.wait_for(
+        "the pool and the claim time",
+        "const pool = document.getElementById('b-pool'), at = document.querySelector('#b-claimed time'); \
+         return !pool.hidden && !document.getElementById('b-pool-term').hidden \
+           && pool.textContent === 'editors' && pool.querySelector('a').getAttribute('href') === '#/pools/editors' \
+           && !document.getElementById('b-claimed').hidden && !!at && Number(at.dataset.at) === arguments[0] \
+           && at.textContent.endsWith('ago');",
+        json!([claimed_at]),
+    )
+    .await;
+    b.wait_for(
+        "the claim's event",
+        "return [...document.querySelectorAll('#b-event-rows tr')].some(r => \
+           r.dataset.state === 'Ready' && r.querySelector('.reason-cell').textContent === 'claimed with key user-7');",
+        json!([]),
+    )
+    .await;
     b.js("history.back(); return true;", json!([])).await;
 
     // Resize.

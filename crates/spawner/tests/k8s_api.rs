@@ -193,7 +193,7 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
     assert_eq!(code, 202);
     assert_eq!(
         resp,
-        json!({"id": b_id, "state": "Submitted", "hard": true})
+        json!({"id": b_id, "state": "Terminating", "hard": true})
     );
     let annotations = ns
         .slabs()
@@ -211,6 +211,20 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
         annotations.get("spawner.dev/stop-hard").map(String::as_str),
         Some("true")
     );
+    // From the answer on, every reader says so (no controller runs in this test): the
+    // status, `/ready` and a keepalive.
+    let last = api.get_json(&format!("/v1/backends/{b_id}/status")).await;
+    assert_eq!(last["state"], "Terminating", "{last}");
+    assert_eq!(last["reason"], "terminate requested", "{last}");
+    let (code, err) = api.get(&format!("/v1/backends/{b_id}/ready")).await;
+    assert_eq!(code, 410, "{err}");
+    let (code, err) = api
+        .post(
+            &format!("/v1/backends/{b_id}/keepalive"),
+            json!({"seconds": 60}),
+        )
+        .await;
+    assert_eq!(code, 410, "{err}");
     set_states(&ns, &b_id, &[State::Terminated], json!({})).await;
     let version = ns
         .slabs()
@@ -367,6 +381,9 @@ async fn status_ready_stream_metrics_seed_routes_and_token() {
         "spawner_backends{state=\"Ready\"} 1",
         "spawner_backends{state=\"Swept\"} 0",
         "spawner_live_connections 2",
+        // The embedded server's lifecycle series, from the objects this API saw.
+        "spawner_spawn_to_ready_seconds_count 1",
+        "spawner_sweeps_total 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -374,6 +391,17 @@ async fn status_ready_stream_metrics_seed_routes_and_token() {
         );
     }
     set_states(&ns, &id, &[State::Terminating, State::Swept], json!({})).await;
+    let metrics = api.get("/metrics").await.1;
+    assert!(
+        metrics.lines().any(|l| l == "spawner_sweeps_total 1"),
+        "{metrics}"
+    );
+    // An ended record drops what kept the backend alive, as on the embedded server.
+    let rec = api.get_json(&format!("/v1/backends/{id}")).await;
+    assert!(
+        rec["busy_until"].is_null() && rec["last_client_activity"].is_null(),
+        "{rec}"
+    );
     let (code, events) = reader.await.expect("reader");
     assert_eq!(code, 200);
     let states: Vec<(u64, &str)> = events
@@ -557,8 +585,8 @@ async fn browsers_foreign_hosts_and_untyped_bodies_are_refused_and_a_token_is_re
 }
 
 /// The limits of docs/api.md and lists a page at a time, as on the embedded server: an
-/// oversized body or spec creates nothing, and `next` (the API server's continue token)
-/// leads through every backend once.
+/// oversized body or spec creates nothing, and `next` leads through every backend once,
+/// newest first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_pages() {
     let ns = TestNs::new("limits").await;
@@ -611,9 +639,17 @@ async fn limits_and_pages() {
         }
     };
     let (all, pages) = every_page("limit=3").await;
-    let mut sorted = created.clone();
+    // Newest first: by creation time (the API server's, to the second), then by id.
+    let mut sorted = Vec::new();
+    for id in &created {
+        let rec = api.get_json(&format!("/v1/backends/{id}")).await;
+        // RFC 3339 in UTC with milliseconds: ordered as text.
+        let at = rec["created_at"].as_str().expect("time").to_string();
+        sorted.push((std::cmp::Reverse(at), id.clone()));
+    }
     sorted.sort();
-    assert_eq!(all, sorted, "by name, each once");
+    let sorted: Vec<String> = sorted.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(all, sorted, "newest first, each once");
     assert!(pages >= 3, "{pages} pages");
     let (half, _) = every_page("limit=2&label=half=0").await;
     assert_eq!(half.len(), 4);

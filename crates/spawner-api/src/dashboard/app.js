@@ -1017,10 +1017,12 @@ let poolPage = null; // {name, status, sized (the resize form was filled)}
 function openPool(name) {
   poolPage = { name, status: null, sized: false };
   for (const f of ["p-name", "p-error", "p-ready", "p-starting", "p-claimed", "p-claims", "p-template",
-    "p-result", "p-members-count", "p-members-how"]) {
+    "p-result", "p-members-count"]) {
     $(f).textContent = "";
   }
+  // Emptied, so drawn again from the first status read even when its members are unchanged.
   $("p-member-rows").replaceChildren();
+  delete $("p-member-rows").dataset.sig;
   $("p-name").textContent = name;
   $("p-resize").hidden = true;
   followPools(showPool);
@@ -1058,23 +1060,12 @@ async function showPool() {
   showMembers(status);
 }
 
-/**
- * The pool's backends that have not ended. Records that name their pool (`pool`) say it;
- * from a server whose records do not, they are the backends started from the pool's
- * template (same executable, the template's labels).
- */
+/** The pool's backends that have not ended: the records that name it as their `pool`. */
 function showMembers(status) {
-  const named = [...backends.values()].some((r) => "pool" in r);
-  const exe = JSON.stringify((status.template && status.template.executable) || {});
-  const labels = Object.entries((status.template && status.template.labels) || {});
-  const members = [...backends.values()].filter((r) => {
-    if (TERMINAL.has(r.state)) return false;
-    if (named) return r.pool === status.name;
-    const spec = r.spec || {};
-    return JSON.stringify(spec.executable || {}) === exe && labels.every(([k, v]) => (spec.labels || {})[k] === v);
-  }).sort(compare);
+  const members = [...backends.values()]
+    .filter((r) => !TERMINAL.has(r.state) && r.pool === status.name)
+    .sort(compare);
   setText($("p-members-count"), "(" + members.length + ")");
-  setText($("p-members-how"), named ? "" : "This server's records do not name their pool: these are the live backends started from its template.");
   const sig = members.map((r) => [r.id, r.state, r.key, r.claimed_at].join("/")).join(" ");
   const body = $("p-member-rows");
   if (body.dataset.sig === sig) return;
@@ -1083,8 +1074,7 @@ function showMembers(status) {
     const tr = el("tr", { "data-id": r.id });
     tr.appendChild(el("td", { class: "id" })).appendChild(el("a", { href: "#/backends/" + r.id, class: "mono" }, r.id));
     tr.appendChild(el("td")).appendChild(el("span", { class: "state", "data-state": r.state }, r.state));
-    const claimed = r.claimed_at || r.key;
-    const cell = tr.appendChild(el("td", { class: "claim" }, claimed ? "claimed" + (r.key ? " by " + r.key : "") : "unclaimed"));
+    const cell = tr.appendChild(el("td", { class: "claim" }, r.claimed_at ? "claimed" + (r.key ? " by " + r.key : "") : "unclaimed"));
     if (r.claimed_at) cell.append(" ", timeNode(Date.parse(r.claimed_at)));
     tr.appendChild(el("td")).appendChild(timeNode(Date.parse(r.created_at)));
     return tr;

@@ -4,30 +4,35 @@ use super::ApiError;
 use crate::app::App;
 use crate::live::{Live, StopRequest};
 use crate::store::{Inserted, Position, Row};
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use spawner_api::bodies::{
-    BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
-};
-use spawner_api::page::{bad_cursor, Page};
-use spawner_api::parse::{self, ListFilter};
+use spawner_api::bodies::BackendList;
+use spawner_api::page::{ListPosition, Page};
+use spawner_api::parse::ListFilter;
+use spawner_api::ErrorCode;
+use spawner_api::{SpawnRoute, Spawned};
 use spawner_core::access::{Access, AccessMode, ConnectAsk};
 use spawner_core::lifecycle::StopReason;
+use spawner_core::time::Millis;
+use spawner_core::BackendId;
 use spawner_core::{BackendRecord, BackendSpec, SpawnResponse};
 use std::sync::Arc;
 
-pub async fn spawn(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    if spawner_api::parse::names_pool(&body) {
-        return super::pools::claim(&app, &body).await;
-    }
-    let mut spec: BackendSpec = parse::json(&body)?;
-    let ask = resolve_access(&app, &mut spec)?;
-    let (status, resp) = create(&app, spec).await?;
-    let resp = with_connect(&app, resp, ask.as_ref()).await?;
-    Ok((status, Json(resp)).into_response())
+/// `POST /v1/backends` (or the seed's `/spawn`, whose backends are open).
+pub(super) async fn spawn(
+    app: &Arc<App>,
+    mut spec: BackendSpec,
+    route: SpawnRoute,
+) -> Result<Spawned, ApiError> {
+    let ask = match route {
+        SpawnRoute::V1 => resolve_access(app, &mut spec)?,
+        SpawnRoute::Seed => None,
+    };
+    let (status, resp) = create(app, spec).await?;
+    let response = with_connect(app, resp, ask.as_ref()).await?;
+    Ok(Spawned {
+        created: status == StatusCode::CREATED,
+        response,
+    })
 }
 
 /// The spec's access with the server's default applied, and the connect URL it asks for:
@@ -51,7 +56,11 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, SpawnResponse), ApiError> {
     spec.validate()?;
     let runtime = app.runtimes.for_spec(&spec).map_err(|why| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "runtime_unavailable", why)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RuntimeUnavailable,
+            why,
+        )
     })?;
     let id = spawner_core::BackendId::generate().map_err(ApiError::internal)?;
     let runtime_name = runtime.name();
@@ -175,14 +184,6 @@ pub(super) fn record(app: &App, row: Row, with_events: bool) -> Result<BackendRe
     })
 }
 
-pub async fn list(
-    State(app): State<Arc<App>>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    let filter = ListFilter::from_query(params)?;
-    Ok(Json(page(&app, &filter)?).into_response())
-}
-
 /// One page of the list: the backends the filter selects after its cursor, newest first,
 /// records without events. A live backend is selected by its state in memory: `Ready` is
 /// shown before it is committed (`App::ready`), so the stored state may be the one before.
@@ -233,33 +234,30 @@ pub(super) fn page(app: &App, filter: &ListFilter) -> Result<BackendList, ApiErr
     }
 }
 
-/// The cursor of a page that ends at `position`: opaque to clients.
+/// The cursor of a page that ends at `position` (the same in both modes).
 fn cursor_of(position: &Position) -> String {
-    format!("{}.{}", position.created_at, position.id)
+    ListPosition {
+        created_at: position.created_at,
+        id: position.id.clone(),
+    }
+    .cursor()
 }
 
 fn cursor_position(cursor: &str) -> Result<Position, ApiError> {
-    let (time, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+    let p = ListPosition::from_cursor(cursor)?;
     Ok(Position {
-        created_at: time.parse().map_err(|_| bad_cursor())?,
-        id: spawner_core::BackendId::parse(id)
-            .map_err(|_| bad_cursor())?
-            .as_str()
-            .to_string(),
+        created_at: p.created_at,
+        id: p.id,
     })
 }
 
-pub async fn get_one(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> Result<Json<BackendRecord>, ApiError> {
-    let id = parse::id(&id)?;
+pub(super) fn get(app: &App, id: &BackendId) -> Result<BackendRecord, ApiError> {
     let row = app
         .store
         .get(id.as_str())
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-    Ok(Json(record(&app, row, true)?))
+    record(app, row, true)
 }
 
 /// The record of a live backend, from memory alone (what list streams send on every change).
@@ -292,13 +290,16 @@ pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
     }
 }
 
-pub async fn terminate(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let id = parse::id(&id)?;
-    let body: TerminateRequest = parse::json_or_default(&body)?;
+/// How long a terminate's answer waits for the supervisor to enter Terminating (it does at
+/// once unless the store cannot take the write).
+const STOP_ENTERED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stops the backend; the state it is in from now on.
+pub(super) async fn terminate(
+    app: &Arc<App>,
+    id: &BackendId,
+    hard: bool,
+) -> Result<spawner_core::State, ApiError> {
     let row = app
         .store
         .get(id.as_str())
@@ -308,7 +309,6 @@ pub async fn terminate(
     // carried out.
     let stopping = app.clone();
     let key = id.as_str().to_string();
-    let hard = body.hard;
     let before = tokio::spawn(async move {
         let app = stopping;
         if !row.state.is_terminal() {
@@ -326,10 +326,24 @@ pub async fn terminate(
         }
         match app.registry.get(&key) {
             Some(live) => {
+                // Subscribed before asking, so that the supervisor's Terminating is not missed.
+                let mut seq = live.seq.subscribe();
                 live.request_stop(StopRequest {
                     reason: StopReason::Terminate,
                     hard,
                 });
+                // The answer waits for the supervisor to enter Terminating (it does at once),
+                // so that from it on, status, `/ready`, keepalive and the proxy say so.
+                let entered = async {
+                    while live.state() < spawner_core::State::Terminating {
+                        if seq.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                if tokio::time::timeout(STOP_ENTERED_WAIT, entered).await.is_err() {
+                    tracing::warn!(backend = %live.id, "Terminating not entered yet; answering anyway");
+                }
                 live.state()
             }
             None => row.state,
@@ -337,66 +351,47 @@ pub async fn terminate(
     })
     .await
     .map_err(ApiError::internal)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(TerminateResponse::new(id.as_str(), before, body.hard)),
-    )
-        .into_response())
+    Ok(spawner_api::bodies::TerminateResponse::new(id.as_str(), before, hard).state)
 }
 
-/// `POST /v1/backends/{id}/keepalive`: with the control token, or the backend's own token
-/// (`?token=`, from its `SPAWNER_KEEPALIVE_URL`), keeps a live backend from being swept for
-/// the seconds asked. Recorded durably first, so that a restart keeps it.
-pub async fn keepalive(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let id = parse::id(&id)?;
-    let live = app.registry.get(id.as_str());
-    let given = query.iter().find(|(k, _)| k == "token").map(|(_, v)| v);
-    let own = match given {
-        Some(given) => {
-            // An ended backend's token is in the store: it is told it has ended (410).
-            let token = match live.as_ref().and_then(|l| l.keepalive_token()) {
-                Some(t) => Some(t.to_string()),
-                None => app
-                    .store
-                    .keepalive(id.as_str())
-                    .map_err(ApiError::internal)?
-                    .map(|k| k.token),
-            };
-            token.is_some_and(|t| {
-                spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())
-            })
-        }
-        None => false,
+/// Whether `given` is the backend's own keepalive secret (from its `SPAWNER_KEEPALIVE_URL`).
+pub(super) fn keepalive_token_matches(
+    app: &App,
+    id: &BackendId,
+    given: &str,
+) -> Result<bool, ApiError> {
+    // An ended backend's token is in the store: it is told it has ended (410).
+    let token = match app
+        .registry
+        .get(id.as_str())
+        .as_ref()
+        .and_then(|l| l.keepalive_token().map(str::to_string))
+    {
+        Some(t) => Some(t),
+        None => app
+            .store
+            .keepalive(id.as_str())
+            .map_err(ApiError::internal)?
+            .map(|k| k.token),
     };
-    let control = given.is_none()
-        && spawner_api::BearerToken::new(app.config.token.as_deref()).allows(&headers);
-    if !own && !control {
-        return Err(spawner_api::auth::keepalive_refused());
-    }
-    let req: KeepaliveRequest = parse::json(&body)?;
-    req.validate()?;
+    Ok(token.is_some_and(|t| spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())))
+}
+
+/// Keeps a live backend from being swept until `until`. Recorded durably first, so that a
+/// restart keeps it.
+pub(super) async fn keepalive(app: &App, id: &BackendId, until: Millis) -> Result<(), ApiError> {
+    let live = app.registry.get(id.as_str());
     let Some(live) = live.filter(|l| l.state() < spawner_core::State::Terminating) else {
         return match app.store.get(id.as_str()).map_err(ApiError::internal)? {
             None => Err(ApiError::not_found(id.as_str())),
-            Some(row) => Err(ApiError::new(
-                StatusCode::GONE,
-                "gone",
-                format!(
-                    "backend {id} is {}: it cannot be kept alive",
-                    app.registry
-                        .get(id.as_str())
-                        .map_or(row.state, |l| l.state())
-                ),
+            Some(row) => Err(spawner_api::respond::not_kept_alive(
+                id.as_str(),
+                app.registry
+                    .get(id.as_str())
+                    .map_or(row.state, |l| l.state()),
             )),
         };
     };
-    let until = req.until(spawner_core::time::now_millis());
     // A backend not started yet has no keepalive row: made now, with its token.
     let fresh = spawner_core::BackendId::generate()
         .map_or_else(|_| String::new(), |t| t.as_str().to_string());
@@ -410,9 +405,5 @@ pub async fn keepalive(
         .map_err(super::store_error)?;
     live.set_busy_until(until);
     app.registry.changed();
-    Ok(Json(KeepaliveResponse {
-        id: live.id.clone(),
-        busy_until: until,
-    })
-    .into_response())
+    Ok(())
 }

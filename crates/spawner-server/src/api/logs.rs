@@ -3,33 +3,13 @@
 use super::ApiError;
 use crate::app::App;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use spawner_core::BackendId;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogQuery {
-    #[serde(default)]
-    follow: bool,
-}
-
-pub async fn logs(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("{e}; the only parameter is follow=true|false"),
-        )
-    })?;
-    let id = spawner_api::parse::id(&id)?;
+/// The backend's output file, whole, or followed until the backend has ended.
+pub(super) async fn logs(app: &Arc<App>, id: &BackendId, follow: bool) -> Result<Body, ApiError> {
     if app
         .store
         .get(id.as_str())
@@ -39,18 +19,17 @@ pub async fn logs(
         return Err(ApiError::not_found(id.as_str()));
     }
     let path = app.log_path(id.as_str());
-    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !query.follow {
+    if !follow {
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(ApiError::internal(e)),
         };
-        return Ok((text_plain, bytes).into_response());
+        return Ok(Body::from(bytes));
     }
     // Follow: send what is there, then what is appended, until the backend has ended and
     // everything it wrote was sent.
-    let app2 = app.clone();
+    let app2 = Arc::clone(app);
     let id = id.as_str().to_string();
     let stream = futures_util::stream::unfold(
         (None::<tokio::fs::File>, false),
@@ -90,5 +69,5 @@ pub async fn logs(
             }
         },
     );
-    Ok((text_plain, Body::from_stream(stream)).into_response())
+    Ok(Body::from_stream(stream))
 }

@@ -5,33 +5,22 @@ use super::ApiError;
 use crate::app::App;
 use crate::pools::{claim_hook, stop};
 use crate::store::pools::Claim;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use spawner_api::page::PageRequest;
-use spawner_api::parse;
+use spawner_api::{ErrorCode, Spawned};
 use spawner_core::access::{Access, AccessMode};
 use spawner_core::lifecycle::{StopReason, Timing};
 use spawner_core::pool::{
-    validate_name, ClaimNotice, ClaimRequest, Claimed, IfNoneReady, PoolDrained, PoolList,
-    PoolSize, PoolSpec,
+    ClaimNotice, ClaimRequest, Claimed, IfNoneReady, PoolDrained, PoolList, PoolSize, PoolSpec,
+    PoolStatus,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
-fn no_pool(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no pool named {name:?}; create it with POST /v1/pools"),
-    )
-}
+use spawner_api::control_plane::{no_pool, pool_exists};
 
-pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let mut spec: PoolSpec = parse::json(&body)?;
-    spec.validate()?;
+/// `spec` is validated.
+pub(super) fn create(app: &Arc<App>, mut spec: PoolSpec) -> Result<PoolStatus, ApiError> {
     // The server's default access applies to a template that names none.
     if spec.template.spec.access.is_none() && app.config.access == AccessMode::Token {
         spec.template.spec.access = Some(Access::stored(AccessMode::Token));
@@ -39,91 +28,58 @@ pub async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response
     app.runtimes.for_spec(&spec.template.spec).map_err(|why| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "runtime_unavailable",
+            ErrorCode::RuntimeUnavailable,
             format!("template: {why}"),
         )
     })?;
     if !app.store.create_pool(&spec).map_err(super::store_error)? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "pool_exists",
-            format!(
-                "a pool named {:?} exists: resize it with PUT /v1/pools/{0}, or drain it with DELETE first",
-                spec.name
-            ),
-        ));
+        return Err(pool_exists(&spec.name));
     }
     tracing::info!(pool = %spec.name, min_ready = spec.min_ready, max = spec.max, "pool created");
     let name = spec.name.clone();
     app.pools.insert(spec);
     let pool = app.pools.get(&name).ok_or_else(|| no_pool(&name))?;
-    Ok((StatusCode::CREATED, Json(app.pools.status(&app, &pool))).into_response())
+    Ok(app.pools.status(app, &pool))
 }
 
-pub async fn list(
-    State(app): State<Arc<App>>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<PoolList>, ApiError> {
-    let page = PageRequest::from_query(params)?;
-    // The cursor is the last name of the page before.
-    if let Some(after) = &page.after {
-        validate_name(after).map_err(|_| spawner_api::page::bad_cursor())?;
-    }
-    Ok(Json(app.pools.page(&app, &page)))
+pub(super) fn list(app: &Arc<App>, page: &PageRequest) -> PoolList {
+    app.pools.page(app, page)
 }
 
-pub async fn get_one(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let pool = app.pools.get(&name).ok_or_else(|| no_pool(&name))?;
-    Ok(Json(app.pools.status(&app, &pool)).into_response())
+pub(super) fn get(app: &Arc<App>, name: &str) -> Result<PoolStatus, ApiError> {
+    let pool = app.pools.get(name).ok_or_else(|| no_pool(name))?;
+    Ok(app.pools.status(app, &pool))
 }
 
-pub async fn resize(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    validate_name(&name).map_err(|_| no_pool(&name))?;
-    let size: PoolSize = parse::json(&body)?;
-    size.validate()?;
+/// `size` is validated.
+pub(super) fn resize(app: &Arc<App>, name: &str, size: PoolSize) -> Result<PoolStatus, ApiError> {
     let spec = app
         .store
-        .resize_pool(&name, size)
+        .resize_pool(name, size)
         .map_err(super::store_error)?
-        .ok_or_else(|| no_pool(&name))?;
+        .ok_or_else(|| no_pool(name))?;
     tracing::info!(pool = %name, min_ready = size.min_ready, max = size.max, "pool resized");
     app.pools.resized(spec);
-    let pool = app.pools.get(&name).ok_or_else(|| no_pool(&name))?;
-    Ok(Json(app.pools.status(&app, &pool)).into_response())
+    get(app, name)
 }
 
-pub async fn drain(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    validate_name(&name).map_err(|_| no_pool(&name))?;
+pub(super) async fn drain(app: &Arc<App>, name: &str) -> Result<PoolDrained, ApiError> {
     let ids = app
         .store
-        .drain_pool(&name, StopReason::Terminate.as_str())
+        .drain_pool(name, StopReason::Terminate.as_str())
         .map_err(super::store_error)?
-        .ok_or_else(|| no_pool(&name))?;
-    app.pools.remove(&name);
+        .ok_or_else(|| no_pool(name))?;
+    app.pools.remove(name);
     tracing::info!(pool = %name, stopping = ids.len(), "pool drained");
     for id in &ids {
         if let Some(live) = app.registry.get(id) {
-            stop(&app, &live, StopReason::Terminate, "pool drained").await;
+            stop(app, &live, StopReason::Terminate, "pool drained").await;
         }
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(PoolDrained {
-            name,
-            stopping: ids.len() as u32,
-        }),
-    )
-        .into_response())
+    Ok(PoolDrained {
+        name: name.to_string(),
+        stopping: ids.len() as u32,
+    })
 }
 
 /// How long a claim waits for a member shown Ready to have its Ready committed before it
@@ -134,9 +90,8 @@ const COMMIT_WAIT: Duration = Duration::from_secs(1);
 /// claim hook (if the template has one) accepted; with none Ready, the next to be Ready
 /// (one more is started for it unless the request says `wait`). A key that has a live
 /// backend gets that one.
-pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
-    let req: ClaimRequest = parse::json(body)?;
-    req.validate()?;
+/// `req` is validated.
+pub(super) async fn claim(app: &Arc<App>, req: ClaimRequest) -> Result<Spawned, ApiError> {
     let pool = app.pools.get(&req.pool).ok_or_else(|| no_pool(&req.pool))?;
     let ask = Access::for_claim(pool.spec().template.spec.access_mode(), req.access.as_ref())?;
     // The template's labels with the claim's: within the limits of any spec.
@@ -157,8 +112,11 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
             Claim::Existing(row) => {
                 let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
                 let resp = super::backends::spawn_response(app, &row.id, row.key, state);
-                let resp = super::backends::with_connect(app, resp, ask.as_ref()).await?;
-                return Ok((StatusCode::OK, Json(resp)).into_response());
+                let response = super::backends::with_connect(app, resp, ask.as_ref()).await?;
+                return Ok(Spawned {
+                    created: false,
+                    response,
+                });
             }
             Claim::Claimed(row, at) => {
                 app.pools.mark_claimed(
@@ -221,8 +179,11 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
                 pool.claimed(cold);
                 tracing::info!(backend = %row.id, pool = %req.pool, key = ?row.key, "claimed");
                 let resp = super::backends::spawn_response(app, &row.id, row.key, live.state());
-                let resp = super::backends::with_connect(app, resp, ask.as_ref()).await?;
-                return Ok((StatusCode::CREATED, Json(resp)).into_response());
+                let response = super::backends::with_connect(app, resp, ask.as_ref()).await?;
+                return Ok(Spawned {
+                    created: true,
+                    response,
+                });
             }
             Claim::NoneReady => {
                 if app.pools.get(&req.pool).is_none() {
@@ -259,7 +220,7 @@ pub async fn claim(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
                             pool.spec().template.claim_path.as_deref(),
                             pool.refusing().as_deref(),
                         );
-                        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pool_exhausted", message));
+                        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::PoolExhausted, message));
                     }
                 }
             }

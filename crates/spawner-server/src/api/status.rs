@@ -3,24 +3,15 @@
 
 use super::ApiError;
 use crate::app::App;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use futures_util::stream::Stream;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use spawner_api::StatusItem;
 use spawner_core::lifecycle::{expiring, Expiry};
 use spawner_core::time::now_millis;
-use spawner_core::Expiring;
-use std::convert::Infallible;
+use spawner_core::{BackendId, Event, Expiring};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn status(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = spawner_api::parse::id(&id)?;
+pub(super) fn status(app: &App, id: &BackendId) -> Result<Event, ApiError> {
     // A `Ready` shown and not committed yet is the newest; read before the store, which has
     // it once it is no longer among the shown ones.
     let shown = app
@@ -32,48 +23,36 @@ pub async fn status(
         .last_event(id.as_str())
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-    let event = shown.filter(|e| e.seq > stored.seq).unwrap_or(stored);
-    Ok(Json(event).into_response())
+    Ok(shown.filter(|e| e.seq > stored.seq).unwrap_or(stored))
 }
 
-pub async fn ready(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = spawner_api::parse::id(&id)?;
-    let state = match app.registry.get(id.as_str()) {
-        Some(live) => live.state(),
-        None => {
-            app.store
-                .get(id.as_str())
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::not_found(id.as_str()))?
-                .state
-        }
-    };
-    Ok(spawner_api::respond::ready(
-        id.as_str(),
-        state,
-        &app.urls.backend(id.as_str()),
-    ))
+/// The state `/ready` answers by: in memory while live, else the store's.
+pub(super) fn state(app: &App, id: &BackendId) -> Result<spawner_core::State, ApiError> {
+    match app.registry.get(id.as_str()) {
+        Some(live) => Ok(live.state()),
+        None => Ok(app
+            .store
+            .get(id.as_str())
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(id.as_str()))?
+            .state),
+    }
 }
 
-/// Replays every event after `Last-Event-ID` (all of them without it), then follows new
-/// ones; the stream ends after a terminal state.
-pub async fn stream(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let id = spawner_api::parse::id(&id)?.as_str().to_string();
-    let after = spawner_api::parse::last_event_id(&headers)?;
+/// Replays every event after `after` (all of them for 0), then follows new ones; the stream
+/// ends after a terminal state.
+pub(super) fn stream(
+    app: &Arc<App>,
+    id: &BackendId,
+    after: u64,
+) -> Result<BoxStream<'static, StatusItem>, ApiError> {
+    let id = id.as_str().to_string();
     if app.store.get(&id).map_err(ApiError::internal)?.is_none() {
         return Err(ApiError::not_found(&id));
     }
     // Subscribe before reading, so that no event falls between the read and the wait.
     let changes = app.registry.get(&id).map(|l| l.seq.subscribe());
-    Ok(Sse::new(events(app, id, after, changes))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(events(app.clone(), id, after, changes).boxed())
 }
 
 /// What the stream still has to do.
@@ -97,7 +76,7 @@ fn events(
     id: String,
     after: u64,
     changes: Option<tokio::sync::watch::Receiver<u64>>,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+) -> impl Stream<Item = StatusItem> {
     let cursor = Cursor {
         app,
         id,
@@ -112,7 +91,7 @@ fn events(
             if let Some(e) = c.pending.next() {
                 c.after = c.after.max(e.seq);
                 c.done = e.state.is_terminal();
-                return Some((Ok(spawner_api::respond::sse_event(&e)), c));
+                return Some((StatusItem::Event(e), c));
             }
             if c.done {
                 return None;
@@ -147,7 +126,7 @@ fn events(
                 Some(e) if c.announced.is_none_or(|a| moved(a, e)) => {
                     c.announced = Some(e);
                     let note = Expiring::new(e.at, e.reason.as_str());
-                    return Some((Ok(spawner_api::respond::sse_expiring(&note)), c));
+                    return Some((StatusItem::Expiring(note), c));
                 }
                 Some(_) => {}
                 None => c.announced = None,

@@ -6,14 +6,11 @@
 use super::backends::{live_record, record};
 use super::ApiError;
 use crate::app::App;
-use axum::extract::{Query, State};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use spawner_api::parse::ListFilter;
+use spawner_api::ListWatch;
 use spawner_core::BackendRecord;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,17 +19,14 @@ use tokio::sync::mpsc;
 /// every request, so they are sampled rather than announced.
 const SAMPLE: Duration = Duration::from_secs(1);
 
-pub async fn stream(
-    State(app): State<Arc<App>>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    let filter = ListFilter::from_query(params)?;
+/// The list's first page, and the records that change from then on.
+pub(super) async fn watch(app: &Arc<App>, filter: &ListFilter) -> Result<ListWatch, ApiError> {
     // Subscribe before the snapshot, so that no change falls between the two.
     let changes = app.registry.subscribe();
     let (retired, _) = app.registry.retired_since(u64::MAX);
     // The first page only: the client reads the others with `GET /v1/backends?after=`,
     // and is sent each live backend not in it at the stream's first look (within a second).
-    let list = super::backends::page(&app, &filter)?;
+    let list = super::backends::page(app, filter)?;
     let sent: HashMap<String, Seen> = list
         .backends
         .iter()
@@ -44,15 +38,19 @@ pub async fn stream(
             )
         })
         .collect();
-    let snapshot = json_event("snapshot", &list);
     let (tx, rx) = mpsc::channel(64);
-    if tx.send(snapshot).await.is_ok() {
-        tokio::spawn(follow(app, filter, sent, retired, changes, tx));
-    }
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    tokio::spawn(follow(
+        app.clone(),
+        filter.clone(),
+        sent,
+        retired,
+        changes,
+        tx,
+    ));
+    Ok(ListWatch {
+        snapshot: list,
+        changes: tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
+    })
 }
 
 /// What a client was last told about a live backend.
@@ -87,7 +85,7 @@ async fn follow(
     mut sent: HashMap<String, Seen>,
     mut retired: u64,
     mut changes: tokio::sync::watch::Receiver<u64>,
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<BackendRecord>,
 ) {
     loop {
         tokio::select! {
@@ -144,7 +142,7 @@ async fn follow(
             }
         }
         for rec in out {
-            if tx.send(json_event("backend", &rec)).await.is_err() {
+            if tx.send(rec).await.is_err() {
                 return;
             }
         }
@@ -160,10 +158,4 @@ fn wanted(
     filter.state.is_none_or(|s| s == state)
         && filter.key.as_deref().is_none_or(|k| key == Some(k))
         && filter.labels_match(labels)
-}
-
-fn json_event(name: &str, body: &impl serde::Serialize) -> SseEvent {
-    SseEvent::default()
-        .event(name)
-        .data(serde_json::to_string(body).unwrap_or_default())
 }
