@@ -102,10 +102,26 @@ pub async fn note(
     reason: &str,
     now: Millis,
 ) -> Result<Option<SessionLivedBackend>, kube::Error> {
+    note_on(api, name, None, reason, now).await
+}
+
+/// [`note`], starting from `read` (an object just written, so most likely current) when
+/// given: one request instead of two.
+pub async fn note_on(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    mut read: Option<SessionLivedBackend>,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<SessionLivedBackend>, kube::Error> {
     let mut tries = 0;
     loop {
-        let Some(obj) = api.get_opt(name).await? else {
-            return Ok(None);
+        let obj = match read.take() {
+            Some(o) => o,
+            None => match api.get_opt(name).await? {
+                Some(o) => o,
+                None => return Ok(None),
+            },
         };
         let mut status = obj.status.clone().unwrap_or_default();
         if !status.note(now, reason.to_string()) {

@@ -162,6 +162,7 @@ fn rbac_grants_what_each_component_does_and_no_more() {
                 "get /pods/log",
                 "get spawner.dev/sessionlivedbackendpools",
                 "list spawner.dev/sessionlivedbackendpools",
+                "watch spawner.dev/sessionlivedbackendpools",
                 "create spawner.dev/sessionlivedbackendpools",
                 "patch spawner.dev/sessionlivedbackendpools",
                 "delete spawner.dev/sessionlivedbackendpools",
