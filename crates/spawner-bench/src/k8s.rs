@@ -7,6 +7,7 @@
 //! of both processes with N objects and Pods.
 
 use crate::api::Api;
+use crate::apiserver_requests::Counts;
 use crate::report::{fmt, Phase};
 use crate::util::{self, Dist, Proc};
 use crate::Ctx;
@@ -149,7 +150,8 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let start_controller = |name: &str| -> Result<Proc> {
         let mut cmd = Command::new(&ctx.spawner);
         cmd.args(["controller", "--namespace", NAMESPACE, "--leader-elect"])
-            .args(["--retention", "3600"])
+            // Ended objects go at once, so that a round's deletions are over before the next.
+            .args(["--retention", "0"])
             .env("KUBECONFIG", &controller_kc)
             .env("POD_NAME", name)
             .env("SPAWNER_LOG", "info");
@@ -178,8 +180,29 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
     .env("SPAWNER_LOG", "warn");
     let mut api_proc = Proc::start("api", cmd, &ctx.token, &dir.join("api.log"))?;
     api_proc.wait_port(addr, Duration::from_secs(30)).await?;
+    let mut cmd = Command::new(&ctx.spawner);
+    cmd.args([
+        "sweeper",
+        "--node-name",
+        crate::kubelet::NODE,
+        "--namespace",
+        NAMESPACE,
+    ])
+    .env(
+        "KUBECONFIG",
+        kubeconfig(&server, &dir, "spawner-sweeper").await?,
+    )
+    .env("SPAWNER_LOG", "warn");
+    let mut sweeper = Proc::start("sweeper", cmd, &ctx.token, &dir.join("sweeper.log"))?;
     let api = Api::new(addr);
-    let result = measure(ctx, &api, &admin, &mut controller, &mut api_proc).await;
+    let result = {
+        let mut procs = Procs {
+            controller: &mut controller,
+            api: &mut api_proc,
+            sweeper: &mut sweeper,
+        };
+        measure(ctx, &api, &admin, &dir, &mut procs).await
+    };
     let result = match result {
         Ok(mut phase) => handover(&admin, controller, start_controller, &mut phase)
             .await
@@ -189,9 +212,25 @@ pub async fn run(ctx: &Ctx) -> Result<Phase> {
             Err(e)
         }
     };
+    sweeper.stop().await;
     api_proc.stop().await;
     drop(server);
     result
+}
+
+/// Spawner's processes of the phase, checked alive while it waits.
+struct Procs<'a> {
+    controller: &'a mut Proc,
+    api: &'a mut Proc,
+    sweeper: &'a mut Proc,
+}
+
+impl Procs<'_> {
+    fn check_alive(&mut self) -> Result<()> {
+        self.controller.check_alive()?;
+        self.api.check_alive()?;
+        self.sweeper.check_alive()
+    }
 }
 
 /// The leader Lease's holder, if any.
@@ -258,16 +297,41 @@ async fn handover(
     Ok(())
 }
 
-async fn measure(
-    ctx: &Ctx,
-    api: &Api,
-    admin: &Path,
-    controller: &mut Proc,
-    api_proc: &mut Proc,
-) -> Result<Phase> {
-    let n = ctx.k8s_backends;
-    let spec = json!({"executable": {"image": "registry.example/app:1", "command": ["serve"]}});
-    // Creates, IN_FLIGHT at a time; when each answer came (ms since the epoch).
+/// The admin's kube client, for the stand-in kubelet and the bare creates.
+async fn admin_client(admin: &Path) -> Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kc = Kubeconfig::read_from(admin)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The object a spawn through the API made (`sample`: its JSON as the API server has it),
+/// as a fresh object named `bare-{i}`: the same object POSTed straight to the API server.
+fn bare_object(sample: &Value, i: usize) -> Value {
+    let mut meta = serde_json::Map::new();
+    meta.insert("name".into(), json!(format!("bare-{i:05}")));
+    for field in ["labels", "annotations"] {
+        if let Some(v) = sample["metadata"].get(field) {
+            meta.insert(field.into(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": sample["apiVersion"],
+        "kind": sample["kind"],
+        "metadata": meta,
+        "spec": sample["spec"],
+    })
+}
+
+/// The spawn body of every backend of the phase.
+fn spec() -> Value {
+    json!({"executable": {"image": "registry.example/app:1", "command": ["serve"]}})
+}
+
+/// Creates `n` backends through the API, `in_flight` at a time: the wall time of each
+/// answer by id, and how long all took.
+async fn create(api: &Api, n: usize, in_flight: usize) -> Result<(HashMap<String, i64>, f64)> {
+    let spec = spec();
     let started = Instant::now();
     let answers: Vec<Result<(String, i64)>> = futures_util::stream::iter(0..n)
         .map(|_| {
@@ -283,72 +347,271 @@ async fn measure(
                 Ok((id.to_string(), at))
             }
         })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let took = started.elapsed().as_secs_f64();
+    Ok((answers.into_iter().collect::<Result<_>>()?, took))
+}
+
+/// The objects of the namespace (as admin): name → (state, when each state was entered).
+async fn objects(admin: &Path) -> Result<HashMap<String, HashMap<String, i64>>> {
+    let list: Value = serde_json::from_str(
+        &kubectl(
+            admin,
+            &["get", "sessionlivedbackends", "-n", NAMESPACE, "-o", "json"],
+        )
+        .await?,
+    )?;
+    let mut out = HashMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        let mut entered = HashMap::new();
+        for h in item["status"]["history"].as_array().into_iter().flatten() {
+            if let (Some(state), Some(at)) = (
+                h["state"].as_str(),
+                h["time"].as_str().and_then(util::parse_rfc3339_ms),
+            ) {
+                entered.insert(state.to_string(), at);
+            }
+        }
+        out.insert(name.to_string(), entered);
+    }
+    Ok(out)
+}
+
+/// Polls (as admin, every `every`) until `done` holds of the namespace's objects; the
+/// polls made, for the count of the phase's own requests.
+async fn wait_objects(
+    admin: &Path,
+    procs: &mut Procs<'_>,
+    what: &str,
+    every: Duration,
+    done: impl Fn(&HashMap<String, HashMap<String, i64>>) -> bool,
+) -> Result<(HashMap<String, HashMap<String, i64>>, u64)> {
+    let since = Instant::now();
+    let mut polls = 0;
+    loop {
+        procs.check_alive()?;
+        polls += 1;
+        let now = objects(admin).await?;
+        if done(&now) {
+            return Ok((now, polls));
+        }
+        if since.elapsed() > Duration::from_secs(300) {
+            bail!("{what}: not after 300 s");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Terminates every backend through the API and waits until their objects are deleted,
+/// and their Pods and Services too (the garbage collector's part, whose requests would
+/// otherwise be counted in the next round); the phase's own polls.
+async fn clear(api: &Api, admin: &Path, procs: &mut Procs<'_>) -> Result<u64> {
+    api.terminate_all().await.ok();
+    let (_, mut polls) = wait_objects(
+        admin,
+        procs,
+        "every object deleted",
+        Duration::from_millis(250),
+        |o| o.is_empty(),
+    )
+    .await?;
+    let since = Instant::now();
+    loop {
+        // A list of each.
+        polls += 2;
+        let left = kubectl(
+            admin,
+            &[
+                "get",
+                "pods,services",
+                "-n",
+                NAMESPACE,
+                "--no-headers",
+                "-o",
+                "name",
+            ],
+        )
+        .await?;
+        if left.trim().is_empty() {
+            return Ok(polls);
+        }
+        if since.elapsed() > Duration::from_secs(120) {
+            bail!("Pods and Services left 120 s after their objects: {left}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The Events of the namespace, by who reported them and why, with how many times each
+/// happened (series counted): what an operator finds in `kubectl get events`.
+async fn events_census(admin: &Path) -> Result<String> {
+    let list: Value = serde_json::from_str(
+        &kubectl(
+            admin,
+            &["get", "events.events.k8s.io", "-n", NAMESPACE, "-o", "json"],
+        )
+        .await?,
+    )?;
+    let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for e in list["items"].as_array().into_iter().flatten() {
+        let who = e["reportingController"].as_str().unwrap_or("?");
+        let why = e["reason"].as_str().unwrap_or("?");
+        let times = e["series"]["count"].as_u64().unwrap_or(1);
+        let entry = by.entry(format!("{who}: {why}")).or_default();
+        entry.0 += 1;
+        entry.1 += times;
+    }
+    if by.is_empty() {
+        return Ok("none".into());
+    }
+    Ok(by
+        .iter()
+        .map(|(k, (objects, times))| format!("{k} {objects} Events ({times} times)"))
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+const REQUESTS_TO_READY: f64 = 12.0;
+const REQUESTS_LIFE: f64 = 25.0;
+const CONSTRUCTED_P99_MS: f64 = 5_000.0;
+const CREATES_PER_S: f64 = 1_000.0;
+const CLAIM_P50_MS: f64 = 20.0;
+const CLAIM_P99_MS: f64 = 50.0;
+
+async fn measure(
+    ctx: &Ctx,
+    api: &Api,
+    admin: &Path,
+    dir: &Path,
+    procs: &mut Procs<'_>,
+) -> Result<Phase> {
+    let client = admin_client(admin).await?;
+    let mut phase = Phase::new("k8s");
+
+    let n = ctx.k8s_backends;
+    // 1. The object a spawn makes, read back to be POSTed as is in the bare round.
+    let (one, _) = create(api, 1, 1).await?;
+    let sample_id = one.keys().next().cloned().unwrap_or_default();
+    let sample: Value = serde_json::from_str(
+        &kubectl(
+            admin,
+            &[
+                "get",
+                "sessionlivedbackends",
+                "-n",
+                NAMESPACE,
+                &sample_id,
+                "-o",
+                "json",
+            ],
+        )
+        .await?,
+    )?;
+    clear(api, admin, procs).await?;
+
+    // 2. Side by side: the same objects POSTed straight to the API server (as admin, into
+    // the same namespace, so the controller reconciles them as it does the API's), then
+    // created through `spawner api`; each one's answer to Constructed.
+    let slabs: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &kube::api::ApiResource {
+            group: "spawner.dev".into(),
+            version: "v1".into(),
+            api_version: "spawner.dev/v1".into(),
+            kind: "SessionLivedBackend".into(),
+            plural: "sessionlivedbackends".into(),
+        },
+    );
+    let started = Instant::now();
+    let posted: Vec<Result<(String, i64)>> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (slabs, sample) = (&slabs, &sample);
+            async move {
+                let obj: kube::api::DynamicObject = serde_json::from_value(bare_object(sample, i))?;
+                let made = slabs
+                    .create(&kube::api::PostParams::default(), &obj)
+                    .await?;
+                Ok((made.metadata.name.unwrap_or_default(), util::wall_ms()))
+            }
+        })
         .buffer_unordered(IN_FLIGHT)
         .collect()
         .await;
-    let create_s = started.elapsed().as_secs_f64();
-    let answered: HashMap<String, i64> = answers.into_iter().collect::<Result<_>>()?;
+    let bare_s = started.elapsed().as_secs_f64();
+    let bare_answered: HashMap<String, i64> = posted.into_iter().collect::<Result<_>>()?;
+    let bare_per_s = n as f64 / bare_s;
+    let (bare_seen, _) = wait_objects(
+        admin,
+        procs,
+        &format!("all {n} bare objects Constructed"),
+        Duration::from_millis(500),
+        |o| o.len() >= n && o.values().all(|e| e.contains_key("Constructed")),
+    )
+    .await?;
+    let bare_dist = Dist::new(
+        bare_answered
+            .iter()
+            .filter_map(|(id, at)| {
+                bare_seen
+                    .get(id)?
+                    .get("Constructed")
+                    .map(|c| (c - at) as f64)
+            })
+            .collect(),
+    );
+    clear(api, admin, procs).await?;
 
-    // Every object Constructed: read them all (as admin) until they are.
-    let mut constructed: HashMap<String, i64> = HashMap::new();
-    let since = Instant::now();
-    while constructed.len() < n {
-        controller.check_alive()?;
-        api_proc.check_alive()?;
-        if since.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "only {} of {n} backends Constructed after 300 s",
-                constructed.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let list: Value = serde_json::from_str(
-            &kubectl(
-                admin,
-                &["get", "sessionlivedbackends", "-n", NAMESPACE, "-o", "json"],
-            )
-            .await?,
-        )?;
-        for item in list["items"].as_array().into_iter().flatten() {
-            let name = item["metadata"]["name"].as_str().unwrap_or_default();
-            let at = item["status"]["history"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|h| h["state"] == "Constructed")
-                .and_then(|h| h["time"].as_str())
-                .and_then(util::parse_rfc3339_ms);
-            if let Some(at) = at {
-                constructed.insert(name.to_string(), at);
-            }
-        }
-    }
-    let all_constructed_s = started.elapsed().as_secs_f64();
+    let (answered, create_s) = create(api, n, IN_FLIGHT).await?;
+    let creates_per_s = n as f64 / create_s;
+    let started = Instant::now();
+    let (seen, _) = wait_objects(
+        admin,
+        procs,
+        &format!("all {n} Constructed"),
+        Duration::from_millis(500),
+        |o| o.len() >= n && o.values().all(|e| e.contains_key("Constructed")),
+    )
+    .await?;
+    let all_constructed_s = create_s + started.elapsed().as_secs_f64();
     let latencies: Vec<f64> = answered
         .iter()
-        .filter_map(|(id, at)| constructed.get(id).map(|c| (c - at) as f64))
+        .filter_map(|(id, at)| seen.get(id)?.get("Constructed").map(|c| (c - at) as f64))
         .collect();
     let dist = Dist::new(latencies);
     let pods = kubectl(admin, &["get", "pods", "-n", NAMESPACE, "--no-headers"])
         .await?
         .lines()
         .count();
-    let controller_rss = util::rss_kib(controller.pid())? as f64 / 1024.0;
-    let api_rss = util::rss_kib(api_proc.pid())? as f64 / 1024.0;
-    let creates_per_s = n as f64 / create_s;
+    let controller_rss = util::rss_kib(procs.controller.pid())? as f64 / 1024.0;
+    let api_rss = util::rss_kib(procs.api.pid())? as f64 / 1024.0;
+    clear(api, admin, procs).await?;
 
-    let mut phase = Phase::new("k8s");
     phase.row(
         format!("creates through `spawner api` ({n}, {IN_FLIGHT} in flight)"),
         format!("{} /s", fmt(creates_per_s)),
     );
     phase.row(
+        format!("the same objects POSTed straight to the API server ({IN_FLIGHT} in flight, the controller reconciling them)"),
+        format!(
+            "{} /s (through Spawner: {}x)",
+            fmt(bare_per_s),
+            fmt(creates_per_s / bare_per_s)
+        ),
+    );
+    phase.row(
         "API answer to Constructed (status, Pod, Service): p50 / p99 / max",
         format!(
-            "{} / {} / {} ms",
+            "{} / {} / {} ms (POSTed straight: {} / {} / {} ms)",
             fmt(dist.pct(50.0)),
             fmt(dist.pct(99.0)),
-            fmt(dist.max())
+            fmt(dist.max()),
+            fmt(bare_dist.pct(50.0)),
+            fmt(bare_dist.pct(99.0)),
+            fmt(bare_dist.max())
         ),
     );
     phase.row(
@@ -359,15 +622,169 @@ async fn measure(
         format!("RSS with {n} objects and {pods} Pods: controller / API"),
         format!("{} / {} MiB", fmt(controller_rss), fmt(api_rss)),
     );
+    // Where the API server is the ceiling, 0.9x of its own rate is the target.
+    let creates_target = CREATES_PER_S.min(0.9 * bare_per_s);
+    phase.checks.push(crate::report::Check::at_least(
+        "creates through spawner api",
+        creates_per_s,
+        creates_target,
+        "/s",
+        format!(
+            "1,000/s, or 0.9x the API server's own {} /s",
+            fmt(bare_per_s)
+        ),
+    ));
+    phase.checks.push(crate::report::Check::at_most(
+        "create to Constructed p99",
+        dist.pct(99.0),
+        CONSTRUCTED_P99_MS,
+        "ms",
+        format!("under 5 s for {n} at once"),
+    ));
+
+    // 3. Requests per backend: M backends run to Ready (a stand-in kubelet and a sidecar
+    // each), then terminated and deleted; kube-apiserver's own count, less the stand-in's.
+    let m = ctx.k8s_ready;
+    let kubelet =
+        crate::kubelet::Kubelet::start(client.clone(), NAMESPACE, &ctx.spawner, &ctx.token, dir)
+            .await?;
+    let before = Counts::read(admin).await?;
+    let kubelet_before = kubelet.requests();
+    let started = Instant::now();
+    let (_, _) = create(api, m, 16).await?;
+    let (_, polls_ready) = wait_objects(
+        admin,
+        procs,
+        &format!("all {m} Ready"),
+        Duration::from_millis(250),
+        |o| o.len() >= m && o.values().all(|e| e.contains_key("Ready")),
+    )
+    .await?;
+    let all_ready_s = started.elapsed().as_secs_f64();
+    let at_ready = Counts::read(admin).await?;
+    let kubelet_ready = kubelet.requests() - kubelet_before;
+    let polls_clear = clear(api, admin, procs).await?;
+    let at_end = Counts::read(admin).await?;
+    let kubelet_all = kubelet.requests() - kubelet_before;
+    // The phase's own: its polls (one LIST each) and the stand-in kubelet's requests.
+    let to_ready = at_ready.since(&before);
+    let life = at_end.since(&before);
+    let own_ready = (polls_ready + kubelet_ready) as f64;
+    let own_life = (polls_ready + polls_clear + kubelet_all) as f64;
+    let per_ready = (to_ready.total() - own_ready).max(0.0) / m as f64;
+    let per_life = (life.total() - own_life).max(0.0) / m as f64;
+    let top = |c: &Counts| {
+        c.top(6)
+            .iter()
+            .map(|(k, v)| format!("{k} {}", fmt(v / m as f64)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    phase.row(
+        format!("kube-apiserver requests per backend, create to Ready ({m} backends, all Ready in {} s)", fmt(all_ready_s)),
+        format!("{} (largest, with the phase's own: {})", fmt(per_ready), top(&to_ready)),
+    );
+    phase.row(
+        "kube-apiserver requests per backend, whole life (create, Ready, terminate, delete)",
+        format!("{} (largest: {})", fmt(per_life), top(&life)),
+    );
+    phase.row(
+        "Events in the namespace after the round (reporter: reason × count)",
+        events_census(admin).await?,
+    );
+    phase.checks.push(crate::report::Check::at_most(
+        "requests per backend to Ready",
+        per_ready,
+        REQUESTS_TO_READY,
+        "",
+        "at most 12 (Spawner's own components)".into(),
+    ));
+    phase.checks.push(crate::report::Check::at_most(
+        "requests per backend, whole life",
+        per_life,
+        REQUESTS_LIFE,
+        "",
+        "at most 25".into(),
+    ));
+
+    // 4. Claims of a warm pool, one at a time, each once the pool is Ready again.
+    let claims = ctx.k8s_claims;
+    let pool = json!({"name": "bench", "template": spec(), "min_ready": 4, "max": claims + 8});
+    let (status, body) = api.call(Method::POST, "/v1/pools", Some(&pool)).await?;
+    if status.as_u16() != 201 {
+        bail!("pool: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let mut claim_ms = Vec::with_capacity(claims);
+    for i in 0..claims {
+        let since = Instant::now();
+        loop {
+            procs.check_alive()?;
+            let p = api.get_json("/v1/pools/bench").await?;
+            if p["ready"].as_u64().unwrap_or(0) >= 1 {
+                break;
+            }
+            if since.elapsed() > Duration::from_secs(120) {
+                bail!("the pool has no Ready backend after 120 s: {p}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let body = json!({"pool": "bench", "key": format!("claim-{i}"), "if_none_ready": "wait"});
+        let t = Instant::now();
+        let (status, answer) = api.call(Method::POST, "/v1/backends", Some(&body)).await?;
+        claim_ms.push(util::ms(t.elapsed()));
+        if !status.is_success() {
+            bail!("claim: {status}: {}", String::from_utf8_lossy(&answer));
+        }
+    }
+    let claim = Dist::new(claim_ms);
+    phase.row(
+        format!("warm claims ({claims}, one at a time): p50 / p99 / max"),
+        format!(
+            "{} / {} / {} ms",
+            fmt(claim.pct(50.0)),
+            fmt(claim.pct(99.0)),
+            fmt(claim.max())
+        ),
+    );
+    phase.checks.push(crate::report::Check::at_most(
+        "warm claim p50",
+        claim.pct(50.0),
+        CLAIM_P50_MS,
+        "ms",
+        "20 ms (agent-sandbox: 92 ms)".into(),
+    ));
+    phase.checks.push(crate::report::Check::at_most(
+        "warm claim p99",
+        claim.pct(99.0),
+        CLAIM_P99_MS,
+        "ms",
+        "50 ms (agent-sandbox: 376 ms)".into(),
+    ));
+    let _ = api.call(Method::DELETE, "/v1/pools/bench", None).await;
+    clear(api, admin, procs).await?;
+    drop(kubelet);
+
     phase.json = json!({
         "backends": n,
         "in_flight": IN_FLIGHT,
         "creates_per_s": util::round3(creates_per_s),
+        "bare_creates_per_s": util::round3(bare_per_s),
+        "bare_create_to_constructed_ms": bare_dist.json(),
         "create_to_constructed_ms": dist.json(),
         "all_constructed_s": util::round3(all_constructed_s),
         "pods": pods,
         "controller_rss_mib": util::round3(controller_rss),
         "api_rss_mib": util::round3(api_rss),
+        "ready_backends": m,
+        "all_ready_s": util::round3(all_ready_s),
+        "requests_per_backend_to_ready": util::round3(per_ready),
+        "requests_per_backend_life": util::round3(per_life),
+        "requests_to_ready": to_ready.json(),
+        "requests_life": life.json(),
+        "own_requests_to_ready": own_ready,
+        "own_requests_life": own_life,
+        "claims": claims,
+        "claim_ms": claim.json(),
     });
     Ok(phase)
 }

@@ -4,7 +4,9 @@
 //! summary. Run it through `scripts/bench`, which installs the peers and builds Spawner.
 
 mod api;
+mod apiserver_requests;
 mod k8s;
+mod kubelet;
 mod paced;
 mod pools;
 mod proxy;
@@ -130,6 +132,13 @@ struct Args {
     /// SessionLivedBackends created through `spawner api` in the k8s phase.
     #[arg(long, default_value_t = 1000)]
     k8s_backends: usize,
+    /// Backends run to Ready and terminated in the k8s phase's requests-per-backend round
+    /// (each with a `spawner sidecar` of its own).
+    #[arg(long, default_value_t = 100)]
+    k8s_ready: usize,
+    /// Claims one at a time of a warm pool in the k8s phase.
+    #[arg(long, default_value_t = 100)]
+    k8s_claims: usize,
     /// Extra environment for `spawner serve` only (repeatable), e.g. TOKIO_WORKER_THREADS=1.
     #[arg(long, value_name = "NAME=VALUE")]
     spawner_env: Vec<String>,
@@ -181,6 +190,8 @@ pub struct Ctx {
     pub scale_workers: usize,
     pub sweeps: usize,
     pub k8s_backends: usize,
+    pub k8s_ready: usize,
+    pub k8s_claims: usize,
     pub pool_claims: usize,
     pub pool_at_once: usize,
     pub pool_sustain_seconds: u64,
@@ -306,6 +317,8 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         scale_workers: args.scale_workers.max(1),
         sweeps: args.sweeps.max(1),
         k8s_backends: args.k8s_backends.max(1),
+        k8s_ready: args.k8s_ready.max(1),
+        k8s_claims: args.k8s_claims.max(1),
         pool_claims: args.pool_claims.max(1),
         pool_at_once: args.pool_at_once.max(1),
         pool_sustain_seconds: args.pool_sustain_seconds.max(1),

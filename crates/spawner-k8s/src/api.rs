@@ -68,6 +68,8 @@ pub struct ApiState {
     pub pool_stats: crate::pools::PoolStats,
     /// Spawn-to-ready times and sweeps this process saw ([`crate::api_metrics`]).
     pub lifecycle_stats: crate::api_metrics::LifecycleStats,
+    /// The watch of pools and members that claims read; `None` reads the API server.
+    pub pool_cache: Option<crate::pool_cache::PoolCache>,
 }
 
 impl ApiState {

@@ -1,9 +1,13 @@
 //! `spawner controller`: reconciles SessionLivedBackends with the Pods and Services that
 //! run them.
 //!
-//! Level-triggered: every reconcile reads the object and, fresh from the API server, its
-//! Pod and Service, and [`plan`] (pure) decides what to do; [`reconcile`] only carries the
-//! plan out. So a controller restarted at any point picks up where the last one stopped.
+//! Level-triggered: every reconcile takes the object and its Pod and Service, and [`plan`]
+//! (pure) decides what to do; [`reconcile`] only carries the plan out. So a controller
+//! restarted at any point picks up where the last one stopped. The Pod and Service come
+//! from the controller's watch caches ([`Children`]), not from a GET per reconcile: a
+//! backend costs the API server its writes, not reads (issue 27's budget). A cache can lag
+//! its own writes by a few milliseconds, so a child missing from it is trusted only when
+//! the object never had one or it has been missing a while ([`Children::seen`]).
 //! Status patches carry the object's `resourceVersion`, so a concurrent writer (the
 //! sweeper marking Ready or Swept) makes a patch fail with a conflict and the next
 //! reconcile sees both writes, instead of one silently undoing the other.
@@ -21,8 +25,8 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use spawner_core::lifecycle::{decide, outcome, Decision, Exit, Observed, StopReason};
@@ -94,6 +98,9 @@ pub enum Action {
     DeletePod {
         grace_seconds: i64,
     },
+    /// Delete an ended backend's Service: nothing reaches an ended backend, and deleting
+    /// it here is one request, where the garbage collector's would be several.
+    DeleteService,
     /// Delete the object; owner references make the garbage collector remove Pod and Service.
     DeleteObject,
 }
@@ -292,6 +299,9 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         let exited = matches!(app, Some(AppState::Exited(..)));
         if pod.is_some() && !pod_deleting && !exited {
             late.push(delete_pod(cfg.pod.stop_grace_seconds));
+        }
+        if service.is_some() {
+            late.push(Action::DeleteService);
         }
         let since = status.entered_at().unwrap_or(now);
         let retention_ms = Millis::try_from(cfg.retention.as_millis()).unwrap_or(Millis::MAX);
@@ -546,6 +556,99 @@ pub struct Context {
     pub now: Box<dyn Fn() -> Millis + Send + Sync>,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<SessionLivedBackend>, u32>>,
+    /// The watch caches of Pods and Services; `None` reads them fresh (one GET each).
+    pub children: Option<Children>,
+    /// What this controller's own writes did that its caches may not show yet.
+    written: Mutex<HashMap<ObjectRef<SessionLivedBackend>, Written>>,
+}
+
+/// One object's writes by this controller that its watch cache may lag behind: a
+/// reconcile handed a version its own writes replaced would plan from the past and
+/// write again (a conflict, or a label set twice), so it waits for the cache instead.
+#[derive(Debug, Default)]
+struct Written {
+    /// `resourceVersion`s this controller's writes replaced.
+    superseded: Vec<String>,
+    /// The uid of the Pod this controller deleted: its absence is the stop's end, not a
+    /// cache's lag.
+    deleted_pod: Option<String>,
+    /// This controller deleted the object's Service.
+    deleted_service: bool,
+}
+
+/// The controller's caches of the Pods and Services it made (its own watches, the ones
+/// that also trigger reconciles).
+#[derive(Clone)]
+pub struct Children {
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+}
+
+/// How long after entering Constructed (or any later live state) a child missing from the
+/// cache is taken for the cache's lag rather than a loss: the child's own watch event
+/// brings the next reconcile well within it.
+const CACHE_LAG: Millis = 5_000;
+/// The longest a reconcile waits for the caches' first list at start-up.
+const CACHE_FILL: Duration = Duration::from_secs(30);
+/// How soon to look again while a child may only be missing from the cache.
+const CACHE_RECHECK: Duration = Duration::from_millis(250);
+
+impl Children {
+    /// The caches once they hold their first full list (at most [`CACHE_FILL`]: after
+    /// that a missing child is read fresh, see [`Self::seen`]).
+    async fn ready(&self) -> &Self {
+        let _ = tokio::time::timeout(CACHE_FILL, async {
+            let _ = self.pods.wait_until_ready().await;
+            let _ = self.services.wait_until_ready().await;
+        })
+        .await;
+        self
+    }
+
+    /// The Pod and Service of `name`, and whether to believe their absence. A live object
+    /// past Submitted has a Pod and a Service (the controller made both before recording
+    /// Constructed): missing from a cache that may lag, they are looked for again soon,
+    /// then read fresh once [`CACHE_LAG`] has passed.
+    fn seen(
+        &self,
+        obj: &SessionLivedBackend,
+        ns: &str,
+        name: &str,
+        now: Millis,
+        pod_deleted: bool,
+    ) -> (Option<Pod>, Option<Service>, Lookup) {
+        let pod = self
+            .pods
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|p| (*p).clone());
+        let service = self
+            .services
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|s| (*s).clone());
+        let status = obj.status.as_ref();
+        let state = status.and_then(|s| s.state);
+        let made = state.is_some_and(|s| s >= State::Constructed && !s.is_terminal());
+        if !made || ((pod.is_some() || pod_deleted) && service.is_some()) {
+            return (pod, service, Lookup::Cached);
+        }
+        let since = status.and_then(|s| s.entered_at()).unwrap_or(0);
+        if now.saturating_sub(since) < CACHE_LAG {
+            (pod, service, Lookup::Wait)
+        } else {
+            (pod, service, Lookup::Fresh)
+        }
+    }
+}
+
+/// What to do about a child the cache does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// The cache is believed.
+    Cached,
+    /// Probably the cache's lag: look again soon.
+    Wait,
+    /// Missing for a while: read the API server.
+    Fresh,
 }
 
 impl Context {
@@ -561,7 +664,41 @@ impl Context {
             config,
             now,
             failures: Mutex::new(HashMap::new()),
+            children: None,
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn written(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SessionLivedBackend>, Written>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `obj` is a version this controller's own writes already replaced.
+    fn is_superseded(&self, obj: &SessionLivedBackend) -> bool {
+        let key = ObjectRef::from_obj(obj);
+        let mut written = self.written();
+        let Some(w) = written.get_mut(&key) else {
+            return false;
+        };
+        let rv = obj.resource_version();
+        if rv.as_ref().is_some_and(|rv| w.superseded.contains(rv)) {
+            return true;
+        }
+        // The cache has caught up with (or gone past) the writes.
+        w.superseded.clear();
+        false
+    }
+
+    /// Whether this controller deleted `obj`'s Pod (by uid, or any if `uid` is `None`).
+    fn deleted_pod(&self, obj: &SessionLivedBackend, uid: Option<&str>) -> bool {
+        self.written()
+            .get(&ObjectRef::from_obj(obj))
+            .and_then(|w| w.deleted_pod.as_deref())
+            .is_some_and(|d| uid.is_none_or(|u| u == d))
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<SessionLivedBackend>, u32>> {
@@ -596,20 +733,51 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
         .ok_or(Error::MissingField("name"))?;
     if obj.metadata.deletion_timestamp.is_some() {
         // Being deleted: the garbage collector removes what it owns.
+        ctx.written().remove(&ObjectRef::from_obj(&*obj));
         return Ok(Requeue::await_change());
+    }
+    if ctx.is_superseded(&obj) {
+        // The watch event of this controller's own write is on its way, and brings the
+        // next reconcile; this is a look back.
+        return Ok(Requeue::requeue(CACHE_RECHECK));
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let slabs: Api<SessionLivedBackend> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod = pods.get_opt(&name).await?;
-    let service = services.get_opt(&name).await?;
+    let now = (ctx.now)();
+    let (pod, service) = match &ctx.children {
+        Some(children) => {
+            match children
+                .ready()
+                .await
+                .seen(&obj, &ns, &name, now, ctx.deleted_pod(&obj, None))
+            {
+                (pod, service, Lookup::Cached) => (pod, service),
+                (_, _, Lookup::Wait) => return Ok(Requeue::requeue(CACHE_RECHECK)),
+                (pod, service, Lookup::Fresh) => {
+                    let pod = match pod {
+                        Some(p) => Some(p),
+                        None => pods.get_opt(&name).await?,
+                    };
+                    let service = match service {
+                        Some(s) => Some(s),
+                        None => services.get_opt(&name).await?,
+                    };
+                    (pod, service)
+                }
+            }
+        }
+        None => (pods.get_opt(&name).await?, services.get_opt(&name).await?),
+    };
     let seen = Seen {
         pod: pod.as_ref(),
         service: service.as_ref(),
-        now: (ctx.now)(),
+        now,
     };
     let plan = plan(&obj, &seen, &ctx.config);
     let known = obj.status.as_ref().map_or(0, |s| s.history.len());
+    // The versions this reconcile's writes replace: all but the last one written.
+    let mut versions: Vec<String> = obj.resource_version().into_iter().collect();
     // Why a Pod deleted now is stopped: the status as this plan leaves it says.
     let mut stop_reason = obj.status.as_ref().and_then(|s| s.stop_reason.clone());
     for action in plan.actions {
@@ -652,9 +820,11 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
             Action::PatchStatus(status) => {
                 stop_reason.clone_from(&status.stop_reason);
                 let patch = crate::write::status_patch(&obj, &status);
-                slabs
+                let updated = slabs
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
+                versions.extend(updated.resource_version());
+                remember(&ctx, &obj, &versions);
                 for entry in status.history.iter().skip(known) {
                     info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
                     crate::write::publish_state(&ctx.recorder, &obj, entry)
@@ -664,11 +834,18 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
             }
             Action::LabelNode(node) => {
                 let patch = json!({"metadata": {"labels": {LABEL_NODE: node}}});
-                slabs
+                let updated = slabs
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
+                versions.extend(updated.resource_version());
+                remember(&ctx, &obj, &versions);
             }
             Action::DeletePod { grace_seconds } => {
+                let uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+                if ctx.deleted_pod(&obj, uid.as_deref()) {
+                    // Deleted already; the cache has not shown it yet.
+                    continue;
+                }
                 if let Some(p) = pod.as_ref() {
                     let reason = stop_reason.as_deref().and_then(StopReason::parse);
                     go_away(&obj, p, reason, grace_seconds).await;
@@ -685,6 +862,31 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                     ..DeleteParams::default()
                 };
                 tolerate(pods.delete(&name, &dp).await, |s| s.is_not_found())?;
+                if let Some(uid) = uid {
+                    ctx.written()
+                        .entry(ObjectRef::from_obj(&*obj))
+                        .or_default()
+                        .deleted_pod = Some(uid);
+                }
+            }
+            Action::DeleteService => {
+                let key = ObjectRef::from_obj(&*obj);
+                if ctx.written().get(&key).is_some_and(|w| w.deleted_service) {
+                    continue;
+                }
+                let dp = DeleteParams {
+                    preconditions: service.as_ref().and_then(|s| s.metadata.uid.clone()).map(
+                        |uid| Preconditions {
+                            uid: Some(uid),
+                            resource_version: None,
+                        },
+                    ),
+                    ..DeleteParams::default()
+                };
+                tolerate(services.delete(&name, &dp).await, |s| {
+                    s.is_not_found() || s.is_conflict()
+                })?;
+                ctx.written().entry(key).or_default().deleted_service = true;
             }
             Action::DeleteObject => {
                 let dp = DeleteParams {
@@ -696,12 +898,22 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                 };
                 tolerate(slabs.delete(&name, &dp).await, |s| s.is_not_found())?;
                 ctx.failures().remove(&ObjectRef::from_obj(&*obj));
+                ctx.written().remove(&ObjectRef::from_obj(&*obj));
                 return Ok(Requeue::await_change());
             }
         }
     }
     ctx.failures().remove(&ObjectRef::from_obj(&*obj));
     Ok(Requeue::requeue(plan.requeue_after))
+}
+
+/// Records that `versions` but the last (the one just written) are superseded for `obj`.
+fn remember(ctx: &Context, obj: &SessionLivedBackend, versions: &[String]) {
+    let (_, older) = versions.split_last().unwrap_or((&String::new(), &[]));
+    ctx.written()
+        .entry(ObjectRef::from_obj(obj))
+        .or_default()
+        .superseded = older.to_vec();
 }
 
 /// Tells the backend's sidecar that it goes away for `reason` before its Pod is deleted
@@ -853,12 +1065,28 @@ pub async fn run(
         .await
         .map_err(Error::CrdMissing)?;
     let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let ctx = Arc::new(Context::new(
+    // The children's watches: the Controller's triggers and the reconciles' caches at once.
+    let (pod_store, pod_writer) = reflector::store();
+    let (service_store, service_writer) = reflector::store();
+    let pod_events = watcher::watcher(pods, children.clone())
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let service_events = watcher::watcher(services, children)
+        .default_backoff()
+        .reflect(service_writer)
+        .touched_objects();
+    let mut context = Context::new(
         client,
         reporter,
         config,
         Box::new(spawner_core::time::now_millis),
-    ));
+    );
+    context.children = Some(Children {
+        pods: pod_store.clone(),
+        services: service_store.clone(),
+    });
+    let ctx = Arc::new(context);
     let leases = match (&lease, namespace) {
         (Some(_), Some(ns)) => Some(Api::<Lease>::namespaced(ctx.client.clone(), ns)),
         (Some(_), None) => return Err(Error::LeaseNeedsNamespace),
@@ -885,8 +1113,8 @@ pub async fn run(
         stop_rx.clone(),
     );
     let controller = Controller::new(slabs, watcher::Config::default().any_semantic())
-        .owns(pods, children.clone())
-        .owns(services, children)
+        .owns_stream(pod_events)
+        .owns_stream(service_events)
         .graceful_shutdown_on(stopped(stop_rx))
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -1346,7 +1574,14 @@ pub(crate) mod tests {
         let svc = build_service(&obj, &config().pod);
         let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
         let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
-        assert_eq!(p.actions, [Action::DeletePod { grace_seconds: 10 }]);
+        // Its Service goes at once: nothing reaches an ended backend.
+        assert_eq!(
+            p.actions,
+            [
+                Action::DeletePod { grace_seconds: 10 },
+                Action::DeleteService
+            ]
+        );
         assert_eq!(p.requeue_after, Duration::from_millis(60_000 + 2 - 1_000));
         let p = plan(&obj, &seen(None, None, T0 + 60_002), &config());
         assert_eq!(p.actions, [Action::DeleteObject]);

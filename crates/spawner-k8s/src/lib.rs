@@ -2,7 +2,8 @@
 //! the controller that runs each one as a Pod and a Service ([`controller`], [`pod`]), and
 //! the HTTP API of the embedded server backed by the Kubernetes API ([`api`], a
 //! [`spawner_api::ControlPlane`]: [`control_plane`], its list stream [`list_watch`]), and warm
-//! pools ([`pool_crd`], [`pool_members`], [`pools`] for the API, [`pool_controller`]), and
+//! pools ([`pool_crd`], [`pool_members`], [`pools`] and its watch [`pool_cache`] for the API,
+//! [`pool_controller`]), and
 //! per-user access: the key and the grants objects carry ([`access`]).
 //!
 //! The lifecycle rules are spawner-core's: this crate maps them onto Kubernetes objects.
@@ -19,6 +20,7 @@ pub mod leader;
 pub mod list_watch;
 pub mod naming;
 pub mod pod;
+pub mod pool_cache;
 pub mod pool_controller;
 pub mod pool_crd;
 pub mod pool_members;

@@ -363,9 +363,8 @@ pub(crate) async fn lock_key(
 ) -> Result<KeyState, Error> {
     let slabs = state.slabs();
     let id = name_for_key(&state.config.key_secret, &state.config.namespace, key);
-    if let Some(found) = backend_of_key(&slabs, &id, key).await? {
-        return Ok(KeyState::Found(Box::new(found)));
-    }
+    // The Lease first, then one look for the key's backend under it: a new key (the usual
+    // case) costs the Lease and one look, not a look before it as well.
     let leases = Api::namespaced(state.client.clone(), &state.config.namespace);
     let lock = KeyLock::take(leases, &id, hold, deadline).await?;
     match backend_of_key(&slabs, &id, key).await {
@@ -386,7 +385,12 @@ pub(crate) async fn lock_key(
 /// more is started for it unless the request says `wait`). A key that has a live backend
 /// gets that one (200).
 pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error> {
-    let pool = fetch_pool(state, &req.pool).await?;
+    // From the watch when it has the pool (a claim's template does not change).
+    let cached = state.pool_cache.as_ref().and_then(|c| c.pool(&req.pool));
+    let pool = match cached {
+        Some(p) => p,
+        None => fetch_pool(state, &req.pool).await?,
+    };
     let mode = pool
         .spec
         .template
@@ -454,8 +458,17 @@ async fn claim_member(
     let mut refusals = 0u32;
     let mut last_refusal: Option<String> = None;
     let mut hold_until: Option<tokio::time::Instant> = None;
+    let cache = state.pool_cache.as_ref();
+    let mut changes = cache.map(|c| c.subscribe());
     loop {
-        let members = members_of(&slabs, &spec.name).await?;
+        if let Some(rx) = changes.as_mut() {
+            rx.borrow_and_update();
+        }
+        // The watch's members (a stale one costs a 409 and the next is tried), or a list.
+        let members = match cache.and_then(|c| c.members(&spec.name)) {
+            Some(m) => m,
+            None => members_of(&slabs, &spec.name).await?,
+        };
         for m in claimable(&members) {
             let patch = claim_patch(m, &claimed_spec, key_id, spawner_core::time::now_millis());
             let taken = match slabs
@@ -511,7 +524,16 @@ async fn claim_member(
             // The claim in the backend's timeline, with its key.
             let reason = pool::claimed_reason(req.key.as_deref());
             let now = spawner_core::time::now_millis();
-            let taken = match crate::write::note(&slabs, &taken.name_any(), &reason, now).await {
+            let name = taken.name_any();
+            let taken = match crate::write::note_on(
+                &slabs,
+                &name,
+                Some(taken.clone()),
+                &reason,
+                now,
+            )
+            .await
+            {
                 Ok(Some(noted)) => noted,
                 Ok(None) => taken,
                 Err(e) => {
@@ -522,14 +544,17 @@ async fn claim_member(
             return Ok((taken, cold));
         }
         cold = true;
-        if fetch_pool_opt(state, &spec.name).await?.is_none() {
+        let known = cache.is_some_and(|c| c.pool(&spec.name).is_some());
+        if !known && fetch_pool_opt(state, &spec.name).await?.is_none() {
             return Err(no_pool(&spec.name).into());
         }
-        // One more member for this claim (within max), unless it waits for the refill.
+        // One more member for this claim (within max), unless it waits for the refill. The
+        // one it started is starting until it shows otherwise (a watch may not show it yet).
         let own_starting = match &started {
-            Some(name) => members
-                .iter()
-                .any(|m| &m.name_any() == name && members::role(m) == members::Role::Starting),
+            Some(name) => match members.iter().find(|m| &m.name_any() == name) {
+                Some(m) => members::role(m) == members::Role::Starting,
+                None => true,
+            },
             None => false,
         };
         let held = hold_until.is_some_and(|at| tokio::time::Instant::now() < at);
@@ -553,7 +578,13 @@ async fn claim_member(
             )
             .into());
         }
-        tokio::time::sleep(POLL).await;
+        // The watch's next change (a member Ready, claimed, started), or a poll without one.
+        match changes.as_mut() {
+            Some(rx) => {
+                let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+            }
+            None => tokio::time::sleep(POLL).await,
+        }
     }
 }
 

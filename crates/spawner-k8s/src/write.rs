@@ -24,13 +24,20 @@ use spawner_core::lifecycle::StopReason;
 use spawner_core::time::Millis;
 use spawner_core::State;
 
-/// Publishes a state the writer entered as a Kubernetes Event of the object
-/// (`kubectl describe slab` lists them): reason = the state, Warning for Failed.
+/// Publishes how a backend ended as a Kubernetes Event of the object (`kubectl get events`,
+/// `kubectl describe slab`): reason = the terminal state, Warning for Failed. The states on
+/// the way (Submitted … Ready, Terminating) are in the object's `status.history`, not
+/// Events: an Event per transition cost the API server a write each (six per backend), for
+/// what the status already says. So an operator's Events are the ends worth a look: the
+/// failures, the sweeps, the stops.
 pub async fn publish_state(
     recorder: &Recorder,
     obj: &SessionLivedBackend,
     entry: &HistoryEntry,
 ) -> Result<(), kube::Error> {
+    if !entry.state.is_terminal() {
+        return Ok(());
+    }
     let event = Event {
         type_: if entry.state == State::Failed {
             EventType::Warning
@@ -95,10 +102,26 @@ pub async fn note(
     reason: &str,
     now: Millis,
 ) -> Result<Option<SessionLivedBackend>, kube::Error> {
+    note_on(api, name, None, reason, now).await
+}
+
+/// [`note`], starting from `read` (an object just written, so most likely current) when
+/// given: one request instead of two.
+pub async fn note_on(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    mut read: Option<SessionLivedBackend>,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<SessionLivedBackend>, kube::Error> {
     let mut tries = 0;
     loop {
-        let Some(obj) = api.get_opt(name).await? else {
-            return Ok(None);
+        let obj = match read.take() {
+            Some(o) => o,
+            None => match api.get_opt(name).await? {
+                Some(o) => o,
+                None => return Ok(None),
+            },
         };
         let mut status = obj.status.clone().unwrap_or_default();
         if !status.note(now, reason.to_string()) {

@@ -36,6 +36,7 @@ fn app_with(token: Option<&str>) -> (Fake, Router) {
             login: None,
             pool_stats: Default::default(),
             lifecycle_stats: Default::default(),
+            pool_cache: None,
         })),
     )
 }

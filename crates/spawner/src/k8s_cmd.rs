@@ -398,12 +398,16 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                 key_secret,
                 access_key: crate::k8s_node_cmd::access_key(args.access_key)?,
             };
+            let client = client().await?;
+            let pool_cache =
+                spawner_k8s::pool_cache::PoolCache::start(client.clone(), &config.namespace);
             let state = Arc::new(ApiState {
-                client: client().await?,
+                client,
                 config,
                 login,
                 pool_stats: Default::default(),
                 lifecycle_stats: Default::default(),
+                pool_cache: Some(pool_cache),
             });
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await

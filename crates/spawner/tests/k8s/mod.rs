@@ -687,6 +687,9 @@ impl TestNs {
             .as_array()
             .into_iter()
             .flatten()
+            // The backend's own, not its Service's (same name): the endpoint controllers
+            // refuse the stand-in kubelet's loopback Pod addresses and say so.
+            .filter(|e| e["regarding"]["kind"] == "SessionLivedBackend")
             .map(|e| {
                 format!(
                     "{} {}: {}",

@@ -1,0 +1,102 @@
+//! `spawner api`'s watch of the warm pools and their members, for claims: a claim takes a
+//! Ready member from this cache and claims it with one write conditional on the version it
+//! read (a stale read is a 409, and the next member is tried), instead of reading the pool
+//! and listing its members from the API server first; and a claim that finds none Ready
+//! waits for the watch to show one, instead of polling (issue 27).
+
+use crate::crd::SessionLivedBackend;
+use crate::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
+use futures_util::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+/// The pools and the pool members of one namespace, kept current by two watches.
+#[derive(Clone)]
+pub struct PoolCache {
+    namespace: String,
+    members: Store<SessionLivedBackend>,
+    pools: Store<SessionLivedBackendPool>,
+    /// Bumped on every change the members' watch sees.
+    changes: watch::Receiver<u64>,
+}
+
+impl PoolCache {
+    /// Starts the watches of `namespace` (they run as long as the process).
+    pub fn start(client: Client, namespace: &str) -> PoolCache {
+        let (members, member_writer) = reflector::store();
+        let (pools, pool_writer) = reflector::store();
+        let (tx, changes) = watch::channel(0u64);
+        let slabs: Api<SessionLivedBackend> = Api::namespaced(client.clone(), namespace);
+        let member_events = watcher::watcher(slabs, watcher::Config::default().labels(LABEL_POOL))
+            .default_backoff()
+            .reflect(member_writer)
+            .touched_objects();
+        tokio::spawn(async move {
+            let mut events = member_events.boxed();
+            while events.next().await.is_some() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        });
+        let pool_api: Api<SessionLivedBackendPool> = Api::namespaced(client, namespace);
+        let pool_events = watcher::watcher(pool_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(pool_writer)
+            .touched_objects();
+        tokio::spawn(async move {
+            let mut events = pool_events.boxed();
+            while events.next().await.is_some() {}
+        });
+        PoolCache {
+            namespace: namespace.to_string(),
+            members,
+            pools,
+            changes,
+        }
+    }
+
+    /// The members of pool `name` as the watch has them, or `None` before its first list.
+    pub fn members(&self, name: &str) -> Option<Vec<SessionLivedBackend>> {
+        if !self.ready() {
+            return None;
+        }
+        Some(
+            self.members
+                .state()
+                .into_iter()
+                .filter(|m| m.labels().get(LABEL_POOL).map(String::as_str) == Some(name))
+                .map(|m| (*m).clone())
+                .collect(),
+        )
+    }
+
+    /// The pool `name` as the watch has it (`None`: not seen, or not listed yet).
+    pub fn pool(&self, name: &str) -> Option<SessionLivedBackendPool> {
+        self.pools
+            .get(&ObjectRef::new(name).within(&self.namespace))
+            .map(|p| (*p).clone())
+    }
+
+    /// Whether both watches have listed once.
+    fn ready(&self) -> bool {
+        // A store is ready once its first list is in; there is no synchronous test for it,
+        // so a store that has not answered `wait_until_ready` at once is not.
+        let ready = |f: std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>| {
+            futures_util::FutureExt::now_or_never(f).unwrap_or(false)
+        };
+        ready(Box::pin(async {
+            self.members.wait_until_ready().await.is_ok()
+        })) && ready(Box::pin(async {
+            self.pools.wait_until_ready().await.is_ok()
+        }))
+    }
+
+    /// A handle that resolves on the members' next change after it was made.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        let mut rx = self.changes.clone();
+        rx.borrow_and_update();
+        rx
+    }
+}
