@@ -12,13 +12,18 @@
 //! sweeper marking Ready or Swept) makes a patch fail with a conflict and the next
 //! reconcile sees both writes, instead of one silently undoing the other.
 
-use crate::crd::{
+pub mod goaway;
+pub mod leader;
+pub mod pod;
+pub mod pools;
+
+use crate::controller::leader::LeaseConfig;
+use crate::controller::pod::{build_pod, build_service, PodConfig, SIDECAR_CONTAINER};
+use crate::model::crd::{
     SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD, LABEL_MANAGED_BY, LABEL_NODE,
     MANAGED_BY,
 };
-use crate::leader::{self, LeaseConfig};
-use crate::pod::{build_pod, build_service, PodConfig, SIDECAR_CONTAINER};
-use crate::status::SessionLivedBackendStatus;
+use crate::model::status::SessionLivedBackendStatus;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
@@ -72,7 +77,7 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// The router's key: each new Pod's sidecar gets the router's proof for its backend
     /// (`pod::add_router_proof`). Without it, sidecars trust no one's forwarding headers.
-    pub router_key: Option<crate::router_key::RouterKey>,
+    pub router_key: Option<crate::model::router_key::RouterKey>,
     /// The access key: a token-mode backend's sidecar gets that backend's own key derived
     /// from it (`pod::add_access_key`). Without it, sidecars check no access of their own.
     pub access_key: Option<spawner_proxy::access::MasterKey>,
@@ -504,7 +509,7 @@ fn stop_requested(
         return Some(StopReason::parse(asked).unwrap_or(StopReason::Terminate));
     }
     // A pool member's clocks: none while unclaimed and Ready, from its claim once claimed.
-    let (timing, created) = crate::pool_members::clock(obj, state, created)?;
+    let (timing, created) = crate::model::pool_members::clock(obj, state, created)?;
     let observed = Observed {
         state,
         created_at: created,
@@ -786,16 +791,20 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
             Action::CreatePod(mut p) => {
                 // The backend's own secret, made now: see `pod::add_secret`.
                 let secret = BackendId::generate().map_err(|e| Error::Secret(e.to_string()))?;
-                crate::pod::add_secret(&mut p, secret.as_str(), ctx.config.pod.sidecar_port);
+                crate::controller::pod::add_secret(
+                    &mut p,
+                    secret.as_str(),
+                    ctx.config.pod.sidecar_port,
+                );
                 if let Some(key) = &ctx.config.router_key {
-                    crate::pod::add_router_proof(&mut p, &key.proof(&name));
+                    crate::controller::pod::add_router_proof(&mut p, &key.proof(&name));
                 }
-                if crate::access::mode_of(&obj) == spawner_core::access::AccessMode::Token {
+                if crate::model::access::mode_of(&obj) == spawner_core::access::AccessMode::Token {
                     match &ctx.config.access_key {
-                        Some(master) => crate::pod::add_access_key(
+                        Some(master) => crate::controller::pod::add_access_key(
                             &mut p,
                             &name,
-                            &crate::access::backend_key_text(master, &name),
+                            &crate::model::access::backend_key_text(master, &name),
                         ),
                         None => {
                             warn!(backend = %name, "a token-mode backend, and no SPAWNER_ACCESS_KEY: its sidecar checks no access (the router still does)")
@@ -819,7 +828,7 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
             }
             Action::PatchStatus(status) => {
                 stop_reason.clone_from(&status.stop_reason);
-                let patch = crate::write::status_patch(&obj, &status);
+                let patch = crate::model::write::status_patch(&obj, &status);
                 let updated = slabs
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
@@ -827,7 +836,7 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                 remember(&ctx, &obj, &versions);
                 for entry in status.history.iter().skip(known) {
                     info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
-                    crate::write::publish_state(&ctx.recorder, &obj, entry)
+                    crate::model::write::publish_state(&ctx.recorder, &obj, entry)
                         .await
                         .map_err(Error::Event)?;
                 }
@@ -917,7 +926,7 @@ fn remember(ctx: &Context, obj: &SessionLivedBackend, versions: &[String]) {
 }
 
 /// Tells the backend's sidecar that it goes away for `reason` before its Pod is deleted
-/// (`crate::goaway`), so that WebSocket clients get the close frame 1001 first. Best effort
+/// (`crate::controller::goaway`), so that WebSocket clients get the close frame 1001 first. Best effort
 /// and bounded: a sidecar that cannot be reached does not hold the stop back (its clients
 /// then see their connections end with the Pod).
 async fn go_away(
@@ -928,8 +937,8 @@ async fn go_away(
 ) {
     let (Some(reason), Some(addr), Some(secret)) = (
         reason,
-        crate::sweeper::events_addr(obj),
-        crate::pod::secret_of(pod),
+        crate::model::read::events_addr(obj),
+        crate::model::read::secret_of(pod),
     ) else {
         return;
     };
@@ -946,7 +955,7 @@ async fn go_away(
         return;
     }
     let grace = u64::try_from(grace_seconds).unwrap_or(0);
-    match crate::goaway::tell(addr, &secret, reason, grace).await {
+    match crate::controller::goaway::tell(addr, &secret, reason, grace).await {
         Ok(()) => info!(%addr, reason = reason.going_away(), "sidecar told its clients"),
         Err(e) => {
             warn!(%addr, error = %e, "telling the sidecar to go away failed; deleting the Pod anyway")
@@ -983,7 +992,7 @@ async fn fail_refused(
     let reason = format!("the API server refused its {what}: {}", refusal.message);
     warn!(name = %obj.name_any(), %reason, "failed");
     status.enter(State::Failed, now, Some(reason), None);
-    let patch = crate::write::status_patch(obj, &status);
+    let patch = crate::model::write::status_patch(obj, &status);
     slabs
         .patch_status(
             &obj.name_any(),
@@ -993,7 +1002,7 @@ async fn fail_refused(
         .await?;
     for entry in status.history.iter().skip(known) {
         info!(state = %entry.state, reason = entry.reason.as_deref().unwrap_or(""), "state");
-        crate::write::publish_state(&ctx.recorder, obj, entry)
+        crate::model::write::publish_state(&ctx.recorder, obj, entry)
             .await
             .map_err(Error::Event)?;
     }
@@ -1106,7 +1115,7 @@ pub async fn run(
         namespace = namespace.unwrap_or("(all)"),
         "controller started"
     );
-    let pools = crate::pool_controller::reconcile_pools(
+    let pools = crate::controller::pools::reconcile_pools(
         ctx.client.clone(),
         namespace.map(str::to_string),
         Duration::from_secs(1),
@@ -1143,7 +1152,7 @@ pub async fn run(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pod::tests::{config as pod_config, object};
+    use crate::controller::pod::tests::{config as pod_config, object};
     use serde_json::Value;
 
     pub(crate) const T0: Millis = 1_700_000_000_000;
