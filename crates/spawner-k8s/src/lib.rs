@@ -6,8 +6,9 @@
 //! and its own folder, never another program's (`tests/layers.rs` checks this):
 //!
 //! ```text
-//! programs   controller   `spawner controller`: Pods and Services for each backend (pod),
-//!                         warm pools (pools), leader election (leader), goaway
+//! programs   controller   `spawner controller`: what to do, pure (plan), carried out by
+//!                         reconcile (mod.rs), Pods and Services (pod), warm pools
+//!                         (pools), leader election (leader), goaway
 //!            api          `spawner api`: the contract as a ControlPlane (control_plane),
 //!                         list stream (list_watch), access, metrics, pools and their
 //!                         watch (pool_cache)
