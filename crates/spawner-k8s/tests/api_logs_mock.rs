@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use spawner_k8s::api::{router, ApiConfig, ApiState};
-use spawner_k8s::naming::Urls;
+use spawner_k8s::model::naming::Urls;
 use std::sync::Arc;
 use support::{query_param, Fake};
 use tower::ServiceExt;

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use spawner_core::time::{now_millis, Millis};
 use spawner_core::State;
-use spawner_k8s::sweeper::{self, Judged, Verdict};
+use spawner_k8s::node::sweeper::{self, Judged, Verdict};
 use spawner_k8s::SessionLivedBackendStatus;
 use std::net::SocketAddr;
 use std::process::Command;

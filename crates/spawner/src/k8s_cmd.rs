@@ -4,13 +4,13 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use spawner_core::{BackendId, BackendSpec, Executable};
 use spawner_k8s::api::{ApiConfig, ApiState};
+use spawner_k8s::controller::leader::LeaseConfig;
+use spawner_k8s::controller::pod::{PodConfig, DEFAULT_SIDECAR_PORT};
 use spawner_k8s::controller::ControllerConfig;
 use spawner_k8s::kube::api::{Api, PostParams};
 use spawner_k8s::kube::runtime::events::Reporter;
 use spawner_k8s::kube::{Client, ResourceExt};
-use spawner_k8s::leader::LeaseConfig;
-use spawner_k8s::naming::Urls;
-use spawner_k8s::pod::{PodConfig, DEFAULT_SIDECAR_PORT};
+use spawner_k8s::model::naming::Urls;
 use spawner_k8s::SessionLivedBackend;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -227,7 +227,7 @@ fn slab_of(args: &SlabArgs, namespace: &str) -> anyhow::Result<SessionLivedBacke
             .to_string(),
         (None, Some(key)) => {
             let secret = args.key_secret.as_deref().unwrap_or_default();
-            spawner_k8s::naming::name_for_key(secret.as_bytes(), namespace, key).to_string()
+            spawner_k8s::model::naming::name_for_key(secret.as_bytes(), namespace, key).to_string()
         }
         (None, None) => BackendId::generate()
             .context("no randomness for an id")?
@@ -273,12 +273,12 @@ async fn shutdown_signal() {
 pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
     match cmd {
         K8sCommand::PrintCrd => {
-            print!("{}", spawner_k8s::crd::crds_yaml()?);
+            print!("{}", spawner_k8s::model::crd::crds_yaml()?);
             Ok(())
         }
         K8sCommand::PrintSlab(args) => {
             let mut obj = slab_of(&args.slab, &args.namespace)?;
-            print!("{}", spawner_k8s::crd::to_yaml(&obj)?);
+            print!("{}", spawner_k8s::model::crd::to_yaml(&obj)?);
             if args.children {
                 let cfg = PodConfig {
                     sidecar_image: args.sidecar_image,
@@ -287,12 +287,12 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                     urls: args.urls.urls(),
                 };
                 obj.metadata.namespace = Some(args.namespace.clone());
-                let pod =
-                    spawner_k8s::pod::build_pod(&obj, &cfg).context("no application container")?;
-                let svc = spawner_k8s::pod::build_service(&obj, &cfg)
+                let pod = spawner_k8s::controller::pod::build_pod(&obj, &cfg)
+                    .context("no application container")?;
+                let svc = spawner_k8s::controller::pod::build_service(&obj, &cfg)
                     .context("the object has no name")?;
-                print!("---\n{}", spawner_k8s::crd::to_yaml(&pod)?);
-                print!("---\n{}", spawner_k8s::crd::to_yaml(&svc)?);
+                print!("---\n{}", spawner_k8s::model::crd::to_yaml(&pod)?);
+                print!("---\n{}", spawner_k8s::model::crd::to_yaml(&svc)?);
             }
             Ok(())
         }
@@ -400,7 +400,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             };
             let client = client().await?;
             let pool_cache =
-                spawner_k8s::pool_cache::PoolCache::start(client.clone(), &config.namespace);
+                spawner_k8s::api::pool_cache::PoolCache::start(client.clone(), &config.namespace);
             let state = Arc::new(ApiState {
                 client,
                 config,
@@ -440,7 +440,7 @@ mod tests {
         let args =
             slab(&["--image", "app:1", "--key", "doc-42", "--key-secret", "s3"]).expect("flags");
         let obj = slab_of(&args, "spawner").expect("object");
-        let want = spawner_k8s::naming::name_for_key(b"s3", "spawner", "doc-42");
+        let want = spawner_k8s::model::naming::name_for_key(b"s3", "spawner", "doc-42");
         assert_eq!(obj.metadata.name.as_deref(), Some(want.as_str()));
         assert_eq!(obj.spec.key.as_deref(), Some("doc-42"));
     }

@@ -4,9 +4,9 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use spawner_k8s::kube::Client;
+use spawner_k8s::model::router_key::RouterKey;
+use spawner_k8s::node::sweeper::{self, SweeperConfig};
 use spawner_k8s::router::{self, RouterConfig};
-use spawner_k8s::router_key::RouterKey;
-use spawner_k8s::sweeper::{self, SweeperConfig};
 use spawner_proxy::sidecar::{self, Secrets, Sidecar};
 use spawner_proxy::{Cidr, TrustedProxies};
 use std::net::SocketAddr;
@@ -100,7 +100,7 @@ pub fn access_key(
     given: Option<String>,
 ) -> anyhow::Result<Option<spawner_proxy::access::MasterKey>> {
     match given.filter(|k| !k.trim().is_empty()) {
-        Some(k) => Ok(Some(spawner_k8s::access::master_key(&k)?)),
+        Some(k) => Ok(Some(spawner_k8s::model::access::master_key(&k)?)),
         None => {
             tracing::info!(
                 "no SPAWNER_ACCESS_KEY: per-user access (\"access\": {{\"mode\": \"token\"}}) is off (docs/kubernetes.md)"
@@ -177,7 +177,7 @@ pub async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         args.backend_access_key.filter(|k| !k.is_empty()),
         args.backend_id,
     ) {
-        (Some(key), Some(id)) => Some(spawner_k8s::access::backend_key(&id, &key)?),
+        (Some(key), Some(id)) => Some(spawner_k8s::model::access::backend_key(&id, &key)?),
         (Some(_), None) => anyhow::bail!(
             "SPAWNER_BACKEND_ACCESS_KEY needs SPAWNER_BACKEND_ID: the key is one backend's"
         ),

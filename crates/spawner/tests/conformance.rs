@@ -754,7 +754,7 @@ impl Mode for Kube {
         json!({"image": "registry.example/app:1"})
     }
     async fn make_pool_ready(&self, name: &str) {
-        let label = format!("{}={name}", spawner_k8s::pool_crd::LABEL_POOL);
+        let label = format!("{}={name}", spawner_k8s::model::pool_crd::LABEL_POOL);
         wait_pool_ready(&self.base(), name, async || {
             let lp = spawner_k8s::kube::api::ListParams::default().labels(&label);
             let members = self.ns.slabs().list(&lp).await.expect("members");

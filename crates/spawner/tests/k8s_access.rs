@@ -12,8 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use k8s::TestNs;
 use serde_json::{json, Value};
 use spawner_core::State;
-use spawner_k8s::access::{master_key, BACKEND_ACCESS_KEY_ENV};
-use spawner_k8s::pod::SIDECAR_CONTAINER;
+use spawner_k8s::controller::pod::SIDECAR_CONTAINER;
+use spawner_k8s::model::access::{master_key, BACKEND_ACCESS_KEY_ENV};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -133,7 +133,7 @@ async fn token_backends_admit_their_users_only_through_router_and_sidecar() {
     // The controller gave each token-mode sidecar its own backend's key, the app none.
     let pod = ns.pod(&b1).await;
     let master = master_key(ACCESS_KEY).expect("key");
-    let want = spawner_k8s::access::backend_key_text(&master, &b1);
+    let want = spawner_k8s::model::access::backend_key_text(&master, &b1);
     assert!(k8s::container_env(&pod, SIDECAR_CONTAINER)
         .contains(&(BACKEND_ACCESS_KEY_ENV.to_string(), want)));
     assert!(!k8s::container_env(&pod, "app")

@@ -9,7 +9,7 @@ use k8s::{ApiProc, TestNs};
 use serde_json::{json, Value};
 use spawner_core::State;
 use spawner_k8s::kube::api::{DeleteParams, Patch, PatchParams};
-use spawner_k8s::naming::name_for_key;
+use spawner_k8s::model::naming::name_for_key;
 use spawner_k8s::SessionLivedBackendStatus;
 
 const TOKEN: &str = "t0ken";

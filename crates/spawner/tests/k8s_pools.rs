@@ -375,7 +375,7 @@ async fn concurrent_claims_of_one_key_from_two_api_replicas_get_one_backend() {
         "{status}"
     );
     // A key's Lease left by an API that stopped mid-claim is taken over once expired.
-    let id = spawner_k8s::naming::name_for_key(TOKEN.as_bytes(), &ns.name, "orphan-doc");
+    let id = spawner_k8s::model::naming::name_for_key(TOKEN.as_bytes(), &ns.name, "orphan-doc");
     let leases: Api<Lease> = Api::namespaced(ns.admin.clone(), &ns.name);
     let stale: Lease = serde_json::from_value(json!({
         "metadata": {"name": format!("spawner-key-{id}")},

@@ -491,17 +491,17 @@ pub fn start_sweeper(
     client: Client,
     node: &str,
 ) -> (
-    tokio::sync::mpsc::UnboundedReceiver<spawner_k8s::sweeper::Judged>,
+    tokio::sync::mpsc::UnboundedReceiver<spawner_k8s::node::sweeper::Judged>,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), spawner_k8s::sweeper::Error>>,
+    tokio::task::JoinHandle<Result<(), spawner_k8s::node::sweeper::Error>>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = spawner_k8s::sweeper::SweeperConfig {
+    let config = spawner_k8s::node::sweeper::SweeperConfig {
         node_name: node.into(),
         namespace: Some("default".into()),
     };
-    let task = tokio::spawn(spawner_k8s::sweeper::run(
+    let task = tokio::spawn(spawner_k8s::node::sweeper::run(
         client,
         config,
         Some(tx),

@@ -5,7 +5,7 @@
 //! API process, by its uid; one created and deleted between two scrapes (deleted 60 s after
 //! its end by default) is not seen.
 
-use crate::crd::SessionLivedBackend;
+use crate::model::crd::SessionLivedBackend;
 use spawner_api::metrics::{LATENCY_BUCKETS, SPAWN_TO_READY, SWEEPS};
 use spawner_core::lifecycle::StopReason;
 use spawner_core::State;

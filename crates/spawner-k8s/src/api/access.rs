@@ -1,12 +1,13 @@
 //! Per-user access in `spawner api` (docs/api.md, "Access"): the same routes, bodies and
 //! errors as the embedded server. Grants live in the object's `spec.access.grants`
-//! ([`crate::access`]); each grant or revocation is one merge PATCH conditional on the
+//! ([`crate::model::access`]); each grant or revocation is one merge PATCH conditional on the
 //! version read (retried on a conflict). Connect tokens are minted at answer time from
 //! the access key and never stored.
 
-use crate::access::{self as k8s_access, SlabAccess, SlabAccessMode, SlabGrant};
-use crate::api::{fetch, state_of, ApiState, Error};
-use crate::crd::SessionLivedBackend;
+use crate::api::{fetch, ApiState, Error};
+use crate::model::access::{self as k8s_access, SlabAccess, SlabAccessMode, SlabGrant};
+use crate::model::crd::SessionLivedBackend;
+use crate::model::read::state_of;
 use axum::http::StatusCode;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;

@@ -15,8 +15,8 @@
 //! disappeared, which closes their WebSockets with 1008. Nothing on a request's path asks
 //! the Kubernetes API.
 
-use crate::crd::SessionLivedBackend;
-use crate::sweeper::millis_of;
+use crate::model::crd::SessionLivedBackend;
+use crate::model::read::{millis_of, state_of};
 use kube::ResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -246,7 +246,7 @@ impl RouterGrants {
     /// backend stops or ends.
     pub fn sync(&self, master: &MasterKey, obj: &SessionLivedBackend) {
         let name = obj.name_any();
-        let ending = crate::api::state_of(obj) >= spawner_core::State::Terminating;
+        let ending = state_of(obj) >= spawner_core::State::Terminating;
         if mode_of(obj) != AccessMode::Token {
             self.forget(&name);
             return;

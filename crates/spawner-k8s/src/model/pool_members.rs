@@ -1,10 +1,10 @@
 //! A pool's members as SessionLivedBackends: what each one is to its pool (Ready,
 //! starting, claimed, on its way out), the patch that claims one, and the clocks the
-//! sweeper and the controller judge a member by. Pure; the API ([`crate::pools`]) and the
-//! controller ([`crate::pool_controller`]) do the I/O.
+//! sweeper and the controller judge a member by. Pure; the API (`api/pools.rs`) and the
+//! controller (`controller/pools.rs`) do the I/O.
 
-use crate::crd::{SessionLivedBackend, ANNOTATION_STOP};
-use crate::pool_crd::{ANNOTATION_CLAIMED_AT, LABEL_KEY_ID, LABEL_POOL};
+use crate::model::crd::{SessionLivedBackend, ANNOTATION_STOP};
+use crate::model::pool_crd::{ANNOTATION_CLAIMED_AT, LABEL_KEY_ID, LABEL_POOL};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use spawner_core::lifecycle::{StopReason, Timing};
@@ -190,7 +190,7 @@ pub(crate) mod tests {
             obj.metadata.annotations =
                 Some([(ANNOTATION_CLAIMED_AT.to_string(), rfc3339(5_000))].into());
         }
-        let mut st = crate::status::SessionLivedBackendStatus::default();
+        let mut st = crate::model::status::SessionLivedBackendStatus::default();
         for s in states {
             st.enter(*s, 1_000, None, None);
         }

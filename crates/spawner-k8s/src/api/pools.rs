@@ -1,6 +1,6 @@
 //! Warm pools on Kubernetes: the pool routes of `spawner api` (create, list, get, resize,
 //! drain) and the claim (`POST /v1/backends` with `"pool"`). The controller's side is
-//! [`crate::pool_controller`].
+//! `controller/pools.rs`.
 //!
 //! A pool is a [`SessionLivedBackendPool`]; its members are SessionLivedBackends labelled
 //! with its name ([`pool_members`]). A claim takes a Ready unclaimed member with a patch
@@ -10,11 +10,12 @@
 //! the key's backend (a keyed spawn's object, or a member claimed with the key) while
 //! holding it.
 
-use crate::api::{state_of, ApiState, Error};
-use crate::crd::{SessionLivedBackend, ANNOTATION_STOP};
-use crate::naming::name_for_key;
-use crate::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
-use crate::pool_members::{self as members, claim_patch, claimable, counts, surplus};
+use crate::api::{ApiState, Error};
+use crate::model::crd::{SessionLivedBackend, ANNOTATION_STOP};
+use crate::model::naming::name_for_key;
+use crate::model::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
+use crate::model::pool_members::{self as members, claim_patch, claimable, counts, surplus};
+use crate::model::read::state_of;
 use axum::http::StatusCode;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -228,7 +229,8 @@ pub(crate) async fn drain_pool(state: &ApiState, name: &str) -> Result<PoolDrain
     let members = members_of(&slabs, name).await?;
     let stopping = surplus(&members, members.len());
     for m in &stopping {
-        crate::write::request_stop(&slabs, &m.name_any(), StopReason::Terminate, false).await?;
+        crate::model::write::request_stop(&slabs, &m.name_any(), StopReason::Terminate, false)
+            .await?;
     }
     info!(pool = %name, stopping = stopping.len(), "pool drained");
     Ok(PoolDrained {
@@ -399,7 +401,7 @@ pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error
         .map_or(spawner_core::access::AccessMode::Open, |a| a.mode.into());
     let ask = spawner_core::access::Access::for_claim(mode, req.access.as_ref())?;
     if ask.is_some() {
-        crate::api_access::key(state)?;
+        crate::api::access::key(state)?;
     }
     // The template's labels with the claim's: within the limits of any spec.
     req.claimed_spec(&pool.pool_spec().template.spec)
@@ -412,7 +414,7 @@ pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error
             match lock_key(state, key, hold, deadline).await? {
                 KeyState::Found(existing) => {
                     let response =
-                        crate::api_access::with_connect(state, &existing, ask.as_ref()).await?;
+                        crate::api::access::with_connect(state, &existing, ask.as_ref()).await?;
                     return Ok(Spawned {
                         created: false,
                         response,
@@ -431,7 +433,7 @@ pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error
     let (obj, cold) = result?;
     state.pool_stats.claimed(&req.pool, cold);
     info!(backend = %obj.name_any(), pool = %req.pool, key = ?req.key, "claimed");
-    let response = crate::api_access::with_connect(state, &obj, ask.as_ref()).await?;
+    let response = crate::api::access::with_connect(state, &obj, ask.as_ref()).await?;
     Ok(Spawned {
         created: true,
         response,
@@ -495,7 +497,8 @@ async fn claim_member(
                     // What it answered, in its timeline (as the embedded server records it).
                     let said = format!("claim refused: {why}");
                     let now = spawner_core::time::now_millis();
-                    if let Err(e) = crate::write::note(&slabs, &taken.name_any(), &said, now).await
+                    if let Err(e) =
+                        crate::model::write::note(&slabs, &taken.name_any(), &said, now).await
                     {
                         warn!(backend = %taken.name_any(), error = %e, "could not record the refusal's answer");
                     }
@@ -525,7 +528,7 @@ async fn claim_member(
             let reason = pool::claimed_reason(req.key.as_deref());
             let now = spawner_core::time::now_millis();
             let name = taken.name_any();
-            let taken = match crate::write::note_on(
+            let taken = match crate::model::write::note_on(
                 &slabs,
                 &name,
                 Some(taken.clone()),
@@ -621,6 +624,6 @@ async fn claim_hook(
     notice: &ClaimNotice,
 ) -> Result<(), String> {
     let authority =
-        crate::router::target_of(obj).map_err(|e| format!("it has no address ({e:?})"))?;
+        crate::model::read::target_of(obj).map_err(|e| format!("it has no address ({e:?})"))?;
     spawner_proxy::claim_hook::post(authority.as_str(), path, notice).await
 }

@@ -3,7 +3,7 @@
 //! (ready, starting, claimed) is read from them, so the pool object has no status.
 //! Conversions to and from the API's [`PoolSpec`] keep the two modes one model.
 
-use crate::crd::{SessionLivedBackend, SessionLivedBackendSpec};
+use crate::model::crd::{SessionLivedBackend, SessionLivedBackendSpec};
 use kube::core::ObjectMeta;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 /// On a pool's members: the pool's name.
 pub const LABEL_POOL: &str = "spawner.dev/pool";
-/// On a claimed member: the object name its key derives ([`crate::naming::name_for_key`]),
+/// On a claimed member: the object name its key derives ([`crate::model::naming::name_for_key`]),
 /// so that get-or-create finds it by label (keys themselves need not be label values).
 pub const LABEL_KEY_ID: &str = "spawner.dev/key-id";
 /// On a claimed member: when it was claimed (RFC 3339); its sweep clocks start there.

@@ -3,7 +3,7 @@
 //! without asking for the list again (it polled every 2 s before).
 
 use crate::api::{ApiState, Error};
-use crate::crd::SessionLivedBackend;
+use crate::model::crd::SessionLivedBackend;
 use futures_util::StreamExt;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use spawner_api::parse::ListFilter;

@@ -1,6 +1,6 @@
 //! `spawner api` as a [`ControlPlane`]: each operation of the contract, carried out on
-//! SessionLivedBackend and SessionLivedBackendPool objects ([`crate::api`], [`crate::pools`],
-//! [`crate::api_access`], [`crate::list_watch`]).
+//! SessionLivedBackend and SessionLivedBackendPool objects ([`crate::api`], [`crate::api::pools`],
+//! [`crate::api::access`], [`crate::api::list_watch`]).
 
 use crate::api::{self, ApiState};
 use async_trait::async_trait;
@@ -26,7 +26,7 @@ impl ControlPlane for KubePlane {
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Spawned, ApiError> {
-        Ok(crate::pools::claim(&self.0, req).await?)
+        Ok(crate::api::pools::claim(&self.0, req).await?)
     }
 
     async fn get(&self, id: &BackendId) -> Result<BackendRecord, ApiError> {
@@ -38,7 +38,7 @@ impl ControlPlane for KubePlane {
     }
 
     async fn watch_list(&self, filter: &ListFilter) -> Result<ListWatch, ApiError> {
-        Ok(crate::list_watch::watch(&self.0, filter).await?)
+        Ok(crate::api::list_watch::watch(&self.0, filter).await?)
     }
 
     async fn terminate(&self, id: &BackendId, hard: bool) -> Result<State, ApiError> {
@@ -74,35 +74,35 @@ impl ControlPlane for KubePlane {
     }
 
     async fn connect(&self, id: &BackendId, ask: ConnectAsk) -> Result<ConnectResponse, ApiError> {
-        Ok(crate::api_access::mint(&self.0, id.as_str(), &ask).await?)
+        Ok(crate::api::access::mint(&self.0, id.as_str(), &ask).await?)
     }
 
     async fn access_list(&self, id: &BackendId) -> Result<AccessList, ApiError> {
-        Ok(crate::api_access::list(&self.0, id).await?)
+        Ok(crate::api::access::list(&self.0, id).await?)
     }
 
     async fn revoke(&self, id: &BackendId, user: &str) -> Result<bool, ApiError> {
-        Ok(crate::api_access::revoke(&self.0, id, user).await?)
+        Ok(crate::api::access::revoke(&self.0, id, user).await?)
     }
 
     async fn create_pool(&self, spec: PoolSpec) -> Result<PoolStatus, ApiError> {
-        Ok(crate::pools::create_pool(&self.0, spec).await?)
+        Ok(crate::api::pools::create_pool(&self.0, spec).await?)
     }
 
     async fn list_pools(&self, page: &PageRequest) -> Result<PoolList, ApiError> {
-        Ok(crate::pools::list_pools(&self.0, page).await?)
+        Ok(crate::api::pools::list_pools(&self.0, page).await?)
     }
 
     async fn get_pool(&self, name: &str) -> Result<PoolStatus, ApiError> {
-        Ok(crate::pools::get_pool(&self.0, name).await?)
+        Ok(crate::api::pools::get_pool(&self.0, name).await?)
     }
 
     async fn resize_pool(&self, name: &str, size: PoolSize) -> Result<PoolStatus, ApiError> {
-        Ok(crate::pools::resize_pool(&self.0, name, size).await?)
+        Ok(crate::api::pools::resize_pool(&self.0, name, size).await?)
     }
 
     async fn drain_pool(&self, name: &str) -> Result<PoolDrained, ApiError> {
-        Ok(crate::pools::drain_pool(&self.0, name).await?)
+        Ok(crate::api::pools::drain_pool(&self.0, name).await?)
     }
 
     /// The API holds no store of its own: the Kubernetes API is asked per request.

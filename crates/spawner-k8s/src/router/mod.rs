@@ -8,22 +8,22 @@
 //!
 //! The router is the edge (unless `--trusted-proxy` names the proxies in front of it): it
 //! sets the forwarding headers, and proves itself to each sidecar with the backend's proof
-//! ([`crate::router_key`]), so that the sidecar keeps them. With a domain, browsers asking
+//! ([`crate::model::router_key`]), so that the sidecar keeps them. With a domain, browsers asking
 //! for a backend by path are sent to its own origin, as by the embedded server
 //! ([`spawner_proxy::route::disposition`]).
 //!
-//! Token-mode backends (per-user access, [`crate::access`]) are checked here as the
+//! Token-mode backends (per-user access, [`crate::model::access`]) are checked here as the
 //! embedded server checks them ([`spawner_proxy::gate`]): a connect token is exchanged for
 //! the backend's cookie, requests and WebSocket upgrades need that cookie (or a bearer
 //! connect token) of a standing grant, and the grants follow the objects by the watch, a
 //! revocation closing its user's tunnels with 1008.
 
-use crate::access::{BackendAccess, RouterGrants};
-use crate::crd::SessionLivedBackend;
-use crate::naming::Urls;
-use crate::router_key::RouterKey;
+use crate::model::access::{BackendAccess, RouterGrants};
+use crate::model::crd::SessionLivedBackend;
+use crate::model::naming::Urls;
+use crate::model::read::{target_of, Unavailable};
+use crate::model::router_key::RouterKey;
 use http::header::{self, HeaderValue};
-use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use kube::api::Api;
@@ -31,7 +31,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use spawner_core::access::AccessMode;
-use spawner_core::State;
 use spawner_proxy::access::{self, MasterKey, Nonces};
 use spawner_proxy::forward::message;
 use spawner_proxy::gate::{self, Gate};
@@ -44,7 +43,7 @@ use spawner_proxy::{
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
@@ -132,16 +131,6 @@ pub fn route_of(domain: Option<&str>, host: Option<&str>, path: &str) -> Route {
     }
 }
 
-/// Why a known backend cannot take requests now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
-    Starting,
-    Stopping,
-    Ended,
-    /// The status holds an address that does not parse (edited by hand).
-    BadAddress,
-}
-
 impl Unavailable {
     /// `503` with `Retry-After` while it starts or stops, `410` once it ended.
     pub fn response(self) -> Response<ProxyBody> {
@@ -157,26 +146,6 @@ impl Unavailable {
                 "the backend's address is malformed\n",
             ),
         }
-    }
-}
-
-/// The sidecar of a Ready backend (Pod IP and sidecar port), or why there is none. Pure.
-pub fn target_of(obj: &SessionLivedBackend) -> Result<Authority, Unavailable> {
-    let status = obj.status.as_ref();
-    let state = status.and_then(|s| s.state).unwrap_or(State::Submitted);
-    if state.is_terminal() {
-        return Err(Unavailable::Ended);
-    }
-    let addr = status.and_then(|s| {
-        let ip: IpAddr = s.ip.as_deref()?.parse().ok()?;
-        Some(SocketAddr::new(ip, s.port?))
-    });
-    match (state, addr) {
-        (State::Ready, Some(addr)) => {
-            Authority::try_from(addr.to_string()).map_err(|_| Unavailable::BadAddress)
-        }
-        (State::Terminating, _) => Err(Unavailable::Stopping),
-        _ => Err(Unavailable::Starting),
     }
 }
 
@@ -384,7 +353,7 @@ impl Router {
     /// A token-mode backend's key and grants (`None` for an open one); refused if this
     /// router has no access key to check them with.
     fn access_of(&self, obj: &SessionLivedBackend) -> Result<Option<Arc<BackendAccess>>, Refusal> {
-        if crate::access::mode_of(obj) != AccessMode::Token {
+        if crate::model::access::mode_of(obj) != AccessMode::Token {
             return Ok(None);
         }
         let key = self
@@ -550,8 +519,9 @@ pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Fu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::tests::object;
-    use crate::status::SessionLivedBackendStatus;
+    use crate::model::crd::tests::object;
+    use crate::model::status::SessionLivedBackendStatus;
+    use spawner_core::State;
 
     #[test]
     fn routes_by_path_and_by_host() {

@@ -2,9 +2,9 @@
 //! (spawner-core's [`pool::plan`]) by creating members and asking surplus unclaimed ones to
 //! stop, and stops the unclaimed members of pools that no longer exist.
 
-use crate::crd::SessionLivedBackend;
-use crate::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
-use crate::pool_members::{self as members, backoff_after, counts, surplus};
+use crate::model::crd::SessionLivedBackend;
+use crate::model::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
+use crate::model::pool_members::{self as members, backoff_after, counts, surplus};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use spawner_core::lifecycle::StopReason;
@@ -141,7 +141,8 @@ async fn reconcile_once(
         }
         for m in surplus(&mine, plan.stop as usize) {
             info!(pool = %pool.pool_name(), backend = %m.name_any(), "stopping a backend over the pool's max");
-            crate::write::request_stop(&api, &m.name_any(), StopReason::Terminate, false).await?;
+            crate::model::write::request_stop(&api, &m.name_any(), StopReason::Terminate, false)
+                .await?;
         }
     }
     backoffs.retain(|(ns, name), _| {
@@ -154,7 +155,8 @@ async fn reconcile_once(
         let api: Api<SessionLivedBackend> = Api::namespaced(client.clone(), &ns);
         for m in surplus(&mine, mine.len()) {
             info!(%pool, backend = %m.name_any(), "stopping an unclaimed backend of a drained pool");
-            crate::write::request_stop(&api, &m.name_any(), StopReason::Terminate, false).await?;
+            crate::model::write::request_stop(&api, &m.name_any(), StopReason::Terminate, false)
+                .await?;
         }
     }
     Ok(())
@@ -174,7 +176,7 @@ mod tests {
     }
 
     fn member(name: &str, states: &[State]) -> SessionLivedBackend {
-        crate::pool_members::tests::member_named(name, states, false)
+        crate::model::pool_members::tests::member_named(name, states, false)
     }
 
     #[test]
@@ -204,11 +206,14 @@ mod tests {
 
     #[test]
     fn refused_claims_pause_the_refill_until_a_claim_goes_through() {
-        use crate::crd::ANNOTATION_STOP;
+        use crate::model::crd::ANNOTATION_STOP;
         let now = Instant::now();
         let mut b = Backoff::default();
-        let mut refused =
-            crate::pool_members::tests::member_named("a", &[State::Submitted, State::Ready], true);
+        let mut refused = crate::model::pool_members::tests::member_named(
+            "a",
+            &[State::Submitted, State::Ready],
+            true,
+        );
         refused
             .metadata
             .annotations
@@ -221,8 +226,11 @@ mod tests {
             "paused after a refusal, Ready members or not"
         );
         assert!(b.may_start(&both, now + Duration::from_millis(100)));
-        let mut took =
-            crate::pool_members::tests::member_named("c", &[State::Submitted, State::Ready], true);
+        let mut took = crate::model::pool_members::tests::member_named(
+            "c",
+            &[State::Submitted, State::Ready],
+            true,
+        );
         if let Some(st) = took.status.as_mut() {
             st.note(2_000, "claimed with key k".into());
         }

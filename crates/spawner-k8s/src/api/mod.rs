@@ -2,16 +2,23 @@
 //! SessionLivedBackend objects.
 //!
 //! Spawning creates an object; the controller does the rest. Get-or-create by key is
-//! race-safe because the object name is derived from the key ([`crate::naming`]): of two
+//! race-safe because the object name is derived from the key ([`crate::model::naming`]): of two
 //! concurrent creates the API server accepts one and answers the other AlreadyExists; and
 //! because a keyed spawn holds the key's Lease, as a keyed claim of a warm pool does
-//! ([`crate::pools::lock_key`]), whose backend is a member found by label.
+//! ([`crate::api::pools::lock_key`]), whose backend is a member found by label.
 //! Status routes read the object's status history, and the status stream follows the
 //! object with a watch.
 
-use crate::crd::SessionLivedBackend;
-use crate::naming::{name_for_key, Urls};
-use crate::sweeper::millis_of;
+pub mod access;
+pub mod control_plane;
+pub mod list_watch;
+pub mod metrics;
+pub mod pool_cache;
+pub mod pools;
+
+use crate::model::crd::SessionLivedBackend;
+use crate::model::naming::{name_for_key, Urls};
+use crate::model::read::{millis_of, state_of};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -65,11 +72,11 @@ pub struct ApiState {
     /// One-time dashboard login links (none without a token).
     pub login: Option<Arc<spawner_api::login::LoginCodes>>,
     /// Claims this process answered, per pool.
-    pub pool_stats: crate::pools::PoolStats,
-    /// Spawn-to-ready times and sweeps this process saw ([`crate::api_metrics`]).
-    pub lifecycle_stats: crate::api_metrics::LifecycleStats,
+    pub pool_stats: crate::api::pools::PoolStats,
+    /// Spawn-to-ready times and sweeps this process saw ([`crate::api::metrics`]).
+    pub lifecycle_stats: crate::api::metrics::LifecycleStats,
     /// The watch of pools and members that claims read; `None` reads the API server.
-    pub pool_cache: Option<crate::pool_cache::PoolCache>,
+    pub pool_cache: Option<crate::api::pool_cache::PoolCache>,
 }
 
 impl ApiState {
@@ -134,8 +141,8 @@ impl ApiState {
             last_client_activity: live
                 .then(|| status.last_client_activity.as_deref().and_then(millis_of))
                 .flatten(),
-            pool: crate::pool_members::pool_of(obj).map(str::to_string),
-            claimed_at: crate::pool_members::claimed_at(obj),
+            pool: crate::model::pool_members::pool_of(obj).map(str::to_string),
+            claimed_at: crate::model::pool_members::claimed_at(obj),
             id,
         }
     }
@@ -146,15 +153,6 @@ fn created_at(obj: &SessionLivedBackend) -> Millis {
         .creation_timestamp
         .as_ref()
         .map_or(0, |t| t.0.as_millisecond())
-}
-
-/// The state, counting an object the controller has not seen yet as Submitted: it is
-/// durably recorded, which is what Submitted means.
-pub fn state_of(obj: &SessionLivedBackend) -> spawner_core::State {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.state)
-        .unwrap_or(spawner_core::State::Submitted)
 }
 
 /// The events of the status history; before the controller's first write, the Submitted
@@ -238,7 +236,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             .route("/metrics", get(metrics))
             .with_state(state.clone()),
     };
-    spawner_api::control_plane::router(Arc::new(crate::control_plane::KubePlane(state)), mount)
+    spawner_api::control_plane::router(Arc::new(crate::api::control_plane::KubePlane(state)), mount)
 }
 
 pub(crate) async fn fetch(state: &ApiState, id: &str) -> Result<SessionLivedBackend, Error> {
@@ -257,11 +255,11 @@ pub(crate) async fn spawn(
     route: SpawnRoute,
 ) -> Result<Spawned, Error> {
     let ask = match route {
-        SpawnRoute::V1 => crate::api_access::resolve(state, &mut spec)?,
+        SpawnRoute::V1 => crate::api::access::resolve(state, &mut spec)?,
         SpawnRoute::Seed => None,
     };
     let (code, obj) = create(state, &spec).await?;
-    let response = crate::api_access::with_connect(state, &obj, ask.as_ref()).await?;
+    let response = crate::api::access::with_connect(state, &obj, ask.as_ref()).await?;
     Ok(Spawned {
         created: code == StatusCode::CREATED,
         response,
@@ -280,9 +278,9 @@ pub async fn create(
     let lock = match &spec.key {
         Some(key) => {
             let deadline = tokio::time::Instant::now() + KEY_WAIT;
-            match crate::pools::lock_key(state, key, KEY_WAIT, deadline).await? {
-                crate::pools::KeyState::Found(found) => return Ok((StatusCode::OK, *found)),
-                crate::pools::KeyState::Locked(lock, _) => Some(lock),
+            match crate::api::pools::lock_key(state, key, KEY_WAIT, deadline).await? {
+                crate::api::pools::KeyState::Found(found) => return Ok((StatusCode::OK, *found)),
+                crate::api::pools::KeyState::Locked(lock, _) => Some(lock),
             }
         }
         None => None,
@@ -368,7 +366,7 @@ pub(crate) async fn list(state: &ApiState, filter: &ListFilter) -> Result<Backen
             let id = name_for_key(&state.config.key_secret, &state.config.namespace, k);
             let lp = ListParams::default().labels(&format!(
                 "{}={}",
-                crate::pool_crd::LABEL_KEY_ID,
+                crate::model::pool_crd::LABEL_KEY_ID,
                 id.as_str()
             ));
             let mut objs: Vec<SessionLivedBackend> = Vec::new();
@@ -495,7 +493,7 @@ pub(crate) async fn terminate(
         return Ok(current);
     }
     let name = obj.name_any();
-    Ok(crate::write::stop_now(
+    Ok(crate::model::write::stop_now(
         &state.slabs(),
         &name,
         StopReason::Terminate,
@@ -517,7 +515,7 @@ pub(crate) async fn keepalive_token_matches(
         .get_opt(id.as_str())
         .await?
         .as_ref()
-        .and_then(crate::pod::secret_of);
+        .and_then(crate::model::read::secret_of);
     Ok(secret.is_some_and(|t| spawner_api::auth::constant_time_eq(given.as_bytes(), t.as_bytes())))
 }
 
@@ -727,7 +725,7 @@ fn moved(announced: Expiry, now: Expiry) -> bool {
 
 /// Prometheus text: backends by state and open connections, from the objects' status; the
 /// spawn-to-ready histogram and the sweeps as this process saw the objects
-/// ([`crate::api_metrics`]).
+/// ([`crate::api::metrics`]).
 async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> {
     let objects = state.slabs().list(&ListParams::default()).await?.items;
     let mut by_state: BTreeMap<&'static str, u64> = spawner_core::State::ALL
@@ -751,7 +749,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, Error> 
     text.push_str("# HELP spawner_live_connections Open connections through the sidecars, as the sweepers last saw them\n# TYPE spawner_live_connections gauge\n");
     text.push_str(&format!("spawner_live_connections {live}\n"));
     text.push_str(&state.lifecycle_stats.render(&objects));
-    text.push_str(&crate::pools::render_metrics(&state).await?);
+    text.push_str(&crate::api::pools::render_metrics(&state).await?);
     Ok((
         [(
             header::CONTENT_TYPE,

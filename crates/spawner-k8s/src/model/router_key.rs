@@ -4,8 +4,8 @@
 //! proves itself with [`spawner_proxy::forwarded::ROUTER_PROOF`], whose value is
 //! HMAC-SHA256(key, backend name) in hex: the controller, which has the same key (the
 //! Secret `spawner-router`), puts that value into the sidecar's environment
-//! ([`crate::pod::add_router_proof`]). One proof per backend, so that a proof read from one
-//! Pod's spec vouches for requests to that backend only.
+//! (`controller/pod.rs`, `add_router_proof`). One proof per backend, so that a proof read
+//! from one Pod's spec vouches for requests to that backend only.
 
 use ring::hmac;
 use std::fmt;

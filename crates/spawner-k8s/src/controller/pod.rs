@@ -1,8 +1,11 @@
 //! The Pod and Service of a backend, built from its object: pure functions, so that the
 //! exact bodies the controller sends are unit-tested.
 
-use crate::crd::{SessionLivedBackend, LABEL_BACKEND, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
-use crate::naming::Urls;
+use crate::model::crd::{
+    SessionLivedBackend, LABEL_BACKEND, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY,
+};
+use crate::model::naming::Urls;
+pub use crate::model::read::{secret_of, SIDECAR_CONTAINER, SIDECAR_TOKEN_ENV};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements,
     SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
@@ -14,8 +17,6 @@ use kube::Resource;
 use spawner_core::env::{backend_env, expand};
 use std::collections::BTreeMap;
 
-/// The sidecar container's name; the router and sweepers reach it on the Service.
-pub const SIDECAR_CONTAINER: &str = "spawner-sidecar";
 pub const DEFAULT_SIDECAR_PORT: u16 = 9090;
 /// The sidecar's user and group: not root, and not a user the image needs to define.
 pub const SIDECAR_UID: i64 = 65532;
@@ -237,8 +238,6 @@ pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
     })
 }
 
-/// The variable of the sidecar container holding the backend's own secret.
-pub const SIDECAR_TOKEN_ENV: &str = "SPAWNER_SIDECAR_TOKEN";
 /// The variable of the application container holding its keepalive URL.
 pub const KEEPALIVE_URL_ENV: &str = "SPAWNER_KEEPALIVE_URL";
 
@@ -282,11 +281,11 @@ pub fn add_secret(pod: &mut Pod, secret: &str, sidecar_port: u16) {
 }
 
 /// Gives the sidecar of a token-mode backend's Pod that backend's own access key
-/// ([`crate::access`]), with the backend's name it is for: requests that do not come from
+/// ([`crate::model::access`]), with the backend's name it is for: requests that do not come from
 /// the router then need a cookie or token of this backend. Never the master key.
 pub fn add_access_key(pod: &mut Pod, name: &str, key_hex: &str) {
-    set_sidecar_env(pod, crate::access::BACKEND_ID_ENV, name);
-    set_sidecar_env(pod, crate::access::BACKEND_ACCESS_KEY_ENV, key_hex);
+    set_sidecar_env(pod, crate::model::access::BACKEND_ID_ENV, name);
+    set_sidecar_env(pod, crate::model::access::BACKEND_ACCESS_KEY_ENV, key_hex);
 }
 
 fn set_sidecar_env(pod: &mut Pod, var: &str, value: &str) {
@@ -312,7 +311,7 @@ fn set_sidecar_env(pod: &mut Pod, var: &str, value: &str) {
 pub const ROUTER_PROOF_ENV: &str = "SPAWNER_ROUTER_PROOF";
 
 /// Gives the sidecar of a Pod built by [`build_pod`] the router's proof for this backend
-/// ([`crate::router_key`]): requests that carry it come from the router, whose forwarding
+/// ([`crate::model::router_key`]): requests that carry it come from the router, whose forwarding
 /// headers the sidecar then keeps. Without it the sidecar trusts no one. Set when the Pod is
 /// created (the key is not part of the pure [`build_pod`]); a Pod keeps the proof it was
 /// created with.
@@ -333,21 +332,6 @@ pub fn add_router_proof(pod: &mut Pod, proof: &str) {
             value_from: None,
         });
     }
-}
-
-/// The backend's own secret, as [`add_secret`] put it into the Pod.
-pub fn secret_of(pod: &Pod) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == SIDECAR_CONTAINER)?
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == SIDECAR_TOKEN_ENV)?
-        .value
-        .clone()
 }
 
 /// The backend's Service: the sidecar's port, selecting the backend's Pod. Headless: its DNS
@@ -382,7 +366,7 @@ pub fn build_service(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Servi
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use spawner_core::BackendSpec;
+    pub(crate) use crate::model::crd::tests::object;
 
     pub(crate) fn config() -> PodConfig {
         PodConfig {
@@ -391,25 +375,6 @@ pub(crate) mod tests {
             stop_grace_seconds: 10,
             urls: Urls::new("http://spawner.test", None),
         }
-    }
-
-    pub(crate) fn object(name: &str) -> SessionLivedBackend {
-        let spec: BackendSpec = serde_json::from_value(serde_json::json!({
-            "executable": {
-                "image": "registry.example/app:1",
-                "command": ["serve", "--base=$(SPAWNER_BASE_PATH)", "--mode=$(MODE)", "$$(HOME)", "$(UNKNOWN)"],
-                "env": {"MODE": "collab"},
-                "port": 8000,
-                "image_pull_secret": "regcred"
-            },
-            "labels": {"owner": "user-7"},
-            "resources": {"memory_mb": 256, "cpu_millis": 500}
-        }))
-        .expect("valid spec");
-        let mut obj = SessionLivedBackend::from_backend_spec(name, &spec).expect("converts");
-        obj.metadata.namespace = Some("default".into());
-        obj.metadata.uid = Some(format!("uid-{name}"));
-        obj
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! and listing its members from the API server first; and a claim that finds none Ready
 //! waits for the watch to show one, instead of polling (issue 27).
 
-use crate::crd::SessionLivedBackend;
-use crate::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
+use crate::model::crd::SessionLivedBackend;
+use crate::model::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
 use futures_util::StreamExt;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};

@@ -10,8 +10,9 @@
 //! node and carries on. Status patches carry the object's `resourceVersion`, as the
 //! controller's do: a lost race is a conflict, answered by reading the object again.
 
-use crate::crd::{SessionLivedBackend, LABEL_NODE};
-use crate::status::SessionLivedBackendStatus;
+use crate::model::crd::{SessionLivedBackend, LABEL_NODE};
+use crate::model::read::{events_addr, millis_of};
+use crate::model::status::SessionLivedBackendStatus;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, Request, StatusCode};
@@ -29,7 +30,7 @@ use spawner_core::time::{now_millis, rfc3339, Millis};
 use spawner_core::State;
 use spawner_proxy::sidecar::{parse_report, Report, EVENTS_PATH};
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -97,7 +98,8 @@ pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict
         .as_ref()
         .map_or(now, |t| t.0.as_millisecond());
     // A pool member: never swept while unclaimed, its grace counted from its claim.
-    let Some((timing, created_at)) = crate::pool_members::clock(obj, state, created_at) else {
+    let Some((timing, created_at)) = crate::model::pool_members::clock(obj, state, created_at)
+    else {
         return Verdict::Keep;
     };
     let observed = Observed {
@@ -113,13 +115,6 @@ pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict
         Decision::Stop(StopReason::IdleTimeout) => Verdict::MarkIdleTimeout,
         Decision::Stop(_) | Decision::Keep { .. } => Verdict::Keep,
     }
-}
-
-/// Milliseconds since the epoch of an RFC 3339 time of the status.
-pub fn millis_of(t: &str) -> Option<Millis> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 /// When the backend was marked Ready, if it was: its first event in Ready (a claim adds
@@ -191,7 +186,7 @@ fn entering(
     status.live_connections = Some(report.live_connections);
     status.last_activity = Some(rfc3339(activity.max(0)));
     status.last_client_activity = Some(rfc3339(client.max(0)));
-    Some(crate::write::status_patch(obj, &status))
+    Some(crate::model::write::status_patch(obj, &status))
 }
 
 /// The status patch that brings a Ready backend's `liveConnections` and `lastActivity` up
@@ -242,14 +237,6 @@ pub fn busy_patch(
         None => stored.is_none_or(|s| sidecar > s),
     };
     new.then(|| serde_json::json!({"status": {"busyUntil": rfc3339(sidecar)}}))
-}
-
-/// Where the backend's sidecar serves its events, once the controller recorded the Pod's
-/// IP and the sidecar's port.
-pub fn events_addr(obj: &SessionLivedBackend) -> Option<SocketAddr> {
-    let status = obj.status.as_ref()?;
-    let ip: IpAddr = status.ip.as_deref()?.parse().ok()?;
-    Some(SocketAddr::new(ip, status.port?))
 }
 
 /// Whether there is nothing left to follow: the backend ended or is being stopped.
@@ -456,7 +443,9 @@ async fn act(
                 let entered = updated.status.as_ref().and_then(|s| s.history.last());
                 if let Some(entry) = entered.filter(|e| e.state == to) {
                     // Best effort, as Events are: the status already says it.
-                    if let Err(e) = crate::write::publish_state(recorder, &updated, entry).await {
+                    if let Err(e) =
+                        crate::model::write::publish_state(recorder, &updated, entry).await
+                    {
                         warn!(%name, error = %e, "publishing the Event failed");
                     }
                 }
@@ -699,7 +688,7 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::tests::object;
+    use crate::model::crd::tests::object;
     use serde_json::json;
 
     const T0: Millis = 1_700_000_000_000;

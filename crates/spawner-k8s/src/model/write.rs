@@ -14,8 +14,8 @@
 //! directly (the controller then stops the Pod) or with [`request_stop`] and
 //! [`StopReason::Idle`] (Terminating first, then Swept).
 
-use crate::crd::{SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD};
-use crate::status::{HistoryEntry, SessionLivedBackendStatus};
+use crate::model::crd::{SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD};
+use crate::model::status::{HistoryEntry, SessionLivedBackendStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};

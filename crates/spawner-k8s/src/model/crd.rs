@@ -2,7 +2,7 @@
 //! asked for, its status the lifecycle. Conversions to and from the embedded API's
 //! [`BackendSpec`] keep the two modes one model.
 
-use crate::status::SessionLivedBackendStatus;
+use crate::model::status::SessionLivedBackendStatus;
 use k8s_openapi::api::core::v1::{Container, EnvVar, LocalObjectReference, Volume};
 use kube::core::ObjectMeta;
 use kube::{CustomResource, CustomResourceExt};
@@ -85,7 +85,7 @@ pub struct SessionLivedBackendSpec {
     /// Who may reach it through the router: `open` without it; with mode `token`, the users
     /// holding access (written by the API; docs/kubernetes.md, "Per-user access").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access: Option<crate::access::SlabAccess>,
+    pub access: Option<crate::model::access::SlabAccess>,
 }
 
 /// The part of a PodSpec a backend chooses. The CRD schema keeps containers and volumes
@@ -138,7 +138,7 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     Ok(format!(
         "{}---\n{}",
         crd_yaml()?,
-        crate::pool_crd::pool_crd_yaml()?
+        crate::model::pool_crd::pool_crd_yaml()?
     ))
 }
 
@@ -203,10 +203,13 @@ impl SessionLivedBackend {
             idle_timeout_seconds: spec.idle_timeout_seconds,
             lifetime_warning_seconds: Some(spec.lifetime_warning_seconds),
             // The mode alone: the API adds the grants.
-            access: spec.access.as_ref().map(|a| crate::access::SlabAccess {
-                mode: a.mode.into(),
-                grants: Vec::new(),
-            }),
+            access: spec
+                .access
+                .as_ref()
+                .map(|a| crate::model::access::SlabAccess {
+                    mode: a.mode.into(),
+                    grants: Vec::new(),
+                }),
         };
         let mut obj = SessionLivedBackend::new(name, slab_spec);
         obj.metadata = ObjectMeta {
@@ -333,8 +336,29 @@ fn parse_pull_policy(s: &str) -> Option<PullPolicy> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A backend object as the API would create it, for the programs' unit tests.
+    pub(crate) fn object(name: &str) -> SessionLivedBackend {
+        let spec: BackendSpec = serde_json::from_value(serde_json::json!({
+            "executable": {
+                "image": "registry.example/app:1",
+                "command": ["serve", "--base=$(SPAWNER_BASE_PATH)", "--mode=$(MODE)", "$$(HOME)", "$(UNKNOWN)"],
+                "env": {"MODE": "collab"},
+                "port": 8000,
+                "image_pull_secret": "regcred"
+            },
+            "labels": {"owner": "user-7"},
+            "resources": {"memory_mb": 256, "cpu_millis": 500}
+        }))
+        .expect("valid spec");
+        let mut obj = SessionLivedBackend::from_backend_spec(name, &spec).expect("converts");
+        obj.metadata.namespace = Some("default".into());
+        obj.metadata.uid = Some(format!("uid-{name}"));
+        obj
+    }
+
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     fn full_spec() -> BackendSpec {
@@ -447,7 +471,7 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_the_generated_one() {
-        let committed = include_str!("../../../deploy/kubernetes/crd.yaml");
+        let committed = include_str!("../../../../deploy/kubernetes/crd.yaml");
         let generated = crds_yaml().expect("renders");
         if std::env::var_os("SPAWNER_BLESS").is_some() {
             let path = concat!(
