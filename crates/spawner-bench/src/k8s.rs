@@ -409,7 +409,10 @@ async fn wait_objects(
 /// and their Pods and Services too (the garbage collector's part, whose requests would
 /// otherwise be counted in the next round); the phase's own polls.
 async fn clear(api: &Api, admin: &Path, procs: &mut Procs<'_>) -> Result<u64> {
-    api.terminate_all().await.ok();
+    if let Err(e) = api.terminate_all().await {
+        // Waited for below all the same (the controller ends what the API stopped).
+        eprintln!("spawner-bench: k8s: terminating every backend: {e:#}");
+    }
     let (_, mut polls) = wait_objects(
         admin,
         procs,
