@@ -102,12 +102,20 @@ impl ListPosition {
     /// The position a cursor of [`ListPosition::cursor`] names.
     pub fn from_cursor(cursor: &str) -> Result<Self, ApiError> {
         let (time, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+        // Any object name, not only a Spawner id: on Kubernetes a SessionLivedBackend may
+        // be created by hand (`kubectl apply`), under a name of its own, and a page may end
+        // on it. A DNS subdomain's characters, at most its length.
+        let named = !id.is_empty()
+            && id.len() <= 253
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !named {
+            return Err(bad_cursor());
+        }
         Ok(ListPosition {
             created_at: time.parse().map_err(|_| bad_cursor())?,
-            id: spawner_core::BackendId::parse(id)
-                .map_err(|_| bad_cursor())?
-                .as_str()
-                .to_string(),
+            id: id.to_string(),
         })
     }
 
@@ -186,5 +194,23 @@ mod tests {
         big.push(1, MAX_PAGE_BYTES);
         assert!(big.is_full());
         assert_eq!(big.room(), DEFAULT_LIMIT - 1);
+    }
+
+    #[test]
+    fn a_cursor_names_any_object_name_and_nothing_else() {
+        for id in [
+            "k3v5q7xw2mzbaaaaaaaaaaaaaa",
+            "bare-00001",
+            "my-notebook.team-a",
+        ] {
+            let at = ListPosition {
+                created_at: 1_700_000_000_000,
+                id: id.to_string(),
+            };
+            assert_eq!(ListPosition::from_cursor(&at.cursor()).ok(), Some(at));
+        }
+        for bad in ["", "17", "x.abc", "17.", "17.Upper", "17.a/b", "17.a b"] {
+            assert!(ListPosition::from_cursor(bad).is_err(), "{bad}");
+        }
     }
 }

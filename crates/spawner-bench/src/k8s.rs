@@ -409,7 +409,10 @@ async fn wait_objects(
 /// and their Pods and Services too (the garbage collector's part, whose requests would
 /// otherwise be counted in the next round); the phase's own polls.
 async fn clear(api: &Api, admin: &Path, procs: &mut Procs<'_>) -> Result<u64> {
-    api.terminate_all().await.ok();
+    if let Err(e) = api.terminate_all().await {
+        // Waited for below all the same (the controller ends what the API stopped).
+        eprintln!("spawner-bench: k8s: terminating every backend: {e:#}");
+    }
     let (_, mut polls) = wait_objects(
         admin,
         procs,
@@ -662,6 +665,9 @@ async fn measure(
     .await?;
     let all_ready_s = started.elapsed().as_secs_f64();
     let at_ready = Counts::read(admin).await?;
+    // What each node and each backend costs there, beside the application itself.
+    let sweeper_rss = util::rss_kib(procs.sweeper.pid())? as f64 / 1024.0;
+    let (sidecar_rss, sidecars) = kubelet.sidecar_rss_kib();
     let kubelet_ready = kubelet.requests() - kubelet_before;
     let polls_clear = clear(api, admin, procs).await?;
     let at_end = Counts::read(admin).await?;
@@ -687,6 +693,14 @@ async fn measure(
     phase.row(
         "kube-apiserver requests per backend, whole life (create, Ready, terminate, delete)",
         format!("{} (largest: {})", fmt(per_life), top(&life)),
+    );
+    phase.row(
+        format!("per node: the sweeper following {m} backends / per backend: its sidecar (mean of {sidecars})"),
+        format!(
+            "{} MiB / {} MiB RSS",
+            fmt(sweeper_rss),
+            fmt(sidecar_rss / 1024.0)
+        ),
     );
     phase.row(
         "Events in the namespace after the round (reporter: reason × count)",
@@ -777,6 +791,8 @@ async fn measure(
         "api_rss_mib": util::round3(api_rss),
         "ready_backends": m,
         "all_ready_s": util::round3(all_ready_s),
+        "sweeper_rss_mib": util::round3(sweeper_rss),
+        "sidecar_rss_mib": util::round3(sidecar_rss / 1024.0),
         "requests_per_backend_to_ready": util::round3(per_ready),
         "requests_per_backend_life": util::round3(per_life),
         "requests_to_ready": to_ready.json(),

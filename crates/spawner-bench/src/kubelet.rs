@@ -85,6 +85,19 @@ impl Kubelet {
         })
     }
 
+    /// The mean resident memory of the sidecars running now (KiB), and how many there are.
+    pub fn sidecar_rss_kib(&self) -> (f64, usize) {
+        let Ok(sidecars) = self.sidecars.lock() else {
+            return (0.0, 0);
+        };
+        let rss: Vec<u64> = sidecars
+            .values()
+            .filter_map(|p| crate::util::rss_kib(p.pid()).ok())
+            .collect();
+        let n = rss.len();
+        (rss.iter().sum::<u64>() as f64 / n.max(1) as f64, n)
+    }
+
     /// The requests it has made so far (watches included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

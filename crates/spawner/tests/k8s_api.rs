@@ -653,6 +653,13 @@ async fn limits_and_pages() {
     assert!(pages >= 3, "{pages} pages");
     let (half, _) = every_page("limit=2&label=half=0").await;
     assert_eq!(half.len(), 4);
+    // An object made by hand under a name of its own is listed, and a page may end on it:
+    // its cursor is taken back (it was refused, and no listing went past it).
+    ns.create_slab("made-by-hand", json!({})).await;
+    let (one_by_one, pages) = every_page("limit=1").await;
+    assert_eq!(one_by_one.len(), created.len() + 1, "{one_by_one:?}");
+    assert!(one_by_one.iter().any(|id| id == "made-by-hand"), "{one_by_one:?}");
+    assert_eq!(pages, created.len() + 1);
     let (status, err) = api.get("/v1/backends?after=not-a-token").await;
     assert_eq!(status, 400, "{err}");
     let (status, err) = api.get("/v1/backends?limit=5000").await;
