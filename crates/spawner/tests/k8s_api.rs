@@ -658,7 +658,10 @@ async fn limits_and_pages() {
     ns.create_slab("made-by-hand", json!({})).await;
     let (one_by_one, pages) = every_page("limit=1").await;
     assert_eq!(one_by_one.len(), created.len() + 1, "{one_by_one:?}");
-    assert!(one_by_one.iter().any(|id| id == "made-by-hand"), "{one_by_one:?}");
+    assert!(
+        one_by_one.iter().any(|id| id == "made-by-hand"),
+        "{one_by_one:?}"
+    );
     assert_eq!(pages, created.len() + 1);
     let (status, err) = api.get("/v1/backends?after=not-a-token").await;
     assert_eq!(status, 400, "{err}");
