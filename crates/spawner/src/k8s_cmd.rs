@@ -12,7 +12,6 @@ use spawner_k8s::kube::runtime::events::Reporter;
 use spawner_k8s::kube::{Client, ResourceExt};
 use spawner_k8s::model::naming::Urls;
 use spawner_k8s::SessionLivedBackend;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,17 +185,6 @@ pub struct CreateSlabArgs {
     namespace: Option<String>,
 }
 
-fn pairs(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("--{what} {kv:?} must be NAME=VALUE"))
-        })
-        .collect()
-}
-
 fn slab_of(args: &SlabArgs, namespace: &str) -> anyhow::Result<SessionLivedBackend> {
     let command = match &args.command {
         Some(c) => Some(
@@ -209,12 +197,12 @@ fn slab_of(args: &SlabArgs, namespace: &str) -> anyhow::Result<SessionLivedBacke
     spec.executable = Executable {
         command,
         image: Some(args.image.clone()),
-        env: pairs(&args.env, "env")?,
+        env: crate::spec_args::pairs(&args.env, "env")?,
         port: args.port,
         ..Executable::default()
     };
     spec.key = args.key.clone();
-    spec.labels = pairs(&args.labels, "label")?;
+    spec.labels = crate::spec_args::pairs(&args.labels, "label")?;
     if let Some(g) = args.grace {
         spec.grace_period_seconds = g;
     }
