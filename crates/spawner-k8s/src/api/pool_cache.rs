@@ -81,16 +81,7 @@ impl PoolCache {
 
     /// Whether both watches have listed once.
     fn ready(&self) -> bool {
-        // A store is ready once its first list is in; there is no synchronous test for it,
-        // so a store that has not answered `wait_until_ready` at once is not.
-        let ready = |f: std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>| {
-            futures_util::FutureExt::now_or_never(f).unwrap_or(false)
-        };
-        ready(Box::pin(async {
-            self.members.wait_until_ready().await.is_ok()
-        })) && ready(Box::pin(async {
-            self.pools.wait_until_ready().await.is_ok()
-        }))
+        listed(&self.members) && listed(&self.pools)
     }
 
     /// A handle that resolves on the members' next change after it was made.
@@ -99,4 +90,13 @@ impl PoolCache {
         rx.borrow_and_update();
         rx
     }
+}
+
+/// Whether `store` holds its watch's first full list (its readiness, asked without waiting).
+fn listed<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    futures_util::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
 }
