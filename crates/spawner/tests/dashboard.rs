@@ -814,7 +814,9 @@ async fn a_backend_page_shows_every_timing_live_and_asks_before_a_stop() {
     for other in [unknown.as_str(), "unknown"] {
         b.goto(&format!("{}/#/backends/{id}", server.url())).await;
         b.wait_text("#b-state", "Ready").await;
-        assert!(b.shown("#b-terminate").await);
+        // The actions appear once the record has loaded (the state may come first, from
+        // the status stream).
+        b.wait_shown("#b-terminate").await;
         b.js(
             "location.hash = '#/backends/' + arguments[0]; return true;",
             json!([other]),

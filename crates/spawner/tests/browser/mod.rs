@@ -30,6 +30,11 @@ pub fn available() -> bool {
     true
 }
 
+/// The script of [`Browser::shown`]: the element `arguments[0]` is laid out, with a size.
+const SHOWN: &str = "const e = document.querySelector(arguments[0]); \
+     if (!e || !e.getClientRects().length) return false; \
+     const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0;";
+
 pub struct Browser {
     driver: Child,
     base: String,
@@ -282,14 +287,13 @@ impl Browser {
 
     /// Whether `css` is on view: laid out, with a size.
     pub async fn shown(&self, css: &str) -> bool {
-        self.js(
-            "const e = document.querySelector(arguments[0]); \
-             if (!e || !e.getClientRects().length) return false; \
-             const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0;",
-            json!([css]),
-        )
-        .await
-            == true
+        self.js(SHOWN, json!([css])).await == true
+    }
+
+    /// Waits until `css` is on view (see [`Self::shown`]): what appears once a fetch answers.
+    pub async fn wait_shown(&self, css: &str) {
+        self.wait_for(&format!("{css} on view"), SHOWN, json!([css]))
+            .await;
     }
 
     /// A PNG of the viewport.
