@@ -40,6 +40,15 @@ impl TerminateResponse {
     }
 }
 
+/// The answer to a wake.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WakeResponse {
+    pub id: String,
+    /// `Waking` for a backend that was Sleeping; the state of one already awake or
+    /// starting (a no-op).
+    pub state: State,
+}
+
 /// `GET /v1/backends`: one page of the list, records without events.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackendList {

@@ -6,6 +6,7 @@
 
 use crate::bodies::{
     BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
+    WakeResponse,
 };
 use crate::login::LoginCodes;
 use crate::page::PageRequest;
@@ -78,6 +79,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Stops the backend; returns the state it is in from this moment: `Terminating`, or
     /// the terminal state of one that had ended.
     async fn terminate(&self, id: &BackendId, hard: bool) -> Result<State, ApiError>;
+    /// Wakes a Sleeping backend ahead of its user; returns the state it is in from this
+    /// moment (`Waking`; a backend that is awake or starting keeps its state), `410 gone`
+    /// for one that stops or has ended.
+    async fn wake(&self, id: &BackendId) -> Result<State, ApiError>;
     /// Whether `token` is the backend's own keepalive secret.
     async fn keepalive_token_matches(&self, id: &BackendId, token: &str) -> Result<bool, ApiError>;
     /// Keeps a live backend from being swept until `until`; `410 gone` once it stops.
@@ -133,6 +138,7 @@ pub fn router(plane: Plane, mount: Mount) -> Router {
         .route("/v1/backends/stream", get(list_stream))
         .route("/v1/backends/{id}", get(get_one))
         .route("/v1/backends/{id}/terminate", post(terminate))
+        .route("/v1/backends/{id}/wake", post(wake))
         .route("/v1/backends/{id}/logs", get(logs))
         .route("/v1/backends/{id}/connect", post(connect))
         .route("/v1/backends/{id}/access", get(access_list))
@@ -285,6 +291,22 @@ async fn terminate(
     Ok((
         StatusCode::ACCEPTED,
         Json(TerminateResponse::new(id.as_str(), state, body.hard)),
+    )
+        .into_response())
+}
+
+async fn wake(
+    Extract(plane): Extract<Plane>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse::id(&id)?;
+    let state = plane.wake(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WakeResponse {
+            id: id.as_str().to_string(),
+            state,
+        }),
     )
         .into_response())
 }

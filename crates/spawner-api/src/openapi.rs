@@ -4,6 +4,7 @@
 
 use crate::bodies::{
     BackendList, KeepaliveRequest, KeepaliveResponse, TerminateRequest, TerminateResponse,
+    WakeResponse,
 };
 use crate::error::{ErrorBody, ErrorCode};
 use crate::login::{LoginLink, LoginRequest, LoginResponse};
@@ -18,8 +19,8 @@ use spawner_core::pool::{
     PoolTemplate,
 };
 use spawner_core::{
-    BackendRecord, BackendSpec, Event, Executable, Expiring, PullPolicy, Resources, SpawnResponse,
-    State,
+    BackendRecord, BackendSpec, Event, Executable, Expiring, IdleAction, PullPolicy, Resources,
+    SpawnResponse, State,
 };
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -33,14 +34,14 @@ use utoipa::OpenApi;
         license(name = "Apache-2.0")
     ),
     paths(
-        spawn, list, list_stream, get_one, terminate, keepalive, logs, status, status_stream, ready,
+        spawn, list, list_stream, get_one, terminate, wake, keepalive, logs, status, status_stream, ready,
         seed_spawn, seed_status, seed_status_stream, seed_ready, proxy, healthz, metrics,
         openapi_json, dashboard, login, login_links, create_pool, list_pools, get_pool, resize_pool, drain_pool,
         connect, access_list, revoke
     ),
     components(schemas(
         BackendSpec, Executable, PullPolicy, Resources, State, Event, SpawnResponse,
-        BackendRecord, BackendList, TerminateRequest, TerminateResponse, ErrorBody, ErrorCode,
+        BackendRecord, BackendList, TerminateRequest, TerminateResponse, WakeResponse, IdleAction, ErrorBody, ErrorCode,
         SeedSpawn, SeedResponse, SpawnBody, ClaimRequest, IfNoneReady, ClaimNotice, PoolSpec, PoolTemplate,
         PoolSize, PoolStatus, PoolList, PoolDrained,
         KeepaliveRequest, KeepaliveResponse, Expiring, LoginRequest, LoginResponse, LoginLink,
@@ -247,6 +248,21 @@ fn revoke() {}
 )]
 #[allow(dead_code)]
 fn terminate() {}
+
+#[utoipa::path(
+    post, path = "/v1/backends/{id}/wake", tag = "control", operation_id = "wake",
+    description = "Wake a Sleeping backend (`idle_action: \"sleep\"`) ahead of its user: it is started again from its spec (`Waking`, then `Ready`). A no-op on one that is awake or starting.",
+    params(("id" = String, Path, description = "the backend's id")),
+    responses(
+        (status = 202, description = "The wake is under way (or it was awake)", body = WakeResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 410, description = "`gone`: it stops or has ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn wake() {}
 
 #[utoipa::path(
     post, path = "/v1/backends/{id}/keepalive", tag = "control", operation_id = "keepalive",

@@ -11,7 +11,10 @@ use spawner_core::{Event, Expiring, State};
 /// be Ready again), `409` while starting.
 pub fn ready(id: &str, state: State, url: &str) -> Response {
     match state {
-        State::Ready => (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response(),
+        // A sleeping backend is woken by the visit it is sent to.
+        State::Ready | State::Sleeping => {
+            (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
+        }
         State::Terminating => ApiError::new(
             StatusCode::GONE,
             ErrorCode::Gone,

@@ -48,6 +48,8 @@ impl SeedSpawn {
             idle_timeout_seconds: None,
             lifetime_warning_seconds: spawner_core::spec::DEFAULT_LIFETIME_WARNING_SECONDS,
             access: None,
+            idle_action: spawner_core::IdleAction::Sweep,
+            max_sleep_seconds: spawner_core::spec::DEFAULT_MAX_SLEEP_SECONDS,
         }
     }
 }

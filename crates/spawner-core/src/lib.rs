@@ -18,5 +18,5 @@ pub mod time;
 pub use event::{Event, Expiring};
 pub use id::BackendId;
 pub use record::{BackendRecord, SpawnResponse};
-pub use spec::{BackendSpec, Executable, PullPolicy, Resources, ValidationError};
+pub use spec::{BackendSpec, Executable, IdleAction, PullPolicy, Resources, ValidationError};
 pub use state::State;

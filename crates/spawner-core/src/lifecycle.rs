@@ -20,6 +20,8 @@ pub enum StopReason {
     StartupTimeout,
     /// A warm pool's member whose claim hook refused its claim: ends `Terminated`.
     ClaimRefused,
+    /// Asleep for `max_sleep_seconds`: ends `Swept`.
+    SleptTooLong,
 }
 
 impl StopReason {
@@ -31,6 +33,7 @@ impl StopReason {
             StopReason::LifetimeLimit => "lifetime limit",
             StopReason::StartupTimeout => "startup timeout",
             StopReason::ClaimRefused => "claim refused",
+            StopReason::SleptTooLong => "slept for max_sleep_seconds",
         }
     }
 
@@ -42,6 +45,7 @@ impl StopReason {
             StopReason::LifetimeLimit,
             StopReason::StartupTimeout,
             StopReason::ClaimRefused,
+            StopReason::SleptTooLong,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -50,7 +54,7 @@ impl StopReason {
     /// The terminal state a backend stopped for this reason ends in.
     pub fn final_state(self) -> State {
         match self {
-            StopReason::Idle | StopReason::IdleTimeout => State::Swept,
+            StopReason::Idle | StopReason::IdleTimeout | StopReason::SleptTooLong => State::Swept,
             StopReason::Terminate | StopReason::LifetimeLimit | StopReason::ClaimRefused => {
                 State::Terminated
             }
@@ -68,9 +72,20 @@ impl StopReason {
             StopReason::LifetimeLimit => "lifetime limit",
             StopReason::StartupTimeout => "startup timeout",
             StopReason::ClaimRefused => "claim refused",
+            StopReason::SleptTooLong => "slept too long",
         }
     }
+
+    /// Whether it is a stop for idleness, which a backend with `idle_action: "sleep"` takes
+    /// as a sleep.
+    pub fn is_idle(self) -> bool {
+        matches!(self, StopReason::Idle | StopReason::IdleTimeout)
+    }
 }
+
+/// The reason of the WebSocket close frame (code 1001) that open client connections get
+/// when their backend goes to sleep.
+pub const GOING_TO_SLEEP: &str = "sleeping";
 
 /// The longest `keepalive` a call may ask for; longer ones are refused (a day).
 pub const MAX_KEEPALIVE_SECONDS: u64 = 24 * 3600;
@@ -85,6 +100,9 @@ pub struct Timing {
     pub idle_timeout_ms: Option<Millis>,
     /// `lifetime_warning_seconds`: how long before a stop [`expiring`] announces it.
     pub warning_ms: Millis,
+    /// `max_sleep_seconds` of a backend with `idle_action: "sleep"`; `None`: idleness
+    /// sweeps it.
+    pub max_sleep_ms: Option<Millis>,
 }
 
 impl Timing {
@@ -95,6 +113,8 @@ impl Timing {
             startup_timeout_ms: secs(spec.startup_timeout_seconds),
             idle_timeout_ms: spec.idle_timeout_seconds.map(secs),
             warning_ms: secs(spec.lifetime_warning_seconds),
+            max_sleep_ms: (spec.idle_action == crate::spec::IdleAction::Sleep)
+                .then(|| secs(spec.max_sleep_seconds)),
         }
     }
 }
@@ -118,6 +138,9 @@ pub struct Observed {
     pub last_client_activity: Millis,
     /// Kept from being swept until then (`keepalive`), if it was ever asked.
     pub busy_until: Option<Millis>,
+    /// When it entered its state: a sleep's `max_sleep_seconds` and a wake's startup
+    /// timeout are counted from here.
+    pub since: Millis,
 }
 
 /// The sweeper's verdict for one backend.
@@ -128,12 +151,17 @@ pub enum Decision {
         recheck_at: Option<Millis>,
     },
     Stop(StopReason),
+    /// Idle (for the reason given, [`StopReason::is_idle`]) with `idle_action: "sleep"`:
+    /// stop its process and keep it, Sleeping.
+    Sleep(StopReason),
 }
 
-/// Decides whether a backend must be stopped now. Terminal and terminating backends are
-/// left alone: their stop is already under way. A backend busy until later (`keepalive`)
-/// is swept neither for idleness nor for its idle timeout before then; the lifetime limit
-/// and startup timeout still apply.
+/// Decides whether a backend must be stopped (or put to sleep) now. Terminal and
+/// terminating backends are left alone: their stop is already under way. A backend busy
+/// until later (`keepalive`) is swept neither for idleness nor for its idle timeout before
+/// then; the lifetime limit and startup timeout still apply. The lifetime limit applies
+/// asleep too; a sleeping backend is swept after `max_sleep_seconds`, and a waking one
+/// fails if it is not Ready within its startup timeout counted from the wake.
 pub fn decide(timing: &Timing, obs: &Observed, now: Millis) -> Decision {
     if obs.state.is_terminal() || obs.state == State::Terminating {
         return Decision::Keep { recheck_at: None };
@@ -148,24 +176,44 @@ pub fn decide(timing: &Timing, obs: &Observed, now: Millis) -> Decision {
         }
         deadline(at);
     }
-    if obs.state < State::Ready {
-        let at = obs.created_at.saturating_add(timing.startup_timeout_ms);
-        if now >= at {
-            return Decision::Stop(StopReason::StartupTimeout);
-        }
-        deadline(at);
-    } else {
-        if let Some(at) = idle_deadline(timing, obs) {
+    let idle = |reason: StopReason| match timing.max_sleep_ms {
+        Some(_) => Decision::Sleep(reason),
+        None => Decision::Stop(reason),
+    };
+    match obs.state {
+        State::Sleeping => {
+            let max = timing.max_sleep_ms.unwrap_or(0);
+            let at = obs.since.saturating_add(max);
             if now >= at {
-                return Decision::Stop(StopReason::Idle);
+                return Decision::Stop(StopReason::SleptTooLong);
             }
             deadline(at);
         }
-        if let Some(at) = idle_timeout_deadline(timing, obs) {
+        s if s.is_starting() => {
+            let from = if s == State::Waking {
+                obs.since
+            } else {
+                obs.created_at
+            };
+            let at = from.saturating_add(timing.startup_timeout_ms);
             if now >= at {
-                return Decision::Stop(StopReason::IdleTimeout);
+                return Decision::Stop(StopReason::StartupTimeout);
             }
             deadline(at);
+        }
+        _ => {
+            if let Some(at) = idle_deadline(timing, obs) {
+                if now >= at {
+                    return idle(StopReason::Idle);
+                }
+                deadline(at);
+            }
+            if let Some(at) = idle_timeout_deadline(timing, obs) {
+                if now >= at {
+                    return idle(StopReason::IdleTimeout);
+                }
+                deadline(at);
+            }
         }
     }
     Decision::Keep {
@@ -210,7 +258,7 @@ pub fn expiring(timing: &Timing, obs: &Observed, now: Millis) -> (Option<Expiry>
         at: obs.created_at.saturating_add(limit),
         reason: StopReason::LifetimeLimit,
     });
-    let idle = (obs.state >= State::Ready)
+    let idle = (obs.state == State::Ready)
         .then(|| idle_timeout_deadline(timing, obs))
         .flatten()
         .map(|at| Expiry {
@@ -250,10 +298,10 @@ pub fn outcome(
     if let Some(reason) = stopping {
         return (reason.final_state(), reason.as_str().to_string(), code);
     }
-    let before_ready = if state < State::Ready {
-        " before it became ready"
-    } else {
-        ""
+    let before_ready = match state {
+        State::Waking => " while waking",
+        s if s.is_starting() => " before it became ready",
+        _ => "",
     };
     match exit {
         Exit::Code(0) => (
@@ -294,6 +342,7 @@ mod tests {
         startup_timeout_ms: 5_000,
         idle_timeout_ms: None,
         warning_ms: 3_000,
+        max_sleep_ms: None,
     };
 
     fn ready(live: u64, last: Millis) -> Observed {
@@ -304,6 +353,7 @@ mod tests {
             last_activity: last,
             last_client_activity: last,
             busy_until: None,
+            since: 0,
         }
     }
 
@@ -529,6 +579,79 @@ mod tests {
                 Decision::Keep { recheck_at: None }
             );
         }
+    }
+
+    #[test]
+    fn sleepers_sleep_where_others_are_swept() {
+        let t = Timing {
+            max_sleep_ms: Some(100_000),
+            idle_timeout_ms: Some(20_000),
+            ..T
+        };
+        assert_eq!(
+            decide(&t, &ready(0, 1_000), 11_000),
+            Decision::Sleep(StopReason::Idle)
+        );
+        assert_eq!(
+            decide(&t, &ready(1, 1_000), 21_000),
+            Decision::Sleep(StopReason::IdleTimeout)
+        );
+        // Asleep since 50 s: swept for good at 150 s, whatever its activity was.
+        let asleep = Observed {
+            state: State::Sleeping,
+            since: 50_000,
+            ..ready(0, 1_000)
+        };
+        assert_eq!(
+            decide(&t, &asleep, 149_999),
+            Decision::Keep {
+                recheck_at: Some(150_000)
+            }
+        );
+        assert_eq!(
+            decide(&t, &asleep, 150_000),
+            Decision::Stop(StopReason::SleptTooLong)
+        );
+        assert_eq!(StopReason::SleptTooLong.final_state(), State::Swept);
+        // The lifetime limit applies asleep.
+        let limited = Timing {
+            lifetime_limit_ms: Some(60_000),
+            ..t
+        };
+        assert_eq!(
+            decide(&limited, &asleep, 60_000),
+            Decision::Stop(StopReason::LifetimeLimit)
+        );
+    }
+
+    #[test]
+    fn a_wake_has_its_startup_timeout_from_the_wake() {
+        // Submitted at 0, woken at 100 s: the 5 s startup timeout runs to 105 s.
+        let waking = Observed {
+            state: State::Waking,
+            since: 100_000,
+            ..ready(0, 0)
+        };
+        assert_eq!(
+            decide(&T, &waking, 104_999),
+            Decision::Keep {
+                recheck_at: Some(105_000)
+            }
+        );
+        assert_eq!(
+            decide(&T, &waking, 105_000),
+            Decision::Stop(StopReason::StartupTimeout)
+        );
+        // No idle timeout is announced while asleep or waking.
+        let t = Timing {
+            idle_timeout_ms: Some(1_000),
+            ..T
+        };
+        assert_eq!(expiring(&t, &waking, 200_000), (None, None));
+        assert_eq!(
+            outcome(State::Waking, None, Exit::Code(2)).1,
+            "exited with code 2 while waking"
+        );
     }
 
     #[test]

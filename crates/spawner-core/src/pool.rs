@@ -383,6 +383,13 @@ pub struct ClaimRequest {
     /// `"access": {"mode": "token"}` (required then); the mode is the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::access::Access>,
+    /// The template's if absent: `sweep` or `sleep` once idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_action: Option<crate::spec::IdleAction>,
+    /// The template's if absent (with `idle_action: "sleep"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub max_sleep_seconds: Option<u64>,
 }
 
 fn default_wait() -> u64 {
@@ -408,6 +415,14 @@ impl ClaimRequest {
             probe.grace_period_seconds = g;
         }
         probe.lifetime_limit_seconds = self.lifetime_limit_seconds;
+        if let Some(a) = self.idle_action {
+            probe.idle_action = a;
+        }
+        if let Some(m) = self.max_sleep_seconds {
+            // Checked for its range here; whether it applies is the claimed spec's matter.
+            probe.idle_action = crate::spec::IdleAction::Sleep;
+            probe.max_sleep_seconds = m;
+        }
         probe.validate()?;
         for (k, v) in &self.labels {
             validate_label(k, v)?;
@@ -435,6 +450,12 @@ impl ClaimRequest {
         }
         if let Some(l) = self.lifetime_limit_seconds {
             spec.lifetime_limit_seconds = Some(l);
+        }
+        if let Some(a) = self.idle_action {
+            spec.idle_action = a;
+        }
+        if let Some(m) = self.max_sleep_seconds {
+            spec.max_sleep_seconds = m;
         }
         spec
     }

@@ -12,6 +12,8 @@ pub const DEFAULT_STARTUP_TIMEOUT_SECONDS: u64 = 300;
 /// A week: longer idle grace periods or lifetimes are almost certainly unit mistakes.
 pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_LIFETIME_WARNING_SECONDS: u64 = 60;
+/// A day: how long a sleeping backend is kept before it is swept for good.
+pub const DEFAULT_MAX_SLEEP_SECONDS: u64 = 24 * 3600;
 
 /// A spawn request. Unknown fields are refused so that a typo (`grace_period` for
 /// `grace_period_seconds`) is an error instead of a silently ignored setting.
@@ -61,6 +63,51 @@ pub struct BackendSpec {
     /// stored spec keeps the mode alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Access>,
+    /// What idleness does to it: `sweep` ends it (Swept); `sleep` stops its process but
+    /// keeps the backend (Sleeping: same id, URL and files), and its next request wakes it.
+    #[serde(default, skip_serializing_if = "IdleAction::is_sweep")]
+    #[schema(default = "sweep")]
+    pub idle_action: IdleAction,
+    /// With `idle_action: "sleep"`: seconds asleep after which it is swept for good.
+    #[serde(
+        default = "default_max_sleep",
+        skip_serializing_if = "is_default_max_sleep"
+    )]
+    #[schema(default = 86400, minimum = 1, maximum = 604800)]
+    pub max_sleep_seconds: u64,
+}
+
+/// What the sweeper does with a backend idle for its grace period (or idle timeout).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleAction {
+    /// End it: Swept.
+    #[default]
+    Sweep,
+    /// Stop its process and keep it, Sleeping, until a request wakes it.
+    Sleep,
+}
+
+impl IdleAction {
+    pub fn is_sweep(&self) -> bool {
+        *self == IdleAction::Sweep
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleAction::Sweep => "sweep",
+            IdleAction::Sleep => "sleep",
+        }
+    }
+
+    /// `sweep` or `sleep`, as the API spells them.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sweep" => Some(IdleAction::Sweep),
+            "sleep" => Some(IdleAction::Sleep),
+            _ => None,
+        }
+    }
 }
 
 /// What runs: `command` (a local process) or `image` (a container), or both.
@@ -130,6 +177,12 @@ fn default_true() -> bool {
 fn default_lifetime_warning() -> u64 {
     DEFAULT_LIFETIME_WARNING_SECONDS
 }
+fn default_max_sleep() -> u64 {
+    DEFAULT_MAX_SLEEP_SECONDS
+}
+fn is_default_max_sleep(s: &u64) -> bool {
+    *s == DEFAULT_MAX_SLEEP_SECONDS
+}
 
 /// A spec that cannot be accepted: the JSON path of the offending field and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +219,8 @@ impl BackendSpec {
             idle_timeout_seconds: None,
             lifetime_warning_seconds: DEFAULT_LIFETIME_WARNING_SECONDS,
             access: None,
+            idle_action: IdleAction::Sweep,
+            max_sleep_seconds: DEFAULT_MAX_SLEEP_SECONDS,
         }
     }
 
@@ -208,6 +263,15 @@ impl BackendSpec {
         }
         if let Some(access) = &self.access {
             access.validate()?;
+        }
+        check_seconds("max_sleep_seconds", self.max_sleep_seconds)?;
+        if self.idle_action == IdleAction::Sweep
+            && self.max_sleep_seconds != DEFAULT_MAX_SLEEP_SECONDS
+        {
+            return Err(ValidationError::new(
+                "max_sleep_seconds",
+                "applies only to backends that sleep: add \"idle_action\": \"sleep\", or leave max_sleep_seconds out",
+            ));
         }
         limits::check_labels(self.labels.len())?;
         for (k, v) in &self.labels {

@@ -5,7 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A backend's lifecycle state. The declaration order is the lifecycle order: a backend
-/// may skip states but never go back, and the three terminal states end it.
+/// may skip states but never go back, and the three terminal states end it. The one loop
+/// is sleep and wake (`idle_action: "sleep"`): `Ready → Sleeping → Waking → Ready`, and
+/// only along those edges ([`State::can_enter`]).
 #[derive(
     Debug,
     Clone,
@@ -25,6 +27,10 @@ pub enum State {
     Scheduled,
     Running,
     Ready,
+    /// Stopped for idleness with its files kept; the next request wakes it.
+    Sleeping,
+    /// Being started again from its spec after a sleep.
+    Waking,
     Terminating,
     Swept,
     Failed,
@@ -32,12 +38,14 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
+    pub const ALL: [State; 11] = [
         State::Submitted,
         State::Constructed,
         State::Scheduled,
         State::Running,
         State::Ready,
+        State::Sleeping,
+        State::Waking,
         State::Terminating,
         State::Swept,
         State::Failed,
@@ -55,6 +63,8 @@ impl State {
             State::Scheduled => "Scheduled",
             State::Running => "Running",
             State::Ready => "Ready",
+            State::Sleeping => "Sleeping",
+            State::Waking => "Waking",
             State::Terminating => "Terminating",
             State::Swept => "Swept",
             State::Failed => "Failed",
@@ -62,9 +72,24 @@ impl State {
         }
     }
 
-    /// Whether a backend in `self` may enter `to`: only forward, never out of a terminal state.
+    /// Whether it is on its way to Ready: starting for the first time, or waking.
+    pub fn is_starting(self) -> bool {
+        self < State::Ready || self == State::Waking
+    }
+
+    /// Whether a backend in `self` may enter `to`: only forward, never out of a terminal
+    /// state; Sleeping only from Ready, Waking only from Sleeping, and a waking backend
+    /// goes on to Ready (or stops).
     pub fn can_enter(self, to: State) -> bool {
-        !self.is_terminal() && to > self
+        if self.is_terminal() {
+            return false;
+        }
+        match (self, to) {
+            (State::Ready, State::Sleeping) | (State::Sleeping, State::Waking) => true,
+            (_, State::Sleeping | State::Waking) => false,
+            (State::Waking, State::Ready) => true,
+            _ => to > self,
+        }
     }
 }
 
@@ -76,7 +101,7 @@ impl fmt::Display for State {
 
 /// The error for a state name that is not one of [`State::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown state {0:?}: expected one of Submitted, Constructed, Scheduled, Running, Ready, Terminating, Swept, Failed, Terminated")]
+#[error("unknown state {0:?}: expected one of Submitted, Constructed, Scheduled, Running, Ready, Sleeping, Waking, Terminating, Swept, Failed, Terminated")]
 pub struct UnknownState(pub String);
 
 impl FromStr for State {
@@ -103,6 +128,32 @@ mod tests {
         assert!(State::Terminating.can_enter(State::Terminated));
         assert!(!State::Ready.can_enter(State::Running));
         assert!(!State::Ready.can_enter(State::Ready));
+    }
+
+    #[test]
+    fn sleep_and_wake_loop_only_along_its_edges() {
+        assert!(State::Ready.can_enter(State::Sleeping));
+        assert!(State::Sleeping.can_enter(State::Waking));
+        assert!(State::Waking.can_enter(State::Ready));
+        for stop in [
+            State::Terminating,
+            State::Swept,
+            State::Failed,
+            State::Terminated,
+        ] {
+            assert!(State::Sleeping.can_enter(stop), "Sleeping -> {stop}");
+            assert!(State::Waking.can_enter(stop), "Waking -> {stop}");
+        }
+        assert!(!State::Running.can_enter(State::Sleeping));
+        assert!(!State::Ready.can_enter(State::Waking));
+        assert!(!State::Sleeping.can_enter(State::Ready));
+        assert!(!State::Waking.can_enter(State::Sleeping));
+        assert!(!State::Waking.can_enter(State::Running));
+        assert!(!State::Terminating.can_enter(State::Sleeping));
+        assert!(State::Waking.is_starting());
+        assert!(State::Running.is_starting());
+        assert!(!State::Sleeping.is_starting());
+        assert!(!State::Ready.is_starting());
     }
 
     #[test]

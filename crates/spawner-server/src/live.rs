@@ -29,6 +29,8 @@ pub struct Live {
     pub created_at: Millis,
     pub runtime: &'static str,
     state: AtomicU8,
+    /// When it entered its state (a sleep's and a wake's clocks start here).
+    since: AtomicI64,
     /// The sequence number of its newest event: status streams wait on it.
     pub seq: watch::Sender<u64>,
     /// The reason of its newest event, for lists.
@@ -71,6 +73,7 @@ impl Live {
             created_at,
             runtime,
             state: AtomicU8::new(state as u8),
+            since: AtomicI64::new(created_at),
             seq: watch::channel(seq).0,
             reason: RwLock::new(None),
             unstored: Mutex::new(Vec::new()),
@@ -103,6 +106,7 @@ impl Live {
             last_activity: self.monitor.last_activity(),
             last_client_activity: self.monitor.last_client_activity(),
             busy_until: self.busy_until(),
+            since: self.since.load(Ordering::Relaxed),
         }
     }
 
@@ -123,6 +127,12 @@ impl Live {
         let _ = self.keepalive_token.set(token);
     }
 
+    /// Sets when it entered its state, as the store recorded it (a backend adopted after a
+    /// restart).
+    pub(crate) fn set_since(&self, at: Millis) {
+        self.since.store(at, Ordering::Relaxed);
+    }
+
     pub fn state(&self) -> State {
         State::ALL[self.state.load(Ordering::Acquire) as usize]
     }
@@ -130,6 +140,10 @@ impl Live {
     pub(crate) fn set_state(&self, state: State, seq: u64, reason: Option<&str>) {
         if let Ok(mut r) = self.reason.write() {
             *r = reason.map(str::to_string);
+        }
+        if self.state() != state {
+            self.since
+                .store(spawner_core::time::now_millis(), Ordering::Relaxed);
         }
         self.state.store(state as u8, Ordering::Release);
         self.seq.send_replace(seq);

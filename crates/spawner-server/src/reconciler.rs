@@ -541,7 +541,8 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let seq = app.store.last_event(&row.id)?.map_or(0, |e| e.seq);
+        let last = app.store.last_event(&row.id)?;
+        let seq = last.as_ref().map_or(0, |e| e.seq);
         let live = Arc::new(Live::new(
             row.id.clone(),
             row.spec.clone(),
@@ -550,6 +551,9 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             row.state,
             seq,
         ));
+        if let Some(e) = &last {
+            live.set_since(e.time);
+        }
         live.set_reason(row.reason.clone());
         crate::access::restore(app, &live)?;
         if let Some(k) = app.store.keepalive(&row.id)? {

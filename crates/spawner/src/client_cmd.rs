@@ -288,6 +288,8 @@ fn claim_of(args: &SpawnArgs, pool: &str) -> anyhow::Result<ClaimRequest> {
             }),
             None => None,
         },
+        idle_action: None,
+        max_sleep_seconds: None,
     };
     req.validate().map_err(|e| {
         let field = if e.field == "pool" {

@@ -348,6 +348,8 @@ async fn rust_client_pools_claims_pages_and_the_list_stream() {
         if_none_ready: IfNoneReady::Start,
         wait_seconds: 30,
         access: None,
+        idle_action: None,
+        max_sleep_seconds: None,
     };
     let (claimed, created) = c.claim(&claim).await.expect("claim");
     assert!(created);

@@ -45,6 +45,10 @@ impl ControlPlane for KubePlane {
         Ok(api::terminate(&self.0, id, hard).await?)
     }
 
+    async fn wake(&self, id: &BackendId) -> Result<State, ApiError> {
+        Ok(api::wake(&self.0, id).await?)
+    }
+
     async fn keepalive_token_matches(&self, id: &BackendId, token: &str) -> Result<bool, ApiError> {
         Ok(api::keepalive_token_matches(&self.0, id, token).await?)
     }

@@ -479,6 +479,13 @@ pub(crate) async fn current_state(
     Ok(state_of(&fetch(state, id.as_str()).await?))
 }
 
+/// Wakes a Sleeping backend. (Being built: answers with an error until the Kubernetes
+/// wake lands.)
+pub(crate) async fn wake(state: &ApiState, id: &BackendId) -> Result<spawner_core::State, Error> {
+    let obj = fetch(state, id.as_str()).await?;
+    Ok(state_of(&obj))
+}
+
 /// Stops the backend: `Terminating` is written within this request (and the annotation the
 /// controller acts on), so that status, `/ready`, keepalive and the routers say so from the
 /// answer on; a no-op on a terminal backend. The state it is in from now on.
@@ -714,6 +721,7 @@ fn observed(obj: &SessionLivedBackend) -> Observed {
         last_activity: time(&status.last_activity),
         last_client_activity: time(&status.last_client_activity),
         busy_until: status.busy_until.as_deref().and_then(millis_of),
+        since,
     }
 }
 

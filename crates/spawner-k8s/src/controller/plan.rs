@@ -453,9 +453,12 @@ pub(super) fn stop_requested(
         // Idleness is the sweeper's to judge, from the sidecar's reports.
         last_client_activity: now,
         busy_until: None,
+        since: status.entered_at().unwrap_or(created),
     };
     match decide(&timing, &observed, now) {
         Decision::Stop(reason) => Some(reason),
+        // Idleness is the sweeper's to judge.
+        Decision::Sleep(_) => None,
         Decision::Keep {
             recheck_at: Some(at),
         } => {

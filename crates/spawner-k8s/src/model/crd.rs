@@ -286,6 +286,8 @@ impl SessionLivedBackend {
                 .access
                 .as_ref()
                 .map(|a| spawner_core::access::Access::stored(a.mode.into())),
+            idle_action: spawner_core::IdleAction::Sweep,
+            max_sleep_seconds: spawner_core::spec::DEFAULT_MAX_SLEEP_SECONDS,
         }
     }
 
@@ -466,7 +468,7 @@ pub(crate) mod tests {
             true
         );
         let states = &props["status"]["properties"]["state"]["enum"];
-        assert_eq!(states.as_array().map(Vec::len), Some(9));
+        assert_eq!(states.as_array().map(Vec::len), Some(11));
     }
 
     #[test]

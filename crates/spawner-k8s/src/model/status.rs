@@ -168,7 +168,8 @@ impl SessionLivedBackendStatus {
             State::Constructed => &mut self.constructed,
             State::Scheduled => &mut self.scheduled,
             State::Running => &mut self.running,
-            State::Ready => &mut self.ready,
+            // Sleep and wake on Kubernetes: being built.
+            State::Ready | State::Sleeping | State::Waking => &mut self.ready,
             State::Terminating => &mut self.terminating,
             State::Swept => &mut self.swept,
             State::Failed => &mut self.failed,

@@ -109,11 +109,12 @@ pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict
         last_activity: last_activity(&status, report, now).max(created_at),
         last_client_activity: last_client_activity(&status, report, now).max(created_at),
         busy_until: status.busy_until.as_deref().and_then(millis_of),
+        since: status.entered_at().unwrap_or(created_at),
     };
     match decide(&timing, &observed, now) {
         Decision::Stop(StopReason::Idle) => Verdict::MarkSwept,
         Decision::Stop(StopReason::IdleTimeout) => Verdict::MarkIdleTimeout,
-        Decision::Stop(_) | Decision::Keep { .. } => Verdict::Keep,
+        Decision::Stop(_) | Decision::Sleep(_) | Decision::Keep { .. } => Verdict::Keep,
     }
 }
 

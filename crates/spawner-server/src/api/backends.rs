@@ -295,6 +295,13 @@ pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
 const STOP_ENTERED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Stops the backend; the state it is in from now on.
+/// Wakes a Sleeping backend. (Being built: answers 500 until the embedded wake lands.)
+pub(super) async fn wake(_app: &Arc<App>, id: &BackendId) -> Result<spawner_core::State, ApiError> {
+    Err(ApiError::internal(format!(
+        "waking {id} is not built yet in this mode"
+    )))
+}
+
 pub(super) async fn terminate(
     app: &Arc<App>,
     id: &BackendId,

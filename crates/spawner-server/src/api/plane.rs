@@ -45,6 +45,10 @@ impl ControlPlane for Embedded {
         backends::terminate(&self.0, id, hard).await
     }
 
+    async fn wake(&self, id: &BackendId) -> Result<State, ApiError> {
+        backends::wake(&self.0, id).await
+    }
+
     async fn keepalive_token_matches(&self, id: &BackendId, token: &str) -> Result<bool, ApiError> {
         backends::keepalive_token_matches(&self.0, id, token)
     }
