@@ -537,6 +537,19 @@ impl Client {
         Ok(self.json::<Answer>(resp).await?.state)
     }
 
+    /// Wakes a Sleeping backend (`POST .../wake`); the state it is in from now: `Waking`,
+    /// or the state of one that was awake or starting.
+    pub async fn wake(&self, id: &str) -> Result<spawner_core::State> {
+        #[derive(Deserialize)]
+        struct Answer {
+            state: spawner_core::State,
+        }
+        let resp = self
+            .send(self.request(Method::POST, &format!("/v1/backends/{id}/wake")))
+            .await?;
+        Ok(self.json::<Answer>(resp).await?.state)
+    }
+
     /// A connect URL for another user of a token-mode backend.
     pub async fn connect(
         &self,

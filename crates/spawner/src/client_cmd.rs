@@ -210,7 +210,8 @@ pub struct SpawnArgs {
     #[arg(long, requires = "user", value_name = "JSON")]
     user_data: Option<String>,
     /// Claim a Ready backend of this warm pool instead of starting one (its template says
-    /// what runs; --key, --label, --grace and --lifetime apply to the claim).
+    /// what runs; --key, --label, --grace, --lifetime, --idle-action and --max-sleep apply
+    /// to the claim).
     #[arg(long, value_name = "NAME", conflicts_with_all = [
         "command", "argv", "image", "env", "lifetime_warning", "idle_timeout", "port",
         "startup_timeout", "keep_prefix", "working_dir", "pull_policy", "image_pull_secret",
@@ -288,8 +289,8 @@ fn claim_of(args: &SpawnArgs, pool: &str) -> anyhow::Result<ClaimRequest> {
             }),
             None => None,
         },
-        idle_action: None,
-        max_sleep_seconds: None,
+        idle_action: args.spec.idle_action(),
+        max_sleep_seconds: args.spec.max_sleep,
     };
     req.validate().map_err(|e| {
         let field = if e.field == "pool" {
@@ -656,6 +657,36 @@ pub struct TerminateArgs {
     hard: bool,
     #[command(flatten)]
     conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct WakeArgs {
+    /// The backend's id (as `spawn` and `ls` print it).
+    id: String,
+    /// Wait until it is Ready again, then print its URL.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `spawner wake ID`: starts a Sleeping backend again ahead of its user.
+pub async fn wake(args: WakeArgs) -> anyhow::Result<()> {
+    let client = args.conn.client()?;
+    let state = client.wake(&args.id).await?;
+    match state {
+        State::Waking => eprintln!("waking {}", args.id),
+        State::Ready => eprintln!("{} is awake (Ready)", args.id),
+        other => eprintln!("{} is not asleep: it is {other}", args.id),
+    }
+    if args.wait && state != State::Ready {
+        client.wait_ready(&args.id, None).await?;
+        eprintln!("{} is Ready", args.id);
+    }
+    if args.wait {
+        println!("{}", client.get(&args.id).await?.url);
+    }
+    Ok(())
 }
 
 pub async fn terminate(args: TerminateArgs) -> anyhow::Result<()> {

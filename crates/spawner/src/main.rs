@@ -38,6 +38,8 @@ enum Command {
     Status(client_cmd::StatusArgs),
     /// Stop a backend.
     Terminate(client_cmd::TerminateArgs),
+    /// Wake a Sleeping backend (one spawned with --idle-action sleep) ahead of its user.
+    Wake(client_cmd::WakeArgs),
     /// Print a backend's output.
     Logs(client_cmd::LogsArgs),
     /// Print a connect URL for a user of a token-mode backend (sharing).
@@ -82,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Ls(args) => client_cmd::ls(args).await,
             Command::Status(args) => client_cmd::status(args).await,
             Command::Terminate(args) => client_cmd::terminate(args).await,
+            Command::Wake(args) => client_cmd::wake(args).await,
             Command::Logs(args) => client_cmd::logs(args).await,
             Command::Connect(args) => client_cmd::connect(args).await,
             Command::Access(args) => client_cmd::access(args).await,

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use spawner_core::spec::{PullPolicy, Resources};
-use spawner_core::BackendSpec;
+use spawner_core::{BackendSpec, IdleAction};
 use std::collections::BTreeMap;
 
 /// Defaults the server applies are written in the help as `[default: …]`: clap's own
@@ -41,6 +41,14 @@ pub struct SpecArgs {
     /// [default: none].
     #[arg(long, value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
+    /// What idleness (--grace, --idle-timeout) does: `sweep` ends the backend; `sleep`
+    /// stops its process but keeps it (its id, URL and files), and its next request wakes
+    /// it [default: sweep].
+    #[arg(long, value_parser = ["sweep", "sleep"], value_name = "ACTION")]
+    pub idle_action: Option<String>,
+    /// With --idle-action sleep: seconds asleep before it is swept for good [default: 86400].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_sleep: Option<u64>,
     /// The port the backend listens on [default: a free one for a process, 8080 for an image].
     #[arg(long)]
     pub port: Option<u16>,
@@ -133,7 +141,20 @@ impl SpecArgs {
             spec.lifetime_warning_seconds = w;
         }
         spec.strip_prefix = !self.keep_prefix;
+        if let Some(a) = self.idle_action() {
+            spec.idle_action = a;
+        }
+        if let Some(m) = self.max_sleep {
+            spec.max_sleep_seconds = m;
+        }
         Ok(spec)
+    }
+}
+
+impl SpecArgs {
+    /// `--idle-action`, parsed (clap has checked its value).
+    pub fn idle_action(&self) -> Option<IdleAction> {
+        self.idle_action.as_deref().and_then(IdleAction::parse)
     }
 }
 
@@ -143,6 +164,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("lifetime_limit_seconds", "--lifetime"),
     ("lifetime_warning_seconds", "--lifetime-warning"),
     ("idle_timeout_seconds", "--idle-timeout"),
+    ("idle_action", "--idle-action"),
+    ("max_sleep_seconds", "--max-sleep"),
     ("startup_timeout_seconds", "--startup-timeout"),
     ("executable.env", "--env"),
     ("executable.port", "--port"),
@@ -211,6 +234,8 @@ mod tests {
             cpu_millis: Some(500),
             startup_timeout: Some(9),
             keep_prefix: true,
+            idle_action: Some("sleep".into()),
+            max_sleep: Some(600),
             ..SpecArgs::default()
         };
         let spec = args.spec().unwrap();
@@ -227,5 +252,8 @@ mod tests {
         );
         assert_eq!(spec.startup_timeout_seconds, 9);
         assert!(!spec.strip_prefix);
+        assert_eq!(spec.idle_action, IdleAction::Sleep);
+        assert_eq!(spec.max_sleep_seconds, 600);
+        spec.validate().unwrap();
     }
 }

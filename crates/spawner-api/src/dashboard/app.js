@@ -6,8 +6,19 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "spawner-token";
 const TERMINAL = new Set(["Swept", "Failed", "Terminated"]);
-const ORDER = ["Submitted", "Constructed", "Scheduled", "Running", "Ready", "Terminating",
-  "Swept", "Failed", "Terminated"];
+const ORDER = ["Submitted", "Constructed", "Scheduled", "Running", "Ready", "Sleeping", "Waking",
+  "Terminating", "Swept", "Failed", "Terminated"];
+const LOOP = new Set(["Sleeping", "Waking"]);
+
+/** Whether a backend in `from` may be in `to` next (the server's rule): forward in ORDER,
+ * except the sleep loop, Ready → Sleeping → Waking → Ready, entered along its edges only. */
+function mayFollow(from, to) {
+  if (TERMINAL.has(from)) return false;
+  if ((from === "Ready" && to === "Sleeping") || (from === "Sleeping" && to === "Waking")) return true;
+  if (LOOP.has(to)) return false;
+  if (from === "Waking" && to === "Ready") return true;
+  return ORDER.indexOf(to) > ORDER.indexOf(from);
+}
 
 // ---- API access -------------------------------------------------------------------------
 
@@ -271,6 +282,9 @@ function makeRow(record) {
   cells.stateBadge = cells.state.appendChild(el("span", { class: "state" }));
   cells.reason = cells.state.appendChild(el("span", { class: "reason" }));
   cells.open = cells["row-actions"].appendChild(el("a", { class: "open", target: "_blank", rel: "noopener" }, "Open"));
+  const wake = cells["row-actions"].appendChild(el("button", { type: "button", class: "wake" }, "Wake"));
+  wake.onclick = () => wakeRow(record.id);
+  cells.wake = wake;
   const stop = cells["row-actions"].appendChild(el("button", { type: "button", class: "terminate danger" }, "Terminate"));
   stop.onclick = () => terminateRow(record.id);
   cells.stop = stop;
@@ -306,6 +320,7 @@ function updateRow(record) {
   c.open.hidden = ended;
   c.stop.hidden = ended;
   c.stop.disabled = record.state === "Terminating";
+  c.wake.hidden = record.state !== "Sleeping";
   row.tr.hidden = !matches(record);
 }
 
@@ -319,6 +334,16 @@ function tickRow(row, record) {
   setText(c.activity, ended ? "–" : ago(record.last_activity));
   const active = !ended && record.last_activity ? localTime(Date.parse(record.last_activity)) : "";
   if (c.activity.title !== active) c.activity.title = active;
+}
+
+async function postWake(id) {
+  return api("/v1/backends/" + id + "/wake", { method: "POST" });
+}
+
+/** Wakes a Sleeping backend ahead of its user (no confirmation: nothing is lost). */
+async function wakeRow(id) {
+  const resp = await postWake(id);
+  setText($("list-error"), resp.ok ? "" : id + ": " + (await errorText(resp)));
 }
 
 async function terminateRow(id) {
@@ -524,6 +549,7 @@ function openBackend(id) {
   $("b-actions").hidden = true;
   $("b-terminate").disabled = true;
   $("b-kill").disabled = true;
+  $("b-wake").hidden = true;
   if (!ID_SHAPE.test(id)) {
     notFound("No backend has the id " + JSON.stringify(id) + ": ids are 26 letters and digits.");
     return;
@@ -556,7 +582,7 @@ listeners.add((record) => {
 function showRecord(update) {
   if (!page || page.id !== update.id) return;
   const shown = page.record;
-  if (shown && update.state && ORDER.indexOf(update.state) < ORDER.indexOf(shown.state)) {
+  if (shown && update.state && update.state !== shown.state && !mayFollow(shown.state, update.state)) {
     // States only move forward: a record read before the last event keeps that event's.
     update = Object.assign({}, update, { state: shown.state, reason: shown.reason, exit_code: shown.exit_code });
   }
@@ -613,6 +639,7 @@ function showRecord(update) {
   $("b-url").hidden = ended;
   $("b-terminate").disabled = ended;
   $("b-kill").disabled = ended;
+  $("b-wake").hidden = record.state !== "Sleeping";
   if (ended) {
     page.acting = "";
     $("b-expiring").hidden = true;
@@ -644,7 +671,7 @@ async function loadRecord(id, signal) {
     delete record.events;
     const known = backends.get(id);
     // The list stream may already know a later state than this read.
-    if (known && ORDER.indexOf(known.state) > ORDER.indexOf(record.state)) record.state = known.state;
+    if (known && mayFollow(record.state, known.state)) record.state = known.state;
     showRecord(record);
     $("b-actions").hidden = false;
     upsert(record);
@@ -689,7 +716,7 @@ async function followEvents(id, signal) {
         ended = TERMINAL.has(e.state);
         const known = (page && page.id === id && page.record) || backends.get(id);
         // States only move forward: a replayed old event never takes the record back.
-        if (known && ORDER.indexOf(e.state) >= ORDER.indexOf(known.state)) {
+        if (known && (e.state === known.state || mayFollow(known.state, e.state))) {
           const patch = { id, state: e.state, reason: e.reason || null };
           if (e.exit_code != null) patch.exit_code = e.exit_code;
           showRecord(patch);
@@ -749,6 +776,20 @@ async function terminate(hard) {
   if (resp.ok) {
     const answer = await resp.json();
     if (!TERMINAL.has(answer.state)) page.acting = hard ? "killing…" : "terminating…";
+    showRecord({ id, state: answer.state });
+  } else {
+    setText($("b-action-result"), await errorText(resp));
+  }
+}
+
+async function wake() {
+  const record = page && page.record;
+  if (!record || record.state !== "Sleeping") return;
+  const id = record.id;
+  const resp = await postWake(id);
+  if (!page || page.id !== id) return;
+  if (resp.ok) {
+    const answer = await resp.json();
     showRecord({ id, state: answer.state });
   } else {
     setText($("b-action-result"), await errorText(resp));
@@ -1116,7 +1157,7 @@ async function deletePool() {
 const METRICS_KEY = "spawner-metrics";
 const HISTORY_MS = 3600 * 1000;
 const SAMPLE_MS = 2000;
-const STARTING = ["Submitted", "Constructed", "Scheduled", "Running"];
+const STARTING = ["Submitted", "Constructed", "Scheduled", "Running", "Waking"];
 let samples = loadSamples();
 let sampling = false;
 let metricsNote = "";
@@ -1319,8 +1360,10 @@ function drawOverview() {
     drawChart("chart-states", [
       { name: "Ready", points: at(get("Ready")) },
       { name: "starting", points: at(starting) },
+      { name: "Sleeping", points: at(get("Sleeping")) },
       { name: "Terminating", points: at(get("Terminating")) },
-    ], [["Ready", String(now.st.Ready || 0)], ["starting", String(starting(now))], ["Terminating", String(now.st.Terminating || 0)]]);
+    ], [["Ready", String(now.st.Ready || 0)], ["starting", String(starting(now))],
+      ["Sleeping", String(now.st.Sleeping || 0)], ["Terminating", String(now.st.Terminating || 0)]]);
   } else {
     drawChart("chart-states", [], [], NOT_REPORTED);
   }
@@ -1420,6 +1463,7 @@ $("pool-form").onsubmit = createPool;
 $("p-resize").onsubmit = resizePool;
 $("p-delete").onclick = deletePool;
 $("b-terminate").onclick = () => terminate(false);
+$("b-wake").onclick = () => wake();
 $("b-kill").onclick = () => terminate(true);
 $("b-share").onsubmit = share;
 $("logout").hidden = !sessionStorage.getItem(TOKEN_KEY);
