@@ -273,6 +273,32 @@ impl Server {
         std::fs::create_dir_all(dir)?;
         let port = util::free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let proc = Self::launch(ctx, dir, token, env, addr, "spawner.log").await?;
+        Ok(Server {
+            api: Api::new(addr),
+            proc,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Stops the server process alone (SIGTERM: its backends keep running, as in an
+    /// upgrade) and starts it again on the same data directory and address.
+    pub async fn restart(self, ctx: &crate::Ctx) -> Result<Server> {
+        let Server { api, mut proc, dir } = self;
+        proc.terminate_and_wait(Duration::from_secs(30)).await?;
+        drop(proc);
+        let proc = Self::launch(ctx, &dir, &ctx.token, &[], api.addr, "spawner-restarted.log").await?;
+        Ok(Server { api, proc, dir })
+    }
+
+    async fn launch(
+        ctx: &crate::Ctx,
+        dir: &Path,
+        token: &str,
+        env: &[(&str, &str)],
+        addr: SocketAddr,
+        log: &str,
+    ) -> Result<Proc> {
         let mut cmd = tokio::process::Command::new(&ctx.spawner);
         cmd.envs(ctx.spawner_env.iter().map(|(k, v)| (k, v)));
         cmd.envs(env.iter().copied());
@@ -285,13 +311,9 @@ impl Server {
             .arg("2")
             .arg("--token")
             .arg(TOKEN);
-        let mut proc = Proc::start("spawner serve", cmd, token, &dir.join("spawner.log"))?;
-        proc.wait_port(addr, Duration::from_secs(20)).await?;
-        Ok(Server {
-            api: Api::new(addr),
-            proc,
-            dir: dir.to_path_buf(),
-        })
+        let mut proc = Proc::start("spawner serve", cmd, token, &dir.join(log))?;
+        proc.wait_port(addr, Duration::from_secs(60)).await?;
+        Ok(proc)
     }
 
     pub fn rss_kib(&self) -> Result<u64> {

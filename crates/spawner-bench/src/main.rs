@@ -13,6 +13,7 @@ mod proxy;
 mod readiness;
 mod report;
 mod scale;
+mod sleep;
 mod spawn;
 mod storm;
 mod sweep;
@@ -43,11 +44,11 @@ struct Args {
     /// The JSON summary.
     #[arg(long, default_value = "target/bench/summary.json")]
     out: PathBuf,
-    /// Phases to run, comma-separated: proxy, bodies, access, ws, paced, spawn, readiness, storm, scale,
+    /// Phases to run, comma-separated: proxy, bodies, access, ws, paced, spawn, readiness, storm, scale, sleep,
     /// sweep, pools, k8s.
     #[arg(
         long,
-        default_value = "proxy,bodies,access,ws,paced,spawn,readiness,storm,scale,sweep,pools,k8s",
+        default_value = "proxy,bodies,access,ws,paced,spawn,readiness,storm,scale,sweep,sleep,pools,k8s",
         value_delimiter = ','
     )]
     phases: Vec<String>,
@@ -120,6 +121,12 @@ struct Args {
     /// Backends in the sweep phase.
     #[arg(long, default_value_t = 20)]
     sweeps: usize,
+    /// Wakes one at a time (against as many own start-ups) in the sleep phase.
+    #[arg(long, default_value_t = 20)]
+    sleep_rounds: usize,
+    /// Sleeping backends in the sleep phase, woken all at once.
+    #[arg(long, default_value_t = 1000)]
+    sleepers: usize,
     /// Claims one at a time per backend kind in the pools phase.
     #[arg(long, default_value_t = 200)]
     pool_claims: usize,
@@ -189,6 +196,8 @@ pub struct Ctx {
     pub scale_calls: usize,
     pub scale_workers: usize,
     pub sweeps: usize,
+    pub sleep_rounds: usize,
+    pub sleepers: usize,
     pub k8s_backends: usize,
     pub k8s_ready: usize,
     pub k8s_claims: usize,
@@ -316,6 +325,8 @@ async fn run(args: &Args, token: &str) -> Result<()> {
         scale_calls: args.scale_calls.max(1),
         scale_workers: args.scale_workers.max(1),
         sweeps: args.sweeps.max(1),
+        sleep_rounds: args.sleep_rounds.max(1),
+        sleepers: args.sleepers.max(1),
         k8s_backends: args.k8s_backends.max(1),
         k8s_ready: args.k8s_ready.max(1),
         k8s_claims: args.k8s_claims.max(1),
@@ -346,10 +357,11 @@ async fn run(args: &Args, token: &str) -> Result<()> {
             "storm" => storm::run(&ctx).await,
             "scale" => scale::run(&ctx).await,
             "sweep" => sweep::run(&ctx).await,
+            "sleep" => sleep::run(&ctx).await,
             "pools" => pools::run(&ctx).await,
             "k8s" => k8s::run(&ctx).await,
             other => bail!(
-                "unknown phase {other:?}: use proxy, bodies, access, ws, paced, spawn, readiness, storm, scale, sweep, pools, k8s"
+                "unknown phase {other:?}: use proxy, bodies, access, ws, paced, spawn, readiness, storm, scale, sweep, sleep, pools, k8s"
             ),
         }
         .with_context(|| format!("phase {name}"))?;

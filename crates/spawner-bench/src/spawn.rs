@@ -26,7 +26,7 @@ pub fn backend_spec(ctx: &Ctx, grace: u64) -> Value {
 }
 
 /// Starts the backend's command without Spawner and waits until its port accepts.
-async fn own_start(ctx: &Ctx, log: &std::path::Path) -> Result<(Duration, Proc)> {
+pub async fn own_start(ctx: &Ctx, log: &std::path::Path) -> Result<(Duration, Proc)> {
     let port = util::free_port()?;
     let mut cmd = tokio::process::Command::new(&ctx.spawner);
     cmd.arg("example-app").env("PORT", port.to_string());
