@@ -287,7 +287,15 @@ impl Server {
         let Server { api, mut proc, dir } = self;
         proc.terminate_and_wait(Duration::from_secs(30)).await?;
         drop(proc);
-        let proc = Self::launch(ctx, &dir, &ctx.token, &[], api.addr, "spawner-restarted.log").await?;
+        let proc = Self::launch(
+            ctx,
+            &dir,
+            &ctx.token,
+            &[],
+            api.addr,
+            "spawner-restarted.log",
+        )
+        .await?;
         Ok(Server { api, proc, dir })
     }
 
