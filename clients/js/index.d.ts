@@ -2,7 +2,7 @@
 
 export type State =
   | "Submitted" | "Constructed" | "Scheduled" | "Running" | "Ready"
-  | "Terminating" | "Swept" | "Failed" | "Terminated";
+  | "Sleeping" | "Waking" | "Terminating" | "Swept" | "Failed" | "Terminated";
 
 export interface Executable {
   command?: string[];
@@ -23,6 +23,8 @@ export interface BackendSpec {
   strip_prefix?: boolean;
   idle_timeout_seconds?: number;
   lifetime_warning_seconds?: number;
+  idle_action?: "sweep" | "sleep";
+  max_sleep_seconds?: number;
   labels?: Record<string, string>;
   resources?: { memory_mb?: number; cpu_millis?: number };
   [field: string]: unknown;
@@ -98,6 +100,8 @@ export interface ClaimOptions {
   labels?: Record<string, string>;
   grace_period_seconds?: number;
   lifetime_limit_seconds?: number;
+  idle_action?: "sweep" | "sleep";
+  max_sleep_seconds?: number;
   if_none_ready?: "start" | "wait";
   wait_seconds?: number;
 }
@@ -160,6 +164,7 @@ export declare class Spawner {
   access(id: string): Promise<AccessList>;
   revoke(id: string, user: string): Promise<void>;
   terminate(id: string, options?: { hard?: boolean }): Promise<{ id: string; state: State; hard: boolean }>;
+  wake(id: string): Promise<{ id: string; state: State }>;
   logs(id: string, options?: { follow?: false }): Promise<string>;
   logs(id: string, options: { follow: true; signal?: AbortSignal }): AsyncGenerator<string>;
   createPool(spec: PoolSpec): Promise<PoolStatus>;

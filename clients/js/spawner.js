@@ -13,6 +13,7 @@ export const ROUTES = Object.freeze({
   list_stream: ["GET", "/v1/backends/stream"],
   get: ["GET", "/v1/backends/{id}"],
   terminate: ["POST", "/v1/backends/{id}/terminate"],
+  wake: ["POST", "/v1/backends/{id}/wake"],
   keepalive: ["POST", "/v1/backends/{id}/keepalive"],
   connect: ["POST", "/v1/backends/{id}/connect"],
   access: ["GET", "/v1/backends/{id}/access"],
@@ -40,6 +41,7 @@ export const METHODS = Object.freeze({
   list_stream: "watchList",
   get: "get",
   terminate: "terminate",
+  wake: "wake",
   keepalive: "keepalive",
   connect: "connect",
   access: "access",
@@ -275,6 +277,14 @@ export class Spawner {
   /** Stops the backend (`hard`: SIGKILL at once): `{id, state, hard}`. */
   async terminate(id, { hard = false } = {}) {
     return (await this._call("terminate", { id }, { body: { hard } })).json();
+  }
+
+  /**
+   * Wakes a Sleeping backend (one spawned with `idle_action: "sleep"`) ahead of its user:
+   * `{id, state}`, `state` being `Waking`, or the state of one that was not asleep.
+   */
+  async wake(id) {
+    return (await this._call("wake", { id })).json();
   }
 
   /**

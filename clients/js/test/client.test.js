@@ -280,3 +280,26 @@ test("operations: health, metrics, login links, login, request", async () => {
   assert.ok(Array.isArray((await resp.json()).backends));
   await assert.rejects(s.request("GET", "/backend/nosuch/status"), { code: "not_found", status: 404 });
 });
+
+test("a sleeping backend is woken by wake(), and its request is held while it wakes", async () => {
+  const s = client();
+  const b = await s.spawn(exampleApp({ idle_action: "sleep", grace_period_seconds: 1 }));
+  await s.waitReady(b.id, { timeout: 30_000 });
+  // Already awake: a no-op that says so.
+  assert.equal((await s.wake(b.id)).state, "Ready");
+  const deadline = Date.now() + 30_000;
+  while ((await s.lastEvent(b.id)).state !== "Sleeping") {
+    assert.ok(Date.now() < deadline, "not Sleeping within 30 s");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal((await s.get(b.id)).state, "Sleeping");
+  assert.deepEqual(await s.wake(b.id), { id: b.id, state: "Waking" });
+  while ((await s.lastEvent(b.id)).state !== "Ready") {
+    assert.ok(Date.now() < deadline, "not Ready again within 30 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const states = (await s.get(b.id)).events.map((e) => e.state);
+  assert.deepEqual(states.slice(-3), ["Sleeping", "Waking", "Ready"]);
+  await s.terminate(b.id, { hard: true });
+  await assert.rejects(s.wake(b.id), { name: "SpawnerError", code: "gone", status: 410 });
+});

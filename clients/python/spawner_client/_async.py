@@ -264,6 +264,12 @@ class AsyncSpawner:
         out: Dict[str, Any] = (await self._call("terminate", id=id, json={"hard": hard})).json()
         return out
 
+    async def wake(self, id: str) -> Dict[str, Any]:
+        """Wakes a Sleeping backend (spawned with `idle_action: "sleep"`) ahead of its user:
+        `{"id", "state"}`, `state` being `Waking`, or the state of one that was not asleep."""
+        out: Dict[str, Any] = (await self._call("wake", id=id)).json()
+        return out
+
     @overload
     def logs(self, id: str, *, follow: Literal[False] = False) -> Awaitable[str]: ...
     @overload

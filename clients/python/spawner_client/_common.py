@@ -17,6 +17,7 @@ ROUTES: Dict[str, Tuple[str, str]] = {
     "list_stream": ("GET", "/v1/backends/stream"),
     "get": ("GET", "/v1/backends/{id}"),
     "terminate": ("POST", "/v1/backends/{id}/terminate"),
+    "wake": ("POST", "/v1/backends/{id}/wake"),
     "keepalive": ("POST", "/v1/backends/{id}/keepalive"),
     "connect": ("POST", "/v1/backends/{id}/connect"),
     "access": ("GET", "/v1/backends/{id}/access"),
@@ -44,6 +45,7 @@ METHODS: Dict[str, str] = {
     "list_stream": "watch_list",
     "get": "get",
     "terminate": "terminate",
+    "wake": "wake",
     "keepalive": "keepalive",
     "connect": "connect",
     "access": "access",
@@ -66,7 +68,10 @@ METHODS: Dict[str, str] = {
 
 TERMINAL = frozenset({"Swept", "Failed", "Terminated"})
 
-State = Literal["Submitted", "Constructed", "Scheduled", "Running", "Ready", "Terminating", "Swept", "Failed", "Terminated"]
+State = Literal[
+    "Submitted", "Constructed", "Scheduled", "Running", "Ready", "Sleeping", "Waking",
+    "Terminating", "Swept", "Failed", "Terminated",
+]
 
 # Bodies and records are the API's JSON (docs/api.md), unchanged: these types describe them.
 

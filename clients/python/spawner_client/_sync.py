@@ -281,6 +281,12 @@ class Spawner:
         out: Dict[str, Any] = self._call("terminate", id=id, json={"hard": hard}).json()
         return out
 
+    def wake(self, id: str) -> Dict[str, Any]:
+        """Wakes a Sleeping backend (spawned with `idle_action: "sleep"`) ahead of its user:
+        `{"id", "state"}`, `state` being `Waking`, or the state of one that was not asleep."""
+        out: Dict[str, Any] = self._call("wake", id=id).json()
+        return out
+
     @overload
     def logs(self, id: str, *, follow: Literal[False] = False) -> str: ...
     @overload

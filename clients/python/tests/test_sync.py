@@ -230,3 +230,26 @@ def test_operations(s: Spawner) -> None:
     assert (e.value.code, e.value.status) == ("invalid_login_code", 401)
     resp = s.request("GET", "/v1/backends", params=[("limit", "1")])
     assert isinstance(resp.json()["backends"], list)
+
+
+def test_a_sleeping_backend_is_woken_by_wake(s: Spawner) -> None:
+    import time
+
+    b = s.spawn(example_app(idle_action="sleep", grace_period_seconds=1))
+    s.wait_ready(b["id"], timeout=30)
+    # Already awake: a no-op that says so.
+    assert s.wake(b["id"])["state"] == "Ready"
+    deadline = time.monotonic() + 30
+    while s.last_event(b["id"])["state"] != "Sleeping":
+        assert time.monotonic() < deadline, "not Sleeping within 30 s"
+        time.sleep(0.1)
+    assert s.wake(b["id"]) == {"id": b["id"], "state": "Waking"}
+    while s.last_event(b["id"])["state"] != "Ready":
+        assert time.monotonic() < deadline, "not Ready again within 30 s"
+        time.sleep(0.05)
+    states = [e["state"] for e in s.get(b["id"])["events"]]
+    assert states[-3:] == ["Sleeping", "Waking", "Ready"]
+    s.terminate(b["id"], hard=True)
+    with pytest.raises(SpawnerError) as e:
+        s.wake(b["id"])
+    assert (e.value.code, e.value.status) == ("gone", 410)
