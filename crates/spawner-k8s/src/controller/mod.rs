@@ -488,9 +488,14 @@ async fn go_away(
     reason: Option<GoingAway>,
     grace_seconds: i64,
 ) {
+    // The Pod's own address first: a sleeper's status no longer holds it.
+    let pod_addr = || {
+        let ip = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, obj.status.as_ref()?.port?))
+    };
     let (Some(reason), Some(addr), Some(secret)) = (
         reason,
-        crate::model::read::events_addr(obj),
+        pod_addr().or_else(|| crate::model::read::events_addr(obj)),
         crate::model::read::secret_of(pod),
     ) else {
         return;

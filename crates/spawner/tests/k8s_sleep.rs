@@ -1,0 +1,347 @@
+//! Sleep and wake on Kubernetes, end to end on a real API server (see tests/k8s/mod.rs):
+//! `spawner api`, the controller, the sweeper and the router as processes with their own
+//! service accounts' tokens, the stand-in kubelet running each Pod (the first and the one
+//! re-created by a wake) as a real sidecar and application.
+
+mod k8s;
+
+use futures_util::StreamExt;
+use k8s::TestNs;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use serde_json::{json, Value};
+use spawner_core::State;
+use spawner_k8s::kube::api::Api;
+use spawner_k8s::SessionLivedBackend;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Spawns the example application with `extra` spec fields, plays the kubelet for its Pod
+/// and waits for Ready. Returns the id.
+async fn ready_backend(ns: &TestNs, api: &k8s::ApiProc, extra: Value) -> String {
+    let mut body =
+        json!({"executable": {"image": "spawner:test", "command": ["spawner", "example-app"]}});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let (code, spawned) = api.post("/v1/backends", body).await;
+    assert_eq!(code, 201, "{spawned}");
+    let id = spawned["id"].as_str().expect("id").to_string();
+    ns.run_pod(&id).await;
+    ns.wait_state(&id, State::Ready).await;
+    id
+}
+
+/// The uid of the backend's Pod now.
+async fn pod_uid(ns: &TestNs, id: &str) -> String {
+    ns.pod(id).await.metadata.uid.expect("uid")
+}
+
+/// Waits until the backend is Sleeping and its Pod (uid `old`) is gone; returns the object.
+async fn asleep(ns: &TestNs, id: &str) -> SessionLivedBackend {
+    let obj = ns.wait_state(id, State::Sleeping).await;
+    let deadline = Instant::now() + k8s::PATIENCE;
+    while ns.pods().get_opt(id).await.expect("read pod").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{id}: its Pod stayed while asleep"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    obj
+}
+
+/// Plays the kubelet for the Pod the controller creates again on a wake: waits for a Pod
+/// other than `old` (the sleeper's), then runs it.
+async fn run_new_pod(ns: &TestNs, id: &str, old: &str) {
+    let deadline = Instant::now() + k8s::PATIENCE;
+    loop {
+        let pod = ns.pods().get_opt(id).await.expect("read pod");
+        if pod.is_some_and(|p| {
+            p.metadata.uid.as_deref() != Some(old) && p.metadata.deletion_timestamp.is_none()
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{id}: no new Pod after the wake");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ns.run_pod(id).await;
+}
+
+/// The states of the backend's history, in order, with their reasons.
+fn history(obj: &SessionLivedBackend) -> Vec<(State, String)> {
+    obj.status
+        .iter()
+        .flat_map(|s| &s.history)
+        .map(|h| (h.state, h.reason.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn states(obj: &SessionLivedBackend) -> Vec<State> {
+    history(obj).into_iter().map(|(s, _)| s).collect()
+}
+
+/// The logs of the backends' sidecars (the stand-in kubelet's processes), for a failure.
+fn sidecar_logs(ns: &TestNs) -> String {
+    std::fs::read_dir(ns.dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("sidecar"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+async fn post_status(api: &k8s::ApiProc, path: &str) -> (u16, Value) {
+    api.post(path, json!({})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sleeper_sleeps_and_a_request_through_the_router_wakes_it() {
+    let ns = TestNs::new("sleep").await;
+    let mut controller = ns.controller(&[], &[]);
+    controller.wait_for_log("controller started");
+    let sweeper = ns.sweeper();
+    let (router, router_url) = ns.router();
+    let api = ns.api("t0ken");
+
+    // An idle timeout puts it to sleep with its WebSocket open (nothing sent on it).
+    let id = ready_backend(
+        &ns,
+        &api,
+        json!({"idle_action": "sleep", "grace_period_seconds": 2, "idle_timeout_seconds": 3}),
+    )
+    .await;
+    let first_pod = pod_uid(&ns, &id).await;
+    let ws_url = format!("{}/p/{id}/ws", router_url.replacen("http", "ws", 1));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .expect("WebSocket through the router");
+    assert_eq!(resp.status(), 101);
+
+    // Its client hears why: 1001 "sleeping", as for a sweep but with the sleep's reason.
+    let frame = loop {
+        match tokio::time::timeout(k8s::PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => break f,
+            Ok(Some(Ok(_))) => {}
+            other => panic!(
+                "no close frame: {other:?}\nsidecars:\n{}",
+                sidecar_logs(&ns)
+            ),
+        }
+    };
+    assert_eq!(frame.code, CloseCode::Away);
+    assert_eq!(frame.reason.as_str(), "sleeping");
+
+    // Pod deleted, object and Service kept, the sleep in the history.
+    let obj = asleep(&ns, &id).await;
+    let h = history(&obj);
+    assert_eq!(
+        h.last(),
+        Some(&(State::Sleeping, "idle timeout".to_string())),
+        "{h:?}"
+    );
+    let st = obj.status.as_ref().expect("status");
+    assert!(st.sleeping && !st.waking && st.ip.is_none(), "{st:?}");
+    assert!(st.stop_reason.is_none(), "a sleep is no stop: {st:?}");
+    let services: Api<Service> = Api::namespaced(ns.admin.clone(), &ns.name);
+    assert!(services.get_opt(&id).await.expect("read").is_some());
+    // The API shows it asleep: record, list, metrics.
+    let rec = api.get_json(&format!("/v1/backends/{id}")).await;
+    assert_eq!(rec["state"], "Sleeping", "{rec}");
+    assert_eq!(rec["spec"]["idle_action"], "sleep", "{rec}");
+    let list = api.get_json("/v1/backends?state=Sleeping").await;
+    assert!(
+        list["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|r| r["id"] == json!(id))),
+        "{list}"
+    );
+    let (_, metrics) = api.get("/metrics").await;
+    assert!(
+        metrics.contains("spawner_backends{state=\"Sleeping\"} 1"),
+        "{metrics}"
+    );
+
+    // A request through the router wakes it and is held until the new Pod answers.
+    let held = tokio::spawn({
+        let url = format!("{router_url}/p/{id}/request");
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .timeout(k8s::PATIENCE)
+                .send()
+                .await
+                .expect("GET through the router");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    });
+    ns.wait_state(&id, State::Waking).await;
+    run_new_pod(&ns, &id, &first_pod).await;
+    let (code, body) = held.await.expect("the held request");
+    assert_eq!(code, 200, "{body}");
+    let obj = ns.wait_state(&id, State::Ready).await;
+    let tail: Vec<(State, String)> = history(&obj).into_iter().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        [
+            (State::Ready, String::new()),
+            (State::Waking, "woken by a request".to_string()),
+            (State::Sleeping, "idle timeout".to_string()),
+        ]
+    );
+    assert_ne!(pod_uid(&ns, &id).await, first_pod, "a new Pod");
+    // Same id and URL: a second request goes straight through.
+    let r = reqwest::get(format!("{router_url}/p/{id}/request"))
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 200);
+    k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wake_route_a_keyed_spawn_terminate_and_max_sleep() {
+    let ns = TestNs::new("wake").await;
+    let mut controller = ns.controller(&[], &[]);
+    controller.wait_for_log("controller started");
+    let sweeper = ns.sweeper();
+    let api = ns.api("t0ken");
+
+    // Unknown: 404.
+    let (code, body) = post_status(&api, "/v1/backends/nosuchbackend/wake").await;
+    assert_eq!(code, 404, "{body}");
+
+    // A keyed sleeper: a spawn of its key wakes it (the same backend, 200).
+    let spec = json!({"executable": {"image": "spawner:test", "command": ["spawner", "example-app"]},
+                      "key": "doc-1", "idle_action": "sleep", "grace_period_seconds": 2});
+    let (code, spawned) = api.post("/v1/backends", spec.clone()).await;
+    assert_eq!(code, 201, "{spawned}");
+    let id = spawned["id"].as_str().expect("id").to_string();
+    ns.run_pod(&id).await;
+    ns.wait_state(&id, State::Ready).await;
+    // Awake: a wake keeps it as it is.
+    let (code, body) = post_status(&api, &format!("/v1/backends/{id}/wake")).await;
+    assert_eq!((code, &body["state"]), (202, &json!("Ready")), "{body}");
+    let pod = pod_uid(&ns, &id).await;
+    asleep(&ns, &id).await;
+    let (code, again) = api.post("/v1/backends", spec.clone()).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["id"], json!(id));
+    let obj = ns.wait_state(&id, State::Waking).await;
+    assert_eq!(
+        history(&obj).last().map(|(_, r)| r.as_str()),
+        Some("woken by a spawn or claim of its key")
+    );
+    run_new_pod(&ns, &id, &pod).await;
+    ns.wait_state(&id, State::Ready).await;
+
+    // Asleep again: POST wake answers Waking within the request, and again while waking.
+    let pod = pod_uid(&ns, &id).await;
+    asleep(&ns, &id).await;
+    let (code, body) = post_status(&api, &format!("/v1/backends/{id}/wake")).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body, json!({"id": id, "state": "Waking"}));
+    let (code, body) = post_status(&api, &format!("/v1/backends/{id}/wake")).await;
+    assert_eq!((code, &body["state"]), (202, &json!("Waking")), "{body}");
+    run_new_pod(&ns, &id, &pod).await;
+    let obj = ns.wait_state(&id, State::Ready).await;
+    let loops = states(&obj)
+        .iter()
+        .filter(|s| **s == State::Sleeping)
+        .count();
+    assert_eq!(loops, 2, "{:?}", states(&obj));
+
+    // Terminated while asleep: no Pod to stop, Terminated at once.
+    asleep(&ns, &id).await;
+    let (code, body) = api
+        .post(&format!("/v1/backends/{id}/terminate"), json!({}))
+        .await;
+    assert!(code == 200 || code == 202, "{code} {body}");
+    ns.wait_state(&id, State::Terminated).await;
+    let (code, body) = post_status(&api, &format!("/v1/backends/{id}/wake")).await;
+    assert_eq!(code, 410, "{body}");
+    assert_eq!(body["error"], "gone", "{body}");
+
+    // Asleep for max_sleep_seconds: swept for good.
+    let short = ready_backend(
+        &ns,
+        &api,
+        json!({"idle_action": "sleep", "grace_period_seconds": 2, "max_sleep_seconds": 2}),
+    )
+    .await;
+    asleep(&ns, &short).await;
+    let obj = ns.wait_state(&short, State::Swept).await;
+    assert_eq!(
+        history(&obj).last(),
+        Some(&(State::Swept, "slept for max_sleep_seconds".to_string()))
+    );
+    assert!(ns
+        .events_of(&short)
+        .iter()
+        .any(|e| e.starts_with("Normal Swept")));
+    k8s::assert_no_forbidden(&[&controller, &sweeper, &api.proc]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_controller_gives_each_sleeper_a_volume_owned_by_it() {
+    let ns = TestNs::new("sleepvol").await;
+    let mut controller = ns.controller(&["--sleep-volume-size", "1Gi"], &[]);
+    controller.wait_for_log("controller started");
+    let api = ns.api("t0ken");
+
+    let (code, spawned) = api
+        .post(
+            "/v1/backends",
+            json!({"executable": {"image": "spawner:test", "working_dir": "/srv"},
+                   "idle_action": "sleep"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{spawned}");
+    let id = spawned["id"].as_str().expect("id").to_string();
+    let pod = ns.pod(&id).await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.admin.clone(), &ns.name);
+    let claim = claims.get(&id).await.expect("the backend's claim");
+    let obj = ns.slabs().get(&id).await.expect("object");
+    let owner = &claim.metadata.owner_references.expect("owned")[0];
+    assert_eq!(Some(&owner.uid), obj.metadata.uid.as_ref());
+    assert_eq!(owner.controller, Some(true));
+    let storage = claim
+        .spec
+        .and_then(|s| s.resources)
+        .and_then(|r| r.requests)
+        .map(|r| r["storage"].0.clone());
+    assert_eq!(storage.as_deref(), Some("1Gi"));
+    let spec = pod.spec.expect("pod spec");
+    let app = &spec.containers[0];
+    let mount = &app.volume_mounts.as_ref().expect("mounts")[0];
+    assert_eq!(mount.mount_path, "/srv");
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("the volume");
+    assert_eq!(
+        volume
+            .persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str()),
+        Some(id.as_str())
+    );
+    assert!(k8s::container_env(&ns.pod(&id).await, "app")
+        .contains(&("SPAWNER_DATA_DIR".to_string(), "/srv".to_string())));
+
+    // A backend swept when idle gets none.
+    let (code, swept) = api
+        .post(
+            "/v1/backends",
+            json!({"executable": {"image": "spawner:test"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{swept}");
+    let other = swept["id"].as_str().expect("id").to_string();
+    let pod = ns.pod(&other).await;
+    assert!(pod.spec.and_then(|s| s.volumes).is_none());
+    assert!(claims.get_opt(&other).await.expect("read").is_none());
+    k8s::assert_no_forbidden(&[&controller, &api.proc]);
+}
