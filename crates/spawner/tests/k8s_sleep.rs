@@ -81,6 +81,21 @@ fn states(obj: &SessionLivedBackend) -> Vec<State> {
     history(obj).into_iter().map(|(s, _)| s).collect()
 }
 
+/// Waits until the router routes to the backend (its watch has seen it Ready).
+async fn routed(router_url: &str, id: &str) {
+    let deadline = Instant::now() + k8s::PATIENCE;
+    loop {
+        let r = reqwest::get(format!("{router_url}/p/{id}/request"))
+            .await
+            .expect("GET through the router");
+        if r.status().as_u16() == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the router never routed to {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The logs of the backends' sidecars (the stand-in kubelet's processes), for a failure.
 fn sidecar_logs(ns: &TestNs) -> String {
     std::fs::read_dir(ns.dir.path())
@@ -113,6 +128,7 @@ async fn an_idle_sleeper_sleeps_and_a_request_through_the_router_wakes_it() {
     )
     .await;
     let first_pod = pod_uid(&ns, &id).await;
+    routed(&router_url, &id).await;
     let ws_url = format!("{}/p/{id}/ws", router_url.replacen("http", "ws", 1));
     let (mut ws, resp) = tokio_tungstenite::connect_async(&ws_url)
         .await
@@ -191,11 +207,6 @@ async fn an_idle_sleeper_sleeps_and_a_request_through_the_router_wakes_it() {
         ]
     );
     assert_ne!(pod_uid(&ns, &id).await, first_pod, "a new Pod");
-    // Same id and URL: a second request goes straight through.
-    let r = reqwest::get(format!("{router_url}/p/{id}/request"))
-        .await
-        .expect("GET");
-    assert_eq!(r.status().as_u16(), 200);
     k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
 }
 
@@ -344,4 +355,79 @@ async fn a_configured_controller_gives_each_sleeper_a_volume_owned_by_it() {
     assert!(pod.spec.and_then(|s| s.volumes).is_none());
     assert!(claims.get_opt(&other).await.expect("read").is_none());
     k8s::assert_no_forbidden(&[&controller, &api.proc]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_holds_an_upgrade_until_awake_and_answers_503_when_a_wake_fails() {
+    let ns = TestNs::new("wakews").await;
+    let mut controller = ns.controller(&[], &[]);
+    controller.wait_for_log("controller started");
+    let sweeper = ns.sweeper();
+    let (router, router_url) = ns.router();
+    let api = ns.api("t0ken");
+    let ws_base = router_url.replacen("http", "ws", 1);
+
+    // A WebSocket upgrade to a sleeper wakes it, is held, and is answered by the new Pod.
+    let id = ready_backend(
+        &ns,
+        &api,
+        json!({"idle_action": "sleep", "grace_period_seconds": 2}),
+    )
+    .await;
+    let pod = pod_uid(&ns, &id).await;
+    asleep(&ns, &id).await;
+    let upgrade = tokio::spawn({
+        let url = format!("{ws_base}/p/{id}/ws");
+        async move {
+            let (mut ws, resp) = tokio_tungstenite::connect_async(&url)
+                .await
+                .expect("WebSocket through the router");
+            let first = tokio::time::timeout(k8s::PATIENCE, ws.next()).await;
+            (resp.status().as_u16(), format!("{first:?}"))
+        }
+    });
+    ns.wait_state(&id, State::Waking).await;
+    run_new_pod(&ns, &id, &pod).await;
+    let (code, greeting) = upgrade.await.expect("the held upgrade");
+    assert_eq!(code, 101);
+    assert!(greeting.contains("count "), "{greeting}");
+
+    // A wake whose Pod never runs (nothing plays its kubelet): the held request gets 503
+    // with Retry-After once the startup timeout, counted from the wake, fails it.
+    let doomed = ready_backend(
+        &ns,
+        &api,
+        json!({"idle_action": "sleep", "grace_period_seconds": 2}),
+    )
+    .await;
+    asleep(&ns, &doomed).await;
+    // Shortened once asleep, as an administrator could with kubectl: its first start had
+    // the default's time, however slow this machine is.
+    ns.slabs()
+        .patch(
+            &doomed,
+            &spawner_k8s::kube::api::PatchParams::default(),
+            &spawner_k8s::kube::api::Patch::Merge(json!({"spec": {"startupTimeoutSeconds": 2}})),
+        )
+        .await
+        .expect("shorten the startup timeout");
+    let r = reqwest::Client::new()
+        .get(format!("{router_url}/p/{doomed}/request"))
+        .timeout(k8s::PATIENCE)
+        .send()
+        .await
+        .expect("GET through the router");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let obj = ns.wait_state(&doomed, State::Failed).await;
+    let tail: Vec<State> = states(&obj).into_iter().rev().take(3).collect();
+    assert_eq!(tail, [State::Failed, State::Terminating, State::Waking]);
+    assert_eq!(
+        obj.status.and_then(|s| s.stop_reason).as_deref(),
+        Some("startup timeout")
+    );
+    k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
 }
