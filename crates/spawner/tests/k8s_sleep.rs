@@ -431,3 +431,92 @@ async fn the_router_holds_an_upgrade_until_awake_and_answers_503_when_a_wake_fai
     );
     k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_its_users_wake_a_token_mode_sleeper() {
+    const ACCESS_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let ns = TestNs::new("wakeacc").await;
+    let env = [
+        ("SPAWNER_ACCESS_KEY", ACCESS_KEY),
+        ("SPAWNER_ROUTER_KEY", "the-router-key-of-this-test-0123"),
+    ];
+    let mut controller = ns.controller(&[], &env);
+    controller.wait_for_log("controller started");
+    let sweeper = ns.sweeper();
+    let api = ns.api_env("t0ken", &[], &env[..1]);
+    let (router, router_url) = ns.router_env(&[], &env);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    let (code, body) = api
+        .post(
+            "/v1/backends",
+            json!({"executable": {"image": "spawner:test"}, "access": {"user": "alice"},
+                   "idle_action": "sleep", "grace_period_seconds": 2}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let connect = body["connect_url"]
+        .as_str()
+        .expect("connect_url")
+        .to_string();
+    ns.run_pod(&id).await;
+    ns.wait_state(&id, State::Ready).await;
+    // Alice's cookie, from her connect URL.
+    let path = connect
+        .strip_prefix("http://router.test")
+        .expect("a router URL");
+    let deadline = Instant::now() + k8s::PATIENCE;
+    let cookie = loop {
+        let r = client
+            .get(format!("{router_url}{path}"))
+            .send()
+            .await
+            .expect("GET the connect URL");
+        if let Some(set) = r.headers().get("set-cookie") {
+            let set = set.to_str().expect("text");
+            break set.split(';').next().expect("a pair").to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cookie for the connect URL: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pod = pod_uid(&ns, &id).await;
+    asleep(&ns, &id).await;
+
+    // Someone without access is refused, and wakes nothing.
+    let r = client
+        .get(format!("{router_url}/p/{id}/request"))
+        .send()
+        .await
+        .expect("GET");
+    assert!(matches!(r.status().as_u16(), 401 | 403), "{}", r.status());
+    let obj = ns.slabs().get(&id).await.expect("object");
+    assert_eq!(obj.status.and_then(|s| s.state), Some(State::Sleeping));
+
+    // Alice's request wakes it and is answered by the new Pod.
+    let held = tokio::spawn({
+        let url = format!("{router_url}/p/{id}/request");
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(url)
+                .header("cookie", cookie)
+                .timeout(k8s::PATIENCE)
+                .send()
+                .await
+                .expect("GET with the cookie");
+            r.status().as_u16()
+        }
+    });
+    ns.wait_state(&id, State::Waking).await;
+    run_new_pod(&ns, &id, &pod).await;
+    assert_eq!(held.await.expect("the held request"), 200);
+    k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
+}
