@@ -179,23 +179,27 @@ async fn an_idle_sleeper_sleeps_and_a_request_through_the_router_wakes_it() {
         "{metrics}"
     );
 
-    // A request through the router wakes it and is held until the new Pod answers.
-    let held = tokio::spawn({
-        let url = format!("{router_url}/p/{id}/request");
-        async move {
-            let r = reqwest::Client::new()
-                .get(url)
-                .timeout(k8s::PATIENCE)
-                .send()
-                .await
-                .expect("GET through the router");
-            (r.status().as_u16(), r.text().await.unwrap_or_default())
-        }
-    });
+    // Requests through the router wake it (once) and are held until the new Pod answers.
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let url = format!("{router_url}/p/{id}/request");
+            tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .get(url)
+                    .timeout(k8s::PATIENCE)
+                    .send()
+                    .await
+                    .expect("GET through the router");
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
     ns.wait_state(&id, State::Waking).await;
     run_new_pod(&ns, &id, &first_pod).await;
-    let (code, body) = held.await.expect("the held request");
-    assert_eq!(code, 200, "{body}");
+    for request in held {
+        let (code, body) = request.await.expect("a held request");
+        assert_eq!(code, 200, "{body}");
+    }
     let obj = ns.wait_state(&id, State::Ready).await;
     let tail: Vec<(State, String)> = history(&obj).into_iter().rev().take(3).collect();
     assert_eq!(
@@ -207,6 +211,12 @@ async fn an_idle_sleeper_sleeps_and_a_request_through_the_router_wakes_it() {
         ]
     );
     assert_ne!(pod_uid(&ns, &id).await, first_pod, "a new Pod");
+    let (_, metrics) = api.get("/metrics").await;
+    assert!(metrics.contains("spawner_wakes_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("spawner_wake_to_ready_seconds_count 1\n"),
+        "{metrics}"
+    );
     k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
 }
 
