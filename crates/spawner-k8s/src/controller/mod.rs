@@ -910,6 +910,20 @@ pub(crate) mod tests {
             matches!(&p.actions[0], Action::CreateClaim(c) if c.metadata.name.as_deref() == Some("b1"))
         );
         assert!(matches!(&p.actions[1], Action::CreatePod(_)));
+        // Woken, it asks for it again: a member claimed to sleep had none at its first
+        // start (the API server's AlreadyExists is the usual answer).
+        let woken = sleeper(&[
+            State::Submitted,
+            State::Ready,
+            State::Sleeping,
+            State::Waking,
+        ]);
+        let svc = build_service(&woken, &cfg.pod);
+        let p = plan(&woken, &seen(None, svc.as_ref(), T0 + 100), &cfg);
+        assert!(matches!(
+            &p.actions[..],
+            [Action::CreateClaim(_), Action::CreatePod(_)]
+        ));
         // A backend swept when idle keeps nothing: no claim.
         let obj = with_state(stored("b2"), &[State::Submitted]);
         let p = plan(&obj, &seen(None, None, T0 + 100), &cfg);

@@ -306,7 +306,14 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         // The sleeper's Pod (of the same name) is still going: its successor waits for it.
         requeue_after = SHORT_WAIT;
     } else if state == State::Waking && pod.is_none() {
-        // Woken: its Pod again, from the spec, as for its first start. Its Service stayed.
+        // Woken: its Pod again, from the spec, as for its first start. Its Service stayed;
+        // its volume too, unless its first Pod had none (a pool member claimed to sleep, a
+        // controller given the setting since): asked for again, already there is fine.
+        if let Some(c) = crate::controller::volume::wanted(obj, cfg.pod.sleep_volume.as_ref())
+            .and_then(|v| crate::controller::volume::build_claim(obj, v))
+        {
+            actions.push(Action::CreateClaim(Box::new(c)));
+        }
         if let Some(p) = build_pod(obj, &cfg.pod) {
             actions.push(Action::CreatePod(Box::new(p)));
         }
