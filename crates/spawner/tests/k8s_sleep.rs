@@ -530,3 +530,81 @@ async fn only_its_users_wake_a_token_mode_sleeper() {
     assert_eq!(held.await.expect("the held request"), 200);
     k8s::assert_no_forbidden(&[&controller, &sweeper, &router, &api.proc]);
 }
+
+/// POSTs a claim, playing the kubelet for the pool's new Pods while it waits.
+async fn claim(ns: &TestNs, api: &k8s::ApiProc, body: Value) -> (u16, Value) {
+    let req = api
+        .http()
+        .post(format!("{}/v1/backends", api.url))
+        .bearer_auth(&api.token)
+        .json(&body)
+        .send();
+    tokio::pin!(req);
+    let mut run = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            r = &mut req => {
+                let r = r.expect("POST");
+                let code = r.status().as_u16();
+                return (code, r.json().await.unwrap_or(Value::Null));
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let pods = ns.pods().list(&Default::default()).await.expect("pods");
+                for p in pods.items {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let unbound = p.spec.as_ref().is_none_or(|s| s.node_name.is_none());
+                    if p.metadata.deletion_timestamp.is_none() && unbound && run.insert(name.clone()) {
+                        ns.run_pod(&name).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_member_claimed_to_sleep_is_woken_by_a_claim_of_its_key_with_its_volume() {
+    let ns = TestNs::new("poolnap").await;
+    let mut controller = ns.controller(&["--sleep-volume-size", "1Gi"], &[]);
+    controller.wait_for_log("controller started");
+    let sweeper = ns.sweeper();
+    let api = ns.api("t0ken");
+    let (code, body) = api
+        .post(
+            "/v1/pools",
+            json!({"name": "naps", "min_ready": 1, "max": 3,
+                   "template": {"executable": {"image": "spawner:test"}, "grace_period_seconds": 300}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+
+    // The template sweeps; the claim asks for sleep.
+    let ask = json!({"pool": "naps", "key": "doc-9", "idle_action": "sleep",
+                     "grace_period_seconds": 2});
+    let (code, claimed) = claim(&ns, &api, ask.clone()).await;
+    assert_eq!(code, 201, "{claimed}");
+    let id = claimed["id"].as_str().expect("id").to_string();
+    let obj = ns.slabs().get(&id).await.expect("object");
+    assert_eq!(obj.spec.idle_action.as_deref(), Some("sleep"));
+    let pod = pod_uid(&ns, &id).await;
+    asleep(&ns, &id).await;
+
+    // A claim of its key answers it, waking.
+    let (code, again) = claim(&ns, &api, ask).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["id"], json!(id));
+    ns.wait_state(&id, State::Waking).await;
+    // Its first Pod (a member's, started to sweep) had no volume; the woken one has it.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ns.admin.clone(), &ns.name);
+    let deadline = Instant::now() + k8s::PATIENCE;
+    while claims.get_opt(&id).await.expect("read").is_none() {
+        assert!(Instant::now() < deadline, "no claim for the woken member");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run_new_pod(&ns, &id, &pod).await;
+    let woken = ns.pod(&id).await;
+    assert!(k8s::container_env(&woken, "app")
+        .contains(&("SPAWNER_DATA_DIR".to_string(), "/data".to_string())));
+    ns.wait_state(&id, State::Ready).await;
+    k8s::assert_no_forbidden(&[&controller, &sweeper, &api.proc]);
+}
