@@ -8,7 +8,8 @@
 //! ```text
 //! programs   controller   `spawner controller`: what to do, pure (plan), carried out by
 //!                         reconcile (mod.rs), Pods and Services (pod), warm pools
-//!                         (pools), leader election (leader), goaway
+//!                         (pools), leader election (leader), goaway, sleepers'
+//!                         volumes (volume)
 //!            api          `spawner api`: the contract as a ControlPlane (control_plane),
 //!                         list stream (list_watch), access, metrics, pools and their
 //!                         watch (pool_cache)

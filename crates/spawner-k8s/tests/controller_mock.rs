@@ -33,6 +33,7 @@ fn config() -> ControllerConfig {
             sidecar_port: 9090,
             stop_grace_seconds: 10,
             urls: Urls::new("http://spawner.test", None),
+            sleep_volume: None,
         },
         retention: Duration::from_secs(60),
         resync: Duration::from_secs(300),

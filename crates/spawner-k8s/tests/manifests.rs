@@ -142,6 +142,7 @@ fn rbac_grants_what_each_component_does_and_no_more() {
                 "watch /services",
                 "create /services",
                 "delete /services",
+                "create /persistentvolumeclaims",
                 "create events.k8s.io/events",
                 "patch events.k8s.io/events",
                 "create coordination.k8s.io/leases",
@@ -189,6 +190,7 @@ fn rbac_grants_what_each_component_does_and_no_more() {
                 "get spawner.dev/sessionlivedbackends",
                 "list spawner.dev/sessionlivedbackends",
                 "watch spawner.dev/sessionlivedbackends",
+                "patch spawner.dev/sessionlivedbackends/status",
             ],
         ),
     ];

@@ -464,14 +464,19 @@ impl Sidecar {
             Err(resp) => return resp,
         };
         let text = String::from_utf8_lossy(&body);
-        let Some(reason) = spawner_core::lifecycle::StopReason::parse(text.trim()) else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                &format!("the body must be a stop reason (\"terminate requested\", \"idle\", ...), not {text:?}"),
-            );
+        // A stop reason, or a sleep (`idle_action: "sleep"` on Kubernetes).
+        let sleeping = spawner_core::lifecycle::GOING_TO_SLEEP;
+        let why = match spawner_core::lifecycle::StopReason::parse(text.trim()) {
+            Some(reason) => reason.going_away(),
+            None if text.trim() == sleeping => sleeping,
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    &format!("the body must be a stop reason (\"terminate requested\", \"idle\", ...) or \"{sleeping}\", not {text:?}"),
+                );
+            }
         };
-        let why = reason.going_away();
         tracing::info!(reason = why, grace, "going away");
         let frames_wait = GOAWAY_FRAMES_WAIT.min(Duration::from_secs(grace.max(1)));
         let told = tokio::time::timeout(frames_wait, self.monitor.go_away(why))

@@ -6,6 +6,7 @@ use spawner_core::{BackendId, BackendSpec, Executable};
 use spawner_k8s::api::{ApiConfig, ApiState};
 use spawner_k8s::controller::leader::LeaseConfig;
 use spawner_k8s::controller::pod::{PodConfig, DEFAULT_SIDECAR_PORT};
+use spawner_k8s::controller::volume::SleepVolume;
 use spawner_k8s::controller::ControllerConfig;
 use spawner_k8s::kube::api::{Api, PostParams};
 use spawner_k8s::kube::runtime::events::Reporter;
@@ -82,6 +83,18 @@ pub struct ControllerArgs {
     /// gets that backend's own key derived from it.
     #[arg(long, env = "SPAWNER_ACCESS_KEY", hide_env_values = true)]
     access_key: Option<String>,
+    /// Give each backend with `idle_action: "sleep"` a PersistentVolumeClaim of this size
+    /// (a quantity: 1Gi), mounted at its working directory (or /data), so that its files
+    /// are kept while it sleeps. Without it, a sleeper's files go with its Pod.
+    #[arg(long, env = "SPAWNER_SLEEP_VOLUME_SIZE")]
+    sleep_volume_size: Option<String>,
+    /// The StorageClass of those claims (the cluster's default without it).
+    #[arg(
+        long,
+        env = "SPAWNER_SLEEP_VOLUME_CLASS",
+        requires = "sleep_volume_size"
+    )]
+    sleep_volume_class: Option<String>,
     #[command(flatten)]
     urls: UrlArgs,
 }
@@ -273,6 +286,7 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                     sidecar_port: DEFAULT_SIDECAR_PORT,
                     stop_grace_seconds: 10,
                     urls: args.urls.urls(),
+                    sleep_volume: None,
                 };
                 obj.metadata.namespace = Some(args.namespace.clone());
                 let pod = spawner_k8s::controller::pod::build_pod(&obj, &cfg)
@@ -307,6 +321,11 @@ pub async fn run(cmd: K8sCommand) -> anyhow::Result<()> {
                     sidecar_port: args.sidecar_port,
                     stop_grace_seconds: i64::from(args.stop_grace),
                     urls: args.urls.urls(),
+                    sleep_volume: args
+                        .sleep_volume_size
+                        .map(|size| SleepVolume::new(size, args.sleep_volume_class))
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("--sleep-volume-size: {e}"))?,
                 },
                 retention: Duration::from_secs(args.retention),
                 resync: Duration::from_secs(300),

@@ -279,7 +279,9 @@ pub async fn create(
         Some(key) => {
             let deadline = tokio::time::Instant::now() + KEY_WAIT;
             match crate::api::pools::lock_key(state, key, KEY_WAIT, deadline).await? {
-                crate::api::pools::KeyState::Found(found) => return Ok((StatusCode::OK, *found)),
+                crate::api::pools::KeyState::Found(found) => {
+                    return Ok((StatusCode::OK, woken_for_key(state, *found).await?))
+                }
                 crate::api::pools::KeyState::Locked(lock, _) => Some(lock),
             }
         }
@@ -331,7 +333,7 @@ async fn create_object(
                     .into());
                 }
                 if !state_of(&existing).is_terminal() {
-                    return Ok((StatusCode::OK, existing));
+                    return Ok((StatusCode::OK, woken_for_key(state, existing).await?));
                 }
                 let dp = DeleteParams {
                     preconditions: existing.metadata.uid.clone().map(|uid| Preconditions {
@@ -479,11 +481,55 @@ pub(crate) async fn current_state(
     Ok(state_of(&fetch(state, id.as_str()).await?))
 }
 
-/// Wakes a Sleeping backend. (Being built: answers with an error until the Kubernetes
-/// wake lands.)
+/// Wakes a Sleeping backend ahead of its user: `Waking` is written within this request
+/// (the controller then creates its Pod again). An awake or starting backend keeps its
+/// state; one that stops or has ended is `410 gone`. The state it is in from now on.
 pub(crate) async fn wake(state: &ApiState, id: &BackendId) -> Result<spawner_core::State, Error> {
     let obj = fetch(state, id.as_str()).await?;
-    Ok(state_of(&obj))
+    let woken = crate::model::write::wake(
+        &state.slabs(),
+        id.as_str(),
+        Some(obj),
+        WOKEN_BY_API,
+        now_millis(),
+    )
+    .await?;
+    match woken {
+        None => Err(ApiError::not_found(id.as_str()).into()),
+        Some(s) if s >= spawner_core::State::Terminating => Err(ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::Gone,
+            format!("backend {id} is {s}: only a live backend can be woken; spawn a new one"),
+        )
+        .into()),
+        Some(s) => Ok(s),
+    }
+}
+
+/// The reasons of the `Waking` events, by who woke it.
+pub(crate) const WOKEN_BY_API: &str = "woken by POST /v1/backends/{id}/wake";
+pub(crate) const WOKEN_BY_KEY: &str = "woken by a spawn or claim of its key";
+
+/// The key's backend as a keyed spawn or claim hands it back: woken if it sleeps (the
+/// caller is about to send its user there).
+pub(crate) async fn woken_for_key(
+    state: &ApiState,
+    found: SessionLivedBackend,
+) -> Result<SessionLivedBackend, Error> {
+    if state_of(&found) != spawner_core::State::Sleeping {
+        return Ok(found);
+    }
+    let name = found.name_any();
+    let slabs = state.slabs();
+    crate::model::write::wake(
+        &slabs,
+        &name,
+        Some(found.clone()),
+        WOKEN_BY_KEY,
+        now_millis(),
+    )
+    .await?;
+    Ok(slabs.get_opt(&name).await?.unwrap_or(found))
 }
 
 /// Stops the backend: `Terminating` is written within this request (and the annotation the

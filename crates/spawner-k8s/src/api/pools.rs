@@ -413,6 +413,7 @@ pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error
                 Duration::from_secs(req.wait_seconds) + spawner_proxy::claim_hook::TIMEOUT * 3;
             match lock_key(state, key, hold, deadline).await? {
                 KeyState::Found(existing) => {
+                    let existing = crate::api::woken_for_key(state, *existing).await?;
                     let response =
                         crate::api::access::with_connect(state, &existing, ask.as_ref()).await?;
                     return Ok(Spawned {

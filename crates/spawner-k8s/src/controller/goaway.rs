@@ -16,6 +16,33 @@ use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Why a backend's Pod goes: a stop (its reason), or a sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoingAway {
+    Stop(StopReason),
+    /// `idleAction: sleep`: the clients' close reason is
+    /// [`spawner_core::lifecycle::GOING_TO_SLEEP`].
+    Sleep,
+}
+
+impl GoingAway {
+    /// What the sidecar is sent: a stop reason's name, or `sleeping`.
+    fn body(self) -> &'static str {
+        match self {
+            GoingAway::Stop(r) => r.as_str(),
+            GoingAway::Sleep => spawner_core::lifecycle::GOING_TO_SLEEP,
+        }
+    }
+
+    /// The reason of the clients' close frame.
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            GoingAway::Stop(r) => r.going_away(),
+            GoingAway::Sleep => spawner_core::lifecycle::GOING_TO_SLEEP,
+        }
+    }
+}
+
 /// Why the sidecar could not be told.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,13 +58,13 @@ pub enum Error {
     Status(StatusCode),
 }
 
-/// Tells the sidecar at `addr` that its backend goes away for `reason`, and waits (at most
+/// Tells the sidecar at `addr` that its backend goes away for `reason` (a stop or a sleep), and waits (at most
 /// the frames' wait plus `grace_seconds` for requests in flight, and a second more) for it
 /// to have told its clients.
 pub async fn tell(
     addr: SocketAddr,
     secret: &str,
-    reason: StopReason,
+    reason: GoingAway,
     grace_seconds: u64,
 ) -> Result<(), Error> {
     let bound = CONNECT_TIMEOUT + GOAWAY_FRAMES_WAIT + Duration::from_secs(grace_seconds + 1);
@@ -49,7 +76,7 @@ pub async fn tell(
 async fn call(
     addr: SocketAddr,
     secret: &str,
-    reason: StopReason,
+    reason: GoingAway,
     grace_seconds: u64,
 ) -> Result<(), Error> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -63,7 +90,7 @@ async fn call(
         .header(header::HOST, addr.to_string())
         .header(header::AUTHORIZATION, format!("Bearer {secret}"))
         .header(header::CONTENT_TYPE, "text/plain")
-        .body(Full::new(Bytes::from(reason.as_str())))?;
+        .body(Full::new(Bytes::from(reason.body())))?;
     let resp = send.send_request(req).await?;
     if resp.status() != StatusCode::OK {
         return Err(Error::Status(resp.status()));

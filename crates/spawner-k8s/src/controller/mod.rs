@@ -17,7 +17,9 @@ pub mod leader;
 mod plan;
 pub mod pod;
 pub mod pools;
+pub mod volume;
 
+use goaway::GoingAway;
 use plan::*;
 pub use plan::{plan, Action, Plan, Seen};
 
@@ -26,7 +28,7 @@ use crate::controller::pod::{PodConfig, SIDECAR_CONTAINER};
 use crate::model::crd::{SessionLivedBackend, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -163,7 +165,9 @@ impl Children {
             .map(|s| (*s).clone());
         let status = obj.status.as_ref();
         let state = status.and_then(|s| s.state);
-        let made = state.is_some_and(|s| s >= State::Constructed && !s.is_terminal());
+        // A sleeper has no Pod: its absence is no cache's lag.
+        let made = state
+            .is_some_and(|s| s >= State::Constructed && !s.is_terminal() && s != State::Sleeping);
         if !made || ((pod.is_some() || pod_deleted) && service.is_some()) {
             return (pod, service, Lookup::Cached);
         }
@@ -349,6 +353,15 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                     res => tolerate(res, |s| s.is_already_exists())?,
                 }
             }
+            Action::CreateClaim(claim) => {
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                match claims.create(&PostParams::default(), &claim).await {
+                    Err(kube::Error::Api(s)) if refused(&s) => {
+                        return fail_refused(&obj, &slabs, &ctx, "PersistentVolumeClaim", &s).await;
+                    }
+                    res => tolerate(res, |s| s.is_already_exists())?,
+                }
+            }
             Action::CreateService(svc) => {
                 match services.create(&PostParams::default(), &svc).await {
                     Err(kube::Error::Api(s)) if refused(&s) => {
@@ -387,8 +400,17 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
                     continue;
                 }
                 if let Some(p) = pod.as_ref() {
-                    let reason = stop_reason.as_deref().and_then(StopReason::parse);
-                    go_away(&obj, p, reason, grace_seconds).await;
+                    // A sleeper's clients hear "sleeping"; a stop's, why it stops.
+                    let asleep = obj.status.as_ref().and_then(|s| s.state) == Some(State::Sleeping);
+                    let why = if asleep {
+                        Some(GoingAway::Sleep)
+                    } else {
+                        stop_reason
+                            .as_deref()
+                            .and_then(StopReason::parse)
+                            .map(GoingAway::Stop)
+                    };
+                    go_away(&obj, p, why, grace_seconds).await;
                 }
                 let dp = DeleteParams {
                     grace_period_seconds: Some(u32::try_from(grace_seconds).unwrap_or(0)),
@@ -463,12 +485,17 @@ fn remember(ctx: &Context, obj: &SessionLivedBackend, versions: &[String]) {
 async fn go_away(
     obj: &SessionLivedBackend,
     pod: &Pod,
-    reason: Option<StopReason>,
+    reason: Option<GoingAway>,
     grace_seconds: i64,
 ) {
+    // The Pod's own address first: a sleeper's status no longer holds it.
+    let pod_addr = || {
+        let ip = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, obj.status.as_ref()?.port?))
+    };
     let (Some(reason), Some(addr), Some(secret)) = (
         reason,
-        crate::model::read::events_addr(obj),
+        pod_addr().or_else(|| crate::model::read::events_addr(obj)),
         crate::model::read::secret_of(pod),
     ) else {
         return;
@@ -487,7 +514,7 @@ async fn go_away(
     }
     let grace = u64::try_from(grace_seconds).unwrap_or(0);
     match crate::controller::goaway::tell(addr, &secret, reason, grace).await {
-        Ok(()) => info!(%addr, reason = reason.going_away(), "sidecar told its clients"),
+        Ok(()) => info!(%addr, reason = reason.close_reason(), "sidecar told its clients"),
         Err(e) => {
             warn!(%addr, error = %e, "telling the sidecar to go away failed; deleting the Pod anyway")
         }
@@ -783,6 +810,127 @@ pub(crate) mod tests {
         assert_eq!(plan.actions.len(), 3);
         // The startup timeout (300 s) is the next deadline.
         assert_eq!(plan.requeue_after, Duration::from_millis(300_000 - 100));
+    }
+
+    fn sleeper(states: &[State]) -> SessionLivedBackend {
+        let mut obj = stored("b1");
+        obj.spec.idle_action = Some("sleep".into());
+        obj.spec.max_sleep_seconds = Some(60);
+        with_state(obj, states)
+    }
+
+    #[test]
+    fn a_sleeper_loses_its_pod_and_keeps_object_and_service() {
+        let obj = sleeper(&[State::Submitted, State::Ready, State::Sleeping]);
+        let svc = build_service(&obj, &config().pod);
+        let pod = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        let p = plan(&obj, &seen(Some(&pod), svc.as_ref(), T0 + 1_000), &config());
+        // Deleted gracefully, nothing else: no status change, no Service deleted.
+        assert_eq!(p.actions, [Action::DeletePod { grace_seconds: 10 }]);
+        // Going (deleting), then gone: nothing to do until a wake or its max sleep.
+        let mut deleting = pod.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(T0 + 1_000).expect("time"),
+            ));
+        let p = plan(
+            &obj,
+            &seen(Some(&deleting), svc.as_ref(), T0 + 2_000),
+            &config(),
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        let p = plan(&obj, &seen(None, svc.as_ref(), T0 + 3_000), &config());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        // Max sleep (60 s from entering Sleeping) sweeps it for good; no Pod to wait for.
+        assert!(p.requeue_after <= Duration::from_secs(60));
+        let p = plan(&obj, &seen(None, svc.as_ref(), T0 + 61_000), &config());
+        let st = status_of(&p);
+        assert_eq!(st.state, Some(State::Swept));
+        assert_eq!(st.reason.as_deref(), Some("slept for max_sleep_seconds"));
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePod { .. })));
+    }
+
+    #[test]
+    fn a_waking_backend_gets_its_pod_again_once_the_old_one_is_gone() {
+        let obj = sleeper(&[
+            State::Submitted,
+            State::Ready,
+            State::Sleeping,
+            State::Waking,
+        ]);
+        let svc = build_service(&obj, &config().pod);
+        let mut old = pod_of(&obj, Some("n"), Some(json!({"running": {}})));
+        old.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(T0).expect("time"),
+            ));
+        let p = plan(&obj, &seen(Some(&old), svc.as_ref(), T0 + 1_000), &config());
+        assert!(
+            p.actions.is_empty(),
+            "waits for the old Pod: {:?}",
+            p.actions
+        );
+        assert_eq!(p.requeue_after, SHORT_WAIT);
+        let p = plan(&obj, &seen(None, svc.as_ref(), T0 + 2_000), &config());
+        assert!(
+            matches!(&p.actions[..], [Action::CreatePod(pod)] if **pod == build_pod(&obj, &config().pod).expect("pod")),
+            "{:?}",
+            p.actions
+        );
+        // Its new Pod runs: the address is recorded, the state stays Waking (the sweeper
+        // marks it Ready when its sidecar says so).
+        let mut new = pod_of(&obj, Some("n2"), Some(json!({"running": {}})));
+        new.metadata.uid = Some("pod-uid-2".into());
+        let p = plan(&obj, &seen(Some(&new), svc.as_ref(), T0 + 3_000), &config());
+        let st = status_of(&p);
+        assert_eq!(st.state, Some(State::Waking));
+        assert_eq!(st.ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(st.node_name.as_deref(), Some("n2"));
+        // Not Ready within its startup timeout (300 s), counted from the wake: Failed.
+        let late = T0 + 3 + 300_000;
+        let p = plan(&obj, &seen(Some(&new), svc.as_ref(), late), &config());
+        let st = status_of(&p);
+        assert_eq!(st.stop_reason.as_deref(), Some("startup timeout"));
+        assert!(p.actions.contains(&Action::DeletePod { grace_seconds: 10 }));
+    }
+
+    #[test]
+    fn a_sleeper_gets_its_volume_before_its_first_pod() {
+        let mut cfg = config();
+        cfg.pod.sleep_volume = Some(crate::controller::volume::SleepVolume {
+            size: "1Gi".into(),
+            class: None,
+        });
+        let obj = sleeper(&[State::Submitted]);
+        let p = plan(&obj, &seen(None, None, T0 + 100), &cfg);
+        assert!(
+            matches!(&p.actions[0], Action::CreateClaim(c) if c.metadata.name.as_deref() == Some("b1"))
+        );
+        assert!(matches!(&p.actions[1], Action::CreatePod(_)));
+        // Woken, it asks for it again: a member claimed to sleep had none at its first
+        // start (the API server's AlreadyExists is the usual answer).
+        let woken = sleeper(&[
+            State::Submitted,
+            State::Ready,
+            State::Sleeping,
+            State::Waking,
+        ]);
+        let svc = build_service(&woken, &cfg.pod);
+        let p = plan(&woken, &seen(None, svc.as_ref(), T0 + 100), &cfg);
+        assert!(matches!(
+            &p.actions[..],
+            [Action::CreateClaim(_), Action::CreatePod(_)]
+        ));
+        // A backend swept when idle keeps nothing: no claim.
+        let obj = with_state(stored("b2"), &[State::Submitted]);
+        let p = plan(&obj, &seen(None, None, T0 + 100), &cfg);
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateClaim(_))));
     }
 
     #[test]

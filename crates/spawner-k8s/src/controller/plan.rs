@@ -6,7 +6,7 @@ use super::ControllerConfig;
 use crate::controller::pod::{build_pod, build_service, PodConfig, SIDECAR_CONTAINER};
 use crate::model::crd::{SessionLivedBackend, ANNOTATION_STOP, ANNOTATION_STOP_HARD, LABEL_NODE};
 use crate::model::status::SessionLivedBackendStatus;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
+use k8s_openapi::api::core::v1::{ContainerStatus, PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
 use spawner_core::lifecycle::{decide, outcome, Decision, Exit, Observed, StopReason};
 use spawner_core::time::Millis;
@@ -24,6 +24,8 @@ pub struct Seen<'a> {
 /// One step of a reconcile, in the order they are to be carried out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// A sleeping backend's volume (`--sleep-volume-size`), before its first Pod.
+    CreateClaim(Box<PersistentVolumeClaim>),
     CreatePod(Box<Pod>),
     CreateService(Box<Service>),
     /// Replace the status with this one; its new history entries become Events.
@@ -290,10 +292,45 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         }
         finish_stop(&mut status, reason, app.as_ref(), now);
         requeue_after = SHORT_WAIT;
+    } else if state == State::Sleeping {
+        // Asleep: the object and its Service stay, the Pod goes (gracefully, its clients
+        // told "sleeping" first, as for a stop).
+        if pod.is_some() {
+            if pod_deleting {
+                requeue_after = SHORT_WAIT;
+            } else {
+                late.push(delete_pod(cfg.pod.stop_grace_seconds));
+            }
+        }
+    } else if state == State::Waking && (pod_deleting || foreign_pod) {
+        // The sleeper's Pod (of the same name) is still going: its successor waits for it.
+        requeue_after = SHORT_WAIT;
+    } else if state == State::Waking && pod.is_none() {
+        // Woken: its Pod again, from the spec, as for its first start. Its Service stayed;
+        // its volume too, unless its first Pod had none (a pool member claimed to sleep, a
+        // controller given the setting since): asked for again, already there is fine.
+        if let Some(c) = crate::controller::volume::wanted(obj, cfg.pod.sleep_volume.as_ref())
+            .and_then(|v| crate::controller::volume::build_claim(obj, v))
+        {
+            actions.push(Action::CreateClaim(Box::new(c)));
+        }
+        if let Some(p) = build_pod(obj, &cfg.pod) {
+            actions.push(Action::CreatePod(Box::new(p)));
+        }
+        if service.is_none() && !foreign_service {
+            if let Some(s) = build_service(obj, &cfg.pod) {
+                actions.push(Action::CreateService(Box::new(s)));
+            }
+        }
     } else {
         match pod {
             None if foreign_pod => requeue_after = SHORT_WAIT,
             None if state < State::Constructed => {
+                let volume = crate::controller::volume::wanted(obj, cfg.pod.sleep_volume.as_ref());
+                if let Some(c) = volume.and_then(|v| crate::controller::volume::build_claim(obj, v))
+                {
+                    actions.push(Action::CreateClaim(Box::new(c)));
+                }
                 if let Some(p) = build_pod(obj, &cfg.pod) {
                     actions.push(Action::CreatePod(Box::new(p)));
                 }

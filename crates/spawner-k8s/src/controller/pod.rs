@@ -30,6 +30,9 @@ pub struct PodConfig {
     /// Seconds between SIGTERM and SIGKILL when a backend is stopped.
     pub stop_grace_seconds: i64,
     pub urls: Urls,
+    /// A PersistentVolumeClaim per sleeping backend, mounted into its application
+    /// (`--sleep-volume-size`); none: a sleeper's files go with its Pod.
+    pub sleep_volume: Option<crate::controller::volume::SleepVolume>,
 }
 
 /// The labels of the Pod and the Service: the object's own labels (so that users can select
@@ -219,7 +222,7 @@ pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
     let mut containers = vec![app_container(obj, app, name, cfg)];
     containers.extend(others.iter().cloned());
     containers.push(sidecar_container(obj, cfg));
-    Some(Pod {
+    let mut pod = Pod {
         metadata: child_meta(obj, name),
         spec: Some(PodSpec {
             containers,
@@ -235,7 +238,11 @@ pub fn build_pod(obj: &SessionLivedBackend, cfg: &PodConfig) -> Option<Pod> {
             ..PodSpec::default()
         }),
         status: None,
-    })
+    };
+    if crate::controller::volume::wanted(obj, cfg.sleep_volume.as_ref()).is_some() {
+        crate::controller::volume::mount(&mut pod, name);
+    }
+    Some(pod)
 }
 
 /// The variable of the application container holding its keepalive URL.
@@ -374,6 +381,7 @@ pub(crate) mod tests {
             sidecar_port: DEFAULT_SIDECAR_PORT,
             stop_grace_seconds: 10,
             urls: Urls::new("http://spawner.test", None),
+            sleep_volume: None,
         }
     }
 

@@ -86,6 +86,19 @@ pub struct SessionLivedBackendSpec {
     /// holding access (written by the API; docs/kubernetes.md, "Per-user access").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::model::access::SlabAccess>,
+    /// What idleness does to it: `sweep` (the default) ends it; `sleep` deletes its Pod and
+    /// keeps the object (Sleeping) until a request wakes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "idle_action_schema")]
+    pub idle_action: Option<String>,
+    /// With `idleAction: sleep`: seconds asleep after which it is swept for good (default a
+    /// day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sleep_seconds: Option<u64>,
+}
+
+fn idle_action_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["sweep", "sleep"]})
 }
 
 /// The part of a PodSpec a backend chooses. The CRD schema keeps containers and volumes
@@ -210,6 +223,11 @@ impl SessionLivedBackend {
                     mode: a.mode.into(),
                     grants: Vec::new(),
                 }),
+            idle_action: (!spec.idle_action.is_sweep())
+                .then(|| spec.idle_action.as_str().to_string()),
+            max_sleep_seconds: (spec.max_sleep_seconds
+                != spawner_core::spec::DEFAULT_MAX_SLEEP_SECONDS)
+                .then_some(spec.max_sleep_seconds),
         };
         let mut obj = SessionLivedBackend::new(name, slab_spec);
         obj.metadata = ObjectMeta {
@@ -286,9 +304,22 @@ impl SessionLivedBackend {
                 .access
                 .as_ref()
                 .map(|a| spawner_core::access::Access::stored(a.mode.into())),
-            idle_action: spawner_core::IdleAction::Sweep,
-            max_sleep_seconds: spawner_core::spec::DEFAULT_MAX_SLEEP_SECONDS,
+            idle_action: self.idle_action(),
+            max_sleep_seconds: self
+                .spec
+                .max_sleep_seconds
+                .unwrap_or(spawner_core::spec::DEFAULT_MAX_SLEEP_SECONDS),
         }
+    }
+
+    /// `sleep` or `sweep` (the CRD's schema admits no other value; anything else found
+    /// reads as the default).
+    pub fn idle_action(&self) -> spawner_core::IdleAction {
+        self.spec
+            .idle_action
+            .as_deref()
+            .and_then(spawner_core::IdleAction::parse)
+            .unwrap_or_default()
     }
 
     pub fn http_port(&self) -> u16 {
@@ -382,7 +413,9 @@ pub(crate) mod tests {
             "resources": {"memory_mb": 256, "cpu_millis": 500},
             "strip_prefix": false,
             "idle_timeout_seconds": 1800,
-            "lifetime_warning_seconds": 120
+            "lifetime_warning_seconds": 120,
+            "idle_action": "sleep",
+            "max_sleep_seconds": 7200
         });
         serde_json::from_value(json).expect("a valid spec")
     }
@@ -397,6 +430,8 @@ pub(crate) mod tests {
         let json = serde_json::to_value(&obj).expect("serializes");
         assert_eq!(json["apiVersion"], "spawner.dev/v1");
         assert_eq!(json["spec"]["httpPort"], 7681);
+        assert_eq!(json["spec"]["idleAction"], "sleep");
+        assert_eq!(json["spec"]["maxSleepSeconds"], 7200);
         assert_eq!(
             json["spec"]["template"]["imagePullSecrets"][0]["name"],
             "regcred"

@@ -156,6 +156,9 @@ pub fn claim_patch(
             "key": spec.key,
             "gracePeriodSeconds": spec.grace_period_seconds,
             "lifetimeLimitSeconds": spec.lifetime_limit_seconds,
+            "idleAction": (!spec.idle_action.is_sweep()).then(|| spec.idle_action.as_str()),
+            "maxSleepSeconds": (spec.idle_action == spawner_core::IdleAction::Sleep)
+                .then_some(spec.max_sleep_seconds),
         }
     })
 }

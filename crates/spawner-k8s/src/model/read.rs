@@ -42,6 +42,8 @@ pub fn events_addr(obj: &SessionLivedBackend) -> Option<SocketAddr> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
     Starting,
+    /// Sleeping or waking (`idleAction: sleep`): a request wakes it and waits.
+    Asleep,
     Stopping,
     Ended,
     /// The status holds an address that does not parse (edited by hand).
@@ -64,6 +66,7 @@ pub fn target_of(obj: &SessionLivedBackend) -> Result<Authority, Unavailable> {
             Authority::try_from(addr.to_string()).map_err(|_| Unavailable::BadAddress)
         }
         (State::Terminating, _) => Err(Unavailable::Stopping),
+        (State::Sleeping | State::Waking, _) => Err(Unavailable::Asleep),
         _ => Err(Unavailable::Starting),
     }
 }

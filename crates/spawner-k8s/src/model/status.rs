@@ -9,7 +9,9 @@ use spawner_core::time::{rfc3339, Millis};
 use spawner_core::{Event, State};
 
 /// The lifecycle as the API server stores it. The per-state flags are the seed's; a flag
-/// is set when its state is entered and stays set.
+/// is set when its state is entered and stays set, except `sleeping` and `waking`: the
+/// sleep loop (Ready → Sleeping → Waking → Ready) enters them again and again, so they say
+/// whether the backend is in that state now (the history says how often it was).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionLivedBackendStatus {
@@ -26,6 +28,12 @@ pub struct SessionLivedBackendStatus {
     pub running: bool,
     #[serde(default)]
     pub ready: bool,
+    /// In Sleeping now (not "ever", as the other flags).
+    #[serde(default)]
+    pub sleeping: bool,
+    /// In Waking now (not "ever", as the other flags).
+    #[serde(default)]
+    pub waking: bool,
     #[serde(default)]
     pub terminating: bool,
     #[serde(default)]
@@ -127,7 +135,11 @@ impl SessionLivedBackendStatus {
             }
         }
         self.state = Some(to);
-        *self.flag(to) = true;
+        self.sleeping = to == State::Sleeping;
+        self.waking = to == State::Waking;
+        if let Some(flag) = self.flag(to) {
+            *flag = true;
+        }
         self.reason.clone_from(&reason);
         if exit_code.is_some() {
             self.exit_code = exit_code;
@@ -162,19 +174,20 @@ impl SessionLivedBackendStatus {
         true
     }
 
-    fn flag(&mut self, state: State) -> &mut bool {
-        match state {
+    /// The "entered once" flag of `state`; none for the loop's states (see the struct).
+    fn flag(&mut self, state: State) -> Option<&mut bool> {
+        Some(match state {
             State::Submitted => &mut self.submitted,
             State::Constructed => &mut self.constructed,
             State::Scheduled => &mut self.scheduled,
             State::Running => &mut self.running,
-            // Sleep and wake on Kubernetes: being built.
-            State::Ready | State::Sleeping | State::Waking => &mut self.ready,
+            State::Ready => &mut self.ready,
+            State::Sleeping | State::Waking => return None,
             State::Terminating => &mut self.terminating,
             State::Swept => &mut self.swept,
             State::Failed => &mut self.failed,
             State::Terminated => &mut self.terminated,
-        }
+        })
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -233,6 +246,38 @@ mod tests {
         assert_eq!(last.reason.as_deref(), Some("claimed with key k"));
         s.enter(State::Terminated, 4_000, None, None);
         assert!(!s.note(5_000, "late".into()), "nothing after the end");
+    }
+
+    #[test]
+    fn the_sleep_flags_say_the_state_now_and_the_history_every_entry() {
+        let mut s = SessionLivedBackendStatus::default();
+        s.enter(State::Submitted, 0, None, None);
+        s.enter(State::Ready, 1_000, None, None);
+        for round in 0..2 {
+            assert!(s.enter(State::Sleeping, 2_000 + round, Some("idle".into()), None));
+            assert!(s.sleeping && !s.waking && s.ready);
+            assert!(s.enter(State::Waking, 3_000 + round, None, None));
+            assert!(!s.sleeping && s.waking);
+            assert!(s.enter(State::Ready, 4_000 + round, None, None));
+            assert!(!s.sleeping && !s.waking);
+        }
+        let states: Vec<State> = s.history.iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            [
+                State::Submitted,
+                State::Ready,
+                State::Sleeping,
+                State::Waking,
+                State::Ready,
+                State::Sleeping,
+                State::Waking,
+                State::Ready
+            ]
+        );
+        assert!(s.enter(State::Sleeping, 9_000, None, None));
+        assert!(s.enter(State::Swept, 10_000, None, None));
+        assert!(!s.sleeping && s.swept);
     }
 
     #[test]

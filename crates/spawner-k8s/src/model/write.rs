@@ -59,11 +59,60 @@ pub async fn publish_state(
 
 /// The JSON merge patch that replaces `obj`'s status with `status`, only if nobody wrote
 /// the object since `obj` was read.
+/// An address the status no longer holds (a sleeper's Pod IP) is written as `null`: a
+/// merge patch leaves out what it does not name.
 pub fn status_patch(obj: &SessionLivedBackend, status: &SessionLivedBackendStatus) -> Value {
-    json!({
+    let mut patch = json!({
         "metadata": {"resourceVersion": obj.resource_version()},
         "status": status,
-    })
+    });
+    if status.ip.is_none() {
+        patch["status"]["ip"] = Value::Null;
+    }
+    patch
+}
+
+/// Wakes the backend `name` if it sleeps: `Waking` entered in its status (with `reason`),
+/// conditional on the version read and retried on a conflict, starting from `read` when
+/// given (an object just read: one request instead of two). The state it is in from now
+/// on: `Waking` for a sleeper, the state as it is for any other (awake, starting, ended);
+/// `None` when there is no such object.
+pub async fn wake(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    mut read: Option<SessionLivedBackend>,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<State>, kube::Error> {
+    for _ in 0..10 {
+        let obj = match read.take() {
+            Some(o) => o,
+            None => match api.get_opt(name).await? {
+                Some(o) => o,
+                None => return Ok(None),
+            },
+        };
+        let mut status = obj.status.clone().unwrap_or_default();
+        let current = status.state.unwrap_or(State::Submitted);
+        if current != State::Sleeping {
+            return Ok(Some(current));
+        }
+        status.enter(State::Waking, now, Some(reason.to_string()), None);
+        let patch = status_patch(&obj, &status);
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(Some(State::Waking)),
+            Err(kube::Error::Api(s)) if s.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The object kept changing (activity writes of a sidecar going away): say what it is.
+    Ok(api
+        .get_opt(name)
+        .await?
+        .map(|o| crate::model::read::state_of(&o)))
 }
 
 /// Enters `to` (with `reason`) if the lifecycle allows it from `obj`'s current state, after

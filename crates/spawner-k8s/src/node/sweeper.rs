@@ -74,6 +74,9 @@ pub enum Verdict {
     /// Nothing from its clients for `idleTimeoutSeconds`, connections or not: enter Swept
     /// (reason `idle timeout`).
     MarkIdleTimeout,
+    /// Idle (for the reason given) with `idleAction: sleep`: enter Sleeping, where it would
+    /// have been swept; the controller deletes its Pod and keeps the object.
+    MarkSleeping(StopReason),
     /// Nothing to do.
     Keep,
 }
@@ -89,8 +92,14 @@ pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict
     if state.is_terminal() || state == State::Terminating || !report.ready {
         return Verdict::Keep;
     }
-    if state < State::Ready {
+    if state.is_starting() {
+        // A first start, or a wake: the sidecar of the Pod the controller made for it.
         return Verdict::MarkReady;
+    }
+    if state == State::Sleeping {
+        // No Pod to judge (a report can only be its old sidecar's, going away); its
+        // max sleep and lifetime limit are the controller's.
+        return Verdict::Keep;
     }
     let created_at = obj
         .metadata
@@ -114,18 +123,19 @@ pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict
     match decide(&timing, &observed, now) {
         Decision::Stop(StopReason::Idle) => Verdict::MarkSwept,
         Decision::Stop(StopReason::IdleTimeout) => Verdict::MarkIdleTimeout,
-        Decision::Stop(_) | Decision::Sleep(_) | Decision::Keep { .. } => Verdict::Keep,
+        Decision::Sleep(reason) => Verdict::MarkSleeping(reason),
+        Decision::Stop(_) | Decision::Keep { .. } => Verdict::Keep,
     }
 }
 
-/// When the backend was marked Ready, if it was: its first event in Ready (a claim adds
-/// another, later, in the same state).
+/// When the backend was last marked Ready, if it was: the first event of its latest spell
+/// in Ready (a claim adds another, later, in the same state; a wake starts a new spell).
 fn ready_at(status: &SessionLivedBackendStatus) -> Option<Millis> {
-    status
-        .history
-        .iter()
-        .find(|h| h.state == State::Ready)
-        .map(|h| h.to_event().time)
+    let h = &status.history;
+    (0..h.len())
+        .rev()
+        .find(|&i| h[i].state == State::Ready && (i == 0 || h[i - 1].state != State::Ready))
+        .map(|i| h[i].to_event().time)
 }
 
 /// The last thing its clients sent, as the sidecar reports it, never before the backend
@@ -181,10 +191,17 @@ fn entering(
     if !status.enter(to, now, reason.clone(), None) {
         return None;
     }
-    if why.is_some() {
-        status.stop_reason = reason;
+    if to == State::Sleeping {
+        // Its Pod goes: nothing may reach (or follow) the old address; the controller
+        // records the new Pod's when it wakes.
+        status.ip = None;
+        status.live_connections = Some(0);
+    } else {
+        if why.is_some() {
+            status.stop_reason = reason;
+        }
+        status.live_connections = Some(report.live_connections);
     }
-    status.live_connections = Some(report.live_connections);
     status.last_activity = Some(rfc3339(activity.max(0)));
     status.last_client_activity = Some(rfc3339(client.max(0)));
     Some(crate::model::write::status_patch(obj, &status))
@@ -434,6 +451,7 @@ async fn act(
             Verdict::MarkReady => (State::Ready, None),
             Verdict::MarkSwept => (State::Swept, Some(StopReason::Idle)),
             Verdict::MarkIdleTimeout => (State::Swept, Some(StopReason::IdleTimeout)),
+            Verdict::MarkSleeping(reason) => (State::Sleeping, Some(reason)),
         };
         let Some(patch) = entering(&obj, to, why, report, now) else {
             return heard(obj);
@@ -728,6 +746,54 @@ mod tests {
         let obj = with(&[State::Submitted, State::Scheduled, State::Running]);
         assert_eq!(judge(&obj, &report(false, 0, 0.0), T0), Verdict::Keep);
         assert_eq!(judge(&obj, &report(true, 0, 0.0), T0), Verdict::MarkReady);
+    }
+
+    #[test]
+    fn a_sleeper_is_marked_sleeping_where_it_would_be_swept_and_ready_again_when_woken() {
+        let mut obj = with(&[State::Submitted, State::Ready]);
+        obj.spec.idle_action = Some("sleep".into());
+        let now = T0 + 400_000;
+        assert_eq!(judge(&obj, &report(true, 0, 299.9), now), Verdict::Keep);
+        let verdict = judge(&obj, &report(true, 0, 300.0), now);
+        assert_eq!(verdict, Verdict::MarkSleeping(StopReason::Idle));
+        let patch = entering(
+            &obj,
+            State::Sleeping,
+            Some(StopReason::Idle),
+            &report(true, 0, 300.0),
+            now,
+        )
+        .expect("a patch");
+        assert_eq!(patch["status"]["state"], "Sleeping");
+        assert_eq!(patch["status"]["reason"], "idle");
+        assert_eq!(patch["status"]["ip"], Value::Null, "the old address goes");
+        assert!(
+            patch["status"].get("stopReason").is_none(),
+            "a sleep is no stop: {patch}"
+        );
+        // Asleep: reports (of the old sidecar) judge nothing.
+        let asleep = with(&[State::Submitted, State::Ready, State::Sleeping]);
+        assert_eq!(judge(&asleep, &report(true, 0, 1e6), now), Verdict::Keep);
+        // Waking: its new sidecar's first ready report makes it Ready, and its grace runs
+        // from then, not from its first Ready.
+        let mut waking = with(&[
+            State::Submitted,
+            State::Ready,
+            State::Sleeping,
+            State::Waking,
+        ]);
+        waking.spec.idle_action = Some("sleep".into());
+        assert_eq!(
+            judge(&waking, &report(true, 0, 0.0), now),
+            Verdict::MarkReady
+        );
+        let mut st = waking.status.clone().expect("status");
+        st.enter(State::Ready, now, None, None);
+        waking.status = Some(st);
+        assert_eq!(
+            judge(&waking, &report(true, 0, 1e6), now + 299_000),
+            Verdict::Keep
+        );
     }
 
     #[test]

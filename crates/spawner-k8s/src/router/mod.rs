@@ -90,6 +90,11 @@ pub struct Router {
     nonces: Nonces,
     /// Browsers reach the router over HTTPS: cookies get `Secure` and a `__Host-` name.
     secure: bool,
+    /// Writes `Waking` for a request to a sleeping backend; without it (a router over a
+    /// store alone) such requests are answered 503.
+    client: Option<Client>,
+    /// Bumped on every change the watch brings: held requests wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where a request goes, from its path or host alone.
@@ -136,6 +141,7 @@ impl Unavailable {
     pub fn response(self) -> Response<ProxyBody> {
         match self {
             Unavailable::Starting => retry_later("this backend is starting; retry in a moment\n"),
+            Unavailable::Asleep => retry_later("this backend is waking; retry in a moment\n"),
             Unavailable::Stopping => retry_later("this backend is stopping\n"),
             Unavailable::Ended => message(
                 StatusCode::GONE,
@@ -149,6 +155,15 @@ impl Unavailable {
     }
 }
 
+/// The reason of the `Waking` event a request writes.
+const WOKEN_BY_REQUEST: &str = "woken by a request";
+
+/// A wake that did not bring the backend up: `503`, to be retried (a retry wakes it again
+/// if it went back to sleep, or finds it ended).
+fn not_woken(text: &'static str) -> Response<ProxyBody> {
+    retry_later(text)
+}
+
 fn retry_later(text: &'static str) -> Response<ProxyBody> {
     let mut resp = message(StatusCode::SERVICE_UNAVAILABLE, text);
     resp.headers_mut()
@@ -159,7 +174,11 @@ fn retry_later(text: &'static str) -> Response<ProxyBody> {
 impl Router {
     /// A router over `store`; it answers `503` until [`Router::mark_synced`] (the first
     /// complete list), so that a fresh router never calls a live backend unknown.
-    pub fn new(store: Store<SessionLivedBackend>, config: RouterConfig) -> Arc<Self> {
+    pub fn new(
+        store: Store<SessionLivedBackend>,
+        config: RouterConfig,
+        client: Option<Client>,
+    ) -> Arc<Self> {
         let urls = Urls::new(
             config.public_url.as_deref().unwrap_or("http://localhost"),
             config.domain.clone(),
@@ -178,6 +197,8 @@ impl Router {
                 .as_deref()
                 .is_some_and(|u| u.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("https:"))),
             config,
+            client,
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -252,6 +273,15 @@ impl Router {
                     Ok(grant) => grant,
                     Err(answer) => return *answer,
                 };
+                // A sleeper is woken, and the request held until it is Ready (after the
+                // access check: only its users wake it).
+                let obj = match target_of(&obj) {
+                    Err(Unavailable::Asleep) => match self.wake(obj, &id).await {
+                        Ok(obj) => obj,
+                        Err(answer) => return answer,
+                    },
+                    _ => obj,
+                };
                 match self.target(&obj, &id, path_prefix, peer, response) {
                     Ok(mut target) => {
                         target.access = grant;
@@ -259,6 +289,66 @@ impl Router {
                     }
                     Err(refusal) => refusal.response(),
                 }
+            }
+        }
+    }
+
+    /// Wakes the sleeping backend `obj` (writes `Waking` if it sleeps; the controller
+    /// creates its Pod) and waits, by the watch, until it is Ready, at most its startup
+    /// timeout. `503` with `Retry-After` if it does not wake: its start failed, it was
+    /// stopped meanwhile, or it took too long.
+    async fn wake(
+        &self,
+        obj: Arc<SessionLivedBackend>,
+        id: &str,
+    ) -> Result<Arc<SessionLivedBackend>, Response<ProxyBody>> {
+        let Some(client) = &self.client else {
+            return Err(Unavailable::Asleep.response());
+        };
+        let mut changes = self.changes.subscribe();
+        let timeout = obj
+            .spec
+            .startup_timeout_seconds
+            .unwrap_or(spawner_core::spec::DEFAULT_STARTUP_TIMEOUT_SECONDS);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        if crate::model::read::state_of(&obj) == spawner_core::State::Sleeping {
+            let ns = obj.namespace().unwrap_or_default();
+            let api: Api<SessionLivedBackend> = Api::namespaced(client.clone(), &ns);
+            let now = spawner_core::time::now_millis();
+            let written =
+                crate::model::write::wake(&api, id, Some((*obj).clone()), WOKEN_BY_REQUEST, now)
+                    .await;
+            match written {
+                Ok(state) => info!(backend = %id, ?state, "woken by a request"),
+                Err(e) => {
+                    warn!(backend = %id, error = %e, "could not wake the backend");
+                    return Err(not_woken(
+                        "this backend could not be woken; retry in a moment\n",
+                    ));
+                }
+            }
+        }
+        loop {
+            changes.borrow_and_update();
+            let Some(current) = self.lookup(id) else {
+                return Err(Unavailable::Ended.response());
+            };
+            match target_of(&current) {
+                Ok(_) => return Ok(current),
+                Err(Unavailable::Asleep | Unavailable::Starting) => {}
+                Err(_) => {
+                    return Err(not_woken(
+                        "this backend did not wake: its start failed or it was stopped\n",
+                    ))
+                }
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(not_woken(
+                    "this backend did not wake within its startup timeout\n",
+                ));
             }
         }
     }
@@ -453,11 +543,11 @@ async fn await_grant<B>(access: &BackendAccess, req: &Request<B>) {
 /// task that keeps it current (the router says it is synced after the first full list).
 pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task::JoinHandle<()>) {
     let api: Api<SessionLivedBackend> = match &config.namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
-    let router = Router::new(store.clone(), config);
+    let router = Router::new(store.clone(), config, Some(client));
     let synced = router.clone();
     let watching = router.clone();
     let task = tokio::spawn(async move {
@@ -473,6 +563,8 @@ pub fn start(client: Client, config: RouterConfig) -> (Arc<Router>, tokio::task:
         );
         let watching = &watching;
         futures_util::StreamExt::for_each(stream, |event| async move {
+            // After the store took the change: a held request sees it when it looks.
+            watching.changes.send_modify(|n| *n = n.wrapping_add(1));
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     debug!(name = %obj.name_any(), "backend changed");
