@@ -112,6 +112,12 @@ impl Monitor {
         });
     }
 
+    /// The backend runs again after a sleep: tunnels opened from now on are not told it
+    /// goes away (those of its last run have all ended with it).
+    pub fn back(&self) {
+        self.going_away.send_if_modified(|r| r.take().is_some());
+    }
+
     /// Whether [`Monitor::going_away`] was called: the backend is being stopped.
     pub fn is_going_away(&self) -> bool {
         self.going_away.borrow().is_some()

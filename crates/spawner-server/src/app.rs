@@ -140,6 +140,18 @@ impl App {
         Ok(events)
     }
 
+    /// [`App::record`] of a backend's sleep (`Sleeping`, for `reason`), its handle and
+    /// address cleared, in one transaction.
+    pub async fn record_slept(
+        self: &Arc<Self>,
+        live: &Live,
+        reason: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let events = self.store.slept(&live.id, reason).await?;
+        self.recorded(live, &events, true);
+        Ok(events)
+    }
+
     /// Makes recorded events visible in memory: state (unless `set`, already shown), logs,
     /// metrics, the registry.
     fn recorded(&self, live: &Live, events: &[Event], set: bool) {

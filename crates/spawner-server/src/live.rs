@@ -10,9 +10,9 @@ use spawner_core::{BackendSpec, Event, State};
 use spawner_proxy::access::{BackendKey, Grants, MasterKey};
 use spawner_proxy::Monitor;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// A stop that was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,18 @@ pub struct Live {
     /// Events shown before they are committed (`Ready`, see [`crate::app::App::ready`]),
     /// until the writer has committed them: readers of events add them to the store's.
     unstored: Mutex<Vec<Event>>,
-    authority: OnceLock<Authority>,
+    /// Where the proxy reaches it: set at each start (a wake may change it), hidden while
+    /// it goes to sleep.
+    authority: RwLock<Option<Authority>>,
+    /// The port it holds in the [`Registry`] (0: none), and the last one it was reached on
+    /// (a wake asks for it again).
+    held_port: AtomicU16,
+    last_port: AtomicU16,
+    /// Why a sleep was asked for ([`Live::request_sleep`]; 0: none), and whether a wake
+    /// was: what its supervisor waits for besides a stop, nudged by `nudge`.
+    sleep_asked: AtomicU8,
+    wake_asked: AtomicBool,
+    nudge: Notify,
     pub monitor: Arc<Monitor>,
     stop: watch::Sender<Option<StopRequest>>,
     /// Kept from being swept until then (`keepalive`); [`NOT_BUSY`] if never asked.
@@ -77,7 +88,12 @@ impl Live {
             seq: watch::channel(seq).0,
             reason: RwLock::new(None),
             unstored: Mutex::new(Vec::new()),
-            authority: OnceLock::new(),
+            authority: RwLock::new(None),
+            held_port: AtomicU16::new(0),
+            last_port: AtomicU16::new(0),
+            sleep_asked: AtomicU8::new(0),
+            wake_asked: AtomicBool::new(false),
+            nudge: Notify::new(),
             monitor: Arc::new(Monitor::new(created_at)),
             stop: watch::channel(None).0,
             busy_until: AtomicI64::new(NOT_BUSY),
@@ -199,15 +215,58 @@ impl Live {
         }
     }
 
-    /// Where the proxy reaches it; set once when it starts (or is adopted).
-    pub fn authority(&self) -> Option<&Authority> {
-        self.authority.get()
+    /// Where the proxy reaches it now: set when it starts (or is adopted), none while it
+    /// goes to sleep and sleeps.
+    pub fn authority(&self) -> Option<Authority> {
+        self.authority.read().ok().and_then(|a| a.clone())
     }
 
-    pub(crate) fn set_authority(&self, address: &str) {
-        if let Ok(a) = Authority::try_from(address) {
-            let _ = self.authority.set(a);
+    /// Stops the proxy routing to it (it is going to sleep); its port stays held until
+    /// [`Registry::release_port`].
+    pub(crate) fn hide_authority(&self) {
+        if let Ok(mut a) = self.authority.write() {
+            *a = None;
         }
+    }
+
+    /// The port it was last reached on, if any (0 never).
+    pub fn last_port(&self) -> Option<u16> {
+        Some(self.last_port.load(Ordering::Relaxed)).filter(|&p| p != 0)
+    }
+
+    /// Asks its supervisor to put it to sleep for `reason` (idleness: [`StopReason::is_idle`]).
+    pub fn request_sleep(&self, reason: StopReason) {
+        let code = if reason == StopReason::IdleTimeout { 2 } else { 1 };
+        if self.sleep_asked.swap(code, Ordering::AcqRel) == 0 {
+            self.nudge.notify_waiters();
+        }
+    }
+
+    /// Takes a sleep asked for, if any.
+    pub(crate) fn take_sleep(&self) -> Option<StopReason> {
+        match self.sleep_asked.swap(0, Ordering::AcqRel) {
+            0 => None,
+            2 => Some(StopReason::IdleTimeout),
+            _ => Some(StopReason::Idle),
+        }
+    }
+
+    /// Asks its supervisor to wake it (a no-op unless it sleeps: the supervisor forgets
+    /// the ask when it next goes to sleep).
+    pub fn request_wake(&self) {
+        if !self.wake_asked.swap(true, Ordering::AcqRel) {
+            self.nudge.notify_waiters();
+        }
+    }
+
+    pub(crate) fn take_wake(&self) -> bool {
+        self.wake_asked.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves at the next [`Live::request_sleep`] or [`Live::request_wake`]; enable it
+    /// before looking at the asks, so that none made in between is missed.
+    pub(crate) fn nudged(&self) -> tokio::sync::futures::Notified<'_> {
+        self.nudge.notified()
     }
 
     /// Asks the backend's supervisor to stop it. A later hard request escalates a soft one.
@@ -324,15 +383,8 @@ impl Registry {
         if let Some(access) = removed.as_ref().and_then(|l| l.access.get()) {
             access.grants.revoke_all();
         }
-        if let Some(port) = removed.and_then(|l| l.authority().and_then(Authority::port_u16)) {
-            if let Ok(mut held) = self.held.lock() {
-                if let Some(n) = held.get_mut(&port) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        held.remove(&port);
-                    }
-                }
-            }
+        if let Some(live) = removed {
+            self.release_port(&live);
         }
         if let (Ok(mut r), Some(retired)) = (self.retired.lock(), RetiredId::new(id)) {
             r.last += 1;
@@ -373,7 +425,7 @@ impl Registry {
             .read()
             .map(|m| {
                 m.values()
-                    .filter_map(|l| l.authority().and_then(Authority::port_u16))
+                    .filter_map(|l| l.authority().and_then(|a| a.port_u16()))
                     .collect()
             })
             .unwrap_or_default()
@@ -384,16 +436,43 @@ impl Registry {
         self.held.lock().is_ok_and(|h| h.contains_key(&port))
     }
 
-    /// Sets where a live backend of this registry is reached (once), and holds its port
-    /// until it is removed.
+    /// Sets where a live backend of this registry is reached (at each start: a wake may
+    /// change it), and holds its port until it is removed or goes to sleep.
     pub fn set_authority(&self, live: &Live, address: &str) {
-        if live.authority().is_some() {
+        let Ok(authority) = Authority::try_from(address) else {
+            return;
+        };
+        let port = authority.port_u16().unwrap_or(0);
+        if let Ok(mut a) = live.authority.write() {
+            *a = Some(authority);
+        }
+        if live.held_port.load(Ordering::Relaxed) == port {
             return;
         }
-        live.set_authority(address);
-        if let Some(port) = live.authority().and_then(Authority::port_u16) {
+        self.release_port(live);
+        if port != 0 {
+            live.held_port.store(port, Ordering::Relaxed);
+            live.last_port.store(port, Ordering::Relaxed);
             if let Ok(mut held) = self.held.lock() {
                 *held.entry(port).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Lets go of the port a live backend held (it has stopped: asleep, or ended), and of
+    /// where it was reached.
+    pub fn release_port(&self, live: &Live) {
+        live.hide_authority();
+        let port = live.held_port.swap(0, Ordering::Relaxed);
+        if port == 0 {
+            return;
+        }
+        if let Ok(mut held) = self.held.lock() {
+            if let Some(n) = held.get_mut(&port) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    held.remove(&port);
+                }
             }
         }
     }
@@ -451,12 +530,18 @@ mod tests {
         registry.insert(live.clone());
         assert!(!registry.holds_port(20001));
         registry.set_authority(&live, "127.0.0.1:20001");
-        // Set once: a second address changes nothing.
-        registry.set_authority(&live, "127.0.0.1:20002");
         assert!(registry.holds_port(20001));
-        assert!(!registry.holds_port(20002));
         assert_eq!(registry.ports(), HashSet::from([20001]));
-        registry.remove("a");
+        // Asleep: the port is let go, and remembered for the wake.
+        registry.release_port(&live);
         assert!(!registry.holds_port(20001));
+        assert!(live.authority().is_none());
+        assert_eq!(live.last_port(), Some(20001));
+        // Woken elsewhere: the new port is held.
+        registry.set_authority(&live, "127.0.0.1:20002");
+        assert!(!registry.holds_port(20001));
+        assert!(registry.holds_port(20002));
+        registry.remove("a");
+        assert!(!registry.holds_port(20002));
     }
 }

@@ -421,6 +421,30 @@ impl Store {
         .await
     }
 
+    /// Records that a backend's process has stopped for its sleep: `Sleeping`, its handle
+    /// and address cleared (a restart adopts nothing and starts nothing for it), in one
+    /// transaction.
+    pub async fn slept(&self, id: &str, reason: &str) -> Result<Vec<Event>> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(move |tx| {
+            let events = transition_in(
+                tx,
+                &id,
+                &[(State::Sleeping, Some(reason))],
+                None,
+                now_millis(),
+            )?;
+            if !events.is_empty() {
+                tx.prepare_cached(
+                    "UPDATE backends SET handle = NULL, address = NULL WHERE id = ?1",
+                )?
+                .execute([&id])?;
+            }
+            Ok(events)
+        })
+        .await
+    }
+
     /// Records an event in the backend's current state, for a long step within it (an image
     /// pull while Submitted); nothing for a terminal backend.
     pub async fn note(&self, id: &str, reason: &str) -> Result<Option<Event>> {
