@@ -20,9 +20,7 @@
 use crate::{Handle, Launch, Owned, Runtime, RuntimeError, Signal, Started};
 use base64::Engine as _;
 use bollard::errors::Error as DockerError;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,

@@ -98,9 +98,7 @@ async fn handle(
                 Err(state) if crate::hold::holds(&live, state) => {
                     match crate::hold::until_awake(&live, app.config.stop_grace).await {
                         Ok(()) => target_of(&app, &live, path_prefix, peer, response),
-                        Err(Refused::WakeFailed(why)) => {
-                            return wake_failed(&why).map(Body::new)
-                        }
+                        Err(Refused::WakeFailed(why)) => return wake_failed(&why).map(Body::new),
                         Err(Refused::State(state)) if state.is_terminal() => {
                             return gone().map(Body::new)
                         }

@@ -82,8 +82,10 @@ pub async fn forget(app: &App, live: &Live) {
         }
         return;
     }
-    let (Some(runtime), Ok(id)) = (app.runtimes.by_name(live.runtime), BackendId::parse(&live.id))
-    else {
+    let (Some(runtime), Ok(id)) = (
+        app.runtimes.by_name(live.runtime),
+        BackendId::parse(&live.id),
+    ) else {
         return;
     };
     if let Err(e) = runtime.forget(&app.instance, &id).await {

@@ -236,7 +236,11 @@ impl Live {
 
     /// Asks its supervisor to put it to sleep for `reason` (idleness: [`StopReason::is_idle`]).
     pub fn request_sleep(&self, reason: StopReason) {
-        let code = if reason == StopReason::IdleTimeout { 2 } else { 1 };
+        let code = if reason == StopReason::IdleTimeout {
+            2
+        } else {
+            1
+        };
         if self.sleep_asked.swap(code, Ordering::AcqRel) == 0 {
             self.nudge.notify_waiters();
         }
@@ -443,19 +447,18 @@ impl Registry {
             return;
         };
         let port = authority.port_u16().unwrap_or(0);
+        if live.held_port.load(Ordering::Relaxed) != port {
+            self.let_go(live);
+            if port != 0 {
+                live.held_port.store(port, Ordering::Relaxed);
+                live.last_port.store(port, Ordering::Relaxed);
+                if let Ok(mut held) = self.held.lock() {
+                    *held.entry(port).or_insert(0) += 1;
+                }
+            }
+        }
         if let Ok(mut a) = live.authority.write() {
             *a = Some(authority);
-        }
-        if live.held_port.load(Ordering::Relaxed) == port {
-            return;
-        }
-        self.release_port(live);
-        if port != 0 {
-            live.held_port.store(port, Ordering::Relaxed);
-            live.last_port.store(port, Ordering::Relaxed);
-            if let Ok(mut held) = self.held.lock() {
-                *held.entry(port).or_insert(0) += 1;
-            }
         }
     }
 
@@ -463,6 +466,10 @@ impl Registry {
     /// where it was reached.
     pub fn release_port(&self, live: &Live) {
         live.hide_authority();
+        self.let_go(live);
+    }
+
+    fn let_go(&self, live: &Live) {
         let port = live.held_port.swap(0, Ordering::Relaxed);
         if port == 0 {
             return;

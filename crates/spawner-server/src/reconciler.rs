@@ -625,7 +625,9 @@ async fn go_to_sleep(
     let grace = app.config.stop_grace;
     let told = tokio::time::timeout(GOING_AWAY_WAIT.min(grace), live.monitor.all_told());
     if told.await.is_err() {
-        tracing::info!("a WebSocket's close frame is held back by a frame in progress; stopping anyway");
+        tracing::info!(
+            "a WebSocket's close frame is held back by a frame in progress; stopping anyway"
+        );
     }
     answered(live, grace).await;
     let mut killed = stop_rx.borrow().is_some_and(|r| r.hard);

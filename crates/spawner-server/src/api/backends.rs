@@ -307,9 +307,7 @@ pub(super) async fn wake(app: &Arc<App>, id: &BackendId) -> Result<spawner_core:
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
     let state = match app.registry.get(id.as_str()) {
-        Some(live) if live.stop_requested().borrow().is_some() => {
-            spawner_core::State::Terminating
-        }
+        Some(live) if live.stop_requested().borrow().is_some() => spawner_core::State::Terminating,
         Some(live) => wake_live(&live).await,
         None => row.state,
     };
@@ -340,7 +338,10 @@ pub(super) async fn wake_live(live: &Live) -> spawner_core::State {
             }
         }
     };
-    if tokio::time::timeout(STOP_ENTERED_WAIT, entered).await.is_err() {
+    if tokio::time::timeout(STOP_ENTERED_WAIT, entered)
+        .await
+        .is_err()
+    {
         tracing::warn!(backend = %live.id, "Waking not entered yet; answering anyway");
     }
     live.state()
