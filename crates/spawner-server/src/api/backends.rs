@@ -348,7 +348,6 @@ pub(super) async fn wake_live(live: &Live) -> spawner_core::State {
 }
 
 /// Stops the backend; the state it is in from now on.
-
 pub(super) async fn terminate(
     app: &Arc<App>,
     id: &BackendId,
