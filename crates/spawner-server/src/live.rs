@@ -57,7 +57,8 @@ pub struct Live {
     /// The secret of its `SPAWNER_KEEPALIVE_URL`, once made (at start) or read (adopted).
     keepalive_token: OnceLock<String>,
     /// Its key and who holds access, for a token-mode backend ([`Live::access`]).
-    access: OnceLock<LiveAccess>,
+    /// Boxed: most backends are open, and an open one (asleep, say) then costs a pointer.
+    access: OnceLock<Box<LiveAccess>>,
 }
 
 /// A token-mode backend's key and grants: what the proxy checks a request against.
@@ -106,9 +107,11 @@ impl Live {
     /// the first ask); `None` for an open one.
     pub fn access(&self, master: &MasterKey) -> Option<&LiveAccess> {
         (self.spec.access_mode() == AccessMode::Token).then(|| {
-            self.access.get_or_init(|| LiveAccess {
-                key: master.backend_key(&self.id),
-                grants: Grants::default(),
+            &**self.access.get_or_init(|| {
+                Box::new(LiveAccess {
+                    key: master.backend_key(&self.id),
+                    grants: Grants::default(),
+                })
             })
         })
     }
@@ -550,5 +553,61 @@ mod tests {
         assert!(registry.holds_port(20002));
         registry.remove("a");
         assert!(!registry.holds_port(20002));
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use super::*;
+
+    /// Bytes `malloc` counts as in use now.
+    fn in_use() -> usize {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        unsafe { libc::mallinfo2() }.uordblks
+    }
+
+    /// What one sleeping backend of `spec` costs the server, on average over many: its
+    /// [`Live`] in the registry (id, spec, monitor, channels, keepalive token, reason), as
+    /// `malloc`'s count of bytes in use, so that what other tests allocate meanwhile is
+    /// lost in the average.
+    fn per_sleeping_backend(spec: &BackendSpec) -> usize {
+        const N: usize = 20_000;
+        let registry = Registry::default();
+        let ids: Vec<String> = (0..N).map(|i| format!("{i:026}")).collect();
+        let before = in_use();
+        for id in &ids {
+            let live = Arc::new(Live::new(
+                id.clone(),
+                spec.clone(),
+                0,
+                "process",
+                State::Sleeping,
+                9,
+            ));
+            live.set_keepalive_token("k".repeat(26));
+            live.set_reason(Some("idle".into()));
+            registry.insert(live);
+        }
+        let per = in_use().saturating_sub(before) / N;
+        assert_eq!(registry.len(), N);
+        per
+    }
+
+    /// The target: a sleeping backend costs under 2 KiB of server memory. Its spec's own
+    /// size comes on top (each non-empty map of `env` or `labels` is a B-tree node of
+    /// about 550 bytes), so the spec here is a plain one: a command, a key.
+    #[test]
+    fn a_sleeping_backend_costs_under_2_kib() {
+        let mut spec =
+            BackendSpec::from_command(vec!["/usr/local/bin/spawner".into(), "example-app".into()]);
+        spec.idle_action = spawner_core::spec::IdleAction::Sleep;
+        spec.key = Some("document-4711".into());
+        let per = per_sleeping_backend(&spec);
+        println!(
+            "a sleeping backend: {per} bytes (Live {} inline, Monitor {})",
+            std::mem::size_of::<Live>(),
+            std::mem::size_of::<Monitor>()
+        );
+        assert!(per < 2048, "{per} bytes per sleeping backend");
     }
 }
