@@ -810,3 +810,81 @@ async fn a_container_gets_nothing_of_the_servers_environment() {
     }
     client.terminate(&resp.id, true).await.expect("terminate");
 }
+
+/// Names of the volumes (of any installation) labelled as backend `id`'s.
+fn volumes_of(id: &str) -> Vec<String> {
+    docker_ids(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=dev.spawner.backend-id={id}"),
+    ])
+}
+
+/// `GET {url}runs`: the file each run of the sleeper below appends to, as its httpd serves it.
+async fn runs_of(server: &TestServer, url: &str) -> String {
+    let resp = server
+        .http()
+        .get(format!("{url}runs"))
+        .send()
+        .await
+        .expect("GET runs");
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    resp.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn a_sleeping_container_keeps_its_files_in_a_volume_and_wakes_on_a_request() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    // Each run appends to a file of its kept directory, and serves that directory.
+    let mut spec = busybox(
+        r#"echo run >> "$SPAWNER_DATA_DIR/runs" && exec httpd -f -p "$PORT" -h "$SPAWNER_DATA_DIR""#,
+    );
+    spec.idle_action = spawner_core::spec::IdleAction::Sleep;
+    spec.grace_period_seconds = 1;
+    let (resp, created) = client.spawn(&spec).await.expect("spawn");
+    assert!(created);
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Ready).await;
+    assert_eq!(runs_of(&server, &resp.url).await, "run\n");
+    let volumes = volumes_of(&resp.id);
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+
+    let slept = wait_state(&client, &resp.id, State::Sleeping).await;
+    assert_eq!(slept.reason.as_deref(), Some("idle"));
+    // Asleep: no container, the volume kept.
+    wait_no_container(&resp.id).await;
+    assert_eq!(volumes_of(&resp.id), volumes);
+
+    // A request wakes it (held, not refused), and the second run found the first's file.
+    assert_eq!(runs_of(&server, &resp.url).await, "run\nrun\n");
+    assert_eq!(containers_of(&resp.id).len(), 1);
+    let events = client.get(&resp.id).await.expect("record").events;
+    // After Sleeping: Waking (with the runtime's notes, in Waking too), then Ready.
+    let states: Vec<State> = events.iter().map(|e| e.state).collect();
+    let asleep = states
+        .iter()
+        .rposition(|s| *s == State::Sleeping)
+        .expect("Sleeping");
+    let (last, waking) = states[asleep + 1..].split_last().expect("after Sleeping");
+    assert_eq!(*last, State::Ready, "{events:?}");
+    assert!(
+        !waking.is_empty() && waking.iter().all(|s| *s == State::Waking),
+        "{events:?}"
+    );
+
+    // Ended for good: container and volume go.
+    client.terminate(&resp.id, false).await.expect("terminate");
+    wait_state(&client, &resp.id, State::Terminated).await;
+    wait_no_container(&resp.id).await;
+    let t0 = Instant::now();
+    while !volumes_of(&resp.id).is_empty() {
+        assert!(t0.elapsed() < PATIENCE, "its volume is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
