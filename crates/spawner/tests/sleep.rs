@@ -414,3 +414,43 @@ async fn idle_action_and_max_sleep_seconds_are_checked() {
     assert!(body.contains("max_sleep_seconds"), "{body}");
     assert!(server.client().list(&[]).await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn many_requests_at_once_wake_it_once_and_all_are_answered() {
+    let server = TestServer::start();
+    let id = ready(&server, &sleeper(1)).await;
+    let dir = data_dir_of(&server, &id).await;
+    wait_state(&server.client(), &id, State::Sleeping).await;
+
+    let requests = (0..100).map(|_| {
+        let (http, url) = (server.http(), format!("{}request", server.backend_url(&id)));
+        async move {
+            let resp = http.get(url).send().await.expect("GET");
+            resp.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // One start for all of them: its second run.
+    assert_eq!(runs(&dir), 2);
+    let events = server.client().get(&id).await.expect("record").events;
+    let wakes = events
+        .iter()
+        .filter(|e| e.state == State::Waking && e.reason.is_none());
+    assert_eq!(wakes.count(), 1, "{events:?}");
+
+    // Asleep again, a WebSocket upgrade wakes it too, and is joined to it.
+    wait_nth(&server, &id, State::Sleeping, 2).await;
+    let url = format!("ws://127.0.0.1:{}/p/{id}/ws", server.port);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket to a sleeping backend");
+    assert_eq!(resp.status(), 101);
+    let first = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("a message in time")
+        .expect("a message")
+        .expect("ok");
+    assert_eq!(first, Message::Text("count 0".into()));
+    assert_eq!(runs(&dir), 3);
+}
