@@ -140,6 +140,26 @@ impl App {
         Ok(events)
     }
 
+    /// [`App::note`] of a woken backend's start, with where it runs now, in one transaction.
+    pub async fn record_started_again(
+        &self,
+        live: &Live,
+        handle: &serde_json::Value,
+        address: &str,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(e) = self
+            .store
+            .started_again(&live.id, handle, address, note)
+            .await?
+        {
+            tracing::info!(backend = %live.id, state = %e.state, reason = %note, "note");
+            live.set_state(e.state, e.seq, e.reason.as_deref());
+            self.registry.changed();
+        }
+        Ok(())
+    }
+
     /// [`App::record`] of a backend's sleep (`Sleeping`, for `reason`), its handle and
     /// address cleared, in one transaction.
     pub async fn record_slept(

@@ -226,12 +226,13 @@ async fn start(
     app.registry.set_authority(live, &address);
     if waking {
         // Started again: where it runs now, and the runtime's note in its timeline (it
-        // stays Waking until it listens).
-        app.record_started(live, &started.handle.0, &address, &[])
+        // stays Waking until it listens), in one commit.
+        let note = format!(
+            "started again: {}",
+            started.note.as_deref().unwrap_or(live.runtime)
+        );
+        app.record_started_again(live, &started.handle.0, &address, &note)
             .await?;
-        if let Some(note) = &started.note {
-            app.note(live, &format!("started again: {note}")).await?;
-        }
     } else {
         app.record_started(
             live,
@@ -781,8 +782,8 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         };
         app.registry.insert(live.clone());
         if row.state == State::Sleeping {
-            // Asleep: nothing runs; it waits for a wake, its `since` kept.
-            keep.insert(row.id.clone());
+            // Asleep: nothing of it runs (anything found is stopped below as stray); it
+            // waits for a wake, its `since` kept.
             spawn_supervisor(app, live, Begin::Asleep);
             continue;
         }
