@@ -454,3 +454,37 @@ async fn many_requests_at_once_wake_it_once_and_all_are_answered() {
     assert_eq!(first, Message::Text("count 0".into()));
     assert_eq!(runs(&dir), 3);
 }
+
+#[tokio::test]
+async fn a_backend_waking_across_a_restart_is_watched_again_and_becomes_ready() {
+    let mut server = TestServer::start();
+    // Its second run takes a while before it listens.
+    let mut spec = shell(&format!(
+        r#"[ -e runs ] && sleep 3; echo run >> runs && exec {SPAWNER} example-app"#
+    ));
+    spec.idle_action = IdleAction::Sleep;
+    spec.grace_period_seconds = 1;
+    let id = ready(&server, &spec).await;
+    wait_state(&server.client(), &id, State::Sleeping).await;
+    let resp = post(&server, &format!("/v1/backends/{id}/wake")).await;
+    assert_eq!(resp.status(), 202);
+    // Started again (its note recorded), not listening yet: a crash now.
+    wait_for(&server.client(), &id, |e| {
+        e.state == State::Waking
+            && e.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("started again"))
+    })
+    .await;
+    server.kill9();
+    server.launch();
+    assert_eq!(state_of(&server, &id).await, State::Waking);
+    wait_nth(&server, &id, State::Ready, 2).await;
+    let body = echo(&server, &id).await;
+    assert_eq!(body["env"]["SPAWNER_BACKEND_ID"], id.as_str());
+    // One process: the one started before the crash, adopted.
+    assert_eq!(
+        processes_with_env(&format!("SPAWNER_BACKEND_ID={id}")).len(),
+        1
+    );
+}
