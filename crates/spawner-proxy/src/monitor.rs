@@ -3,13 +3,14 @@
 //! (WebSockets) follow.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Counters of one backend, shared by every request in flight to it. Lock-free on the
-/// path of a request: the proxy touches it on every one. The going-away channels are
-/// touched only when a tunnel opens or closes, and when the backend is stopped.
+/// path of a request: the proxy touches it on every one. The going-away signal is touched
+/// only when a tunnel opens or closes, and when the backend is stopped. Small (no channels
+/// of its own, one `Notify`): a server holds one for each of thousands of sleeping backends.
 #[derive(Debug)]
 pub struct Monitor {
     live: AtomicU64,
@@ -18,9 +19,11 @@ pub struct Monitor {
     /// The last request start or client→backend data through a tunnel.
     last_client: AtomicI64,
     /// Set once the backend is being stopped: why, as the close frame's reason.
-    going_away: watch::Sender<Option<&'static str>>,
+    going_away: Mutex<Option<&'static str>>,
     /// Open tunnels that have not yet told their client that the backend goes away.
-    untold: watch::Sender<u64>,
+    untold: AtomicU64,
+    /// Wakes the waits for `going_away` and `untold` (each looks again at what it waits for).
+    changed: Notify,
     /// Open tunnels (upgraded connections), told or not.
     tunnels: AtomicU64,
 }
@@ -41,8 +44,9 @@ impl Monitor {
             last_activity: AtomicI64::new(since_ms),
             requests: AtomicU64::new(0),
             last_client: AtomicI64::new(since_ms),
-            going_away: watch::channel(None).0,
-            untold: watch::channel(0).0,
+            going_away: Mutex::new(None),
+            untold: AtomicU64::new(0),
+            changed: Notify::new(),
             tunnels: AtomicU64::new(0),
         }
     }
@@ -103,26 +107,50 @@ impl Monitor {
     /// Tells every open tunnel (and any opened from now on) that the backend goes away, for
     /// `reason` (the first reason given stays); [`Monitor::all_told`] says when they have.
     pub fn going_away(&self, reason: &'static str) {
-        self.going_away.send_if_modified(|r| {
-            let first = r.is_none();
-            if first {
+        let first = match self.going_away.lock() {
+            Ok(mut r) if r.is_none() => {
                 *r = Some(reason);
+                true
             }
-            first
-        });
+            _ => false,
+        };
+        if first {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The backend runs again after a sleep: tunnels opened from now on are not told it
+    /// goes away (those of its last run have all ended with it).
+    pub fn back(&self) {
+        if let Ok(mut r) = self.going_away.lock() {
+            *r = None;
+        }
+    }
+
+    /// Why the backend goes away, once [`Monitor::going_away`] was called.
+    fn reason(&self) -> Option<&'static str> {
+        self.going_away.lock().ok().and_then(|r| *r)
     }
 
     /// Whether [`Monitor::going_away`] was called: the backend is being stopped.
     pub fn is_going_away(&self) -> bool {
-        self.going_away.borrow().is_some()
+        self.reason().is_some()
     }
 
     /// Resolves once every open tunnel has sent its client a close frame (code 1001, at a
     /// frame boundary) or ended. Callers bound the wait: a backend stalled in the middle of
     /// a frame holds its tunnel's close back.
     pub async fn all_told(&self) {
-        let mut untold = self.untold.subscribe();
-        let _ = untold.wait_for(|n| *n == 0).await;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Enabled before the count is read: a tunnel telling in between is not missed.
+            changed.as_mut().enable();
+            if self.untold.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// [`Monitor::going_away`], then [`Monitor::all_told`].
@@ -134,9 +162,8 @@ impl Monitor {
     /// The going-away link of a tunnel that opens now; counted as a tunnel until dropped.
     pub(crate) fn tunnel(self: &Arc<Self>) -> GoingAway {
         self.tunnels.fetch_add(1, Ordering::Relaxed);
-        self.untold.send_modify(|n| *n += 1);
+        self.untold.fetch_add(1, Ordering::AcqRel);
         GoingAway {
-            rx: self.going_away.subscribe(),
             monitor: self.clone(),
             untold: true,
         }
@@ -149,7 +176,6 @@ pub const CLIENT_CLOCK_STEP: i64 = 100;
 /// A tunnel's link to the going-away signal of its backend.
 #[derive(Debug)]
 pub(crate) struct GoingAway {
-    rx: watch::Receiver<Option<&'static str>>,
     monitor: Arc<Monitor>,
     untold: bool,
 }
@@ -160,23 +186,32 @@ impl GoingAway {
         self.monitor.clone()
     }
 
-    /// Resolves with the reason once the backend goes away (at once if it already does);
-    /// never if the signal can no longer come.
+    /// Resolves with the reason once the backend goes away (at once if it already does).
+    /// Cancel-safe: tunnels ask again on every turn of their loop.
     pub(crate) async fn signalled(&mut self) -> &'static str {
-        // Copied out at once: the channel's guard must not live across an await.
-        let reason = self.rx.wait_for(Option::is_some).await.map(|r| *r);
-        match reason {
-            Ok(r) => r.unwrap_or("going away"),
-            Err(_) => std::future::pending().await,
+        loop {
+            let changed = self.monitor.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(reason) = self.monitor.reason() {
+                return reason;
+            }
+            changed.await;
         }
     }
 
     /// The tunnel has told its client (or has nothing to tell).
     pub(crate) fn told(&mut self) {
         if std::mem::take(&mut self.untold) {
-            self.monitor
-                .untold
-                .send_modify(|n| *n = n.saturating_sub(1));
+            let before =
+                self.monitor
+                    .untold
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            if before == Ok(1) {
+                self.monitor.changed.notify_waiters();
+            }
         }
     }
 }

@@ -10,16 +10,21 @@
 //! - Output goes to the engine's log driver; a follower task appends it to the backend's log
 //!   file and records how far it got in a cursor file beside it, so that following again after
 //!   a restart neither loses nor repeats lines.
+//! - A backend with `idle_action: "sleep"` keeps its files in a named volume of its own
+//!   ([`volume_name`], labelled as its containers are), mounted at its `working_dir` or at
+//!   [`DATA_MOUNT`]: its container is removed when it goes to sleep, the volume only when
+//!   it ends for good.
 //! - The container runs under the engine's init (`--init`) by default: an application that
 //!   is PID 1 would otherwise ignore SIGTERM unless it installs a handler.
 
 use crate::{Handle, Launch, Owned, Runtime, RuntimeError, Signal, Started};
 use base64::Engine as _;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
-    ListNetworksOptions, LogsOptions, RemoveContainerOptions,
+    ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
 };
 use bollard::{auth::DockerCredentials, container::LogOutput, Docker};
 use futures_util::future::BoxFuture;
@@ -47,6 +52,20 @@ pub const LABEL_KEY: &str = "dev.spawner.key";
 pub const LABEL_LOG_PATH: &str = "dev.spawner.log-path";
 /// Label on the network Spawner created.
 pub const LABEL_MANAGED: &str = "dev.spawner.managed";
+/// Where a sleeping backend's volume is mounted when its spec names no `working_dir`.
+pub const DATA_MOUNT: &str = "/data";
+
+/// The named volume a backend of `instance` keeps its files in across sleeps.
+pub fn volume_name(instance: &str, id: &BackendId) -> String {
+    format!("spawner-{instance}-{id}")
+}
+
+/// Where a backend's kept files are inside its container: its `working_dir`, or
+/// [`DATA_MOUNT`] (told to it as `SPAWNER_DATA_DIR`).
+pub fn data_mount(spec: &spawner_core::BackendSpec) -> &str {
+    spec.executable.working_dir.as_deref().unwrap_or(DATA_MOUNT)
+}
+
 /// Starts tried again while the network's name is ambiguous (see `start_container`).
 const AMBIGUOUS_NETWORK_RETRIES: usize = 5;
 
@@ -508,6 +527,26 @@ impl DockerRuntime {
         creating.answer().await
     }
 
+    /// The backend's named volume, made on its first start (labelled as its containers
+    /// are, so that a restart finds it) and found again at each wake.
+    async fn ensure_volume(&self, launch: &Launch) -> Result<String, RuntimeError> {
+        let name = volume_name(&launch.instance, &launch.id);
+        let request = VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(HashMap::from([
+                (LABEL_INSTANCE.to_string(), launch.instance.clone()),
+                (LABEL_BACKEND_ID.to_string(), launch.id.to_string()),
+            ])),
+            ..Default::default()
+        };
+        // The engine answers a create of an existing volume with that volume.
+        self.docker
+            .create_volume(request)
+            .await
+            .map_err(|e| start_failed("creating its volume", e))?;
+        Ok(name)
+    }
+
     /// Removes a container, unless containers are kept; a container already gone is fine.
     async fn remove(&self, container: &str) -> Result<(), RuntimeError> {
         if self.options.keep_containers {
@@ -603,6 +642,13 @@ impl Runtime for DockerRuntime {
         if let Some(key) = &launch.spec.key {
             labels.insert(LABEL_KEY.to_string(), key.clone());
         }
+        let binds = match launch.spec.idle_action {
+            spawner_core::spec::IdleAction::Sleep => {
+                let volume = self.ensure_volume(launch).await?;
+                Some(vec![format!("{volume}:{}", data_mount(&launch.spec))])
+            }
+            spawner_core::spec::IdleAction::Sweep => None,
+        };
         let resources = launch.spec.resources.clone().unwrap_or_default();
         let memory = resources
             .memory_mb
@@ -617,6 +663,7 @@ impl Runtime for DockerRuntime {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(network),
+                binds,
                 memory,
                 // The limit covers swap too: a backend over it is killed, not swapped out.
                 memory_swap: memory,
@@ -824,6 +871,52 @@ impl Runtime for DockerRuntime {
                 })
             })
             .collect())
+    }
+
+    async fn forget(&self, instance: &str, id: &BackendId) -> Result<(), RuntimeError> {
+        self.remove_volume(&volume_name(instance, id)).await
+    }
+
+    async fn list_kept(&self, instance: &str) -> Result<Vec<Owned>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_INSTANCE}={instance}")],
+        )]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| unavailable("listing volumes", e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| {
+                let id = v.labels.get(LABEL_BACKEND_ID)?.clone();
+                Some(Owned {
+                    id,
+                    describe: format!("volume {}", v.name),
+                    handle: Handle(serde_json::json!({ "volume": v.name })),
+                })
+            })
+            .collect())
+    }
+}
+
+impl DockerRuntime {
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        if self.options.keep_containers {
+            return Ok(());
+        }
+        let options = RemoveVolumeOptions { force: true };
+        match self.docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: gone already.
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(unavailable("removing its volume", e)),
+        }
     }
 }
 

@@ -125,4 +125,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// Everything of this installation's that the runtime can find, so that a restart can
     /// stop what the store does not know (nothing is left orphaned).
     async fn list_owned(&self, instance: &str) -> Result<Vec<Owned>, RuntimeError>;
+
+    /// Removes what a backend with `idle_action: "sleep"` keeps across its sleeps (a
+    /// container's named volume), once it has ended for good. Idempotent.
+    async fn forget(&self, _instance: &str, _id: &BackendId) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// What this installation keeps across sleeps (named volumes), by backend id, so that
+    /// a restart removes what no live backend needs. `handle` names the kept thing.
+    async fn list_kept(&self, _instance: &str) -> Result<Vec<Owned>, RuntimeError> {
+        Ok(Vec::new())
+    }
 }

@@ -70,6 +70,14 @@ impl PortAllocator {
     }
 }
 
+impl PortAllocator {
+    /// `port` again (a backend woken from its sleep asks for the one it had), if no live
+    /// backend holds it and nothing listens on it now.
+    pub fn reuse(&self, port: u16, held: impl Fn(u16) -> bool) -> Option<u16> {
+        (!held(port) && bindable(port)).then_some(port)
+    }
+}
+
 /// Whether a listener could bind `port` now: binding loopback fails both when another
 /// socket listens on loopback and when one listens on all interfaces.
 fn bindable(port: u16) -> bool {

@@ -140,6 +140,38 @@ impl App {
         Ok(events)
     }
 
+    /// [`App::note`] of a woken backend's start, with where it runs now, in one transaction.
+    pub async fn record_started_again(
+        &self,
+        live: &Live,
+        handle: &serde_json::Value,
+        address: &str,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(e) = self
+            .store
+            .started_again(&live.id, handle, address, note)
+            .await?
+        {
+            tracing::info!(backend = %live.id, state = %e.state, reason = %note, "note");
+            live.set_state(e.state, e.seq, e.reason.as_deref());
+            self.registry.changed();
+        }
+        Ok(())
+    }
+
+    /// [`App::record`] of a backend's sleep (`Sleeping`, for `reason`), its handle and
+    /// address cleared, in one transaction.
+    pub async fn record_slept(
+        self: &Arc<Self>,
+        live: &Live,
+        reason: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let events = self.store.slept(&live.id, reason).await?;
+        self.recorded(live, &events, true);
+        Ok(events)
+    }
+
     /// Makes recorded events visible in memory: state (unless `set`, already shown), logs,
     /// metrics, the registry.
     fn recorded(&self, live: &Live, events: &[Event], set: bool) {

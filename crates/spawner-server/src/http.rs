@@ -8,6 +8,7 @@
 //! ([`spawner_proxy::route::disposition`]); only other clients are proxied by path.
 
 use crate::app::App;
+use crate::hold::Refused;
 use crate::live::Live;
 use axum::body::Body;
 use axum::Router;
@@ -92,7 +93,21 @@ async fn handle(
                 Ok(grant) => grant,
                 Err(answer) => return answer.map(Body::new),
             };
-            match target_of(&app, &live, path_prefix, peer, response) {
+            let target = match target_of(&app, &live, path_prefix, peer, response) {
+                // Asleep (or on the way, or waking): held until it is Ready, woken if need be.
+                Err(state) if crate::hold::holds(&live, state) => {
+                    match crate::hold::until_awake(&live, app.config.stop_grace).await {
+                        Ok(()) => target_of(&app, &live, path_prefix, peer, response),
+                        Err(Refused::WakeFailed(why)) => return wake_failed(&why).map(Body::new),
+                        Err(Refused::State(state)) if state.is_terminal() => {
+                            return gone().map(Body::new)
+                        }
+                        Err(Refused::State(state)) => Err(state),
+                    }
+                }
+                other => other,
+            };
+            match target {
                 Ok(mut target) => {
                     target.access = grant;
                     app.forwarder.forward(req, target).await.map(Body::new)
@@ -147,7 +162,7 @@ fn target_of(
 ) -> Result<Target, State> {
     let state = live.state();
     let authority = match (state, live.authority()) {
-        (State::Ready, Some(a)) => a.clone(),
+        (State::Ready, Some(a)) => a,
         _ => return Err(state),
     };
     app.metrics.proxied.inc();
@@ -174,10 +189,7 @@ fn not_live(app: &App, id: &str) -> Response<ProxyBody> {
     }
     match app.store.get(id) {
         Ok(None) => message(StatusCode::NOT_FOUND, "no such backend\n"),
-        Ok(Some(row)) if row.state.is_terminal() => message(
-            StatusCode::GONE,
-            "this backend has ended; ask the application for a new one\n",
-        ),
+        Ok(Some(row)) if row.state.is_terminal() => gone(),
         Ok(Some(row)) => unavailable(row.state),
         Err(e) => {
             tracing::error!(error = %e, "store lookup failed");
@@ -187,6 +199,24 @@ fn not_live(app: &App, id: &str) -> Response<ProxyBody> {
             )
         }
     }
+}
+
+fn gone() -> Response<ProxyBody> {
+    message(
+        StatusCode::GONE,
+        "this backend has ended; ask the application for a new one\n",
+    )
+}
+
+/// A held request whose backend's wake failed or overran its startup timeout.
+fn wake_failed(why: &str) -> Response<ProxyBody> {
+    let mut resp = message(StatusCode::SERVICE_UNAVAILABLE, "");
+    *resp.body_mut() = ProxyBody::message(format!(
+        "this backend could not be woken ({why}); retry, or ask the application for a new one\n"
+    ));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 fn unavailable(state: State) -> Response<ProxyBody> {

@@ -10,9 +10,9 @@ use spawner_core::{BackendSpec, Event, State};
 use spawner_proxy::access::{BackendKey, Grants, MasterKey};
 use spawner_proxy::Monitor;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// A stop that was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,18 @@ pub struct Live {
     /// Events shown before they are committed (`Ready`, see [`crate::app::App::ready`]),
     /// until the writer has committed them: readers of events add them to the store's.
     unstored: Mutex<Vec<Event>>,
-    authority: OnceLock<Authority>,
+    /// Where the proxy reaches it: set at each start (a wake may change it), hidden while
+    /// it goes to sleep.
+    authority: RwLock<Option<Authority>>,
+    /// The port it holds in the [`Registry`] (0: none), and the last one it was reached on
+    /// (a wake asks for it again).
+    held_port: AtomicU16,
+    last_port: AtomicU16,
+    /// Why a sleep was asked for ([`Live::request_sleep`]; 0: none), and whether a wake
+    /// was: what its supervisor waits for besides a stop, nudged by `nudge`.
+    sleep_asked: AtomicU8,
+    wake_asked: AtomicBool,
+    nudge: Notify,
     pub monitor: Arc<Monitor>,
     stop: watch::Sender<Option<StopRequest>>,
     /// Kept from being swept until then (`keepalive`); [`NOT_BUSY`] if never asked.
@@ -46,7 +57,8 @@ pub struct Live {
     /// The secret of its `SPAWNER_KEEPALIVE_URL`, once made (at start) or read (adopted).
     keepalive_token: OnceLock<String>,
     /// Its key and who holds access, for a token-mode backend ([`Live::access`]).
-    access: OnceLock<LiveAccess>,
+    /// Boxed: most backends are open, and an open one (asleep, say) then costs a pointer.
+    access: OnceLock<Box<LiveAccess>>,
 }
 
 /// A token-mode backend's key and grants: what the proxy checks a request against.
@@ -77,7 +89,12 @@ impl Live {
             seq: watch::channel(seq).0,
             reason: RwLock::new(None),
             unstored: Mutex::new(Vec::new()),
-            authority: OnceLock::new(),
+            authority: RwLock::new(None),
+            held_port: AtomicU16::new(0),
+            last_port: AtomicU16::new(0),
+            sleep_asked: AtomicU8::new(0),
+            wake_asked: AtomicBool::new(false),
+            nudge: Notify::new(),
             monitor: Arc::new(Monitor::new(created_at)),
             stop: watch::channel(None).0,
             busy_until: AtomicI64::new(NOT_BUSY),
@@ -90,9 +107,11 @@ impl Live {
     /// the first ask); `None` for an open one.
     pub fn access(&self, master: &MasterKey) -> Option<&LiveAccess> {
         (self.spec.access_mode() == AccessMode::Token).then(|| {
-            self.access.get_or_init(|| LiveAccess {
-                key: master.backend_key(&self.id),
-                grants: Grants::default(),
+            &**self.access.get_or_init(|| {
+                Box::new(LiveAccess {
+                    key: master.backend_key(&self.id),
+                    grants: Grants::default(),
+                })
             })
         })
     }
@@ -199,15 +218,62 @@ impl Live {
         }
     }
 
-    /// Where the proxy reaches it; set once when it starts (or is adopted).
-    pub fn authority(&self) -> Option<&Authority> {
-        self.authority.get()
+    /// Where the proxy reaches it now: set when it starts (or is adopted), none while it
+    /// goes to sleep and sleeps.
+    pub fn authority(&self) -> Option<Authority> {
+        self.authority.read().ok().and_then(|a| a.clone())
     }
 
-    pub(crate) fn set_authority(&self, address: &str) {
-        if let Ok(a) = Authority::try_from(address) {
-            let _ = self.authority.set(a);
+    /// Stops the proxy routing to it (it is going to sleep); its port stays held until
+    /// [`Registry::release_port`].
+    pub(crate) fn hide_authority(&self) {
+        if let Ok(mut a) = self.authority.write() {
+            *a = None;
         }
+    }
+
+    /// The port it was last reached on, if any (0 never).
+    pub fn last_port(&self) -> Option<u16> {
+        Some(self.last_port.load(Ordering::Relaxed)).filter(|&p| p != 0)
+    }
+
+    /// Asks its supervisor to put it to sleep for `reason` (idleness: [`StopReason::is_idle`]).
+    pub fn request_sleep(&self, reason: StopReason) {
+        let code = if reason == StopReason::IdleTimeout {
+            2
+        } else {
+            1
+        };
+        if self.sleep_asked.swap(code, Ordering::AcqRel) == 0 {
+            self.nudge.notify_waiters();
+        }
+    }
+
+    /// Takes a sleep asked for, if any.
+    pub(crate) fn take_sleep(&self) -> Option<StopReason> {
+        match self.sleep_asked.swap(0, Ordering::AcqRel) {
+            0 => None,
+            2 => Some(StopReason::IdleTimeout),
+            _ => Some(StopReason::Idle),
+        }
+    }
+
+    /// Asks its supervisor to wake it (a no-op unless it sleeps: the supervisor forgets
+    /// the ask when it next goes to sleep).
+    pub fn request_wake(&self) {
+        if !self.wake_asked.swap(true, Ordering::AcqRel) {
+            self.nudge.notify_waiters();
+        }
+    }
+
+    pub(crate) fn take_wake(&self) -> bool {
+        self.wake_asked.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves at the next [`Live::request_sleep`] or [`Live::request_wake`]; enable it
+    /// before looking at the asks, so that none made in between is missed.
+    pub(crate) fn nudged(&self) -> tokio::sync::futures::Notified<'_> {
+        self.nudge.notified()
     }
 
     /// Asks the backend's supervisor to stop it. A later hard request escalates a soft one.
@@ -324,15 +390,8 @@ impl Registry {
         if let Some(access) = removed.as_ref().and_then(|l| l.access.get()) {
             access.grants.revoke_all();
         }
-        if let Some(port) = removed.and_then(|l| l.authority().and_then(Authority::port_u16)) {
-            if let Ok(mut held) = self.held.lock() {
-                if let Some(n) = held.get_mut(&port) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        held.remove(&port);
-                    }
-                }
-            }
+        if let Some(live) = removed {
+            self.release_port(&live);
         }
         if let (Ok(mut r), Some(retired)) = (self.retired.lock(), RetiredId::new(id)) {
             r.last += 1;
@@ -373,7 +432,7 @@ impl Registry {
             .read()
             .map(|m| {
                 m.values()
-                    .filter_map(|l| l.authority().and_then(Authority::port_u16))
+                    .filter_map(|l| l.authority().and_then(|a| a.port_u16()))
                     .collect()
             })
             .unwrap_or_default()
@@ -384,16 +443,46 @@ impl Registry {
         self.held.lock().is_ok_and(|h| h.contains_key(&port))
     }
 
-    /// Sets where a live backend of this registry is reached (once), and holds its port
-    /// until it is removed.
+    /// Sets where a live backend of this registry is reached (at each start: a wake may
+    /// change it), and holds its port until it is removed or goes to sleep.
     pub fn set_authority(&self, live: &Live, address: &str) {
-        if live.authority().is_some() {
+        let Ok(authority) = Authority::try_from(address) else {
+            return;
+        };
+        let port = authority.port_u16().unwrap_or(0);
+        if live.held_port.load(Ordering::Relaxed) != port {
+            self.let_go(live);
+            if port != 0 {
+                live.held_port.store(port, Ordering::Relaxed);
+                live.last_port.store(port, Ordering::Relaxed);
+                if let Ok(mut held) = self.held.lock() {
+                    *held.entry(port).or_insert(0) += 1;
+                }
+            }
+        }
+        if let Ok(mut a) = live.authority.write() {
+            *a = Some(authority);
+        }
+    }
+
+    /// Lets go of the port a live backend held (it has stopped: asleep, or ended), and of
+    /// where it was reached.
+    pub fn release_port(&self, live: &Live) {
+        live.hide_authority();
+        self.let_go(live);
+    }
+
+    fn let_go(&self, live: &Live) {
+        let port = live.held_port.swap(0, Ordering::Relaxed);
+        if port == 0 {
             return;
         }
-        live.set_authority(address);
-        if let Some(port) = live.authority().and_then(Authority::port_u16) {
-            if let Ok(mut held) = self.held.lock() {
-                *held.entry(port).or_insert(0) += 1;
+        if let Ok(mut held) = self.held.lock() {
+            if let Some(n) = held.get_mut(&port) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    held.remove(&port);
+                }
             }
         }
     }
@@ -451,12 +540,74 @@ mod tests {
         registry.insert(live.clone());
         assert!(!registry.holds_port(20001));
         registry.set_authority(&live, "127.0.0.1:20001");
-        // Set once: a second address changes nothing.
-        registry.set_authority(&live, "127.0.0.1:20002");
         assert!(registry.holds_port(20001));
-        assert!(!registry.holds_port(20002));
         assert_eq!(registry.ports(), HashSet::from([20001]));
-        registry.remove("a");
+        // Asleep: the port is let go, and remembered for the wake.
+        registry.release_port(&live);
         assert!(!registry.holds_port(20001));
+        assert!(live.authority().is_none());
+        assert_eq!(live.last_port(), Some(20001));
+        // Woken elsewhere: the new port is held.
+        registry.set_authority(&live, "127.0.0.1:20002");
+        assert!(!registry.holds_port(20001));
+        assert!(registry.holds_port(20002));
+        registry.remove("a");
+        assert!(!registry.holds_port(20002));
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use super::*;
+
+    /// Bytes `malloc` counts as in use now.
+    fn in_use() -> usize {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        unsafe { libc::mallinfo2() }.uordblks
+    }
+
+    /// What one sleeping backend of `spec` costs the server, on average over many: its
+    /// [`Live`] in the registry (id, spec, monitor, channels, keepalive token, reason), as
+    /// `malloc`'s count of bytes in use, so that what other tests allocate meanwhile is
+    /// lost in the average.
+    fn per_sleeping_backend(spec: &BackendSpec) -> usize {
+        const N: usize = 20_000;
+        let registry = Registry::default();
+        let ids: Vec<String> = (0..N).map(|i| format!("{i:026}")).collect();
+        let before = in_use();
+        for id in &ids {
+            let live = Arc::new(Live::new(
+                id.clone(),
+                spec.clone(),
+                0,
+                "process",
+                State::Sleeping,
+                9,
+            ));
+            live.set_keepalive_token("k".repeat(26));
+            live.set_reason(Some("idle".into()));
+            registry.insert(live);
+        }
+        let per = in_use().saturating_sub(before) / N;
+        assert_eq!(registry.len(), N);
+        per
+    }
+
+    /// The target: a sleeping backend costs under 2 KiB of server memory. Its spec's own
+    /// size comes on top (each non-empty map of `env` or `labels` is a B-tree node of
+    /// about 550 bytes), so the spec here is a plain one: a command, a key.
+    #[test]
+    fn a_sleeping_backend_costs_under_2_kib() {
+        let mut spec =
+            BackendSpec::from_command(vec!["/usr/local/bin/spawner".into(), "example-app".into()]);
+        spec.idle_action = spawner_core::spec::IdleAction::Sleep;
+        spec.key = Some("document-4711".into());
+        let per = per_sleeping_backend(&spec);
+        println!(
+            "a sleeping backend: {per} bytes (Live {} inline, Monitor {})",
+            std::mem::size_of::<Live>(),
+            std::mem::size_of::<Monitor>()
+        );
+        assert!(per < 2048, "{per} bytes per sleeping backend");
     }
 }

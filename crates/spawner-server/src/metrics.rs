@@ -17,6 +17,9 @@ pub struct Metrics {
     live_connections: IntGauge,
     pub proxied: IntCounter,
     pub sweeps: IntCounter,
+    /// Sleeping backends woken (`Waking` entered).
+    pub wakes: IntCounter,
+    wake_to_ready: Histogram,
 }
 
 impl Metrics {
@@ -60,6 +63,19 @@ impl Metrics {
             spawner_api::metrics::SWEEPS,
             "Backends stopped for idleness",
         )?;
+        let wakes = IntCounter::new(
+            "spawner_wakes_total",
+            "Sleeping backends woken (idle_action sleep)",
+        )?;
+        let wake_to_ready = Histogram::with_opts(
+            HistogramOpts::new(
+                "spawner_wake_to_ready_seconds",
+                "From Waking to Ready: a sleeping backend's wake",
+            )
+            .buckets(spawner_api::metrics::LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(wakes.clone()))?;
+        registry.register(Box::new(wake_to_ready.clone()))?;
         registry.register(Box::new(backends.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(spawn_to_ready.clone()))?;
@@ -76,6 +92,8 @@ impl Metrics {
             live_connections,
             proxied,
             sweeps,
+            wakes,
+            wake_to_ready,
         })
     }
 
@@ -96,6 +114,10 @@ impl Metrics {
     pub fn spawn_to_ready(&self, total_ms: i64, probe: Duration) {
         self.spawn_to_ready.observe(total_ms.max(0) as f64 / 1000.0);
         self.probe.observe(probe.as_secs_f64());
+    }
+
+    pub fn wake_to_ready(&self, ms: i64) {
+        self.wake_to_ready.observe(ms.max(0) as f64 / 1000.0);
     }
 
     /// Renders the text format, refreshing the gauges computed from current state.

@@ -549,7 +549,7 @@ pub async fn stop(app: &App, live: &Live, reason: StopReason, why: &str) {
 
 /// POSTs the claim to the backend at `path`; `Err` says why it counts as refused.
 pub async fn claim_hook(live: &Live, path: &str, notice: &ClaimNotice) -> Result<(), String> {
-    let Some(authority) = live.authority().cloned() else {
+    let Some(authority) = live.authority() else {
         return Err("it has no address".into());
     };
     spawner_proxy::claim_hook::post(authority.as_str(), path, notice).await

@@ -2,14 +2,15 @@
 //!
 //! Each live backend has one supervisor task that starts it (or adopts it after a
 //! restart), waits until it listens (`spawner_proxy::readiness`), watches for its exit, and
-//! carries out stops. At start-up [`adopt_all`] compares the store with what the runtimes
+//! carries out stops. A backend with `idle_action: "sleep"` goes round a loop in it: run,
+//! stopped for idleness and kept `Sleeping` (no process), woken (`Waking`), run again. At start-up [`adopt_all`] compares the store with what the runtimes
 //! report and acts on the difference, which is what makes a crash of Spawner harmless.
 
 use crate::app::App;
 use crate::live::{Live, StopRequest};
 use futures_util::future::BoxFuture;
 use spawner_core::env::{backend_env, expand};
-use spawner_core::lifecycle::{outcome, Exit, StopReason};
+use spawner_core::lifecycle::{outcome, Exit, StopReason, GOING_TO_SLEEP};
 use spawner_core::time::now_millis;
 use spawner_core::{BackendId, State};
 use spawner_proxy::readiness::{self, ListenWatch};
@@ -35,6 +36,18 @@ enum Begin {
         handle: Handle,
         exited: BoxFuture<'static, Exit>,
     },
+    /// It sleeps (adopted after a restart): it waits for a wake or a stop.
+    Asleep,
+    /// Start it again from its spec: it was woken (`Waking`).
+    Wake,
+}
+
+/// How a run of a backend's process ended.
+enum Ran {
+    /// The backend ended (its terminal state recorded).
+    Ended,
+    /// Stopped for idleness, to sleep: why.
+    Slept(StopReason),
 }
 
 /// Starts supervising a newly submitted backend (counted as it enters `Submitted`).
@@ -50,6 +63,9 @@ fn spawn_supervisor(app: &Arc<App>, live: Arc<Live>, begin: Begin) {
         async move {
             if let Err(e) = supervise(&app, &live, begin).await {
                 tracing::error!(error = %e, "supervisor failed");
+            }
+            if live.state().is_terminal() {
+                crate::kept::forget(&app, &live).await;
             }
         }
         .instrument(span),
@@ -71,126 +87,236 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         return Ok(());
     };
 
-    let (handle, exited, netns) = match begin {
-        Begin::Running { handle, exited } => (handle, exited, None),
-        Begin::Start => {
-            // A terminate that arrived before the start: nothing to stop.
-            let early = *stop_rx.borrow_and_update();
-            if let Some(req) = early {
-                return end_unstarted(app, live, req).await;
+    let mut begin = begin;
+    loop {
+        let (handle, exited, netns) = match begin {
+            Begin::Running { handle, exited } => (handle, exited, None),
+            Begin::Asleep => {
+                if !asleep(app, live, &mut stop_rx).await? {
+                    return Ok(());
+                }
+                begin = Begin::Wake;
+                continue;
             }
-            // Process starts wait their turn, parked: a storm of spawns then queues here
-            // instead of filling the runtime's run queue ahead of every other request.
-            let _turn = if live.runtime == "process" {
-                tokio::select! {
-                    biased;
-                    _ = wait_stop(&mut stop_rx) => {
-                        let req = *stop_rx.borrow();
-                        return match req {
-                            Some(req) => end_unstarted(app, live, req).await,
-                            None => Ok(()),
-                        };
-                    }
-                    permit = PROCESS_STARTS.acquire() => permit.ok(),
+            Begin::Start | Begin::Wake => {
+                let waking = matches!(begin, Begin::Wake);
+                match start(app, live, runtime.as_ref(), &mut stop_rx, waking).await? {
+                    Some(started) => started,
+                    None => return Ok(()),
                 }
-            } else {
-                None
-            };
-            let mut launch = match prepare(app, live).await {
-                Ok(l) => l,
-                Err(e) => {
-                    app.record(live, &[(State::Failed, Some(e.to_string()))], None)
-                        .await?;
-                    return Ok(());
-                }
-            };
-            let (progress, mut said) = tokio::sync::mpsc::unbounded_channel();
-            launch.progress = Some(progress);
-            let mut start = Box::pin(runtime.start(&launch));
-            // A start can take long (an image pull): what it does is recorded as it goes,
-            // and a stop (terminate, startup timeout) abandons it.
-            let result = loop {
-                tokio::select! {
-                    biased;
-                    _ = wait_stop(&mut stop_rx) => break None,
-                    Some(note) = said.recv() => app.note(live, &note).await?,
-                    result = start.as_mut() => break Some(result),
-                }
-            };
-            let Some(result) = result else {
-                drop(start);
-                abandon_start(app, live, runtime.as_ref()).await;
+            }
+        };
+
+        let outcome = run(
+            app,
+            live,
+            runtime.as_ref(),
+            &handle,
+            exited,
+            netns,
+            &mut stop_rx,
+        )
+        .await;
+        if let Err(e) = &outcome {
+            // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
+            // running unsupervised.
+            let _ = runtime.signal(&handle, Signal::Kill).await;
+            let _ = app
+                .record(
+                    live,
+                    &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
+                    None,
+                )
+                .await;
+        }
+        // Asleep, its container goes too (its volume stays: `Runtime::forget` is for its end).
+        if let Err(e) = runtime.cleanup(&handle).await {
+            tracing::warn!(error = %e, "cleanup failed");
+        }
+        match outcome? {
+            Ran::Ended => return Ok(()),
+            Ran::Slept(reason) => {
+                fall_asleep(app, live, reason).await?;
+                begin = Begin::Asleep;
+            }
+        }
+    }
+}
+
+/// Starts the backend (again, when `waking`) from its spec: where it runs, once started;
+/// `None` once it has ended instead (a stop came first, the start failed).
+async fn start(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    runtime: &dyn Runtime,
+    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+    waking: bool,
+) -> anyhow::Result<Option<(Handle, BoxFuture<'static, Exit>, Option<PathBuf>)>> {
+    // A terminate that arrived before the start: nothing to stop.
+    let early = *stop_rx.borrow_and_update();
+    if let Some(req) = early {
+        end_unstarted(app, live, req).await?;
+        return Ok(None);
+    }
+    // Process starts wait their turn, parked: a storm of spawns then queues here
+    // instead of filling the runtime's run queue ahead of every other request.
+    let _turn = if live.runtime == "process" {
+        tokio::select! {
+            biased;
+            _ = wait_stop(stop_rx) => {
                 let req = *stop_rx.borrow();
-                return match req {
-                    Some(req) => end_unstarted(app, live, req).await,
-                    None => Ok(()),
-                };
-            };
-            let started = match result {
-                Ok(s) => s,
-                Err(e) => {
-                    let reason = match e {
-                        RuntimeError::Start(msg) => msg,
-                        other => format!("could not start: {other}"),
-                    };
-                    app.record(live, &[(State::Failed, Some(reason))], None)
-                        .await?;
-                    return Ok(());
+                if let Some(req) = req {
+                    end_unstarted(app, live, req).await?;
                 }
-            };
-            let address = started.address.to_string();
-            app.registry.set_authority(live, &address);
-            app.record_started(
-                live,
-                &started.handle.0,
-                &address,
-                &[
-                    (State::Constructed, started.note.clone()),
-                    (State::Scheduled, Some("node local".into())),
-                    (State::Running, None),
-                ],
-            )
-            .await?;
-            (started.handle, started.exited, started.netns)
+                return Ok(None);
+            }
+            permit = PROCESS_STARTS.acquire() => permit.ok(),
+        }
+    } else {
+        None
+    };
+    let mut launch = match prepare(app, live).await {
+        Ok(l) => l,
+        Err(e) => {
+            app.record(live, &[(State::Failed, Some(e.to_string()))], None)
+                .await?;
+            return Ok(None);
         }
     };
+    let (progress, mut said) = tokio::sync::mpsc::unbounded_channel();
+    launch.progress = Some(progress);
+    let mut start = Box::pin(runtime.start(&launch));
+    // A start can take long (an image pull): what it does is recorded as it goes,
+    // and a stop (terminate, startup timeout) abandons it.
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = wait_stop(stop_rx) => break None,
+            Some(note) = said.recv() => app.note(live, &note).await?,
+            result = start.as_mut() => break Some(result),
+        }
+    };
+    let Some(result) = result else {
+        drop(start);
+        abandon_start(app, live, runtime).await;
+        let req = *stop_rx.borrow();
+        if let Some(req) = req {
+            end_unstarted(app, live, req).await?;
+        }
+        return Ok(None);
+    };
+    let started = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = match e {
+                RuntimeError::Start(msg) => msg,
+                other => format!("could not start: {other}"),
+            };
+            let reason = if waking {
+                format!("{reason} (while waking)")
+            } else {
+                reason
+            };
+            app.record(live, &[(State::Failed, Some(reason))], None)
+                .await?;
+            return Ok(None);
+        }
+    };
+    let address = started.address.to_string();
+    app.registry.set_authority(live, &address);
+    if waking {
+        // Started again: where it runs now, and the runtime's note in its timeline (it
+        // stays Waking until it listens), in one commit.
+        let note = format!(
+            "started again: {}",
+            started.note.as_deref().unwrap_or(live.runtime)
+        );
+        app.record_started_again(live, &started.handle.0, &address, &note)
+            .await?;
+    } else {
+        app.record_started(
+            live,
+            &started.handle.0,
+            &address,
+            &[
+                (State::Constructed, started.note.clone()),
+                (State::Scheduled, Some("node local".into())),
+                (State::Running, None),
+            ],
+        )
+        .await?;
+    }
+    Ok(Some((started.handle, started.exited, started.netns)))
+}
 
-    let outcome = run(
-        app,
-        live,
-        runtime.as_ref(),
-        &handle,
-        exited,
-        netns,
-        &mut stop_rx,
-    )
-    .await;
-    if let Err(e) = &outcome {
-        // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
-        // running unsupervised.
-        let _ = runtime.signal(&handle, Signal::Kill).await;
-        let _ = app
-            .record(
-                live,
-                &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
-                None,
-            )
-            .await;
+/// Records a backend whose process has stopped for its sleep as `Sleeping`: its handle
+/// and address forgotten (a restart then finds nothing to adopt and nothing to start), its
+/// port let go.
+async fn fall_asleep(app: &Arc<App>, live: &Arc<Live>, reason: StopReason) -> anyhow::Result<()> {
+    // Wakes asked for while it was awake are not for this sleep.
+    live.take_wake();
+    app.registry.release_port(live);
+    app.record_slept(live, reason.as_str()).await?;
+    // The sweeper may have asked again while it went to sleep.
+    live.take_sleep();
+    Ok(())
+}
+
+/// Waits while the backend sleeps: `true` once woken (recorded `Waking`), `false` once a
+/// stop (terminate, lifetime limit, `max_sleep_seconds`) has ended it; there is no process
+/// to signal.
+async fn asleep(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+) -> anyhow::Result<bool> {
+    loop {
+        let nudged = live.nudged();
+        tokio::pin!(nudged);
+        // Enabled before the asks are looked at: one made in between is not missed.
+        nudged.as_mut().enable();
+        let stop = *stop_rx.borrow_and_update();
+        if let Some(req) = stop {
+            end_unstarted(app, live, req).await?;
+            return Ok(false);
+        }
+        if live.take_wake() {
+            break;
+        }
+        tokio::select! {
+            () = &mut nudged => {}
+            changed = stop_rx.changed() => {
+                if changed.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
-    if let Err(e) = runtime.cleanup(&handle).await {
-        tracing::warn!(error = %e, "cleanup failed");
+    live.take_sleep();
+    app.record(live, &[(State::Waking, None)], None).await?;
+    if live.state() != State::Waking {
+        return Ok(false);
     }
-    outcome
+    // Its tunnels of the next run are not told it goes away.
+    live.monitor.back();
+    app.metrics.wakes.inc();
+    Ok(true)
 }
 
 /// Builds what the runtime needs: port, environment, expanded command.
 async fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
     let id = BackendId::parse(&live.id).map_err(|e| RuntimeError::Start(e.to_string()))?;
+    let held = |p| app.registry.holds_port(p);
     let port = match (live.spec.executable.port, live.runtime) {
         (Some(p), _) => p,
-        (None, "process") => app.ports.allocate(|p| app.registry.holds_port(p))?,
+        // A backend woken from its sleep is reached where it was, when it can be.
+        (None, "process") => match live.last_port().and_then(|p| app.ports.reuse(p, held)) {
+            Some(p) => p,
+            None => app.ports.allocate(held)?,
+        },
         (None, _) => spawner_core::spec::DEFAULT_PORT,
     };
+    let mut spec = live.spec.clone();
     let mut env = backend_env(
         &live.spec.executable.env,
         &live.id,
@@ -202,6 +328,9 @@ async fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
         "SPAWNER_KEEPALIVE_URL".into(),
         keepalive_url(app, live).await?,
     );
+    if let Some(dir) = crate::kept::data_dir(app, live, &mut spec)? {
+        env.insert("SPAWNER_DATA_DIR".into(), dir);
+    }
     let mut command: Option<Vec<String>> = live
         .spec
         .executable
@@ -215,7 +344,7 @@ async fn prepare(app: &App, live: &Live) -> Result<Launch, RuntimeError> {
     }
     Ok(Launch {
         id,
-        spec: live.spec.clone(),
+        spec,
         port,
         env,
         command,
@@ -269,7 +398,7 @@ async fn adopt(
         Some(exited) => {
             tracing::info!(backend = %live.id, state = %live.state(), "adopted");
             live.monitor.touch();
-            if live.state() < State::Ready {
+            if live.state().is_starting() {
                 // `Ready` may have been shown under the next sequence number and lost with
                 // the crash (it is shown before it is committed, `App::ready`): this note
                 // takes that number, so that a status stream resuming after it (its
@@ -286,6 +415,7 @@ async fn adopt(
         None => {
             finish(app, live, stopping, Exit::Unknown).await?;
             let _ = runtime.cleanup(handle).await;
+            crate::kept::forget(app, live).await;
         }
     }
     Ok(())
@@ -350,7 +480,8 @@ fn own_binary(program: &mut String) {
     }
 }
 
-/// Watches a running backend until it has exited, and records how it ended.
+/// Watches a running backend until it has exited, and records how it ended; or until it
+/// has stopped to sleep.
 async fn run(
     app: &Arc<App>,
     live: &Arc<Live>,
@@ -359,12 +490,12 @@ async fn run(
     mut exited: BoxFuture<'static, Exit>,
     netns: Option<PathBuf>,
     stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ran> {
     let address: Option<SocketAddr> = live.authority().and_then(|a| a.as_str().parse().ok());
     let probe_started = Instant::now();
 
     // Phase 1: until Ready, a stop, or the exit.
-    if live.state() < State::Ready {
+    if live.state().is_starting() {
         let ready = async {
             match address {
                 Some(addr) => wait_listening(live.runtime, netns.as_deref(), addr).await,
@@ -375,30 +506,47 @@ async fn run(
         // opens at the same moment.
         tokio::select! {
             biased;
-            exit = &mut exited => return finish(app, live, None, exit).await,
+            exit = &mut exited => return ended(finish(app, live, None, exit).await),
             _ = wait_stop(stop_rx) => {}
             () = ready => {
                 live.monitor.touch();
                 let took = probe_started.elapsed();
+                let woke_at = (live.state() == State::Waking).then(|| live.observed().since);
                 // Shown now, committed behind it: a client sees Ready without waiting for
                 // the writer thread.
                 app.ready(live);
-                app.metrics.spawn_to_ready(now_millis() - live.created_at, took);
+                match woke_at {
+                    Some(since) => app.metrics.wake_to_ready(now_millis() - since),
+                    None => app.metrics.spawn_to_ready(now_millis() - live.created_at, took),
+                }
             }
         }
     }
 
-    // Phase 2: until a stop is asked for, or it exits by itself.
-    if stop_rx.borrow().is_none() {
-        tokio::select! {
-            exit = &mut exited => return finish(app, live, None, exit).await,
-            _ = wait_stop(stop_rx) => {}
+    // Phase 2: until a stop or a sleep is asked for, or it exits by itself.
+    let sleep = loop {
+        let nudged = live.nudged();
+        tokio::pin!(nudged);
+        nudged.as_mut().enable();
+        if stop_rx.borrow().is_some() {
+            break None;
         }
+        if let Some(reason) = live.take_sleep() {
+            break Some(reason);
+        }
+        tokio::select! {
+            exit = &mut exited => return ended(finish(app, live, None, exit).await),
+            _ = wait_stop(stop_rx) => break None,
+            () = &mut nudged => {}
+        }
+    };
+    if let Some(reason) = sleep {
+        return go_to_sleep(app, live, runtime, handle, exited, stop_rx, reason).await;
     }
 
     // Phase 3: stop it: SIGTERM, then SIGKILL after the stop grace (or at once when hard).
     let Some(mut req) = *stop_rx.borrow_and_update() else {
-        return Ok(());
+        return Ok(Ran::Ended);
     };
     // A stop is carried out even when it cannot be recorded (a full disk): how it ended is
     // recorded once the store takes writes again (see `finish`).
@@ -434,7 +582,7 @@ async fn run(
     let deadline = tokio::time::Instant::now() + app.config.stop_grace;
     loop {
         tokio::select! {
-            exit = &mut exited => return finish(app, live, Some(req.reason), exit).await,
+            exit = &mut exited => return ended(finish(app, live, Some(req.reason), exit).await),
             _ = tokio::time::sleep_until(deadline), if !req.hard => {
                 tracing::info!("still running after the stop grace: killing");
                 req.hard = true;
@@ -451,6 +599,64 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// A run that ended the backend.
+fn ended(finished: anyhow::Result<()>) -> anyhow::Result<Ran> {
+    finished.map(|()| Ran::Ended)
+}
+
+/// Stops a Ready backend to sleep, as a sweep would stop it: no new request is routed to it
+/// (they wait for its wake), its WebSockets are closed (1001 `sleeping`), its requests in
+/// flight answered, then SIGTERM, and SIGKILL after the stop grace. A stop asked for
+/// meanwhile (terminate, lifetime limit) ends it for good instead.
+async fn go_to_sleep(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    runtime: &dyn Runtime,
+    handle: &Handle,
+    mut exited: BoxFuture<'static, Exit>,
+    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+    reason: StopReason,
+) -> anyhow::Result<Ran> {
+    tracing::info!(reason = reason.as_str(), "going to sleep");
+    live.hide_authority();
+    live.monitor.going_away(GOING_TO_SLEEP);
+    let grace = app.config.stop_grace;
+    let told = tokio::time::timeout(GOING_AWAY_WAIT.min(grace), live.monitor.all_told());
+    if told.await.is_err() {
+        tracing::info!(
+            "a WebSocket's close frame is held back by a frame in progress; stopping anyway"
+        );
+    }
+    answered(live, grace).await;
+    let mut killed = stop_rx.borrow().is_some_and(|r| r.hard);
+    runtime
+        .signal(handle, if killed { Signal::Kill } else { Signal::Term })
+        .await?;
+    let deadline = tokio::time::Instant::now() + grace;
+    let exit = loop {
+        tokio::select! {
+            exit = &mut exited => break exit,
+            _ = tokio::time::sleep_until(deadline), if !killed => {
+                tracing::info!("still running after the stop grace: killing");
+                killed = true;
+                runtime.signal(handle, Signal::Kill).await?;
+            }
+            changed = stop_rx.changed() => {
+                let hard = changed.is_ok() && stop_rx.borrow_and_update().is_some_and(|r| r.hard);
+                if hard && !killed {
+                    killed = true;
+                    runtime.signal(handle, Signal::Kill).await?;
+                }
+            }
+        }
+    };
+    let stop = *stop_rx.borrow();
+    match stop {
+        Some(req) => ended(finish(app, live, Some(req.reason), exit).await),
+        None => Ok(Ran::Slept(reason)),
     }
 }
 
@@ -531,7 +737,8 @@ async fn wait_listening(runtime: &str, netns: Option<&Path>, addr: SocketAddr) {
 pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
     let rows = app.store.live()?;
     let mut keep: HashSet<String> = HashSet::new();
-    let mut to_start: Vec<Arc<Live>> = Vec::new();
+    let live_ids: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut to_start: Vec<(Arc<Live>, Begin)> = Vec::new();
     for row in rows {
         let runtime_name: &'static str = match row.runtime.as_str() {
             "process" => "process",
@@ -574,10 +781,24 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             continue;
         };
         app.registry.insert(live.clone());
+        if row.state == State::Sleeping {
+            // Asleep: nothing of it runs (anything found is stopped below as stray); it
+            // waits for a wake, its `since` kept.
+            spawn_supervisor(app, live, Begin::Asleep);
+            continue;
+        }
         let Some(handle) = row.handle.clone().map(Handle) else {
             // Recorded but never started (or the start was not recorded): started below,
-            // once whatever of it may run unrecorded has been stopped as unknown.
-            to_start.push(live);
+            // once whatever of it may run unrecorded has been stopped as unknown. One that
+            // was waking is woken again.
+            let begin = if row.state == State::Waking {
+                // Its startup timeout counts from this wake.
+                live.set_since(now_millis());
+                Begin::Wake
+            } else {
+                Begin::Start
+            };
+            to_start.push((live, begin));
             continue;
         };
         keep.insert(row.id.clone());
@@ -614,10 +835,36 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             }
             Err(e) => tracing::warn!(runtime = name, error = %e, "could not list owned backends"),
         }
+        // What is kept across sleeps (volumes) of a backend that is not live, by the same
+        // rules as its containers.
+        match runtime.list_kept(&app.instance).await {
+            Ok(kept) => {
+                for k in kept.into_iter().filter(|k| !live_ids.contains(&k.id)) {
+                    let known = app.store.get(&k.id).ok().flatten().is_some();
+                    if !known && !app.config.remove_unknown_containers {
+                        tracing::warn!(backend = %k.id, what = %k.describe, "a volume of this installation that the store does not know; left in place (--remove-unknown-containers removes such volumes)");
+                        continue;
+                    }
+                    let Ok(id) = BackendId::parse(&k.id) else {
+                        continue;
+                    };
+                    tracing::warn!(backend = %k.id, what = %k.describe, "removing what a backend that is not live kept");
+                    if let Err(e) = runtime.forget(&app.instance, &id).await {
+                        tracing::warn!(backend = %k.id, error = %e, "could not remove it");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(runtime = name, error = %e, "could not list kept volumes"),
+        }
     }
-    for live in to_start {
-        tracing::info!(backend = %live.id, "starting a backend submitted before the restart");
-        spawn_supervisor(app, live, Begin::Start);
+    crate::kept::forget_stale_dirs(app, &live_ids);
+    for (live, begin) in to_start {
+        if matches!(begin, Begin::Wake) {
+            tracing::info!(backend = %live.id, "waking a backend that was waking before the restart");
+        } else {
+            tracing::info!(backend = %live.id, "starting a backend submitted before the restart");
+        }
+        spawn_supervisor(app, live, begin);
     }
     Ok(())
 }

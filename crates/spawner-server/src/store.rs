@@ -421,23 +421,52 @@ impl Store {
         .await
     }
 
+    /// Records that a backend's process has stopped for its sleep: `Sleeping`, its handle
+    /// and address cleared (a restart adopts nothing and starts nothing for it), in one
+    /// transaction.
+    pub async fn slept(&self, id: &str, reason: &str) -> Result<Vec<Event>> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(move |tx| {
+            let events = transition_in(
+                tx,
+                &id,
+                &[(State::Sleeping, Some(reason))],
+                None,
+                now_millis(),
+            )?;
+            if !events.is_empty() {
+                tx.prepare_cached(
+                    "UPDATE backends SET handle = NULL, address = NULL WHERE id = ?1",
+                )?
+                .execute([&id])?;
+            }
+            Ok(events)
+        })
+        .await
+    }
+
     /// Records an event in the backend's current state, for a long step within it (an image
     /// pull while Submitted); nothing for a terminal backend.
     pub async fn note(&self, id: &str, reason: &str) -> Result<Option<Event>> {
         let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(move |tx| note_in(tx, &id, reason)).await
+    }
+
+    /// Records where a woken backend runs now, with a note in its state (`Waking`), in one
+    /// transaction.
+    pub async fn started_again(
+        &self,
+        id: &str,
+        handle: &serde_json::Value,
+        address: &str,
+        note: &str,
+    ) -> Result<Option<Event>> {
+        let (id, handle, address) = (id.to_string(), handle.to_string(), address.to_string());
+        let note = note.to_string();
         self.write(move |tx| {
-            let Some((state, seq)) = current(tx, &id)?.filter(|(s, _)| !s.is_terminal()) else {
-                return Ok(None);
-            };
-            let now = now_millis();
-            tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)")?.execute(params![id, seq + 1, state.as_str(), now, reason])?;
-            Ok(Some(Event {
-                seq: seq + 1,
-                state,
-                time: now,
-                reason: Some(reason),
-                exit_code: None,
-            }))
+            tx.prepare_cached("UPDATE backends SET handle = ?2, address = ?3 WHERE id = ?1")?
+                .execute(params![id, handle, address])?;
+            note_in(tx, &id, note)
         })
         .await
     }
@@ -714,6 +743,22 @@ fn insert_submitted(
         pool: None,
         claimed_at: None,
     })
+}
+
+/// [`Store::note`] within the writer's transaction.
+fn note_in(tx: &Connection, id: &str, reason: String) -> Result<Option<Event>> {
+    let Some((state, seq)) = current(tx, id)?.filter(|(s, _)| !s.is_terminal()) else {
+        return Ok(None);
+    };
+    let now = now_millis();
+    tx.prepare_cached("INSERT INTO events (backend_id, seq, state, time, reason, exit_code) VALUES (?1, ?2, ?3, ?4, ?5, NULL)")?.execute(params![id, seq + 1, state.as_str(), now, reason])?;
+    Ok(Some(Event {
+        seq: seq + 1,
+        state,
+        time: now,
+        reason: Some(reason),
+        exit_code: None,
+    }))
 }
 
 /// [`Store::transition`] within the writer's transaction.

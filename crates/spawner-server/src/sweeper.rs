@@ -70,15 +70,21 @@ pub async fn sweep_once(app: &Arc<App>) {
         };
         let mut observed = live.observed();
         observed.created_at = since;
-        if let Decision::Stop(reason) = decide(&timing, &observed, now) {
-            if let Err(e) = app.store.set_stop(&live.id, reason.as_str(), false).await {
-                tracing::error!(backend = %live.id, error = %e, "could not record a stop");
-                continue;
+        match decide(&timing, &observed, now) {
+            Decision::Stop(reason) => {
+                if let Err(e) = app.store.set_stop(&live.id, reason.as_str(), false).await {
+                    tracing::error!(backend = %live.id, error = %e, "could not record a stop");
+                    continue;
+                }
+                live.request_stop(StopRequest {
+                    reason,
+                    hard: false,
+                });
             }
-            live.request_stop(StopRequest {
-                reason,
-                hard: false,
-            });
+            // Not recorded as a stop: a restart meanwhile finds it Ready, idle, and the
+            // next tick asks again.
+            Decision::Sleep(reason) => live.request_sleep(reason),
+            Decision::Keep { .. } => {}
         }
     }
 }

@@ -135,6 +135,7 @@ async fn request(
             "SPAWNER_BACKEND_ID": std::env::var("SPAWNER_BACKEND_ID").ok(),
             "SPAWNER_BASE_PATH": std::env::var("SPAWNER_BASE_PATH").ok(),
             "SPAWNER_PUBLIC_URL": std::env::var("SPAWNER_PUBLIC_URL").ok(),
+            "SPAWNER_DATA_DIR": std::env::var("SPAWNER_DATA_DIR").ok(),
             // Its token is this backend's secret: whoever reaches the page must not read it.
             "SPAWNER_KEEPALIVE_URL": std::env::var("SPAWNER_KEEPALIVE_URL").ok().map(|u| redacted(&u)),
         },

@@ -509,6 +509,20 @@ const CASES: &[Case] = &[
         ok(302, &[State::Ready]),
     )
     .ready_first(),
+    // A wake of a backend that is awake changes nothing, and says so.
+    case(
+        "wake: awake",
+        "POST",
+        "/v1/backends/{id}/wake",
+        ok(202, &[State::Ready]),
+    ),
+    case(
+        "wake: unknown",
+        "POST",
+        "/v1/backends/{id}/wake",
+        err(404, "not_found"),
+    )
+    .on(Target::Unknown),
     case(
         "terminate: not the body",
         "POST",
@@ -551,6 +565,20 @@ const CASES: &[Case] = &[
         err(410, "gone"),
     )
     .body(Body::Json(r#"{"user": "alice"}"#)),
+    case(
+        "wake: stopping",
+        "POST",
+        "/v1/backends/{id}/wake",
+        err(410, "gone"),
+    ),
+    // Starting: a wake waits for nothing and changes nothing.
+    case(
+        "wake: starting",
+        "POST",
+        "/v1/backends/{id}/wake",
+        ok(202, STARTING),
+    )
+    .on(Target::B),
     case(
         "terminate: hard, one that never listened",
         "POST",

@@ -810,3 +810,171 @@ async fn a_container_gets_nothing_of_the_servers_environment() {
     }
     client.terminate(&resp.id, true).await.expect("terminate");
 }
+
+/// Names of the volumes (of any installation) labelled as backend `id`'s.
+fn volumes_of(id: &str) -> Vec<String> {
+    docker_ids(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=dev.spawner.backend-id={id}"),
+    ])
+}
+
+/// `GET {url}runs`: the file each run of the sleeper below appends to, as its httpd serves it.
+async fn runs_of(server: &TestServer, url: &str) -> String {
+    let resp = server
+        .http()
+        .get(format!("{url}runs"))
+        .send()
+        .await
+        .expect("GET runs");
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    resp.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn a_sleeping_container_keeps_its_files_in_a_volume_and_wakes_on_a_request() {
+    if !docker_available() {
+        return;
+    }
+    let server = docker_server(&[]);
+    let client = server.client();
+    // Each run appends to a file of its kept directory, and serves that directory.
+    let mut spec = busybox(
+        r#"echo run >> "$SPAWNER_DATA_DIR/runs" && exec httpd -f -p "$PORT" -h "$SPAWNER_DATA_DIR""#,
+    );
+    spec.idle_action = spawner_core::spec::IdleAction::Sleep;
+    spec.grace_period_seconds = 1;
+    let (resp, created) = client.spawn(&spec).await.expect("spawn");
+    assert!(created);
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Ready).await;
+    assert_eq!(runs_of(&server, &resp.url).await, "run\n");
+    let volumes = volumes_of(&resp.id);
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+
+    let slept = wait_state(&client, &resp.id, State::Sleeping).await;
+    assert_eq!(slept.reason.as_deref(), Some("idle"));
+    // Asleep: no container, the volume kept.
+    wait_no_container(&resp.id).await;
+    assert_eq!(volumes_of(&resp.id), volumes);
+
+    // A request wakes it (held, not refused), and the second run found the first's file.
+    assert_eq!(runs_of(&server, &resp.url).await, "run\nrun\n");
+    assert_eq!(containers_of(&resp.id).len(), 1);
+    let events = client.get(&resp.id).await.expect("record").events;
+    // After Sleeping: Waking (with the runtime's notes, in Waking too), then Ready.
+    let states: Vec<State> = events.iter().map(|e| e.state).collect();
+    let asleep = states
+        .iter()
+        .rposition(|s| *s == State::Sleeping)
+        .expect("Sleeping");
+    let (last, waking) = states[asleep + 1..].split_last().expect("after Sleeping");
+    assert_eq!(*last, State::Ready, "{events:?}");
+    assert!(
+        !waking.is_empty() && waking.iter().all(|s| *s == State::Waking),
+        "{events:?}"
+    );
+
+    // Ended for good: container and volume go.
+    client.terminate(&resp.id, false).await.expect("terminate");
+    wait_state(&client, &resp.id, State::Terminated).await;
+    wait_no_container(&resp.id).await;
+    let t0 = Instant::now();
+    while !volumes_of(&resp.id).is_empty() {
+        assert!(t0.elapsed() < PATIENCE, "its volume is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A label of a volume.
+fn volume_label(volume: &str, label: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "volume",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Labels \"{label}\"}}}}"),
+            volume,
+        ])
+        .output()
+        .expect("docker volume inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn at_start_up_a_volume_of_no_known_backend_is_left_unless_told_and_a_sleepers_is_kept() {
+    if !docker_available() {
+        return;
+    }
+    let mut server = docker_server(&[]);
+    let client = server.client();
+    let mut spec = busybox(r#"exec httpd -f -p "$PORT" -h "$SPAWNER_DATA_DIR""#);
+    spec.idle_action = spawner_core::spec::IdleAction::Sleep;
+    spec.grace_period_seconds = 1;
+    let (resp, _) = client.spawn(&spec).await.expect("spawn");
+    let _left = Leftovers(vec![resp.id.clone()]);
+    wait_state(&client, &resp.id, State::Sleeping).await;
+    let kept = volumes_of(&resp.id);
+    assert_eq!(kept.len(), 1);
+    let instance = volume_label(&kept[0], "dev.spawner.instance");
+    assert!(!instance.is_empty());
+
+    // A volume marked as this installation's, of a backend its database never had.
+    let stranger = "zzzzzzzzzzzzzzzzzzzzzzzzzz";
+    let name = format!("spawner-{instance}-{stranger}");
+    succeeded(Command::new("docker").args([
+        "volume",
+        "create",
+        "--label",
+        &format!("dev.spawner.instance={instance}"),
+        "--label",
+        &format!("dev.spawner.backend-id={stranger}"),
+        &name,
+    ]));
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _gone = Gone(name.clone());
+
+    server.kill9();
+    server.launch();
+    assert_eq!(volumes_of(stranger), vec![name.clone()]);
+    assert!(
+        server
+            .log()
+            .contains("a volume of this installation that the store does not know"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(volumes_of(&resp.id), kept);
+    assert_eq!(
+        server.client().get(&resp.id).await.expect("record").state,
+        State::Sleeping
+    );
+
+    server.kill9();
+    server.extra_args.push("--remove-unknown-containers".into());
+    server.launch();
+    assert!(volumes_of(stranger).is_empty());
+    assert_eq!(volumes_of(&resp.id), kept);
+
+    server
+        .client()
+        .terminate(&resp.id, false)
+        .await
+        .expect("terminate");
+    wait_state(&server.client(), &resp.id, State::Terminated).await;
+    let t0 = Instant::now();
+    while !volumes_of(&resp.id).is_empty() {
+        assert!(t0.elapsed() < PATIENCE, "its volume is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

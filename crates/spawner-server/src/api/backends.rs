@@ -83,7 +83,11 @@ async fn record_and_launch(
         .map_err(super::store_error)?
     {
         Inserted::Existing(row) => {
-            let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
+            // A sleeping one is woken for its key's user.
+            let state = match app.registry.get(&row.id) {
+                Some(live) => wake_live(&live).await,
+                None => row.state,
+            };
             Ok((
                 StatusCode::OK,
                 spawn_response(app, &row.id, row.key.clone(), state),
@@ -294,14 +298,56 @@ pub(super) fn live_record(app: &App, live: &Live) -> BackendRecord {
 /// once unless the store cannot take the write).
 const STOP_ENTERED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Stops the backend; the state it is in from now on.
-/// Wakes a Sleeping backend. (Being built: answers 500 until the embedded wake lands.)
-pub(super) async fn wake(_app: &Arc<App>, id: &BackendId) -> Result<spawner_core::State, ApiError> {
-    Err(ApiError::internal(format!(
-        "waking {id} is not built yet in this mode"
-    )))
+/// Wakes a Sleeping backend ahead of its user: the state it is in from now on (`Waking`;
+/// one awake or starting keeps its state); `410` once it stops or has ended.
+pub(super) async fn wake(app: &Arc<App>, id: &BackendId) -> Result<spawner_core::State, ApiError> {
+    let row = app
+        .store
+        .get(id.as_str())
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    let state = match app.registry.get(id.as_str()) {
+        Some(live) if live.stop_requested().borrow().is_some() => spawner_core::State::Terminating,
+        Some(live) => wake_live(&live).await,
+        None => row.state,
+    };
+    if state.is_terminal() || state == spawner_core::State::Terminating {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::Gone,
+            format!("backend {id} is {state}: it will not wake again; spawn a new one"),
+        ));
+    }
+    Ok(state)
 }
 
+/// Wakes `live` if it sleeps (and no stop is asked for); the state it is in once its
+/// supervisor has taken the wake (at once), or its state if it does not sleep.
+pub(super) async fn wake_live(live: &Live) -> spawner_core::State {
+    use spawner_core::State::Sleeping;
+    if live.state() != Sleeping || live.stop_requested().borrow().is_some() {
+        return live.state();
+    }
+    // Subscribed before asking, so that the supervisor's Waking is not missed.
+    let mut seq = live.seq.subscribe();
+    live.request_wake();
+    let entered = async {
+        while live.state() == Sleeping {
+            if seq.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(STOP_ENTERED_WAIT, entered)
+        .await
+        .is_err()
+    {
+        tracing::warn!(backend = %live.id, "Waking not entered yet; answering anyway");
+    }
+    live.state()
+}
+
+/// Stops the backend; the state it is in from now on.
 pub(super) async fn terminate(
     app: &Arc<App>,
     id: &BackendId,

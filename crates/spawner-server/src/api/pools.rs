@@ -110,7 +110,11 @@ pub(super) async fn claim(app: &Arc<App>, req: ClaimRequest) -> Result<Spawned, 
         changes.borrow_and_update();
         match app.store.claim(&req).map_err(super::store_error)? {
             Claim::Existing(row) => {
-                let state = app.registry.get(&row.id).map_or(row.state, |l| l.state());
+                // A sleeping one is woken for its key's user.
+                let state = match app.registry.get(&row.id) {
+                    Some(live) => super::backends::wake_live(&live).await,
+                    None => row.state,
+                };
                 let resp = super::backends::spawn_response(app, &row.id, row.key, state);
                 let response = super::backends::with_connect(app, resp, ask.as_ref()).await?;
                 return Ok(Spawned {
