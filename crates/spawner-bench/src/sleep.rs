@@ -127,8 +127,18 @@ async fn wakes(ctx: &Ctx, server: &Server, phase: &mut Phase) -> Result<()> {
         .flatten()
         .filter_map(|e| e["state"].as_str())
         .collect();
-    if !states.ends_with(&["Sleeping", "Waking", "Ready"]) {
-        bail!("a woken backend's events end {states:?}, not Sleeping, Waking, Ready");
+    // After the last sleep: Waking (the runtime's notes are more Waking events), then Ready.
+    let woken = states
+        .iter()
+        .rposition(|s| *s == "Sleeping")
+        .map(|i| &states[i + 1..]);
+    let whole = woken.is_some_and(|w| {
+        w.first() == Some(&"Waking")
+            && w.last() == Some(&"Ready")
+            && w[..w.len() - 1].iter().all(|s| *s == "Waking")
+    });
+    if !whole {
+        bail!("a woken backend's events are {states:?}, not Sleeping, Waking, Ready");
     }
     let own = Dist::new(own);
     let woken = Dist::new(woken);

@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("list_stream", "GET", "/v1/backends/stream"),
     ("get", "GET", "/v1/backends/{id}"),
     ("terminate", "POST", "/v1/backends/{id}/terminate"),
+    ("wake", "POST", "/v1/backends/{id}/wake"),
     ("keepalive", "POST", "/v1/backends/{id}/keepalive"),
     ("connect", "POST", "/v1/backends/{id}/connect"),
     ("access", "GET", "/v1/backends/{id}/access"),

@@ -473,6 +473,10 @@ fn rust_client_covers_every_operation_of_the_openapi_document() {
                 let _ = C::terminate;
                 "terminate"
             }
+            "wake" => {
+                let _ = C::wake;
+                "wake"
+            }
             "keepalive" => {
                 let _ = C::keepalive;
                 "keepalive"

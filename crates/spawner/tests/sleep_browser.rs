@@ -38,8 +38,8 @@ async fn a_websocket_upgrade_held_at_the_proxy_wakes_a_sleeping_backend() {
     let client = server.client();
     let mut spec = example_app();
     spec.idle_action = IdleAction::Sleep;
-    // Asleep two seconds after its clients last sent anything, WebSockets open or not.
-    spec.idle_timeout_seconds = Some(2);
+    // Asleep three seconds after its clients last sent anything, WebSockets open or not.
+    spec.idle_timeout_seconds = Some(3);
     spec.grace_period_seconds = 1;
     let (resp, _) = client.spawn(&spec).await.expect("spawn");
     let id = resp.id;
@@ -98,12 +98,22 @@ async fn a_websocket_upgrade_held_at_the_proxy_wakes_a_sleeping_backend() {
         woken["data"].as_str().expect("data").starts_with("count"),
         "the held upgrade was answered by the woken backend: {woken}"
     );
+    // Kept awake from here (its idle timeout would put it to sleep again) for the checks.
+    client.keepalive(&id, 60).await.expect("keepalive");
     let record = client.get(&id).await.expect("record");
+    // After the sleep: Waking (the runtime's notes are more Waking events), then Ready.
     let states: Vec<State> = record.events.iter().map(|e| e.state).collect();
+    // The last wake (it may be asleep again by now: then the one before its last sleep).
+    let woken = states
+        .split(|s| *s == State::Sleeping)
+        .skip(1)
+        .filter(|w| !w.is_empty())
+        .last()
+        .expect("a wake after a Sleeping event");
+    assert_eq!(woken.first(), Some(&State::Waking), "events: {states:?}");
+    assert_eq!(woken.last(), Some(&State::Ready), "events: {states:?}");
     assert!(
-        states
-            .windows(3)
-            .any(|w| w == [State::Sleeping, State::Waking, State::Ready]),
+        woken[..woken.len() - 1].iter().all(|s| *s == State::Waking),
         "events: {states:?}"
     );
     let pid_after = backend_pids_of(&server, &id);
