@@ -565,6 +565,7 @@ async fn measure(
     let (mut bare_s, mut create_s) = (0.0, 0.0);
     let (mut bare_latencies, mut latencies) = (Vec::new(), Vec::new());
     let (mut all_constructed_s, mut pods, mut controller_rss, mut api_rss) = (0.0, 0, 0.0, 0.0);
+    let mut round_rates = Vec::new();
     for (round, through_api) in [false, true, true, false].into_iter().enumerate() {
         let started = Instant::now();
         let (answered, took) = if through_api {
@@ -572,6 +573,7 @@ async fn measure(
         } else {
             bare_create(&slabs, &sample, round * n, n).await?
         };
+        round_rates.push(n as f64 / took);
         let (seen, _) = wait_objects(
             admin,
             procs,
@@ -615,6 +617,17 @@ async fn measure(
             "{} /s (through Spawner: {}x)",
             fmt(bare_per_s),
             fmt(creates_per_s / bare_per_s)
+        ),
+    );
+    phase.row(
+        "creates per round, in their order: bare / API / API / bare",
+        format!(
+            "{} /s",
+            round_rates
+                .iter()
+                .map(|r| fmt(*r))
+                .collect::<Vec<_>>()
+                .join(" / ")
         ),
     );
     phase.row(
@@ -733,15 +746,25 @@ async fn measure(
         "at most 25".into(),
     ));
 
-    // 4. Claims of a warm pool, one at a time, each once the pool is Ready again.
+    // 4. Claims of a warm pool, one at a time, each once the pool is Ready again: with a
+    // key (the target's) and without one, alternately, so that both meet the same load.
     let claims = ctx.k8s_claims;
-    let pool = json!({"name": "bench", "template": spec(), "min_ready": 4, "max": claims + 8});
+    let pool = json!({"name": "bench", "template": spec(), "min_ready": 4, "max": 2 * claims + 8});
     let (status, body) = api.call(Method::POST, "/v1/pools", Some(&pool)).await?;
     if status.as_u16() != 201 {
         bail!("pool: {status}: {}", String::from_utf8_lossy(&body));
     }
     let mut claim_ms = Vec::with_capacity(claims);
-    for i in 0..claims {
+    let mut unkeyed_ms = Vec::with_capacity(claims);
+    // What one write costs on this API server at the same time, for scale on a loaded
+    // machine: a Lease created as `spawner api`'s service account (as a key's Lease is),
+    // between the claims; deleted untimed.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(
+        admin_client(&dir.join("spawner-api.kubeconfig")).await?,
+        NAMESPACE,
+    );
+    let mut write_ms = Vec::with_capacity(claims);
+    for i in 0..2 * claims {
         let since = Instant::now();
         loop {
             procs.check_alive()?;
@@ -754,23 +777,60 @@ async fn measure(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let body = json!({"pool": "bench", "key": format!("claim-{i}"), "if_none_ready": "wait"});
+        let keyed = i % 2 == 0;
+        let body = if keyed {
+            json!({"pool": "bench", "key": format!("claim-{i}"), "if_none_ready": "wait"})
+        } else {
+            json!({"pool": "bench", "if_none_ready": "wait"})
+        };
         let t = Instant::now();
         let (status, answer) = api.call(Method::POST, "/v1/backends", Some(&body)).await?;
-        claim_ms.push(util::ms(t.elapsed()));
+        let ms = util::ms(t.elapsed());
+        if keyed {
+            claim_ms.push(ms);
+        } else {
+            unkeyed_ms.push(ms);
+        }
         if !status.is_success() {
             bail!("claim: {status}: {}", String::from_utf8_lossy(&answer));
         }
+        if keyed {
+            let lease: k8s_openapi::api::coordination::v1::Lease =
+                serde_json::from_value(json!({"metadata": {"name": format!("bench-write-{i}")}}))?;
+            let t = Instant::now();
+            leases
+                .create(&kube::api::PostParams::default(), &lease)
+                .await?;
+            write_ms.push(util::ms(t.elapsed()));
+            leases
+                .delete(&format!("bench-write-{i}"), &Default::default())
+                .await?;
+        }
     }
     let claim = Dist::new(claim_ms);
+    let unkeyed = Dist::new(unkeyed_ms);
+    let write = Dist::new(write_ms);
     phase.row(
-        format!("warm claims ({claims}, one at a time): p50 / p99 / max"),
+        format!("warm claims with a key ({claims}, one at a time): p50 / p99 / max"),
         format!(
             "{} / {} / {} ms",
             fmt(claim.pct(50.0)),
             fmt(claim.pct(99.0)),
             fmt(claim.max())
         ),
+    );
+    phase.row(
+        format!("warm claims without a key ({claims}, between those): p50 / p99 / max"),
+        format!(
+            "{} / {} / {} ms",
+            fmt(unkeyed.pct(50.0)),
+            fmt(unkeyed.pct(99.0)),
+            fmt(unkeyed.max())
+        ),
+    );
+    phase.row(
+        "one write to the API server at the same time (a Lease created as the API): p50 / p99",
+        format!("{} / {} ms", fmt(write.pct(50.0)), fmt(write.pct(99.0))),
     );
     phase.checks.push(crate::report::Check::at_most(
         "warm claim p50",
@@ -795,6 +855,7 @@ async fn measure(
         "in_flight": IN_FLIGHT,
         "creates_per_s": util::round3(creates_per_s),
         "bare_creates_per_s": util::round3(bare_per_s),
+        "create_rounds_per_s": round_rates.iter().map(|r| util::round3(*r)).collect::<Vec<_>>(),
         "bare_create_to_constructed_ms": bare_dist.json(),
         "create_to_constructed_ms": dist.json(),
         "all_constructed_s": util::round3(all_constructed_s),
@@ -813,6 +874,8 @@ async fn measure(
         "own_requests_life": own_life,
         "claims": claims,
         "claim_ms": claim.json(),
+        "unkeyed_claim_ms": unkeyed.json(),
+        "write_ms": write.json(),
     });
     Ok(phase)
 }
