@@ -324,6 +324,30 @@ fn bare_object(sample: &Value, i: usize) -> Value {
     })
 }
 
+/// POSTs `n` copies of `sample` (named from `first` on) straight to the API server,
+/// [`IN_FLIGHT`] at a time: the wall time of each answer by name, and how long all took.
+async fn bare_create(
+    slabs: &kube::Api<kube::api::DynamicObject>,
+    sample: &Value,
+    first: usize,
+    n: usize,
+) -> Result<(HashMap<String, i64>, f64)> {
+    let started = Instant::now();
+    let posted: Vec<Result<(String, i64)>> = futures_util::stream::iter(first..first + n)
+        .map(|i| async move {
+            let obj: kube::api::DynamicObject = serde_json::from_value(bare_object(sample, i))?;
+            let made = slabs
+                .create(&kube::api::PostParams::default(), &obj)
+                .await?;
+            Ok((made.metadata.name.unwrap_or_default(), util::wall_ms()))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let took = started.elapsed().as_secs_f64();
+    Ok((posted.into_iter().collect::<Result<_>>()?, took))
+}
+
 /// The spawn body of every backend of the phase.
 fn spec() -> Value {
     json!({"executable": {"image": "registry.example/app:1", "command": ["serve"]}})
@@ -517,11 +541,17 @@ async fn measure(
     clear(api, admin, procs).await?;
 
     // 2. Side by side: the same objects POSTed straight to the API server (with the API's
-    // own token, into the same namespace, so the controller reconciles them as it does the API's), then
-    // created through `spawner api`; each one's answer to Constructed.
+    // own token, into the same namespace, so the controller reconciles them as it does the
+    // API's), and created through `spawner api`; each one's answer to Constructed.
     // As `spawner api` itself (its service account's token), not as admin: the API server's
     // flow control (API Priority and Fairness) exempts admin's requests and queues a
     // service account's, so an admin's POSTs would not be the same requests.
+    // A round of n bare creates not counted, then four rounds of n, in the order bare, API,
+    // API, bare: a round run after another one finds the API server still busy with that
+    // one's deletions (garbage collection, endpoints, etcd compaction), so that the first
+    // round of a phase runs faster than any later one, and a shared machine's load drifts;
+    // a single round of each, bare first, made the API look 0.43x of the bare rate when the
+    // same bare round run later was no faster than the API's.
     let as_api = admin_client(&dir.join("spawner-api.kubeconfig")).await?;
     let slabs: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         as_api,
@@ -534,80 +564,85 @@ async fn measure(
             plural: "sessionlivedbackends".into(),
         },
     );
-    let started = Instant::now();
-    let posted: Vec<Result<(String, i64)>> = futures_util::stream::iter(0..n)
-        .map(|i| {
-            let (slabs, sample) = (&slabs, &sample);
-            async move {
-                let obj: kube::api::DynamicObject = serde_json::from_value(bare_object(sample, i))?;
-                let made = slabs
-                    .create(&kube::api::PostParams::default(), &obj)
-                    .await?;
-                Ok((made.metadata.name.unwrap_or_default(), util::wall_ms()))
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
-    let bare_s = started.elapsed().as_secs_f64();
-    let bare_answered: HashMap<String, i64> = posted.into_iter().collect::<Result<_>>()?;
-    let bare_per_s = n as f64 / bare_s;
-    let (bare_seen, _) = wait_objects(
-        admin,
-        procs,
-        &format!("all {n} bare objects Constructed"),
-        Duration::from_millis(500),
-        |o| o.len() >= n && o.values().all(|e| e.contains_key("Constructed")),
-    )
-    .await?;
-    let bare_dist = Dist::new(
-        bare_answered
+    let (mut bare_s, mut create_s) = (0.0, 0.0);
+    let (mut bare_latencies, mut latencies) = (Vec::new(), Vec::new());
+    let (mut all_constructed_s, mut pods, mut controller_rss, mut api_rss) = (0.0, 0, 0.0, 0.0);
+    let mut round_rates = Vec::new();
+    let warm_up = 1;
+    for (round, through_api) in [false, false, true, true, false].into_iter().enumerate() {
+        let started = Instant::now();
+        let (answered, took) = if through_api {
+            create(api, n, IN_FLIGHT).await?
+        } else {
+            bare_create(&slabs, &sample, round * n, n).await?
+        };
+        if round < warm_up {
+            wait_objects(
+                admin,
+                procs,
+                &format!("all {n} of the warm-up round Constructed"),
+                Duration::from_millis(500),
+                |o| o.len() >= n && o.values().all(|e| e.contains_key("Constructed")),
+            )
+            .await?;
+            clear(api, admin, procs).await?;
+            continue;
+        }
+        round_rates.push(n as f64 / took);
+        let (seen, _) = wait_objects(
+            admin,
+            procs,
+            &format!("all {n} Constructed"),
+            Duration::from_millis(500),
+            |o| o.len() >= n && o.values().all(|e| e.contains_key("Constructed")),
+        )
+        .await?;
+        let constructed = answered
             .iter()
-            .filter_map(|(id, at)| {
-                bare_seen
-                    .get(id)?
-                    .get("Constructed")
-                    .map(|c| (c - at) as f64)
-            })
-            .collect(),
-    );
-    clear(api, admin, procs).await?;
-
-    let (answered, create_s) = create(api, n, IN_FLIGHT).await?;
-    let creates_per_s = n as f64 / create_s;
-    let started = Instant::now();
-    let (seen, _) = wait_objects(
-        admin,
-        procs,
-        &format!("all {n} Constructed"),
-        Duration::from_millis(500),
-        |o| o.len() >= n && o.values().all(|e| e.contains_key("Constructed")),
-    )
-    .await?;
-    let all_constructed_s = create_s + started.elapsed().as_secs_f64();
-    let latencies: Vec<f64> = answered
-        .iter()
-        .filter_map(|(id, at)| seen.get(id)?.get("Constructed").map(|c| (c - at) as f64))
-        .collect();
+            .filter_map(|(id, at)| seen.get(id)?.get("Constructed").map(|c| (c - at) as f64));
+        if through_api {
+            create_s += took;
+            latencies.extend(constructed);
+            // The figures of one round through the API, with its n objects and Pods.
+            all_constructed_s = started.elapsed().as_secs_f64();
+            pods = kubectl(admin, &["get", "pods", "-n", NAMESPACE, "--no-headers"])
+                .await?
+                .lines()
+                .count();
+            controller_rss = util::rss_kib(procs.controller.pid())? as f64 / 1024.0;
+            api_rss = util::rss_kib(procs.api.pid())? as f64 / 1024.0;
+        } else {
+            bare_s += took;
+            bare_latencies.extend(constructed);
+        }
+        clear(api, admin, procs).await?;
+    }
+    let bare_per_s = (2 * n) as f64 / bare_s;
+    let creates_per_s = (2 * n) as f64 / create_s;
+    let bare_dist = Dist::new(bare_latencies);
     let dist = Dist::new(latencies);
-    let pods = kubectl(admin, &["get", "pods", "-n", NAMESPACE, "--no-headers"])
-        .await?
-        .lines()
-        .count();
-    let controller_rss = util::rss_kib(procs.controller.pid())? as f64 / 1024.0;
-    let api_rss = util::rss_kib(procs.api.pid())? as f64 / 1024.0;
-    clear(api, admin, procs).await?;
 
     phase.row(
-        format!("creates through `spawner api` ({n}, {IN_FLIGHT} in flight)"),
+        format!("creates through `spawner api` (2 rounds of {n}, {IN_FLIGHT} in flight)"),
         format!("{} /s", fmt(creates_per_s)),
     );
     phase.row(
-        format!("the same objects POSTed straight to the API server with the API's token ({IN_FLIGHT} in flight, the controller reconciling them)"),
+        format!("the same objects POSTed straight to the API server with the API's token (2 rounds of {n}, before and after those through the API; {IN_FLIGHT} in flight, the controller reconciling them)"),
         format!(
             "{} /s (through Spawner: {}x)",
             fmt(bare_per_s),
             fmt(creates_per_s / bare_per_s)
+        ),
+    );
+    phase.row(
+        "creates per round, in their order (after a bare round not counted): bare / API / API / bare",
+        format!(
+            "{} /s",
+            round_rates
+                .iter()
+                .map(|r| fmt(*r))
+                .collect::<Vec<_>>()
+                .join(" / ")
         ),
     );
     phase.row(
@@ -726,15 +761,25 @@ async fn measure(
         "at most 25".into(),
     ));
 
-    // 4. Claims of a warm pool, one at a time, each once the pool is Ready again.
+    // 4. Claims of a warm pool, one at a time, each once the pool is Ready again: with a
+    // key (the target's) and without one, alternately, so that both meet the same load.
     let claims = ctx.k8s_claims;
-    let pool = json!({"name": "bench", "template": spec(), "min_ready": 4, "max": claims + 8});
+    let pool = json!({"name": "bench", "template": spec(), "min_ready": 4, "max": 2 * claims + 8});
     let (status, body) = api.call(Method::POST, "/v1/pools", Some(&pool)).await?;
     if status.as_u16() != 201 {
         bail!("pool: {status}: {}", String::from_utf8_lossy(&body));
     }
     let mut claim_ms = Vec::with_capacity(claims);
-    for i in 0..claims {
+    let mut unkeyed_ms = Vec::with_capacity(claims);
+    // What one write costs on this API server at the same time, for scale on a loaded
+    // machine: a Lease created as `spawner api`'s service account (as a key's Lease is),
+    // between the claims; deleted untimed.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(
+        admin_client(&dir.join("spawner-api.kubeconfig")).await?,
+        NAMESPACE,
+    );
+    let mut write_ms = Vec::with_capacity(claims);
+    for i in 0..2 * claims {
         let since = Instant::now();
         loop {
             procs.check_alive()?;
@@ -747,23 +792,60 @@ async fn measure(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let body = json!({"pool": "bench", "key": format!("claim-{i}"), "if_none_ready": "wait"});
+        let keyed = i % 2 == 0;
+        let body = if keyed {
+            json!({"pool": "bench", "key": format!("claim-{i}"), "if_none_ready": "wait"})
+        } else {
+            json!({"pool": "bench", "if_none_ready": "wait"})
+        };
         let t = Instant::now();
         let (status, answer) = api.call(Method::POST, "/v1/backends", Some(&body)).await?;
-        claim_ms.push(util::ms(t.elapsed()));
+        let ms = util::ms(t.elapsed());
+        if keyed {
+            claim_ms.push(ms);
+        } else {
+            unkeyed_ms.push(ms);
+        }
         if !status.is_success() {
             bail!("claim: {status}: {}", String::from_utf8_lossy(&answer));
         }
+        if keyed {
+            let lease: k8s_openapi::api::coordination::v1::Lease =
+                serde_json::from_value(json!({"metadata": {"name": format!("bench-write-{i}")}}))?;
+            let t = Instant::now();
+            leases
+                .create(&kube::api::PostParams::default(), &lease)
+                .await?;
+            write_ms.push(util::ms(t.elapsed()));
+            leases
+                .delete(&format!("bench-write-{i}"), &Default::default())
+                .await?;
+        }
     }
     let claim = Dist::new(claim_ms);
+    let unkeyed = Dist::new(unkeyed_ms);
+    let write = Dist::new(write_ms);
     phase.row(
-        format!("warm claims ({claims}, one at a time): p50 / p99 / max"),
+        format!("warm claims with a key ({claims}, one at a time): p50 / p99 / max"),
         format!(
             "{} / {} / {} ms",
             fmt(claim.pct(50.0)),
             fmt(claim.pct(99.0)),
             fmt(claim.max())
         ),
+    );
+    phase.row(
+        format!("warm claims without a key ({claims}, between those): p50 / p99 / max"),
+        format!(
+            "{} / {} / {} ms",
+            fmt(unkeyed.pct(50.0)),
+            fmt(unkeyed.pct(99.0)),
+            fmt(unkeyed.max())
+        ),
+    );
+    phase.row(
+        "one write to the API server at the same time (a Lease created as the API): p50 / p99",
+        format!("{} / {} ms", fmt(write.pct(50.0)), fmt(write.pct(99.0))),
     );
     phase.checks.push(crate::report::Check::at_most(
         "warm claim p50",
@@ -788,6 +870,7 @@ async fn measure(
         "in_flight": IN_FLIGHT,
         "creates_per_s": util::round3(creates_per_s),
         "bare_creates_per_s": util::round3(bare_per_s),
+        "create_rounds_per_s": round_rates.iter().map(|r| util::round3(*r)).collect::<Vec<_>>(),
         "bare_create_to_constructed_ms": bare_dist.json(),
         "create_to_constructed_ms": dist.json(),
         "all_constructed_s": util::round3(all_constructed_s),
@@ -806,6 +889,8 @@ async fn measure(
         "own_requests_life": own_life,
         "claims": claims,
         "claim_ms": claim.json(),
+        "unkeyed_claim_ms": unkeyed.json(),
+        "write_ms": write.json(),
     });
     Ok(phase)
 }

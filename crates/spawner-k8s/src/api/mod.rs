@@ -289,7 +289,7 @@ pub async fn create(
     };
     let result = create_object(state, spec).await;
     if let Some(lock) = lock {
-        lock.release().await;
+        lock.release_later();
     }
     result
 }
