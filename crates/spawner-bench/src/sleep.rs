@@ -128,11 +128,11 @@ async fn wakes(ctx: &Ctx, server: &Server, phase: &mut Phase) -> Result<()> {
         .filter_map(|e| e["state"].as_str())
         .collect();
     // After the last sleep: Waking (the runtime's notes are more Waking events), then Ready.
-    let woken = states
+    let after_sleep = states
         .iter()
         .rposition(|s| *s == "Sleeping")
         .map(|i| &states[i + 1..]);
-    let whole = woken.is_some_and(|w| {
+    let whole = after_sleep.is_some_and(|w| {
         w.first() == Some(&"Waking")
             && w.last() == Some(&"Ready")
             && w[..w.len() - 1].iter().all(|s| *s == "Waking")
