@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// Sleepers added, per sleeper woken at once, for the memory's second reading.
+const MORE: usize = 3;
 
 pub async fn run(ctx: &Ctx) -> Result<Phase> {
     let dir = ctx.dir.join("sleep");
@@ -200,9 +202,38 @@ fn children(pid: i32) -> usize {
         .count()
 }
 
-/// Many sleepers: what they cost, and all woken at once. The server is restarted in the
-/// middle (an upgrade), so that its memory is that of a server whose store holds only
-/// sleeping backends, not the high-water mark of having run them.
+/// Restarts the server and reads, once its store is adopted and its freed memory trimmed
+/// (it trims every second), its RSS and how many processes it runs; checks that `expect`
+/// backends are Sleeping (read after the RSS: a list's buffers would count).
+async fn restarted(
+    ctx: &Ctx,
+    server: Server,
+    expect: usize,
+) -> (Option<Server>, Result<(u64, usize)>) {
+    let server = match server.restart(ctx).await {
+        Ok(s) => s,
+        Err(e) => return (None, Err(e)),
+    };
+    let read = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = server.rss_kib()?;
+        let procs = children(server.proc.pid());
+        let sleeping = server.api.list_all("?state=Sleeping").await?.len();
+        if sleeping != expect {
+            bail!("{sleeping} of {expect} backends Sleeping after the restart");
+        }
+        Ok((rss, procs))
+    }
+    .await;
+    (Some(server), read)
+}
+
+/// Many sleepers: what they cost, and `n` woken at once. The server is restarted (an
+/// upgrade) with `n` sleeping backends and again with `4n`, so that its memory is that of a
+/// server whose store holds only sleeping backends, not the high-water mark of having run
+/// them; the memory a sleeping backend costs is the growth from `n` to `4n` per backend
+/// (what is fixed or bounded, SQLite's page caches once full among it, is not counted),
+/// shown beside the plain average over the empty server.
 async fn many(ctx: &Ctx, server: Server, phase: &mut Phase) -> (Option<Server>, Result<()>) {
     let n = ctx.sleepers;
     let empty_rss = match server.rss_kib() {
@@ -216,19 +247,21 @@ async fn many(ctx: &Ctx, server: Server, phase: &mut Phase) -> (Option<Server>, 
     };
     let asleep_after = t0.elapsed();
     let procs_asleep = children(server.proc.pid());
-    let server = match server.restart(ctx).await {
-        Ok(s) => s,
-        Err(e) => return (None, Err(e)),
+    let (server, rss_n) = match restarted(ctx, server, n).await {
+        (Some(s), Ok(r)) => (s, r),
+        (s, r) => return (s, r.map(|_| ())),
+    };
+    if let Err(e) = asleep(ctx, &server.api, MORE * n).await {
+        return (Some(server), Err(e));
+    }
+    let (server, rss_more) = match restarted(ctx, server, (MORE + 1) * n).await {
+        (Some(s), Ok(r)) => (s, r),
+        (s, r) => return (s, r.map(|_| ())),
     };
     let result = async {
-        let sleeping = server.api.list_all("?state=Sleeping").await?.len();
-        if sleeping != n {
-            bail!("{sleeping} of {n} backends Sleeping after the restart");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = server.rss_kib()?;
-        let procs_restarted = children(server.proc.pid());
-        let per_backend = (rss as f64 - empty_rss as f64) / n as f64;
+        let (rss, procs_restarted) = (rss_n.0, rss_n.1 + rss_more.1);
+        let average = (rss_more.0 as f64 - empty_rss as f64) / ((MORE + 1) * n) as f64;
+        let per_backend = (rss_more.0 as f64 - rss as f64) / (MORE * n) as f64;
 
         // All woken at once, one request each.
         let t = Instant::now();
@@ -251,20 +284,27 @@ async fn many(ctx: &Ctx, server: Server, phase: &mut Phase) -> (Option<Server>, 
             format!("{:.1} s", asleep_after.as_secs_f64()),
         );
         phase.row(
-            "processes of the sleeping backends: before / after a restart of the server",
+            "processes of the sleeping backends: before / after the restarts of the server",
             format!("{procs_asleep} / {procs_restarted}"),
         );
         phase.row(
-            format!("server RSS: empty / restarted with {n} sleeping backends"),
             format!(
-                "{} / {} MiB",
+                "server RSS: empty / restarted with {n} sleeping backends / with {}",
+                (MORE + 1) * n
+            ),
+            format!(
+                "{} / {} / {} MiB",
                 fmt(empty_rss as f64 / 1024.0),
-                fmt(rss as f64 / 1024.0)
+                fmt(rss as f64 / 1024.0),
+                fmt(rss_more.0 as f64 / 1024.0)
             ),
         );
         phase.row(
-            "server memory per sleeping backend",
-            format!("{} KiB", fmt(per_backend)),
+            format!(
+                "server memory per sleeping backend: from {n} to {} / average over the empty server",
+                (MORE + 1) * n
+            ),
+            format!("{} / {} KiB", fmt(per_backend), fmt(average)),
         );
         phase.row(
             format!("{n} requests at once, one per sleeping backend: answered / lost"),
@@ -307,7 +347,10 @@ async fn many(ctx: &Ctx, server: Server, phase: &mut Phase) -> (Option<Server>, 
             "processes_after_restart": procs_restarted,
             "rss_empty_kib": empty_rss,
             "rss_sleeping_kib": rss,
+            "rss_more_sleeping_kib": rss_more.0,
+            "more_sleeping": MORE * n,
             "kib_per_sleeping_backend": crate::util::round3(per_backend),
+            "kib_per_sleeping_backend_average": crate::util::round3(average),
             "woken_answered": times.len(),
             "woken_lost": failures.len(),
             "first_failures": failures.iter().take(5).collect::<Vec<_>>(),

@@ -36,8 +36,6 @@ enum Begin {
         handle: Handle,
         exited: BoxFuture<'static, Exit>,
     },
-    /// It sleeps (adopted after a restart): it waits for a wake or a stop.
-    Asleep,
     /// Start it again from its spec: it was woken (`Waking`).
     Wake,
 }
@@ -87,60 +85,79 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         return Ok(());
     };
 
-    let mut begin = begin;
-    loop {
-        let (handle, exited, netns) = match begin {
-            Begin::Running { handle, exited } => (handle, exited, None),
-            Begin::Asleep => {
-                if !asleep(app, live, &mut stop_rx).await? {
-                    return Ok(());
-                }
-                begin = Begin::Wake;
-                continue;
+    let (handle, exited, netns) = match begin {
+        Begin::Running { handle, exited } => (handle, exited, None),
+        Begin::Start | Begin::Wake => {
+            let waking = matches!(begin, Begin::Wake);
+            match start(app, live, runtime.as_ref(), &mut stop_rx, waking).await? {
+                Some(started) => started,
+                None => return Ok(()),
             }
-            Begin::Start | Begin::Wake => {
-                let waking = matches!(begin, Begin::Wake);
-                match start(app, live, runtime.as_ref(), &mut stop_rx, waking).await? {
-                    Some(started) => started,
-                    None => return Ok(()),
-                }
-            }
-        };
+        }
+    };
 
-        let outcome = run(
-            app,
-            live,
-            runtime.as_ref(),
-            &handle,
-            exited,
-            netns,
-            &mut stop_rx,
-        )
-        .await;
-        if let Err(e) = &outcome {
-            // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
-            // running unsupervised.
-            let _ = runtime.signal(&handle, Signal::Kill).await;
-            let _ = app
-                .record(
-                    live,
-                    &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
-                    None,
-                )
-                .await;
-        }
-        // Asleep, its container goes too (its volume stays: `Runtime::forget` is for its end).
-        if let Err(e) = runtime.cleanup(&handle).await {
-            tracing::warn!(error = %e, "cleanup failed");
-        }
-        match outcome? {
-            Ran::Ended => return Ok(()),
-            Ran::Slept(reason) => {
-                fall_asleep(app, live, reason).await?;
-                begin = Begin::Asleep;
-            }
+    let outcome = run(
+        app,
+        live,
+        runtime.as_ref(),
+        &handle,
+        exited,
+        netns,
+        &mut stop_rx,
+    )
+    .await;
+    if let Err(e) = &outcome {
+        // Nobody would watch, sweep or stop it any more: stop it now rather than leave it
+        // running unsupervised.
+        let _ = runtime.signal(&handle, Signal::Kill).await;
+        let _ = app
+            .record(
+                live,
+                &[(State::Failed, Some(format!("its supervisor failed: {e}")))],
+                None,
+            )
+            .await;
+    }
+    // Asleep, its container goes too (its volume stays: `Runtime::forget` is for its end).
+    if let Err(e) = runtime.cleanup(&handle).await {
+        tracing::warn!(error = %e, "cleanup failed");
+    }
+    match outcome? {
+        Ran::Ended => Ok(()),
+        Ran::Slept(reason) => {
+            fall_asleep(app, live, reason).await?;
+            // The supervisor ends here: a sleeping backend is waited for by a much
+            // smaller task, which starts a supervisor again for its wake.
+            spawn_sleeper(app, live.clone());
+            Ok(())
         }
     }
+}
+
+/// Waits while the backend sleeps, in a task of its own that holds only what that wait
+/// needs (not a supervisor's state, sized for its largest step: a sleeping backend costs
+/// little memory), then has it supervised for its wake; or, once a stop has ended it, lets
+/// go of what it kept.
+fn spawn_sleeper(app: &Arc<App>, live: Arc<Live>) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        match Box::pin(asleep(&app, &live)).await {
+            Ok(true) => {
+                begin_wake(&app, live);
+            }
+            Ok(false) => {
+                if live.state().is_terminal() {
+                    Box::pin(crate::kept::forget(&app, &live)).await;
+                }
+            }
+            Err(e) => tracing::error!(backend = %live.id, error = %e, "waiting for a wake failed"),
+        }
+    });
+}
+
+/// A supervisor for a backend just woken (recorded `Waking`).
+fn begin_wake(app: &Arc<App>, live: Arc<Live>) {
+    spawn_supervisor(app, live, Begin::Wake);
 }
 
 /// Starts the backend (again, when `waking`) from its spec: where it runs, once started;
@@ -265,11 +282,8 @@ async fn fall_asleep(app: &Arc<App>, live: &Arc<Live>, reason: StopReason) -> an
 /// Waits while the backend sleeps: `true` once woken (recorded `Waking`), `false` once a
 /// stop (terminate, lifetime limit, `max_sleep_seconds`) has ended it; there is no process
 /// to signal.
-async fn asleep(
-    app: &Arc<App>,
-    live: &Arc<Live>,
-    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
-) -> anyhow::Result<bool> {
+async fn asleep(app: &Arc<App>, live: &Arc<Live>) -> anyhow::Result<bool> {
+    let mut stop_rx = live.stop_requested();
     loop {
         let nudged = live.nudged();
         tokio::pin!(nudged);
@@ -784,7 +798,7 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         if row.state == State::Sleeping {
             // Asleep: nothing of it runs (anything found is stopped below as stray); it
             // waits for a wake, its `since` kept.
-            spawn_supervisor(app, live, Begin::Asleep);
+            spawn_sleeper(app, live);
             continue;
         }
         let Some(handle) = row.handle.clone().map(Handle) else {
