@@ -593,11 +593,13 @@ mod footprint {
         per
     }
 
-    /// The target: a sleeping backend costs under 2 KiB of server memory. Its spec's own
-    /// size comes on top (each non-empty map of `env` or `labels` is a B-tree node of
-    /// about 550 bytes), so the spec here is a plain one: a command, a key.
+    /// A sleeping backend's record in the registry (what the proxy finds it by) stays under
+    /// 2 KiB. Its spec's own size comes on top (each non-empty map of `env` or `labels` is a
+    /// B-tree node of about 550 bytes), so the spec here is a plain one: a command, a key.
+    /// What the whole server spends per sleeping backend (this, the task that waits for its
+    /// wake, the store) is the bench's to measure (`scripts/bench --phases sleep`).
     #[test]
-    fn a_sleeping_backend_costs_under_2_kib() {
+    fn a_sleeping_backends_record_stays_under_2_kib() {
         let mut spec =
             BackendSpec::from_command(vec!["/usr/local/bin/spawner".into(), "example-app".into()]);
         spec.idle_action = spawner_core::spec::IdleAction::Sleep;
