@@ -581,14 +581,7 @@ async fn run(
     // and requests in flight are answered, before the backend hears of the stop.
     live.monitor.going_away(req.reason.going_away());
     if !req.hard {
-        let grace = app.config.stop_grace;
-        let told = tokio::time::timeout(GOING_AWAY_WAIT.min(grace), live.monitor.all_told());
-        if told.await.is_err() {
-            tracing::info!(
-                "a WebSocket's close frame is held back by a frame in progress; stopping anyway"
-            );
-        }
-        answered(live, grace).await;
+        let_clients_go(live, app.config.stop_grace).await;
     }
     runtime
         .signal(handle, if req.hard { Signal::Kill } else { Signal::Term })
@@ -638,13 +631,7 @@ async fn go_to_sleep(
     live.hide_authority();
     live.monitor.going_away(GOING_TO_SLEEP);
     let grace = app.config.stop_grace;
-    let told = tokio::time::timeout(GOING_AWAY_WAIT.min(grace), live.monitor.all_told());
-    if told.await.is_err() {
-        tracing::info!(
-            "a WebSocket's close frame is held back by a frame in progress; stopping anyway"
-        );
-    }
-    answered(live, grace).await;
+    let_clients_go(live, grace).await;
     let mut killed = stop_rx.borrow().is_some_and(|r| r.hard);
     runtime
         .signal(handle, if killed { Signal::Kill } else { Signal::Term })
@@ -677,6 +664,18 @@ async fn go_to_sleep(
 /// How long a stop waits for every WebSocket's close frame to go out (each waits for the
 /// end of the frame the backend is sending), within the stop grace.
 const GOING_AWAY_WAIT: Duration = Duration::from_secs(2);
+
+/// After the proxy was told the backend goes away: waits for every WebSocket's close frame
+/// to go out (at most [`GOING_AWAY_WAIT`]), then for its requests in flight, within `grace`.
+async fn let_clients_go(live: &Live, grace: Duration) {
+    let told = tokio::time::timeout(GOING_AWAY_WAIT.min(grace), live.monitor.all_told());
+    if told.await.is_err() {
+        tracing::info!(
+            "a WebSocket's close frame is held back by a frame in progress; stopping anyway"
+        );
+    }
+    answered(live, grace).await;
+}
 
 /// Waits until the backend's requests in flight have been answered, at most `grace`. The
 /// proxy routes no new ones to a backend that is stopping.
