@@ -3,8 +3,10 @@
 //! going to sleep (its process stopping: it is woken right after), waits the same way.
 //! Many held requests start it once: they all ask, its supervisor wakes it once.
 
+use crate::app::App;
 use crate::live::Live;
 use spawner_core::State;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a held request was not let through.
@@ -27,22 +29,23 @@ pub fn holds(live: &Live, state: State) -> bool {
 
 /// Waits until the backend is Ready with an address, waking it if it sleeps; at most its
 /// startup timeout after the wait for it to finish going to sleep (`stop_grace`).
-pub async fn until_awake(live: &Live, stop_grace: Duration) -> Result<(), Refused> {
-    let mut seq = live.seq.subscribe();
+pub async fn until_awake(app: &Arc<App>, live: &Arc<Live>) -> Result<(), Refused> {
+    let stop_grace = app.config.stop_grace;
+    let mut events = live.events();
     let limit = Duration::from_secs(live.spec.startup_timeout_seconds)
         .saturating_add(stop_grace)
         .saturating_add(SLACK);
     let deadline = tokio::time::Instant::now() + limit;
     let mut waited = false;
     loop {
-        seq.borrow_and_update();
+        events.borrow_and_update();
         let state = live.state();
         match state {
             State::Ready if live.authority().is_some() => return Ok(()),
             State::Ready | State::Waking => waited = true,
             State::Sleeping => {
                 waited = true;
-                live.request_wake();
+                crate::reconciler::wake(app, live);
             }
             State::Failed if waited => {
                 return Err(Refused::WakeFailed(
@@ -52,11 +55,7 @@ pub async fn until_awake(live: &Live, stop_grace: Duration) -> Result<(), Refuse
             s => return Err(Refused::State(s)),
         }
         tokio::select! {
-            changed = seq.changed() => {
-                if changed.is_err() {
-                    return Err(Refused::State(live.state()));
-                }
-            }
+            () = events.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(Refused::WakeFailed(format!(
                     "not Ready within {}s of the wake",

@@ -96,7 +96,7 @@ async fn handle(
             let target = match target_of(&app, &live, path_prefix, peer, response) {
                 // Asleep (or on the way, or waking): held until it is Ready, woken if need be.
                 Err(state) if crate::hold::holds(&live, state) => {
-                    match crate::hold::until_awake(&live, app.config.stop_grace).await {
+                    match crate::hold::until_awake(&app, &live).await {
                         Ok(()) => target_of(&app, &live, path_prefix, peer, response),
                         Err(Refused::WakeFailed(why)) => return wake_failed(&why).map(Body::new),
                         Err(Refused::State(state)) if state.is_terminal() => {

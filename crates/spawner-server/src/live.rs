@@ -10,9 +10,13 @@ use spawner_core::{BackendSpec, Event, State};
 use spawner_proxy::access::{BackendKey, Grants, MasterKey};
 use spawner_proxy::Monitor;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::{watch, Notify};
+
+mod signal;
+use signal::Signals;
+pub use signal::{Events, Follow, Stop};
 
 /// A stop that was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +35,10 @@ pub struct Live {
     state: AtomicU8,
     /// When it entered its state (a sleep's and a wake's clocks start here).
     since: AtomicI64,
-    /// The sequence number of its newest event: status streams wait on it.
-    pub seq: watch::Sender<u64>,
+    /// The sequence number of its newest event.
+    seq: AtomicU64,
+    /// Its next event and a stop asked for, waited on ([`Live::events`], [`Live::stop`]).
+    signals: Signals,
     /// The reason of its newest event, for lists.
     reason: RwLock<Option<String>>,
     /// Events shown before they are committed (`Ready`, see [`crate::app::App::ready`]),
@@ -50,8 +56,10 @@ pub struct Live {
     sleep_asked: AtomicU8,
     wake_asked: AtomicBool,
     nudge: Notify,
+    /// Nothing watches it (it sleeps): whoever asks it to stop or wake has it roused
+    /// ([`Live::request_stop`]).
+    dormant: AtomicBool,
     pub monitor: Arc<Monitor>,
-    stop: watch::Sender<Option<StopRequest>>,
     /// Kept from being swept until then (`keepalive`); [`NOT_BUSY`] if never asked.
     busy_until: AtomicI64,
     /// The secret of its `SPAWNER_KEEPALIVE_URL`, once made (at start) or read (adopted).
@@ -86,7 +94,8 @@ impl Live {
             runtime,
             state: AtomicU8::new(state as u8),
             since: AtomicI64::new(created_at),
-            seq: watch::channel(seq).0,
+            seq: AtomicU64::new(seq),
+            signals: Signals::new(),
             reason: RwLock::new(None),
             unstored: Mutex::new(Vec::new()),
             authority: RwLock::new(None),
@@ -95,8 +104,8 @@ impl Live {
             sleep_asked: AtomicU8::new(0),
             wake_asked: AtomicBool::new(false),
             nudge: Notify::new(),
+            dormant: AtomicBool::new(false),
             monitor: Arc::new(Monitor::new(created_at)),
-            stop: watch::channel(None).0,
             busy_until: AtomicI64::new(NOT_BUSY),
             keepalive_token: OnceLock::new(),
             access: OnceLock::new(),
@@ -165,12 +174,18 @@ impl Live {
                 .store(spawner_core::time::now_millis(), Ordering::Relaxed);
         }
         self.state.store(state as u8, Ordering::Release);
-        self.seq.send_replace(seq);
+        self.seq.store(seq, Ordering::Release);
+        self.signals.event();
     }
 
     /// The sequence number of its newest event, stored or not.
     pub fn last_seq(&self) -> u64 {
-        *self.seq.borrow()
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Follows its events (state changes, notes): [`Follow::changed`] resolves at the next.
+    pub fn events(&self) -> Events<'_> {
+        self.signals.follow_events()
     }
 
     /// Shows `event` (its newest) before it is committed: state, reason, status streams.
@@ -188,13 +203,9 @@ impl Live {
             u.retain(|e| e.seq != announced);
         }
         if let Some(stored) = stored {
-            self.seq.send_if_modified(|s| {
-                let newer = *s < stored;
-                if newer {
-                    *s = stored;
-                }
-                newer
-            });
+            if self.seq.fetch_max(stored, Ordering::AcqRel) < stored {
+                self.signals.event();
+            }
         }
     }
 
@@ -259,15 +270,18 @@ impl Live {
     }
 
     /// Asks its supervisor to wake it (a no-op unless it sleeps: the supervisor forgets
-    /// the ask when it next goes to sleep).
-    pub fn request_wake(&self) {
-        if !self.wake_asked.swap(true, Ordering::AcqRel) {
+    /// the ask when it next goes to sleep). `true` if it is dormant: the caller has it
+    /// roused (`reconciler::wake` does both).
+    #[must_use = "a dormant backend must be roused"]
+    pub(crate) fn request_wake(&self) -> bool {
+        if !self.wake_asked.swap(true, Ordering::SeqCst) {
             self.nudge.notify_waiters();
         }
+        self.take_dormancy()
     }
 
     pub(crate) fn take_wake(&self) -> bool {
-        self.wake_asked.swap(false, Ordering::AcqRel)
+        self.wake_asked.swap(false, Ordering::SeqCst)
     }
 
     /// Resolves at the next [`Live::request_sleep`] or [`Live::request_wake`]; enable it
@@ -277,22 +291,41 @@ impl Live {
     }
 
     /// Asks the backend's supervisor to stop it. A later hard request escalates a soft one.
-    pub fn request_stop(&self, req: StopRequest) {
-        self.stop.send_if_modified(|cur| match cur {
-            None => {
-                *cur = Some(req);
-                true
-            }
-            Some(c) if req.hard && !c.hard => {
-                c.hard = true;
-                true
-            }
-            _ => false,
-        });
+    /// `true` if it is dormant: the caller has it roused (`reconciler::stop` does both).
+    #[must_use = "a dormant backend must be roused"]
+    pub(crate) fn request_stop(&self, req: StopRequest) -> bool {
+        self.signals.ask_stop(req);
+        self.take_dormancy()
     }
 
-    pub fn stop_requested(&self) -> watch::Receiver<Option<StopRequest>> {
-        self.stop.subscribe()
+    /// The stop asked for, if any.
+    pub fn stop_asked(&self) -> Option<StopRequest> {
+        self.signals.stop()
+    }
+
+    /// Follows the stop asked for: what its supervisor waits on.
+    pub fn stop(&self) -> Stop<'_> {
+        self.signals.follow_stop()
+    }
+
+    /// Leaves it with nothing watching it (it sleeps; no task waits for it, which is what
+    /// makes a sleeping backend cheap). `true` if a stop or wake was asked meanwhile: then
+    /// it is not dormant after all, and the caller goes on with it.
+    ///
+    /// Each ask is made before its asker looks at `dormant`, and `dormant` set before the
+    /// asks are looked at here, with a sequentially consistent fence between on both sides:
+    /// of an ask racing this, one side sees the other, and the swap lets only one go on.
+    pub(crate) fn go_dormant(&self) -> bool {
+        self.dormant.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let asked = self.signals.stop().is_some() || self.wake_asked.load(Ordering::SeqCst);
+        asked && self.take_dormancy()
+    }
+
+    /// Whether it was dormant, no more from now on.
+    fn take_dormancy(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.dormant.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -567,7 +600,7 @@ mod footprint {
     }
 
     /// What one sleeping backend of `spec` costs the server, on average over many: its
-    /// [`Live`] in the registry (id, spec, monitor, channels, keepalive token, reason), as
+    /// [`Live`] in the registry (id, spec, monitor, signals, keepalive token, reason), as
     /// `malloc`'s count of bytes in use, so that what other tests allocate meanwhile is
     /// lost in the average.
     fn per_sleeping_backend(spec: &BackendSpec) -> usize {
@@ -594,12 +627,13 @@ mod footprint {
     }
 
     /// A sleeping backend's record in the registry (what the proxy finds it by) stays under
-    /// 2 KiB. Its spec's own size comes on top (each non-empty map of `env` or `labels` is a
-    /// B-tree node of about 550 bytes), so the spec here is a plain one: a command, a key.
-    /// What the whole server spends per sleeping backend (this, the task that waits for its
-    /// wake, the store) is the bench's to measure (`scripts/bench --phases sleep`).
+    /// 1.5 KiB, within the 2 KiB a sleeping backend may cost the whole server. Its spec's
+    /// own size comes on top (each non-empty map of `env` or `labels` is a B-tree node of
+    /// about 550 bytes), so the spec here is a plain one: a command, a key. What the whole
+    /// server spends per sleeping backend (this and the store's caches; it has no task) is
+    /// the bench's to measure (`scripts/bench --phases sleep`).
     #[test]
-    fn a_sleeping_backends_record_stays_under_2_kib() {
+    fn a_sleeping_backends_record_stays_under_1_5_kib() {
         let mut spec =
             BackendSpec::from_command(vec!["/usr/local/bin/spawner".into(), "example-app".into()]);
         spec.idle_action = spawner_core::spec::IdleAction::Sleep;
@@ -610,6 +644,6 @@ mod footprint {
             std::mem::size_of::<Live>(),
             std::mem::size_of::<Monitor>()
         );
-        assert!(per < 2048, "{per} bytes per sleeping backend");
+        assert!(per < 1536, "{per} bytes per sleeping backend");
     }
 }

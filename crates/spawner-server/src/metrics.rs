@@ -15,6 +15,7 @@ pub struct Metrics {
     spawn_to_ready: Histogram,
     probe: Histogram,
     live_connections: IntGauge,
+    tasks: IntGauge,
     pub proxied: IntCounter,
     pub sweeps: IntCounter,
     /// Sleeping backends woken (`Waking` entered).
@@ -55,6 +56,11 @@ impl Metrics {
             "spawner_live_connections",
             "Open connections through the proxy (WebSockets and requests in flight)",
         )?;
+        let tasks = IntGauge::new(
+            "spawner_control_tasks",
+            "Tasks alive in the control plane's runtime: supervisors of running backends, \
+             streams, API connections (a sleeping backend has none)",
+        )?;
         let proxied = IntCounter::new(
             "spawner_proxied_requests_total",
             "Requests and upgraded connections forwarded to backends",
@@ -81,6 +87,7 @@ impl Metrics {
         registry.register(Box::new(spawn_to_ready.clone()))?;
         registry.register(Box::new(probe.clone()))?;
         registry.register(Box::new(live_connections.clone()))?;
+        registry.register(Box::new(tasks.clone()))?;
         registry.register(Box::new(proxied.clone()))?;
         registry.register(Box::new(sweeps.clone()))?;
         Ok(Metrics {
@@ -90,6 +97,7 @@ impl Metrics {
             spawn_to_ready,
             probe,
             live_connections,
+            tasks,
             proxied,
             sweeps,
             wakes,
@@ -135,6 +143,10 @@ impl Metrics {
         }
         self.live_connections
             .set(live.iter().map(|l| l.monitor.live() as i64).sum());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.tasks.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -294,7 +294,7 @@ impl Pools {
     /// `Ready` is committed, which follows within milliseconds) and not on its way out.
     pub fn ready_uncommitted(&self, app: &App, pool: &str) -> bool {
         self.members_of(app, pool).iter().any(|(live, claimed)| {
-            !claimed && live.state() == State::Ready && live.stop_requested().borrow().is_none()
+            !claimed && live.state() == State::Ready && live.stop_asked().is_none()
         })
     }
 
@@ -407,7 +407,7 @@ fn count(members: &[(Arc<Live>, bool)]) -> PoolCounts {
     let mut c = PoolCounts::default();
     for (live, claimed) in members {
         let state = live.state();
-        if live.stop_requested().borrow().is_some() || state >= State::Terminating {
+        if live.stop_asked().is_some() || state >= State::Terminating {
             // On its way out.
         } else if *claimed {
             c.claimed += 1;
@@ -486,7 +486,7 @@ fn reconcile(app: &Arc<App>, pool: &Arc<Pool>) -> Vec<Arc<Live>> {
         let mut unclaimed: Vec<&Arc<Live>> = members
             .iter()
             .filter(|(l, claimed)| {
-                !claimed && l.stop_requested().borrow().is_none() && l.state() < State::Terminating
+                !claimed && l.stop_asked().is_none() && l.state() < State::Terminating
             })
             .map(|(l, _)| l)
             .collect();
@@ -534,17 +534,21 @@ fn start_member(app: &Arc<App>, spec: &PoolSpec) -> anyhow::Result<()> {
 
 /// Stops a pooled backend (a surplus after a resize, a drain, a refused claim): recorded
 /// first, then carried out.
-pub async fn stop(app: &App, live: &Live, reason: StopReason, why: &str) {
+pub async fn stop(app: &Arc<App>, live: &Arc<Live>, reason: StopReason, why: &str) {
     if let Err(e) = app.store.set_stop(&live.id, reason.as_str(), false).await {
         tracing::warn!(backend = %live.id, error = %e, "could not record a stop; carrying it out");
     }
     if let Err(e) = app.note(live, why).await {
         tracing::warn!(backend = %live.id, error = %e, "could not record why it stops");
     }
-    live.request_stop(StopRequest {
-        reason,
-        hard: false,
-    });
+    crate::reconciler::stop(
+        app,
+        live,
+        StopRequest {
+            reason,
+            hard: false,
+        },
+    );
 }
 
 /// POSTs the claim to the backend at `path`; `Err` says why it counts as refused.

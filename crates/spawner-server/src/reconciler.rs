@@ -2,8 +2,10 @@
 //!
 //! Each live backend has one supervisor task that starts it (or adopts it after a
 //! restart), waits until it listens (`spawner_proxy::readiness`), watches for its exit, and
-//! carries out stops. A backend with `idle_action: "sleep"` goes round a loop in it: run,
-//! stopped for idleness and kept `Sleeping` (no process), woken (`Waking`), run again. At start-up [`adopt_all`] compares the store with what the runtimes
+//! carries out stops. A backend with `idle_action: "sleep"` is stopped for idleness and
+//! kept `Sleeping`: no process and no task (it is dormant, `Live::go_dormant`); a wake
+//! or stop asked of it ([`wake`], [`stop`]) rouses it, and a woken one (`Waking`) gets a
+//! supervisor again. At start-up [`adopt_all`] compares the store with what the runtimes
 //! report and acts on the difference, which is what makes a crash of Spawner harmless.
 
 use crate::app::App;
@@ -71,7 +73,7 @@ fn spawn_supervisor(app: &Arc<App>, live: Arc<Live>, begin: Begin) {
 }
 
 async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Result<()> {
-    let mut stop_rx = live.stop_requested();
+    let mut stop_rx = live.stop();
     let Some(runtime) = app.runtimes.by_name(live.runtime) else {
         app.record(
             live,
@@ -126,33 +128,91 @@ async fn supervise(app: &Arc<App>, live: &Arc<Live>, begin: Begin) -> anyhow::Re
         Ran::Ended => Ok(()),
         Ran::Slept(reason) => {
             fall_asleep(app, live, reason).await?;
-            // The supervisor ends here: a sleeping backend is waited for by a much
-            // smaller task, which starts a supervisor again for its wake.
-            spawn_sleeper(app, live.clone());
+            // The supervisor ends here: a sleeping backend has no task; a wake starts a
+            // supervisor again.
+            doze(app, live.clone());
             Ok(())
         }
     }
 }
 
-/// Waits while the backend sleeps, in a task of its own that holds only what that wait
-/// needs (not a supervisor's state, sized for its largest step: a sleeping backend costs
-/// little memory), then has it supervised for its wake; or, once a stop has ended it, lets
-/// go of what it kept.
-fn spawn_sleeper(app: &Arc<App>, live: Arc<Live>) {
+/// Leaves a sleeping backend with no task at all (what makes it cheap): a stop or wake
+/// asked of it from now on rouses it ([`stop`], [`wake`]); one asked meanwhile, at once.
+fn doze(app: &Arc<App>, live: Arc<Live>) {
+    if live.go_dormant() {
+        rouse(app, live);
+    }
+}
+
+/// Asks a backend to stop: its supervisor carries it out, or, if it sleeps, a task started
+/// for it here.
+pub fn stop(app: &Arc<App>, live: &Arc<Live>, req: StopRequest) {
+    if live.request_stop(req) {
+        rouse(app, live.clone());
+    }
+}
+
+/// Asks a sleeping backend to wake (a no-op for one that does not sleep).
+pub fn wake(app: &Arc<App>, live: &Arc<Live>) {
+    if live.request_wake() {
+        rouse(app, live.clone());
+    }
+}
+
+/// Carries out what was asked of a dormant backend: a stop ends it (there is no process to
+/// signal) and lets go of what it kept; a wake records `Waking` and has it supervised.
+fn rouse(app: &Arc<App>, live: Arc<Live>) {
     let app = app.clone();
-    tokio::spawn(async move {
-        match Box::pin(asleep(&app, &live)).await {
-            Ok(true) => {
-                begin_wake(&app, live);
-            }
-            Ok(false) => {
-                if live.state().is_terminal() {
-                    Box::pin(crate::kept::forget(&app, &live)).await;
+    let span = tracing::info_span!("backend", id = %live.id);
+    tokio::spawn(
+        async move {
+            match Box::pin(roused(&app, &live)).await {
+                Ok(Roused::Woken) => begin_wake(&app, live),
+                Ok(Roused::Ended) => {
+                    if live.state().is_terminal() {
+                        Box::pin(crate::kept::forget(&app, &live)).await;
+                    }
+                }
+                Ok(Roused::Asleep) => doze(&app, live),
+                Err(e) => {
+                    // The store could not take it: asked again in a while.
+                    tracing::error!(error = %e, "carrying out a stop or wake of a sleeping backend failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    doze(&app, live);
                 }
             }
-            Err(e) => tracing::error!(backend = %live.id, error = %e, "waiting for a wake failed"),
         }
-    });
+        .instrument(span),
+    );
+}
+
+/// What became of a roused backend.
+enum Roused {
+    /// Recorded `Waking`: to be started.
+    Woken,
+    /// A stop ended it (or it is no longer asleep).
+    Ended,
+    /// Nothing was asked after all: it sleeps on.
+    Asleep,
+}
+
+async fn roused(app: &Arc<App>, live: &Arc<Live>) -> anyhow::Result<Roused> {
+    if let Some(req) = live.stop_asked() {
+        end_unstarted(app, live, req).await?;
+        return Ok(Roused::Ended);
+    }
+    if !live.take_wake() {
+        return Ok(Roused::Asleep);
+    }
+    live.take_sleep();
+    app.record(live, &[(State::Waking, None)], None).await?;
+    if live.state() != State::Waking {
+        return Ok(Roused::Ended);
+    }
+    // Its tunnels of the next run are not told it goes away.
+    live.monitor.back();
+    app.metrics.wakes.inc();
+    Ok(Roused::Woken)
 }
 
 /// A supervisor for a backend just woken (recorded `Waking`).
@@ -166,11 +226,11 @@ async fn start(
     app: &Arc<App>,
     live: &Arc<Live>,
     runtime: &dyn Runtime,
-    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+    stop_rx: &mut crate::live::Stop<'_>,
     waking: bool,
 ) -> anyhow::Result<Option<(Handle, BoxFuture<'static, Exit>, Option<PathBuf>)>> {
     // A terminate that arrived before the start: nothing to stop.
-    let early = *stop_rx.borrow_and_update();
+    let early = stop_rx.borrow_and_update();
     if let Some(req) = early {
         end_unstarted(app, live, req).await?;
         return Ok(None);
@@ -181,7 +241,7 @@ async fn start(
         tokio::select! {
             biased;
             _ = wait_stop(stop_rx) => {
-                let req = *stop_rx.borrow();
+                let req = stop_rx.borrow();
                 if let Some(req) = req {
                     end_unstarted(app, live, req).await?;
                 }
@@ -216,7 +276,7 @@ async fn start(
     let Some(result) = result else {
         drop(start);
         abandon_start(app, live, runtime).await;
-        let req = *stop_rx.borrow();
+        let req = stop_rx.borrow();
         if let Some(req) = req {
             end_unstarted(app, live, req).await?;
         }
@@ -277,44 +337,6 @@ async fn fall_asleep(app: &Arc<App>, live: &Arc<Live>, reason: StopReason) -> an
     // The sweeper may have asked again while it went to sleep.
     live.take_sleep();
     Ok(())
-}
-
-/// Waits while the backend sleeps: `true` once woken (recorded `Waking`), `false` once a
-/// stop (terminate, lifetime limit, `max_sleep_seconds`) has ended it; there is no process
-/// to signal.
-async fn asleep(app: &Arc<App>, live: &Arc<Live>) -> anyhow::Result<bool> {
-    let mut stop_rx = live.stop_requested();
-    loop {
-        let nudged = live.nudged();
-        tokio::pin!(nudged);
-        // Enabled before the asks are looked at: one made in between is not missed.
-        nudged.as_mut().enable();
-        let stop = *stop_rx.borrow_and_update();
-        if let Some(req) = stop {
-            end_unstarted(app, live, req).await?;
-            return Ok(false);
-        }
-        if live.take_wake() {
-            break;
-        }
-        tokio::select! {
-            () = &mut nudged => {}
-            changed = stop_rx.changed() => {
-                if changed.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-    live.take_sleep();
-    app.record(live, &[(State::Waking, None)], None).await?;
-    if live.state() != State::Waking {
-        return Ok(false);
-    }
-    // Its tunnels of the next run are not told it goes away.
-    live.monitor.back();
-    app.metrics.wakes.inc();
-    Ok(true)
 }
 
 /// Builds what the runtime needs: port, environment, expanded command.
@@ -503,7 +525,7 @@ async fn run(
     handle: &Handle,
     mut exited: BoxFuture<'static, Exit>,
     netns: Option<PathBuf>,
-    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+    stop_rx: &mut crate::live::Stop<'_>,
 ) -> anyhow::Result<Ran> {
     let address: Option<SocketAddr> = live.authority().and_then(|a| a.as_str().parse().ok());
     let probe_started = Instant::now();
@@ -559,7 +581,7 @@ async fn run(
     }
 
     // Phase 3: stop it: SIGTERM, then SIGKILL after the stop grace (or at once when hard).
-    let Some(mut req) = *stop_rx.borrow_and_update() else {
+    let Some(mut req) = stop_rx.borrow_and_update() else {
         return Ok(Ran::Ended);
     };
     // A stop is carried out even when it cannot be recorded (a full disk): how it ended is
@@ -595,10 +617,8 @@ async fn run(
                 req.hard = true;
                 runtime.signal(handle, Signal::Kill).await?;
             }
-            changed = stop_rx.changed() => {
-                if changed.is_err() { continue; }
-                let new = *stop_rx.borrow_and_update();
-                if let Some(new) = new {
+            () = stop_rx.changed() => {
+                if let Some(new) = stop_rx.borrow() {
                     if new.hard && !req.hard {
                         req.hard = true;
                         runtime.signal(handle, Signal::Kill).await?;
@@ -624,7 +644,7 @@ async fn go_to_sleep(
     runtime: &dyn Runtime,
     handle: &Handle,
     mut exited: BoxFuture<'static, Exit>,
-    stop_rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>,
+    stop_rx: &mut crate::live::Stop<'_>,
     reason: StopReason,
 ) -> anyhow::Result<Ran> {
     tracing::info!(reason = reason.as_str(), "going to sleep");
@@ -645,8 +665,8 @@ async fn go_to_sleep(
                 killed = true;
                 runtime.signal(handle, Signal::Kill).await?;
             }
-            changed = stop_rx.changed() => {
-                let hard = changed.is_ok() && stop_rx.borrow_and_update().is_some_and(|r| r.hard);
+            () = stop_rx.changed() => {
+                let hard = stop_rx.borrow().is_some_and(|r| r.hard);
                 if hard && !killed {
                     killed = true;
                     runtime.signal(handle, Signal::Kill).await?;
@@ -654,7 +674,7 @@ async fn go_to_sleep(
             }
         }
     };
-    let stop = *stop_rx.borrow();
+    let stop = stop_rx.borrow();
     match stop {
         Some(req) => ended(finish(app, live, Some(req.reason), exit).await),
         None => Ok(Ran::Slept(reason)),
@@ -712,15 +732,8 @@ async fn finish(
     }
 }
 
-async fn wait_stop(rx: &mut tokio::sync::watch::Receiver<Option<StopRequest>>) {
-    loop {
-        if rx.borrow_and_update().is_some() {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
+async fn wait_stop(rx: &mut crate::live::Stop<'_>) {
+    rx.wait_for(|r| r.is_some()).await;
 }
 
 /// Resolves once the backend listens at `addr`, seen by the listen watch of the namespace
@@ -783,7 +796,8 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
             }
         }
         if let Some(reason) = row.stop_reason.as_deref().and_then(StopReason::parse) {
-            live.request_stop(StopRequest {
+            // Not dormant yet: whatever watches it next carries the stop out.
+            let _ = live.request_stop(StopRequest {
                 reason,
                 hard: row.stop_hard,
             });
@@ -796,8 +810,8 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         app.registry.insert(live.clone());
         if row.state == State::Sleeping {
             // Asleep: nothing of it runs (anything found is stopped below as stray); it
-            // waits for a wake, its `since` kept.
-            spawn_sleeper(app, live);
+            // waits for a wake (or carries out its recorded stop), its `since` kept.
+            doze(app, live);
             continue;
         }
         let Some(handle) = row.handle.clone().map(Handle) else {

@@ -76,10 +76,14 @@ pub async fn sweep_once(app: &Arc<App>) {
                     tracing::error!(backend = %live.id, error = %e, "could not record a stop");
                     continue;
                 }
-                live.request_stop(StopRequest {
-                    reason,
-                    hard: false,
-                });
+                crate::reconciler::stop(
+                    app,
+                    &live,
+                    StopRequest {
+                        reason,
+                        hard: false,
+                    },
+                );
             }
             // Not recorded as a stop: a restart meanwhile finds it Ready, idle, and the
             // next tick asks again.

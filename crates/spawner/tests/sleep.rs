@@ -333,8 +333,10 @@ async fn a_wake_that_fails_answers_503_with_retry_after_and_the_backend_fails() 
 async fn a_sleeping_backend_stays_asleep_across_a_restart_and_wakes_after_it() {
     let mut server = TestServer::start();
     let id = ready(&server, &sleeper(1)).await;
+    let ended = ready(&server, &sleeper(1)).await;
     let dir = data_dir_of(&server, &id).await;
     wait_state(&server.client(), &id, State::Sleeping).await;
+    wait_state(&server.client(), &ended, State::Sleeping).await;
     let asleep = server.client().get(&id).await.expect("record").events.len();
 
     server.kill9();
@@ -351,6 +353,63 @@ async fn a_sleeping_backend_stays_asleep_across_a_restart_and_wakes_after_it() {
     let body = echo(&server, &id).await;
     assert_eq!(body["env"]["SPAWNER_BACKEND_ID"], id.as_str());
     assert_eq!(runs(&dir), 2);
+    // One adopted asleep ends at a terminate too.
+    assert_eq!(
+        server
+            .client()
+            .terminate(&ended, false)
+            .await
+            .expect("terminate"),
+        State::Terminated
+    );
+}
+
+/// `spawner_control_tasks` from `/metrics`.
+async fn control_tasks(server: &TestServer) -> i64 {
+    let text = server.text("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("spawner_control_tasks "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no spawner_control_tasks in {text}"))
+}
+
+/// A sleeping backend costs no task (nothing waits for it; a request or a stop rouses it):
+/// the control plane's tasks do not grow with its sleepers, and every one still wakes.
+#[tokio::test]
+async fn sleeping_backends_add_no_task_and_each_still_wakes() {
+    const SLEEPERS: usize = 40;
+    let server = TestServer::start();
+    let client = server.client();
+    let mut spec = shell(&format!("exec {SPAWNER} example-app"));
+    spec.idle_action = IdleAction::Sleep;
+    spec.grace_period_seconds = 1;
+    let first = ready(&server, &spec).await;
+    wait_state(&client, &first, State::Sleeping).await;
+    let before = control_tasks(&server).await;
+    let mut ids = vec![first];
+    for _ in 1..SLEEPERS {
+        ids.push(client.spawn(&spec).await.expect("spawn").0.id);
+    }
+    for id in &ids {
+        wait_state(&client, id, State::Sleeping).await;
+    }
+    let asleep = control_tasks(&server).await;
+    println!("control tasks: {before} with one sleeper, {asleep} with {SLEEPERS}");
+    // Before, each sleeper had a task of its own: 39 more. Some slack for the server's
+    // own comings and goings (a connection, a stream ending).
+    assert!(
+        asleep - before < 8,
+        "{before} tasks with one sleeper, {asleep} with {SLEEPERS}"
+    );
+    for id in &ids {
+        assert!(!backend_running(id));
+    }
+    for id in &ids {
+        assert_eq!(
+            echo(&server, id).await["env"]["SPAWNER_BACKEND_ID"],
+            id.as_str()
+        );
+    }
 }
 
 #[tokio::test]

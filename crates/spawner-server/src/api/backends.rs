@@ -85,7 +85,7 @@ async fn record_and_launch(
         Inserted::Existing(row) => {
             // A sleeping one is woken for its key's user.
             let state = match app.registry.get(&row.id) {
-                Some(live) => wake_live(&live).await,
+                Some(live) => wake_live(app, &live).await,
                 None => row.state,
             };
             Ok((
@@ -307,8 +307,8 @@ pub(super) async fn wake(app: &Arc<App>, id: &BackendId) -> Result<spawner_core:
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(id.as_str()))?;
     let state = match app.registry.get(id.as_str()) {
-        Some(live) if live.stop_requested().borrow().is_some() => spawner_core::State::Terminating,
-        Some(live) => wake_live(&live).await,
+        Some(live) if live.stop_asked().is_some() => spawner_core::State::Terminating,
+        Some(live) => wake_live(app, &live).await,
         None => row.state,
     };
     if state.is_terminal() || state == spawner_core::State::Terminating {
@@ -323,19 +323,17 @@ pub(super) async fn wake(app: &Arc<App>, id: &BackendId) -> Result<spawner_core:
 
 /// Wakes `live` if it sleeps (and no stop is asked for); the state it is in once its
 /// supervisor has taken the wake (at once), or its state if it does not sleep.
-pub(super) async fn wake_live(live: &Live) -> spawner_core::State {
+pub(super) async fn wake_live(app: &Arc<App>, live: &Arc<Live>) -> spawner_core::State {
     use spawner_core::State::Sleeping;
-    if live.state() != Sleeping || live.stop_requested().borrow().is_some() {
+    if live.state() != Sleeping || live.stop_asked().is_some() {
         return live.state();
     }
-    // Subscribed before asking, so that the supervisor's Waking is not missed.
-    let mut seq = live.seq.subscribe();
-    live.request_wake();
+    // Followed before asking, so that the Waking recorded is not missed.
+    let mut events = live.events();
+    crate::reconciler::wake(app, live);
     let entered = async {
         while live.state() == Sleeping {
-            if seq.changed().await.is_err() {
-                break;
-            }
+            events.changed().await;
         }
     };
     if tokio::time::timeout(STOP_ENTERED_WAIT, entered)
@@ -379,19 +377,21 @@ pub(super) async fn terminate(
         }
         match app.registry.get(&key) {
             Some(live) => {
-                // Subscribed before asking, so that the supervisor's Terminating is not missed.
-                let mut seq = live.seq.subscribe();
-                live.request_stop(StopRequest {
-                    reason: StopReason::Terminate,
-                    hard,
-                });
+                // Followed before asking, so that the supervisor's Terminating is not missed.
+                let mut events = live.events();
+                crate::reconciler::stop(
+                    &app,
+                    &live,
+                    StopRequest {
+                        reason: StopReason::Terminate,
+                        hard,
+                    },
+                );
                 // The answer waits for the supervisor to enter Terminating (it does at once),
                 // so that from it on, status, `/ready`, keepalive and the proxy say so.
                 let entered = async {
                     while live.state() < spawner_core::State::Terminating {
-                        if seq.changed().await.is_err() {
-                            break;
-                        }
+                        events.changed().await;
                     }
                 };
                 if tokio::time::timeout(STOP_ENTERED_WAIT, entered).await.is_err() {

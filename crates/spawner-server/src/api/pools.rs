@@ -112,7 +112,7 @@ pub(super) async fn claim(app: &Arc<App>, req: ClaimRequest) -> Result<Spawned, 
             Claim::Existing(row) => {
                 // A sleeping one is woken for its key's user.
                 let state = match app.registry.get(&row.id) {
-                    Some(live) => super::backends::wake_live(&live).await,
+                    Some(live) => super::backends::wake_live(app, &live).await,
                     None => row.state,
                 };
                 let resp = super::backends::spawn_response(app, &row.id, row.key, state);
@@ -138,10 +138,10 @@ pub(super) async fn claim(app: &Arc<App>, req: ClaimRequest) -> Result<Spawned, 
                 };
                 // Ready is committed before it is set in memory, where the proxy reads it:
                 // the claim answers once the proxy routes to it too.
-                let mut seq = live.seq.subscribe();
+                let mut events = live.events();
                 while live.state() < spawner_core::State::Ready {
-                    let caught_up = tokio::time::timeout(Duration::from_secs(1), seq.changed());
-                    if !matches!(caught_up.await, Ok(Ok(()))) {
+                    let caught_up = tokio::time::timeout(Duration::from_secs(1), events.changed());
+                    if caught_up.await.is_err() {
                         break;
                     }
                 }

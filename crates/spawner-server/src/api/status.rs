@@ -3,6 +3,7 @@
 
 use super::ApiError;
 use crate::app::App;
+use crate::live::Live;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use spawner_api::StatusItem;
 use spawner_core::lifecycle::{expiring, Expiry};
@@ -50,9 +51,8 @@ pub(super) fn stream(
     if app.store.get(&id).map_err(ApiError::internal)?.is_none() {
         return Err(ApiError::not_found(&id));
     }
-    // Subscribe before reading, so that no event falls between the read and the wait.
-    let changes = app.registry.get(&id).map(|l| l.seq.subscribe());
-    Ok(events(app.clone(), id, after, changes).boxed())
+    let live = app.registry.get(&id);
+    Ok(events(app.clone(), id, after, live).boxed())
 }
 
 /// What the stream still has to do.
@@ -60,7 +60,8 @@ struct Cursor {
     app: Arc<App>,
     id: String,
     after: u64,
-    changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The backend while it is live: its events are waited for.
+    live: Option<Arc<Live>>,
     pending: std::vec::IntoIter<spawner_core::Event>,
     done: bool,
     /// The stop last announced as `expiring` (while it stays due).
@@ -75,13 +76,13 @@ fn events(
     app: Arc<App>,
     id: String,
     after: u64,
-    changes: Option<tokio::sync::watch::Receiver<u64>>,
+    live: Option<Arc<Live>>,
 ) -> impl Stream<Item = StatusItem> {
     let cursor = Cursor {
         app,
         id,
         after,
-        changes,
+        live,
         pending: Vec::new().into_iter(),
         done: false,
         announced: None,
@@ -96,6 +97,9 @@ fn events(
             if c.done {
                 return None;
             }
+            // Followed before reading, so that no event falls between the read and the wait.
+            let live = c.live.clone();
+            let mut changes = live.as_deref().map(Live::events);
             // A `Ready` shown and not committed yet (`App::ready`), read before the store: it
             // leaves the shown ones only once committed, so it is in one or the other.
             let shown = c
@@ -144,13 +148,15 @@ fn events(
                     None => std::future::pending().await,
                 }
             };
-            match c.changes.as_mut() {
-                // A closed channel means the backend was retired: read what is left, then end.
-                Some(rx) => {
+            match changes.as_mut() {
+                Some(changes) => {
                     tokio::select! {
-                        changed = rx.changed() => if changed.is_err() {
-                            c.changes = None;
-                        },
+                        () = changes.changed() => {
+                            // Retired: what is left is read, then the stream ends.
+                            if c.app.registry.get(&c.id).is_none() {
+                                c.live = None;
+                            }
+                        }
                         () = sleep => {}
                     }
                 }
