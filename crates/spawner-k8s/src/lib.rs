@@ -12,7 +12,7 @@
 //!                         volumes (volume)
 //!            api          `spawner api`: the contract as a ControlPlane (control_plane),
 //!                         list stream (list_watch), access, metrics, pools and their
-//!                         watch (pool_cache)
+//!                         watch (pool_cache), keys' Leases (key_lease)
 //!            node         `spawner sweeper` on each node (sweeper)
 //!            router       `spawner proxy --kubernetes`
 //! model                   crd · pool_crd · status · naming · read · write · pool_members

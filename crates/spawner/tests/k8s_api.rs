@@ -144,6 +144,17 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
     );
     assert!(results.iter().all(|r| r.1["id"] == json!(want)));
     assert_eq!(results[0].1["key"], "doc-42");
+    // The key's Lease names its backend and lives as long as it (owned by its object).
+    ns.wait_key_lease_names(&want, &want).await;
+    // A key's backend that no Lease names (made by an earlier Spawner) is found all the
+    // same, and named.
+    ns.leases()
+        .delete(&format!("spawner-key-{want}"), &DeleteParams::default())
+        .await
+        .expect("delete the Lease");
+    let (code, again) = spawn(&api, keyed.clone()).await;
+    assert_eq!((code, &again["id"]), (200, &json!(want)), "{again}");
+    ns.wait_key_lease_names(&want, &want).await;
     // Once it has ended, the key gets a new backend: a new object of the same name.
     let old_uid = ns.slabs().get(&want).await.expect("keyed").metadata.uid;
     set_states(&ns, &want, &[State::Submitted, State::Swept], json!({})).await;
@@ -154,6 +165,9 @@ async fn spawn_validate_get_or_create_list_and_terminate() {
     );
     let new_uid = ns.slabs().get(&want).await.expect("keyed").metadata.uid;
     assert_ne!(new_uid, old_uid);
+    ns.wait_key_lease_names(&want, &want).await;
+    let (code, again) = spawn(&api, keyed.clone()).await;
+    assert_eq!((code, &again["id"]), (200, &json!(want)), "{again}");
 
     // List filters: label (a label selector), state, key.
     set_states(&ns, &id, &[State::Submitted, State::Running], json!({})).await;

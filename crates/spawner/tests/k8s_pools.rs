@@ -390,7 +390,32 @@ async fn concurrent_claims_of_one_key_from_two_api_replicas_get_one_backend() {
         .post("/v1/backends", json!({"pool": "ed", "key": "orphan-doc"}))
         .await;
     assert_eq!(code, 201, "{resp}");
-    // Released right after the answer (not before it).
+    // Then it names the member claimed for the key, and is owned by it.
+    let member = resp["id"].as_str().expect("id").to_string();
+    ns.wait_key_lease_names(id.as_str(), &member).await;
+    // The key's claims find it through the Lease, on either replica.
+    for api in [&a, &b] {
+        let (code, again) = api
+            .post("/v1/backends", json!({"pool": "ed", "key": "orphan-doc"}))
+            .await;
+        assert_eq!((code, &again["id"]), (200, &json!(member)), "{again}");
+    }
+    // A member claimed with the key that no Lease names (by an earlier Spawner) is found
+    // all the same, and named.
+    leases
+        .delete(&format!("spawner-key-{id}"), &Default::default())
+        .await
+        .expect("delete the Lease");
+    let (code, again) = b
+        .post("/v1/backends", json!({"pool": "ed", "key": "orphan-doc"}))
+        .await;
+    assert_eq!((code, &again["id"]), (200, &json!(member)), "{again}");
+    ns.wait_key_lease_names(id.as_str(), &member).await;
+    // It goes with the member's object (the garbage collector).
+    ns.slabs()
+        .delete(&member, &Default::default())
+        .await
+        .expect("delete the member");
     let deadline = Instant::now() + PATIENCE;
     while leases
         .get_opt(&format!("spawner-key-{id}"))
@@ -398,8 +423,8 @@ async fn concurrent_claims_of_one_key_from_two_api_replicas_get_one_backend() {
         .expect("read")
         .is_some()
     {
-        assert!(Instant::now() < deadline, "never released after the claim");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "the Lease outlived its backend");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for log in [a.proc.log_text(), b.proc.log_text()] {
         assert!(!log.contains("forbidden"), "{log}");

@@ -4,13 +4,14 @@
 //! Spawning creates an object; the controller does the rest. Get-or-create by key is
 //! race-safe because the object name is derived from the key ([`crate::model::naming`]): of two
 //! concurrent creates the API server accepts one and answers the other AlreadyExists; and
-//! because a keyed spawn holds the key's Lease, as a keyed claim of a warm pool does
-//! ([`crate::api::pools::lock_key`]), whose backend is a member found by label.
+//! because a keyed spawn holds the key's Lease, as a keyed claim of a warm pool does, and
+//! the Lease then names the key's backend ([`crate::api::key_lease`]).
 //! Status routes read the object's status history, and the status stream follows the
 //! object with a watch.
 
 pub mod access;
 pub mod control_plane;
+pub mod key_lease;
 pub mod list_watch;
 pub mod metrics;
 pub mod pool_cache;
@@ -274,22 +275,25 @@ pub async fn create(
 ) -> Result<(StatusCode, SessionLivedBackend), Error> {
     spec.validate()?;
     // A keyed spawn holds the key's Lease, as a keyed claim of a pool does: the key's
-    // backend may be a pool member claimed with it (found by label, not by name).
+    // backend may be a pool member claimed with it, which the Lease names.
     let lock = match &spec.key {
         Some(key) => {
             let deadline = tokio::time::Instant::now() + KEY_WAIT;
-            match crate::api::pools::lock_key(state, key, KEY_WAIT, deadline).await? {
-                crate::api::pools::KeyState::Found(found) => {
+            match crate::api::key_lease::lock_key(state, key, KEY_WAIT, deadline).await? {
+                crate::api::key_lease::KeyState::Found(found) => {
                     return Ok((StatusCode::OK, woken_for_key(state, *found).await?))
                 }
-                crate::api::pools::KeyState::Locked(lock, _) => Some(lock),
+                crate::api::key_lease::KeyState::Locked(lock, _) => Some(lock),
             }
         }
         None => None,
     };
     let result = create_object(state, spec).await;
     if let Some(lock) = lock {
-        lock.release_later();
+        match &result {
+            Ok((_, obj)) => lock.name_later(obj),
+            Err(_) => lock.release_later(),
+        }
     }
     result
 }

@@ -5,7 +5,7 @@
 //! waits for the watch to show one, instead of polling (issue 27).
 
 use crate::model::crd::SessionLivedBackend;
-use crate::model::pool_crd::{SessionLivedBackendPool, LABEL_POOL};
+use crate::model::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
 use futures_util::StreamExt;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -67,6 +67,22 @@ impl PoolCache {
                 .state()
                 .into_iter()
                 .filter(|m| m.labels().get(LABEL_POOL).map(String::as_str) == Some(name))
+                .map(|m| (*m).clone())
+                .collect(),
+        )
+    }
+
+    /// The members labelled with the key id `key_id` (claimed with that key) as the watch
+    /// has them, or `None` before its first list.
+    pub fn with_key_id(&self, key_id: &str) -> Option<Vec<SessionLivedBackend>> {
+        if !listed(&self.members) {
+            return None;
+        }
+        Some(
+            self.members
+                .state()
+                .into_iter()
+                .filter(|m| m.labels().get(LABEL_KEY_ID).map(String::as_str) == Some(key_id))
                 .map(|m| (*m).clone())
                 .collect(),
         )

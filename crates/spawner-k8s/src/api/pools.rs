@@ -5,23 +5,17 @@
 //! A pool is a [`SessionLivedBackendPool`]; its members are SessionLivedBackends labelled
 //! with its name ([`pool_members`]). A claim takes a Ready unclaimed member with a patch
 //! conditional on the member's `resourceVersion`, so that two API replicas never hand out
-//! one member twice. A claim with a key first takes the key's Lease (`spawner-key-{id}`,
-//! the id [`name_for_key`] derives): claims of one key are serialized, and each looks for
-//! the key's backend (a keyed spawn's object, or a member claimed with the key) while
-//! holding it.
+//! one member twice. A claim with a key first finds the key's backend through the key's
+//! Lease, or makes the Lease pending and claims a member under it, which the Lease then
+//! names ([`crate::api::key_lease`]).
 
+use crate::api::key_lease::{lock_key, KeyState};
 use crate::api::{ApiState, Error};
 use crate::model::crd::{SessionLivedBackend, ANNOTATION_STOP};
-use crate::model::naming::name_for_key;
 use crate::model::pool_crd::{SessionLivedBackendPool, LABEL_KEY_ID, LABEL_POOL};
 use crate::model::pool_members::{self as members, claim_patch, claimable, counts, surplus};
-use crate::model::read::state_of;
 use axum::http::StatusCode;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use spawner_api::page::{Page, PageRequest};
@@ -98,8 +92,6 @@ pub async fn render_metrics(state: &ApiState) -> Result<String, kube::Error> {
 
 /// How often a claim waiting for a Ready member looks again.
 const POLL: Duration = Duration::from_millis(100);
-/// How often a spawn or claim waiting for a key's Lease looks again.
-const LOCK_POLL: Duration = Duration::from_millis(20);
 
 fn pools_api(state: &ApiState) -> Api<SessionLivedBackendPool> {
     Api::namespaced(state.client.clone(), &state.config.namespace)
@@ -239,157 +231,6 @@ pub(crate) async fn drain_pool(state: &ApiState, name: &str) -> Result<PoolDrain
     })
 }
 
-/// The key's Lease, held while one spawn or claim of the key looks for its backend and
-/// creates or claims one.
-pub(crate) struct KeyLock {
-    leases: Api<Lease>,
-    /// The Lease as created: its release deletes this one only, not one that took over.
-    lease: Lease,
-}
-
-impl KeyLock {
-    fn lease_name(id: &BackendId) -> String {
-        format!("spawner-key-{}", id.as_str())
-    }
-
-    /// Takes the Lease, waiting while another spawn or claim holds it; one left by an API
-    /// that stopped is taken over once its duration has passed.
-    async fn take(
-        leases: Api<Lease>,
-        id: &BackendId,
-        hold: Duration,
-        deadline: tokio::time::Instant,
-    ) -> Result<KeyLock, Error> {
-        let name = Self::lease_name(id);
-        loop {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    acquire_time: Some(MicroTime(Timestamp::now())),
-                    lease_duration_seconds: Some(i32::try_from(hold.as_secs()).unwrap_or(i32::MAX)),
-                    ..LeaseSpec::default()
-                }),
-            };
-            match leases.create(&PostParams::default(), &lease).await {
-                Ok(lease) => return Ok(KeyLock { leases, lease }),
-                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-                Err(e) => return Err(e.into()),
-            }
-            if let Some(held) = leases.get_opt(&name).await? {
-                let expired = held.spec.as_ref().is_some_and(|s| {
-                    let since = s.acquire_time.as_ref().map(|t| t.0);
-                    let dur = i64::from(s.lease_duration_seconds.unwrap_or(0));
-                    since.is_some_and(|t| Timestamp::now().as_second() > t.as_second() + dur)
-                });
-                if expired {
-                    warn!(lease = %name, "taking over the expired Lease of a key");
-                    delete_exactly(&leases, &held).await?;
-                    continue;
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::Busy,
-                    "another spawn or claim of this key is under way; retry",
-                )
-                .into());
-            }
-            tokio::time::sleep(LOCK_POLL).await;
-        }
-    }
-
-    pub(crate) async fn release(self) {
-        if let Err(e) = delete_exactly(&self.leases, &self.lease).await {
-            warn!(lease = %self.lease.name_any(), error = %e, "could not release a key's Lease; it expires");
-        }
-    }
-
-    /// Releases the Lease after the answer, not before it: what it guarded (the claim or
-    /// the create) is written by now, and a release that never happens (the process
-    /// stopped) only makes the key's next spawn or claim wait for the Lease to expire, as
-    /// after any crash. One write fewer on the request's path.
-    pub(crate) fn release_later(self) {
-        tokio::spawn(self.release());
-    }
-}
-
-async fn delete_exactly(leases: &Api<Lease>, lease: &Lease) -> Result<(), kube::Error> {
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: lease.metadata.uid.clone(),
-            resource_version: lease.metadata.resource_version.clone(),
-        }),
-        ..DeleteParams::default()
-    };
-    match leases.delete(&lease.name_any(), &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The live backend of the key whose object name derives `id`: the keyed spawn's object,
-/// or a pool member claimed with the key.
-pub async fn backend_of_key(
-    slabs: &Api<SessionLivedBackend>,
-    id: &BackendId,
-    key: &str,
-) -> Result<Option<SessionLivedBackend>, kube::Error> {
-    let live =
-        |o: &SessionLivedBackend| o.spec.key.as_deref() == Some(key) && !state_of(o).is_terminal();
-    // Both looks at once: one round trip instead of two on every keyed spawn and claim.
-    let lp = ListParams::default().labels(&format!("{LABEL_KEY_ID}={}", id.as_str()));
-    let (named, labelled) = tokio::try_join!(slabs.get_opt(id.as_str()), slabs.list(&lp))?;
-    if let Some(o) = named.filter(live) {
-        return Ok(Some(o));
-    }
-    Ok(labelled
-        .items
-        .into_iter()
-        .filter(|o| members::role(o) == members::Role::Claimed)
-        .find(live))
-}
-
-/// What a get-or-create of a key found: the key's live backend, or the key's Lease, taken
-/// (with the id the key derives), to create or claim one under.
-pub(crate) enum KeyState {
-    Found(Box<SessionLivedBackend>),
-    Locked(Box<KeyLock>, BackendId),
-}
-
-/// Looks for the key's live backend, and takes the key's Lease when there is none: a keyed
-/// spawn and a keyed claim both hold it while they look again and create or claim one, so
-/// that whatever mix of them runs at once, one backend per key results. A Lease held for
-/// longer than `hold` (by an API that stopped) is taken over.
-pub(crate) async fn lock_key(
-    state: &ApiState,
-    key: &str,
-    hold: Duration,
-    deadline: tokio::time::Instant,
-) -> Result<KeyState, Error> {
-    let slabs = state.slabs();
-    let id = name_for_key(&state.config.key_secret, &state.config.namespace, key);
-    // The Lease first, then one look for the key's backend under it: a new key (the usual
-    // case) costs the Lease and one look, not a look before it as well.
-    let leases = Api::namespaced(state.client.clone(), &state.config.namespace);
-    let lock = KeyLock::take(leases, &id, hold, deadline).await?;
-    match backend_of_key(&slabs, &id, key).await {
-        Ok(Some(found)) => {
-            lock.release_later();
-            Ok(KeyState::Found(Box::new(found)))
-        }
-        Ok(None) => Ok(KeyState::Locked(Box::new(lock), id)),
-        Err(e) => {
-            lock.release().await;
-            Err(e.into())
-        }
-    }
-}
-
 /// `POST /v1/backends` with `"pool"`: claims a Ready member of the pool for the request
 /// (the oldest, after its claim hook accepted); with none Ready, the next to be Ready (one
 /// more is started for it unless the request says `wait`). A key that has a live backend
@@ -437,7 +278,10 @@ pub async fn claim(state: &ApiState, req: ClaimRequest) -> Result<Spawned, Error
     let key_id = lock.as_ref().map(|(_, id)| id.as_str().to_string());
     let result = claim_member(state, &pool, &req, key_id.as_deref(), deadline).await;
     if let Some((lock, _)) = lock {
-        lock.release_later();
+        match &result {
+            Ok((obj, _)) => lock.name_later(obj),
+            Err(_) => lock.release_later(),
+        }
     }
     let (obj, cold) = result?;
     state.pool_stats.claimed(&req.pool, cold);

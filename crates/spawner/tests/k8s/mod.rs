@@ -475,6 +475,49 @@ impl TestNs {
         Api::namespaced(self.admin.clone(), &self.name)
     }
 
+    pub fn leases(&self) -> Api<k8s_openapi::api::coordination::v1::Lease> {
+        Api::namespaced(self.admin.clone(), &self.name)
+    }
+
+    /// Waits until the Lease of the key whose id is `key_id` names `backend` and is owned
+    /// by its object as it is now (named just after the answer that made or claimed it).
+    pub async fn wait_key_lease_names(&self, key_id: &str, backend: &str) {
+        let uid = self
+            .slabs()
+            .get(backend)
+            .await
+            .expect("object")
+            .metadata
+            .uid;
+        let name = format!("spawner-key-{key_id}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let lease = self.leases().get_opt(&name).await.expect("read");
+            let holder = lease
+                .as_ref()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.clone());
+            let owners: Vec<(String, String)> = lease
+                .as_ref()
+                .and_then(|l| l.metadata.owner_references.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| (o.kind, o.uid))
+                .collect();
+            let owner = uid
+                .clone()
+                .map(|u| vec![("SessionLivedBackend".to_string(), u)]);
+            if holder.as_deref() == Some(backend) && Some(&owners) == owner.as_ref() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the key's Lease never named {backend} (owned by it): {lease:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Creates the SessionLivedBackend `name` (one app container, `spawner:test`), with
     /// `labels`, as an administrator would with kubectl.
     pub async fn create_slab(&self, name: &str, labels: Value) {
