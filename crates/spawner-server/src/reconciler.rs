@@ -427,13 +427,17 @@ async fn adopt(
     live: &Arc<Live>,
     runtime: &dyn Runtime,
     handle: &Handle,
-    stopping: Option<StopReason>,
+    ended: Ending,
 ) -> anyhow::Result<()> {
     let id = BackendId::parse(&live.id)?;
     match runtime.adopt(&id, handle).await? {
         Some(exited) => {
             tracing::info!(backend = %live.id, state = %live.state(), "adopted");
             live.monitor.touch();
+            if let Ending::Sleep(reason) = ended {
+                // It was being put to sleep: its supervisor does it again.
+                live.request_sleep(reason);
+            }
             if live.state().is_starting() {
                 // `Ready` may have been shown under the next sequence number and lost with
                 // the crash (it is shown before it is committed, `App::ready`): this note
@@ -448,19 +452,45 @@ async fn adopt(
             };
             spawn_supervisor(app, live.clone(), begin);
         }
-        None => {
-            finish(app, live, stopping, Exit::Unknown).await?;
-            let _ = runtime.cleanup(handle).await;
-            crate::kept::forget(app, live).await;
-        }
+        None => match ended {
+            // Its process stopped to sleep while Spawner was down: it sleeps.
+            Ending::Sleep(reason) => {
+                tracing::info!(backend = %live.id, "adopted asleep: its process stopped for its sleep while Spawner was down");
+                let _ = runtime.cleanup(handle).await;
+                fall_asleep(app, live, reason).await?;
+                doze(app, live.clone());
+            }
+            Ending::Stop(stopping) => {
+                finish(app, live, stopping, Exit::Unknown).await?;
+                let _ = runtime.cleanup(handle).await;
+                crate::kept::forget(app, live).await;
+            }
+        },
     }
     Ok(())
+}
+
+/// What a restart found asked of a backend before it: a stop (or none), or a sleep
+/// pending ([`crate::store::SLEEP_PENDING`]).
+#[derive(Clone, Copy)]
+enum Ending {
+    Stop(Option<StopReason>),
+    Sleep(StopReason),
+}
+
+impl Ending {
+    fn of(stop_reason: Option<&str>) -> Self {
+        match stop_reason.and_then(|r| r.strip_prefix(crate::store::SLEEP_PENDING)) {
+            Some(sleep) => Ending::Sleep(StopReason::parse(sleep).unwrap_or(StopReason::Idle)),
+            None => Ending::Stop(stop_reason.and_then(StopReason::parse)),
+        }
+    }
 }
 
 /// Asks again, with backoff, to adopt a backend whose runtime did not answer at start-up
 /// (an engine restarting), so that it is not left running unsupervised. A stop asked for
 /// meanwhile waits in its [`Live`] and is carried out once adopted.
-fn adopt_later(app: &Arc<App>, live: Arc<Live>, handle: Handle, stopping: Option<StopReason>) {
+fn adopt_later(app: &Arc<App>, live: Arc<Live>, handle: Handle, ended: Ending) {
     let app = app.clone();
     tokio::spawn(async move {
         let mut wait = Duration::from_secs(1);
@@ -469,7 +499,7 @@ fn adopt_later(app: &Arc<App>, live: Arc<Live>, handle: Handle, stopping: Option
             let Some(runtime) = app.runtimes.by_name(live.runtime) else {
                 return;
             };
-            match adopt(&app, &live, runtime.as_ref(), &handle, stopping).await {
+            match adopt(&app, &live, runtime.as_ref(), &handle, ended).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(backend = %live.id, error = %e, retry_in = ?wait, "could not adopt");
@@ -652,6 +682,11 @@ async fn go_to_sleep(
     live.monitor.going_away(GOING_TO_SLEEP);
     let grace = app.config.stop_grace;
     let_clients_go(live, grace).await;
+    // Durably before the signal: a crash from here until `Sleeping` is recorded leaves it
+    // to sleep at the restart, not lost.
+    if let Err(e) = app.store.sleep_pending(&live.id, reason.as_str()).await {
+        tracing::warn!(error = %e, "could not record the sleep before it; going to sleep all the same");
+    }
     let mut killed = stop_rx.borrow().is_some_and(|r| r.hard);
     runtime
         .signal(handle, if killed { Signal::Kill } else { Signal::Term })
@@ -832,10 +867,10 @@ pub async fn adopt_all(app: &Arc<App>) -> anyhow::Result<()> {
         if let Some(address) = &row.address {
             app.registry.set_authority(&live, address);
         }
-        let stopping = row.stop_reason.as_deref().and_then(StopReason::parse);
-        if let Err(e) = adopt(app, &live, runtime.as_ref(), &handle, stopping).await {
+        let ended = Ending::of(row.stop_reason.as_deref());
+        if let Err(e) = adopt(app, &live, runtime.as_ref(), &handle, ended).await {
             tracing::error!(backend = %row.id, error = %e, "could not adopt; trying again");
-            adopt_later(app, live, handle, stopping);
+            adopt_later(app, live, handle, ended);
         }
     }
     // Anything of ours that the store does not count as live is stopped: no orphans.

@@ -93,7 +93,8 @@ pub struct Row {
     pub handle: Option<serde_json::Value>,
     pub address: Option<String>,
     pub exit_code: Option<i32>,
-    /// Why a stop was asked for, and whether hard: kept so that a restart finishes it.
+    /// Why a stop was asked for, and whether hard: kept so that a restart finishes it. Or
+    /// a sleep pending ([`SLEEP_PENDING`] and its reason), which a restart finishes too.
     pub stop_reason: Option<String>,
     pub stop_hard: bool,
     /// The reason of its last event, if it has one.
@@ -148,6 +149,9 @@ const READERS: usize = 2;
 /// is read from the operating system's cache of the file. With the default, what the
 /// caches held after bursts of writes and reads went from 1 to 9 MiB and back.
 const CACHE_KIB: u32 = 512;
+
+/// How a sleep pending starts in the stop's column ([`Store::sleep_pending`]).
+pub const SLEEP_PENDING: &str = "sleep pending: ";
 
 /// The schema this build writes. It changes by additions made at open (tables, indexes,
 /// `IF NOT EXISTS`), never by rewriting what older releases wrote, so a database of any
@@ -436,7 +440,9 @@ impl Store {
             )?;
             if !events.is_empty() {
                 tx.prepare_cached(
-                    "UPDATE backends SET handle = NULL, address = NULL WHERE id = ?1",
+                    "UPDATE backends SET handle = NULL, address = NULL, \
+                     stop_reason = CASE WHEN stop_reason LIKE 'sleep pending: %' THEN NULL ELSE stop_reason END \
+                     WHERE id = ?1",
                 )?
                 .execute([&id])?;
             }
@@ -471,11 +477,26 @@ impl Store {
         .await
     }
 
-    /// Records a stop request; a hard one overrides a soft one, never the reverse.
+    /// Records a stop request; a hard one overrides a soft one, never the reverse. It
+    /// replaces a sleep pending ([`Store::sleep_pending`]): a stop is for good.
     pub async fn set_stop(&self, id: &str, reason: &'static str, hard: bool) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| {
-            c.prepare_cached("UPDATE backends SET stop_reason = COALESCE(stop_reason, ?2), stop_hard = MAX(stop_hard, ?3) WHERE id = ?1 AND terminal = 0")?.execute(params![id, reason, hard])?;
+            c.prepare_cached("UPDATE backends SET stop_reason = CASE WHEN stop_reason IS NULL OR stop_reason LIKE 'sleep pending: %' THEN ?2 ELSE stop_reason END, stop_hard = MAX(stop_hard, ?3) WHERE id = ?1 AND terminal = 0")?.execute(params![id, reason, hard])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that the backend's process is being stopped for it to sleep (for `reason`,
+    /// idleness), before it is signalled: a restart that finds the process gone then
+    /// records the backend `Sleeping` instead of lost, and one that finds it running puts
+    /// it to sleep. `Sleeping` recorded clears it; a stop replaces it. In the stop's column
+    /// ([`SLEEP_PENDING`] and the reason), which a stop reason never starts with.
+    pub async fn sleep_pending(&self, id: &str, reason: &'static str) -> Result<()> {
+        let (id, pending) = (id.to_string(), format!("{SLEEP_PENDING}{reason}"));
+        self.write(move |c| {
+            c.prepare_cached("UPDATE backends SET stop_reason = ?2 WHERE id = ?1 AND terminal = 0 AND stop_reason IS NULL")?.execute(params![id, pending])?;
             Ok(())
         })
         .await

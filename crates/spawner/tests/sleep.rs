@@ -547,3 +547,68 @@ async fn a_backend_waking_across_a_restart_is_watched_again_and_becomes_ready() 
         1
     );
 }
+
+/// Waits (bounded) until `path` exists.
+async fn wait_file(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A crash of Spawner while backends go to sleep (their processes signalled, `Sleeping` not
+/// recorded yet) loses neither: the restart records the one whose process exited meanwhile
+/// asleep, and puts the one still stopping to sleep; both wake with their files.
+#[tokio::test]
+async fn a_crash_while_backends_go_to_sleep_leaves_them_asleep_with_their_files() {
+    // A stop grace longer than the first one's linger: Spawner never kills it.
+    let mut server = TestServer::start_with(&["--stop-grace", "10"], None);
+    // Each run marks when it is told to stop, then takes `linger` seconds to exit.
+    let lingering = |linger: u64| {
+        let mut spec = shell(&format!(
+            r#"echo run >> "$SPAWNER_DATA_DIR/runs"; trap 'echo > "$SPAWNER_DATA_DIR/termed"; sleep {linger}; exit 0' TERM; {SPAWNER} example-app & wait"#
+        ));
+        spec.idle_action = IdleAction::Sleep;
+        spec.grace_period_seconds = 1;
+        spec
+    };
+    let exits = ready(&server, &lingering(5)).await;
+    let stays = ready(&server, &lingering(120)).await;
+    let dirs = [
+        data_dir_of(&server, &exits).await,
+        data_dir_of(&server, &stays).await,
+    ];
+    for dir in &dirs {
+        wait_file(&dir.join("termed")).await;
+    }
+    server.kill9();
+    // Both still stopping when Spawner died: neither was recorded asleep.
+    for id in [&exits, &stays] {
+        assert!(backend_running(id), "{id} had exited before the crash");
+    }
+    wait_gone(&exits).await;
+    assert!(backend_running(&stays));
+    let restarted = spawner_core::time::now_millis();
+    server.launch();
+
+    for id in [&exits, &stays] {
+        let asleep = wait_state(&server.client(), id, State::Sleeping).await;
+        assert!(
+            asleep.time >= restarted,
+            "{id} slept before the crash: {asleep:?}"
+        );
+        assert!(!backend_running(id));
+    }
+    for (id, dir) in [&exits, &stays].into_iter().zip(&dirs) {
+        assert_eq!(
+            echo(&server, id).await["env"]["SPAWNER_BACKEND_ID"],
+            id.as_str()
+        );
+        assert_eq!(runs(dir), 2, "{id}");
+    }
+}
