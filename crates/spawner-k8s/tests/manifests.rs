@@ -169,6 +169,7 @@ fn rbac_grants_what_each_component_does_and_no_more() {
                 "delete spawner.dev/sessionlivedbackendpools",
                 "get coordination.k8s.io/leases",
                 "create coordination.k8s.io/leases",
+                "update coordination.k8s.io/leases",
                 "delete coordination.k8s.io/leases",
                 "get /pods",
             ],
