@@ -611,7 +611,7 @@ async fn run(
     }
 
     // Phase 3: stop it: SIGTERM, then SIGKILL after the stop grace (or at once when hard).
-    let Some(mut req) = stop_rx.borrow_and_update() else {
+    let Some(req) = stop_rx.borrow_and_update() else {
         return Ok(Ran::Ended);
     };
     // A stop is carried out even when it cannot be recorded (a full disk): how it ended is
@@ -635,24 +635,36 @@ async fn run(
     if !req.hard {
         let_clients_go(live, app.config.stop_grace).await;
     }
+    let exit = signal_until_exit(app, runtime, handle, &mut exited, stop_rx, req.hard).await?;
+    ended(finish(app, live, Some(req.reason), exit).await)
+}
+
+/// SIGTERM (SIGKILL when `hard`), then SIGKILL after the stop grace or at a hard stop asked
+/// meanwhile; resolves with how the process exited.
+async fn signal_until_exit(
+    app: &App,
+    runtime: &dyn Runtime,
+    handle: &Handle,
+    exited: &mut BoxFuture<'static, Exit>,
+    stop_rx: &mut crate::live::Stop<'_>,
+    mut killed: bool,
+) -> anyhow::Result<Exit> {
     runtime
-        .signal(handle, if req.hard { Signal::Kill } else { Signal::Term })
+        .signal(handle, if killed { Signal::Kill } else { Signal::Term })
         .await?;
     let deadline = tokio::time::Instant::now() + app.config.stop_grace;
     loop {
         tokio::select! {
-            exit = &mut exited => return ended(finish(app, live, Some(req.reason), exit).await),
-            _ = tokio::time::sleep_until(deadline), if !req.hard => {
+            exit = &mut *exited => return Ok(exit),
+            _ = tokio::time::sleep_until(deadline), if !killed => {
                 tracing::info!("still running after the stop grace: killing");
-                req.hard = true;
+                killed = true;
                 runtime.signal(handle, Signal::Kill).await?;
             }
             () = stop_rx.changed() => {
-                if let Some(new) = stop_rx.borrow() {
-                    if new.hard && !req.hard {
-                        req.hard = true;
-                        runtime.signal(handle, Signal::Kill).await?;
-                    }
+                if stop_rx.borrow().is_some_and(|r| r.hard) && !killed {
+                    killed = true;
+                    runtime.signal(handle, Signal::Kill).await?;
                 }
             }
         }
@@ -687,28 +699,8 @@ async fn go_to_sleep(
     if let Err(e) = app.store.sleep_pending(&live.id, reason.as_str()).await {
         tracing::warn!(error = %e, "could not record the sleep before it; going to sleep all the same");
     }
-    let mut killed = stop_rx.borrow().is_some_and(|r| r.hard);
-    runtime
-        .signal(handle, if killed { Signal::Kill } else { Signal::Term })
-        .await?;
-    let deadline = tokio::time::Instant::now() + grace;
-    let exit = loop {
-        tokio::select! {
-            exit = &mut exited => break exit,
-            _ = tokio::time::sleep_until(deadline), if !killed => {
-                tracing::info!("still running after the stop grace: killing");
-                killed = true;
-                runtime.signal(handle, Signal::Kill).await?;
-            }
-            () = stop_rx.changed() => {
-                let hard = stop_rx.borrow().is_some_and(|r| r.hard);
-                if hard && !killed {
-                    killed = true;
-                    runtime.signal(handle, Signal::Kill).await?;
-                }
-            }
-        }
-    };
+    let hard = stop_rx.borrow().is_some_and(|r| r.hard);
+    let exit = signal_until_exit(app, runtime, handle, &mut exited, stop_rx, hard).await?;
     let stop = stop_rx.borrow();
     match stop {
         Some(req) => ended(finish(app, live, Some(req.reason), exit).await),

@@ -244,6 +244,16 @@ async fn a_keyed_spawn_of_a_sleeping_backend_answers_it_and_wakes_it() {
     wait_nth(&server, &id, State::Ready, 2).await;
 }
 
+/// Waits for the backend's end, which comes after it slept: in `state`, for `reason`.
+async fn ends_asleep(client: &spawner_client::Client, id: &str, state: State, reason: &str) {
+    let end = wait_for(client, id, |e| e.state.is_terminal()).await;
+    let states: Vec<State> = end.iter().map(|e| e.state).collect();
+    assert!(states.contains(&State::Sleeping), "{end:?}");
+    let last = end.last().expect("an event");
+    assert_eq!(last.state, state, "{end:?}");
+    assert_eq!(last.reason.as_deref(), Some(reason));
+}
+
 #[tokio::test]
 async fn terminate_lifetime_limit_and_max_sleep_end_a_sleeping_backend() {
     let server = TestServer::start();
@@ -269,19 +279,8 @@ async fn terminate_lifetime_limit_and_max_sleep_end_a_sleeping_backend() {
     let end = wait_state(&client, &a, State::Terminated).await;
     assert_eq!(end.reason.as_deref(), Some("terminate requested"));
 
-    let end = wait_for(&client, &b, |e| e.state.is_terminal()).await;
-    let states: Vec<State> = end.iter().map(|e| e.state).collect();
-    assert!(states.contains(&State::Sleeping), "{end:?}");
-    let last = end.last().expect("an event");
-    assert_eq!(last.state, State::Swept, "{end:?}");
-    assert_eq!(last.reason.as_deref(), Some("slept for max_sleep_seconds"));
-
-    let end = wait_for(&client, &c, |e| e.state.is_terminal()).await;
-    let states: Vec<State> = end.iter().map(|e| e.state).collect();
-    assert!(states.contains(&State::Sleeping), "{end:?}");
-    let last = end.last().expect("an event");
-    assert_eq!(last.state, State::Terminated, "{end:?}");
-    assert_eq!(last.reason.as_deref(), Some("lifetime limit"));
+    ends_asleep(&client, &b, State::Swept, "slept for max_sleep_seconds").await;
+    ends_asleep(&client, &c, State::Terminated, "lifetime limit").await;
     for id in [&a, &b, &c] {
         assert!(!backend_running(id));
     }
