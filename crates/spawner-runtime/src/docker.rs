@@ -920,6 +920,12 @@ impl DockerRuntime {
     }
 }
 
+/// The exit code of a process killed by SIGKILL (128 + 9), as an OOM kill leaves it.
+const SIGKILL_CODE: i32 = 137;
+/// How many times, and how often, an exit by SIGKILL is looked at for an OOM kill.
+const OOM_LOOKS: u32 = 10;
+const OOM_LOOK_EVERY: Duration = Duration::from_millis(50);
+
 /// Waits for the container to stop and tells how it ended. Survives a dropped connection
 /// to the engine by asking again; a container removed meanwhile ended in an unknown way.
 async fn wait_exit(docker: &Docker, container: &str) -> Exit {
@@ -955,10 +961,26 @@ async fn wait_exit(docker: &Docker, container: &str) -> Exit {
         }
     };
     let code = i32::try_from(code).unwrap_or(i32::MAX);
-    let oom = match docker.inspect_container(container, None).await {
-        Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
-        Err(_) => false,
-    };
+    // The engine may record the OOM kill a moment after the exit it caused (the kernel's
+    // event reaches it apart from the exit): a SIGKILL of a container with a memory limit
+    // is looked at a few times.
+    let mut oom = false;
+    for look in 0..OOM_LOOKS {
+        if look > 0 {
+            tokio::time::sleep(OOM_LOOK_EVERY).await;
+        }
+        let Ok(info) = docker.inspect_container(container, None).await else {
+            break;
+        };
+        oom = info.state.and_then(|s| s.oom_killed).unwrap_or(false);
+        let limited = info
+            .host_config
+            .and_then(|h| h.memory)
+            .is_some_and(|m| m > 0);
+        if oom || code != SIGKILL_CODE || !limited {
+            break;
+        }
+    }
     if oom {
         Exit::OutOfMemory(Some(code))
     } else {
