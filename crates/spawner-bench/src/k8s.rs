@@ -434,6 +434,23 @@ async fn wait_objects(
 /// and their Pods and Services too (the garbage collector's part, whose requests would
 /// otherwise be counted in the next round); the phase's own polls.
 async fn clear(api: &Api, admin: &Path, procs: &mut Procs<'_>) -> Result<u64> {
+    // The bare rounds' objects have names no API id takes: stopped as the API stops one
+    // (the stop annotation, hard), not left to their startup timeout.
+    let names = kubectl(
+        admin,
+        &["get", "sessionlivedbackends", "-n", NAMESPACE, "-o", "name"],
+    )
+    .await?;
+    let bare: Vec<&str> = names.lines().filter(|n| n.contains("/bare-")).collect();
+    for chunk in bare.chunks(200) {
+        let mut args = vec!["annotate", "--overwrite", "-n", NAMESPACE];
+        args.extend_from_slice(chunk);
+        args.extend_from_slice(&[
+            "spawner.dev/stop=terminate requested",
+            "spawner.dev/stop-hard=true",
+        ]);
+        kubectl(admin, &args).await?;
+    }
     if let Err(e) = api.terminate_all().await {
         // Waited for below all the same (the controller ends what the API stopped).
         eprintln!("spawner-bench: k8s: terminating every backend: {e:#}");
