@@ -1084,6 +1084,13 @@ async fn play(mode: &impl Mode, kubernetes: bool) -> Shapes {
                     c.what, st["state"], expect.state_after
                 ));
             }
+            // A claim is in the backend's timeline from its answer on.
+            if c.what == "claim" && st["reason"] != "claimed with key conf-claim" {
+                failures.push(format!(
+                    "{}: right after, the last event is {st}, not the claim's",
+                    c.what
+                ));
+            }
         }
     }
     assert!(

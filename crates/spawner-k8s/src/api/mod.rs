@@ -109,7 +109,7 @@ impl ApiState {
 
     pub(crate) fn record(&self, obj: &SessionLivedBackend, with_events: bool) -> BackendRecord {
         let id = obj.name_any();
-        let status = obj.status.clone().unwrap_or_default();
+        let status = crate::model::read::status(obj);
         let live = !state_of(obj).is_terminal();
         BackendRecord {
             key: obj.spec.key.clone(),
@@ -159,16 +159,17 @@ fn created_at(obj: &SessionLivedBackend) -> Millis {
 /// The events of the status history; before the controller's first write, the Submitted
 /// event it will record (same number, same time), so that streams never see it twice.
 pub fn events_of(obj: &SessionLivedBackend) -> Vec<Event> {
-    match obj.status.as_ref().map(|s| s.events()) {
-        Some(events) if !events.is_empty() => events,
-        _ => vec![Event {
-            seq: 1,
-            state: spawner_core::State::Submitted,
-            time: created_at(obj),
-            reason: None,
-            exit_code: None,
-        }],
+    let events = crate::model::read::status(obj).events();
+    if !events.is_empty() {
+        return events;
     }
+    vec![Event {
+        seq: 1,
+        state: spawner_core::State::Submitted,
+        time: created_at(obj),
+        reason: None,
+        exit_code: None,
+    }]
 }
 
 /// What a handler can fail with: an answer of the contract, or a failure of the Kubernetes
@@ -760,7 +761,7 @@ async fn follow(
 /// What the lifecycle rules observe of a backend, from its object: the sweeper's record of
 /// its connections and activity (at most about a second old), and its keepalive.
 fn observed(obj: &SessionLivedBackend) -> Observed {
-    let status = obj.status.clone().unwrap_or_default();
+    let status = crate::model::read::status(obj);
     let created = created_at(obj);
     let since = status.entered_at().unwrap_or(created);
     let time = |t: &Option<String>| t.as_deref().and_then(millis_of).unwrap_or(since);

@@ -325,7 +325,10 @@ async fn claim_member(
             None => members_of(&slabs, &spec.name).await?,
         };
         for m in claimable(&members) {
-            let patch = claim_patch(m, &claimed_spec, key_id, spawner_core::time::now_millis());
+            // Without a claim hook the claim's event is written with the claim: one write.
+            let hook = spec.template.claim_path.as_deref();
+            let now = spawner_core::time::now_millis();
+            let patch = claim_patch(m, &claimed_spec, key_id, now, hook.is_none());
             let taken = match slabs
                 .patch(
                     &m.name_any(),
@@ -339,45 +342,45 @@ async fn claim_member(
                 Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
-            if let Some(path) = &spec.template.claim_path {
-                let notice = ClaimNotice {
-                    key: req.key.clone(),
-                    labels: claimed_spec.labels.clone(),
-                };
-                if let Err(why) = claim_hook(&taken, path, &notice).await {
-                    warn!(backend = %taken.name_any(), pool = %spec.name, %why, "the claim hook refused; replacing the backend");
-                    state.pool_stats.update(&spec.name, |t| t.refused += 1);
-                    // What it answered, in its timeline (as the embedded server records it).
-                    let said = format!("claim refused: {why}");
-                    let now = spawner_core::time::now_millis();
-                    if let Err(e) =
-                        crate::model::write::note(&slabs, &taken.name_any(), &said, now).await
-                    {
-                        warn!(backend = %taken.name_any(), error = %e, "could not record the refusal's answer");
-                    }
-                    // Stopped, and its key freed: the claim takes another member for it.
-                    let refuse = json!({
-                        "metadata": {
-                            "annotations": {ANNOTATION_STOP: StopReason::ClaimRefused.as_str()},
-                            "labels": {LABEL_KEY_ID: null},
-                        },
-                        "spec": {"key": null},
-                    });
-                    slabs
-                        .patch(
-                            &taken.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&refuse),
-                        )
-                        .await?;
-                    refusals += 1;
-                    last_refusal = Some(why);
-                    hold_until =
-                        Some(tokio::time::Instant::now() + members::backoff_after(refusals));
-                    continue;
+            let Some(path) = hook else {
+                return Ok((taken, cold));
+            };
+            let notice = ClaimNotice {
+                key: req.key.clone(),
+                labels: claimed_spec.labels.clone(),
+            };
+            if let Err(why) = claim_hook(&taken, path, &notice).await {
+                warn!(backend = %taken.name_any(), pool = %spec.name, %why, "the claim hook refused; replacing the backend");
+                state.pool_stats.update(&spec.name, |t| t.refused += 1);
+                // What it answered, in its timeline (as the embedded server records it).
+                let said = format!("claim refused: {why}");
+                let now = spawner_core::time::now_millis();
+                if let Err(e) =
+                    crate::model::write::note(&slabs, &taken.name_any(), &said, now).await
+                {
+                    warn!(backend = %taken.name_any(), error = %e, "could not record the refusal's answer");
                 }
+                // Stopped, and its key freed: the claim takes another member for it.
+                let refuse = json!({
+                    "metadata": {
+                        "annotations": {ANNOTATION_STOP: StopReason::ClaimRefused.as_str()},
+                        "labels": {LABEL_KEY_ID: null},
+                    },
+                    "spec": {"key": null},
+                });
+                slabs
+                    .patch(
+                        &taken.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&refuse),
+                    )
+                    .await?;
+                refusals += 1;
+                last_refusal = Some(why);
+                hold_until = Some(tokio::time::Instant::now() + members::backoff_after(refusals));
+                continue;
             }
-            // The claim in the backend's timeline, with its key.
+            // The hook took it: the claim in the backend's timeline, with its key.
             let reason = pool::claimed_reason(req.key.as_deref());
             let now = spawner_core::time::now_millis();
             let name = taken.name_any();

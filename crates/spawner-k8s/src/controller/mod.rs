@@ -315,7 +315,7 @@ pub async fn reconcile(obj: Arc<SessionLivedBackend>, ctx: Arc<Context>) -> Resu
         now,
     };
     let plan = plan(&obj, &seen, &ctx.config);
-    let known = obj.status.as_ref().map_or(0, |s| s.history.len());
+    let known = crate::model::read::status(&obj).history.len();
     // The versions this reconcile's writes replace: all but the last one written.
     let mut versions: Vec<String> = obj.resource_version().into_iter().collect();
     // Why a Pod deleted now is stopped: the status as this plan leaves it says.
@@ -537,7 +537,7 @@ async fn fail_refused(
     refusal: &kube::core::Status,
 ) -> Result<Requeue, Error> {
     let now = (ctx.now)();
-    let mut status = obj.status.clone().unwrap_or_default();
+    let mut status = crate::model::read::status(obj);
     let known = status.history.len();
     if status.state.is_none() {
         let created = obj

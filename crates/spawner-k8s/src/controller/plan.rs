@@ -193,7 +193,7 @@ pub(super) fn invalid(obj: &SessionLivedBackend, pod: &PodConfig) -> Option<Stri
 
 pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) -> Plan {
     let now = seen.now;
-    let original = obj.status.clone().unwrap_or_default();
+    let original = crate::model::read::status(obj);
     let mut status = original.clone();
     let mut actions = Vec::new();
     let mut requeue_after = cfg.resync;

@@ -19,6 +19,10 @@ pub const LABEL_POOL: &str = "spawner.dev/pool";
 pub const LABEL_KEY_ID: &str = "spawner.dev/key-id";
 /// On a claimed member: when it was claimed (RFC 3339); its sweep clocks start there.
 pub const ANNOTATION_CLAIMED_AT: &str = "spawner.dev/claimed-at";
+/// On a claimed member: the claim's event (a status history entry, JSON), written with
+/// the claim and carried into `status.history` by the next status write
+/// ([`crate::model::read::status`]).
+pub const ANNOTATION_CLAIM_EVENT: &str = "spawner.dev/claim-event";
 
 /// A warm pool: SessionLivedBackends started ahead of demand from one template, handed
 /// out by a claim (`POST /v1/backends` with `"pool"`).

@@ -4,7 +4,9 @@
 //! controller (`controller/pools.rs`) do the I/O.
 
 use crate::model::crd::{SessionLivedBackend, ANNOTATION_STOP};
-use crate::model::pool_crd::{ANNOTATION_CLAIMED_AT, LABEL_KEY_ID, LABEL_POOL};
+use crate::model::pool_crd::{
+    ANNOTATION_CLAIMED_AT, ANNOTATION_CLAIM_EVENT, LABEL_KEY_ID, LABEL_POOL,
+};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use spawner_core::lifecycle::{StopReason, Timing};
@@ -60,11 +62,9 @@ pub fn refused(obj: &SessionLivedBackend) -> bool {
 pub fn took_claim(obj: &SessionLivedBackend) -> bool {
     claimed_at(obj).is_some()
         && !refused(obj)
-        && obj.status.as_ref().is_some_and(|s| {
-            s.history.iter().any(|h| {
-                h.reason.as_deref().is_some_and(|r| {
-                    r == pool::claimed_reason(None) || r.starts_with("claimed with key ")
-                })
+        && crate::model::read::status(obj).history.iter().any(|h| {
+            h.reason.as_deref().is_some_and(|r| {
+                r == pool::claimed_reason(None) || r.starts_with("claimed with key ")
             })
         })
 }
@@ -131,12 +131,15 @@ pub fn claimable(members: &[SessionLivedBackend]) -> Vec<&SessionLivedBackend> {
 /// The merge patch that claims `obj` for `spec` (the claimed spec: key, labels, timings)
 /// at `now`. It carries the `resourceVersion` read: of two claims of one member, the API
 /// server accepts the first and answers the other 409 Conflict, so a member is never
-/// handed out twice.
+/// handed out twice. With `event`, the claim's event too ([`ANNOTATION_CLAIM_EVENT`]): a
+/// claim taken at once is one write; one that waits for its claim hook has its event
+/// noted once the hook took it.
 pub fn claim_patch(
     obj: &SessionLivedBackend,
     spec: &BackendSpec,
     key_id: Option<&str>,
     now: Millis,
+    event: bool,
 ) -> Value {
     let mut labels: BTreeMap<String, Value> = spec
         .labels
@@ -146,11 +149,23 @@ pub fn claim_patch(
     if let Some(id) = key_id {
         labels.insert(LABEL_KEY_ID.to_string(), json!(id));
     }
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(ANNOTATION_CLAIMED_AT.into(), json!(rfc3339(now)));
+    if event {
+        // The event as a status note would add it to the status this patch is conditional on.
+        let mut status = crate::model::read::status(obj);
+        if status.note(now, pool::claimed_reason(spec.key.as_deref())) {
+            let entry = status.history.pop().map(|e| serde_json::to_string(&e));
+            if let Some(Ok(entry)) = entry {
+                annotations.insert(ANNOTATION_CLAIM_EVENT.into(), json!(entry));
+            }
+        }
+    }
     json!({
         "metadata": {
             "resourceVersion": obj.resource_version(),
             "labels": labels,
-            "annotations": {ANNOTATION_CLAIMED_AT: rfc3339(now)},
+            "annotations": annotations,
         },
         "spec": {
             "key": spec.key,
@@ -251,10 +266,63 @@ pub(crate) mod tests {
         let mut spec = obj.backend_spec();
         spec.key = Some("doc-1".into());
         spec.labels.insert("owner".into(), "u".into());
-        let p = claim_patch(&obj, &spec, Some("kid"), 9_000);
+        let p = claim_patch(&obj, &spec, Some("kid"), 9_000, false);
         assert_eq!(p["metadata"]["resourceVersion"], "42");
         assert_eq!(p["metadata"]["labels"]["owner"], "u");
         assert_eq!(p["metadata"]["labels"][LABEL_KEY_ID], "kid");
         assert_eq!(p["spec"]["key"], "doc-1");
+        assert!(
+            p["metadata"]["annotations"][ANNOTATION_CLAIM_EVENT].is_null(),
+            "a claim that waits for its hook has its event written after it: {p}"
+        );
+    }
+
+    /// `obj` with the annotations of `patch` applied, as the API server's merge would.
+    fn annotated(obj: &SessionLivedBackend, patch: &Value) -> SessionLivedBackend {
+        let mut obj = obj.clone();
+        let added = patch["metadata"]["annotations"]
+            .as_object()
+            .expect("annotations");
+        let annotations = obj.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        for (k, v) in added {
+            annotations.insert(k.clone(), v.as_str().expect("a string").to_string());
+        }
+        obj
+    }
+
+    #[test]
+    fn a_claims_event_written_with_it_is_in_the_history_from_then_on() {
+        let ready = member(&[State::Submitted, State::Ready], false);
+        let mut spec = ready.backend_spec();
+        spec.key = Some("doc-1".into());
+        let claimed = annotated(&ready, &claim_patch(&ready, &spec, None, 9_000, true));
+        assert!(took_claim(&claimed));
+        let st = crate::model::read::status(&claimed);
+        let last = st.history.last().expect("an event");
+        assert_eq!((last.seq, last.state), (3, State::Ready));
+        assert_eq!(last.reason.as_deref(), Some("claimed with key doc-1"));
+        assert_eq!(st.reason.as_deref(), Some("claimed with key doc-1"));
+        assert_eq!(st.entered_at(), Some(9_000));
+        // The next status write carries it: its own event comes after, and is not
+        // taken for the claim's again.
+        let mut next = st.clone();
+        next.enter(State::Terminating, 10_000, Some("terminate".into()), None);
+        let mut written = claimed.clone();
+        written.status = Some(next);
+        let seqs: Vec<(u64, State)> = crate::model::read::status(&written)
+            .history
+            .iter()
+            .map(|h| (h.seq, h.state))
+            .collect();
+        assert_eq!(
+            seqs,
+            [
+                (1, State::Submitted),
+                (2, State::Ready),
+                (3, State::Ready),
+                (4, State::Terminating)
+            ]
+        );
+        assert!(took_claim(&written));
     }
 }

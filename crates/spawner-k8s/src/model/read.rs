@@ -3,6 +3,8 @@
 //! need these, so they live here rather than in one program that the others would reach into.
 
 use crate::model::crd::SessionLivedBackend;
+use crate::model::pool_crd::ANNOTATION_CLAIM_EVENT;
+use crate::model::status::{HistoryEntry, SessionLivedBackendStatus};
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::Pod;
 use spawner_core::time::Millis;
@@ -21,6 +23,29 @@ pub fn state_of(obj: &SessionLivedBackend) -> State {
         .as_ref()
         .and_then(|s| s.state)
         .unwrap_or(State::Submitted)
+}
+
+/// The status as it stands, with the claim's event taken in: a claim writes its event in
+/// the [`ANNOTATION_CLAIM_EVENT`] annotation, within the claim's own write (a status write
+/// more would double a claim's time), and whoever writes the status next carries it into
+/// the history. So every program reads and writes the status through this, never
+/// `obj.status` as stored.
+pub fn status(obj: &SessionLivedBackend) -> SessionLivedBackendStatus {
+    let mut status = obj.status.clone().unwrap_or_default();
+    if let Some(entry) = claim_event(obj) {
+        status.fold(entry);
+    }
+    status
+}
+
+/// The claim's event held in the object's annotation, if it holds one that parses.
+fn claim_event(obj: &SessionLivedBackend) -> Option<HistoryEntry> {
+    let json = obj
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_CLAIM_EVENT)?;
+    serde_json::from_str(json).ok()
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time of the status.

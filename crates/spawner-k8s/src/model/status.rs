@@ -174,6 +174,18 @@ impl SessionLivedBackendStatus {
         true
     }
 
+    /// Takes in `entry`, an event written elsewhere than the status (a claim's, in an
+    /// annotation, see [`crate::model::read::status`]): appended when it is the history's next
+    /// number, as if [`note`](Self::note) had added it; nothing when the history has it already.
+    pub fn fold(&mut self, entry: HistoryEntry) {
+        let next = self.history.last().map_or(1, |h| h.seq + 1);
+        if entry.seq != next || self.state != Some(entry.state) {
+            return;
+        }
+        self.reason.clone_from(&entry.reason);
+        self.history.push(entry);
+    }
+
     /// The "entered once" flag of `state`; none for the loop's states (see the struct).
     fn flag(&mut self, state: State) -> Option<&mut bool> {
         Some(match state {
@@ -246,6 +258,27 @@ mod tests {
         assert_eq!(last.reason.as_deref(), Some("claimed with key k"));
         s.enter(State::Terminated, 4_000, None, None);
         assert!(!s.note(5_000, "late".into()), "nothing after the end");
+    }
+
+    #[test]
+    fn an_event_written_elsewhere_is_taken_in_once_and_only_as_the_next() {
+        let mut s = SessionLivedBackendStatus::default();
+        s.enter(State::Submitted, 1_000, None, None);
+        s.enter(State::Ready, 2_000, None, None);
+        let mut claimed = s.clone();
+        claimed.note(3_000, "claimed".into());
+        let entry = claimed.history[2].clone();
+        let mut folded = s.clone();
+        folded.fold(entry.clone());
+        assert_eq!(folded, claimed);
+        folded.fold(entry.clone());
+        assert_eq!(folded, claimed, "once");
+        // A status written without it (the number taken by another event) keeps its own.
+        let mut moved_on = s.clone();
+        moved_on.enter(State::Terminating, 4_000, None, None);
+        let before = moved_on.clone();
+        moved_on.fold(entry);
+        assert_eq!(moved_on, before);
     }
 
     #[test]

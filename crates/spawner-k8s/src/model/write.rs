@@ -92,7 +92,7 @@ pub async fn wake(
                 None => return Ok(None),
             },
         };
-        let mut status = obj.status.clone().unwrap_or_default();
+        let mut status = crate::model::read::status(&obj);
         let current = status.state.unwrap_or(State::Submitted);
         if current != State::Sleeping {
             return Ok(Some(current));
@@ -126,7 +126,7 @@ pub async fn record_state(
     now: Millis,
     update: impl FnOnce(&mut SessionLivedBackendStatus),
 ) -> Result<Option<SessionLivedBackend>, kube::Error> {
-    let mut status = obj.status.clone().unwrap_or_default();
+    let mut status = crate::model::read::status(obj);
     if !status.enter(to, now, reason, None) {
         return Ok(None);
     }
@@ -172,7 +172,7 @@ pub async fn note_on(
                 None => return Ok(None),
             },
         };
-        let mut status = obj.status.clone().unwrap_or_default();
+        let mut status = crate::model::read::status(&obj);
         if !status.note(now, reason.to_string()) {
             return Ok(None);
         }
@@ -220,7 +220,7 @@ pub async fn stop_now(
 ) -> Result<State, kube::Error> {
     let mut obj = request_stop(api, name, reason, hard).await?;
     for _ in 0..5 {
-        let mut status = obj.status.clone().unwrap_or_default();
+        let mut status = crate::model::read::status(&obj);
         let current = status.state.unwrap_or(State::Submitted);
         if current >= State::Terminating {
             return Ok(current);

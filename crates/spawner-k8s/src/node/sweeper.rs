@@ -87,7 +87,7 @@ pub enum Verdict {
 /// limit and the startup timeout are the controller's, so `decide`'s other verdicts are
 /// left to it.
 pub fn judge(obj: &SessionLivedBackend, report: &Report, now: Millis) -> Verdict {
-    let status = obj.status.clone().unwrap_or_default();
+    let status = crate::model::read::status(obj);
     let state = status.state.unwrap_or(State::Submitted);
     if state.is_terminal() || state == State::Terminating || !report.ready {
         return Verdict::Keep;
@@ -184,7 +184,7 @@ fn entering(
     report: &Report,
     now: Millis,
 ) -> Option<Value> {
-    let mut status = obj.status.clone().unwrap_or_default();
+    let mut status = crate::model::read::status(obj);
     let activity = last_activity(&status, report, now);
     let client = last_client_activity(&status, report, now);
     let reason = why.map(|r| r.as_str().to_string());
