@@ -57,24 +57,23 @@ impl PoolCache {
         }
     }
 
-    /// The members of pool `name` as the watch has them, or `None` before its first list.
+    /// The members of pool `name` as the watch has them, or `None` before both watches'
+    /// first lists.
     pub fn members(&self, name: &str) -> Option<Vec<SessionLivedBackend>> {
-        if !self.ready() {
+        if !listed(&self.pools) {
             return None;
         }
-        Some(
-            self.members
-                .state()
-                .into_iter()
-                .filter(|m| m.labels().get(LABEL_POOL).map(String::as_str) == Some(name))
-                .map(|m| (*m).clone())
-                .collect(),
-        )
+        self.labelled(LABEL_POOL, name)
     }
 
     /// The members labelled with the key id `key_id` (claimed with that key) as the watch
     /// has them, or `None` before its first list.
     pub fn with_key_id(&self, key_id: &str) -> Option<Vec<SessionLivedBackend>> {
+        self.labelled(LABEL_KEY_ID, key_id)
+    }
+
+    /// The members whose label `label` is `value`, or `None` before the members' first list.
+    fn labelled(&self, label: &str, value: &str) -> Option<Vec<SessionLivedBackend>> {
         if !listed(&self.members) {
             return None;
         }
@@ -82,7 +81,7 @@ impl PoolCache {
             self.members
                 .state()
                 .into_iter()
-                .filter(|m| m.labels().get(LABEL_KEY_ID).map(String::as_str) == Some(key_id))
+                .filter(|m| m.labels().get(label).map(String::as_str) == Some(value))
                 .map(|m| (*m).clone())
                 .collect(),
         )
@@ -93,11 +92,6 @@ impl PoolCache {
         self.pools
             .get(&ObjectRef::new(name).within(&self.namespace))
             .map(|p| (*p).clone())
-    }
-
-    /// Whether both watches have listed once.
-    fn ready(&self) -> bool {
-        listed(&self.members) && listed(&self.pools)
     }
 
     /// A handle that resolves on the members' next change after it was made.

@@ -191,6 +191,28 @@ pub(super) fn invalid(obj: &SessionLivedBackend, pod: &PodConfig) -> Option<Stri
     })
 }
 
+/// The children a start makes, a first one or a wake's: the volume claim when the backend
+/// keeps files across sleeps, its Pod, and its Service when `with_service` (none stands).
+fn start(
+    obj: &SessionLivedBackend,
+    cfg: &ControllerConfig,
+    with_service: bool,
+    actions: &mut Vec<Action>,
+) {
+    let volume = crate::controller::volume::wanted(obj, cfg.pod.sleep_volume.as_ref());
+    if let Some(c) = volume.and_then(|v| crate::controller::volume::build_claim(obj, v)) {
+        actions.push(Action::CreateClaim(Box::new(c)));
+    }
+    if let Some(p) = build_pod(obj, &cfg.pod) {
+        actions.push(Action::CreatePod(Box::new(p)));
+    }
+    if with_service {
+        if let Some(s) = build_service(obj, &cfg.pod) {
+            actions.push(Action::CreateService(Box::new(s)));
+        }
+    }
+}
+
 pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) -> Plan {
     let now = seen.now;
     let original = crate::model::read::status(obj);
@@ -309,36 +331,22 @@ pub fn plan(obj: &SessionLivedBackend, seen: &Seen<'_>, cfg: &ControllerConfig) 
         // Woken: its Pod again, from the spec, as for its first start. Its Service stayed;
         // its volume too, unless its first Pod had none (a pool member claimed to sleep, a
         // controller given the setting since): asked for again, already there is fine.
-        if let Some(c) = crate::controller::volume::wanted(obj, cfg.pod.sleep_volume.as_ref())
-            .and_then(|v| crate::controller::volume::build_claim(obj, v))
-        {
-            actions.push(Action::CreateClaim(Box::new(c)));
-        }
-        if let Some(p) = build_pod(obj, &cfg.pod) {
-            actions.push(Action::CreatePod(Box::new(p)));
-        }
-        if service.is_none() && !foreign_service {
-            if let Some(s) = build_service(obj, &cfg.pod) {
-                actions.push(Action::CreateService(Box::new(s)));
-            }
-        }
+        start(
+            obj,
+            cfg,
+            service.is_none() && !foreign_service,
+            &mut actions,
+        );
     } else {
         match pod {
             None if foreign_pod => requeue_after = SHORT_WAIT,
             None if state < State::Constructed => {
-                let volume = crate::controller::volume::wanted(obj, cfg.pod.sleep_volume.as_ref());
-                if let Some(c) = volume.and_then(|v| crate::controller::volume::build_claim(obj, v))
-                {
-                    actions.push(Action::CreateClaim(Box::new(c)));
-                }
-                if let Some(p) = build_pod(obj, &cfg.pod) {
-                    actions.push(Action::CreatePod(Box::new(p)));
-                }
-                if service.is_none() && !foreign_service {
-                    if let Some(s) = build_service(obj, &cfg.pod) {
-                        actions.push(Action::CreateService(Box::new(s)));
-                    }
-                }
+                start(
+                    obj,
+                    cfg,
+                    service.is_none() && !foreign_service,
+                    &mut actions,
+                );
                 status.enter(State::Constructed, now, None, None);
             }
             None => {

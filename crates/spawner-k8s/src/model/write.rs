@@ -72,6 +72,19 @@ pub fn status_patch(obj: &SessionLivedBackend, status: &SessionLivedBackendStatu
     patch
 }
 
+/// `read` when given (an object just read or written: one request fewer), else `name`
+/// read fresh; `None` when there is no such object.
+async fn given_or_read(
+    api: &Api<SessionLivedBackend>,
+    name: &str,
+    read: &mut Option<SessionLivedBackend>,
+) -> Result<Option<SessionLivedBackend>, kube::Error> {
+    match read.take() {
+        Some(o) => Ok(Some(o)),
+        None => api.get_opt(name).await,
+    }
+}
+
 /// Wakes the backend `name` if it sleeps: `Waking` entered in its status (with `reason`),
 /// conditional on the version read and retried on a conflict, starting from `read` when
 /// given (an object just read: one request instead of two). The state it is in from now
@@ -85,12 +98,8 @@ pub async fn wake(
     now: Millis,
 ) -> Result<Option<State>, kube::Error> {
     for _ in 0..10 {
-        let obj = match read.take() {
-            Some(o) => o,
-            None => match api.get_opt(name).await? {
-                Some(o) => o,
-                None => return Ok(None),
-            },
+        let Some(obj) = given_or_read(api, name, &mut read).await? else {
+            return Ok(None);
         };
         let mut status = crate::model::read::status(&obj);
         let current = status.state.unwrap_or(State::Submitted);
@@ -165,12 +174,8 @@ pub async fn note_on(
 ) -> Result<Option<SessionLivedBackend>, kube::Error> {
     let mut tries = 0;
     loop {
-        let obj = match read.take() {
-            Some(o) => o,
-            None => match api.get_opt(name).await? {
-                Some(o) => o,
-                None => return Ok(None),
-            },
+        let Some(obj) = given_or_read(api, name, &mut read).await? else {
+            return Ok(None);
         };
         let mut status = crate::model::read::status(&obj);
         if !status.note(now, reason.to_string()) {
