@@ -110,19 +110,20 @@ impl ApiState {
     pub(crate) fn record(&self, obj: &SessionLivedBackend, with_events: bool) -> BackendRecord {
         let id = obj.name_any();
         let status = crate::model::read::status(obj);
+        let mut events = events_in(obj, &status);
+        let reason = events.last().and_then(|e| e.reason.clone());
+        if !with_events {
+            events.clear();
+        }
         let live = !state_of(obj).is_terminal();
         BackendRecord {
             key: obj.spec.key.clone(),
             state: state_of(obj),
-            reason: events_of(obj).pop().and_then(|e| e.reason),
+            reason,
             url: self.config.urls.backend_url(&id),
             spec: obj.backend_spec(),
             created_at: created_at(obj),
-            events: if with_events {
-                events_of(obj)
-            } else {
-                Vec::new()
-            },
+            events,
             exit_code: status.exit_code,
             live_connections: status.live_connections.unwrap_or(0),
             last_activity: status
@@ -159,7 +160,15 @@ fn created_at(obj: &SessionLivedBackend) -> Millis {
 /// The events of the status history; before the controller's first write, the Submitted
 /// event it will record (same number, same time), so that streams never see it twice.
 pub fn events_of(obj: &SessionLivedBackend) -> Vec<Event> {
-    let events = crate::model::read::status(obj).events();
+    events_in(obj, &crate::model::read::status(obj))
+}
+
+/// [`events_of`], from `status` already read off `obj` with [`crate::model::read::status`].
+fn events_in(
+    obj: &SessionLivedBackend,
+    status: &crate::model::status::SessionLivedBackendStatus,
+) -> Vec<Event> {
+    let events = status.events();
     if !events.is_empty() {
         return events;
     }

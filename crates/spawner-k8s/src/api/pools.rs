@@ -313,6 +313,8 @@ async fn claim_member(
     let mut refusals = 0u32;
     let mut last_refusal: Option<String> = None;
     let mut hold_until: Option<tokio::time::Instant> = None;
+    // Without a claim hook the claim's event is written with the claim: one write.
+    let hook = spec.template.claim_path.as_deref();
     let cache = state.pool_cache.as_ref();
     let mut changes = cache.map(|c| c.subscribe());
     loop {
@@ -325,8 +327,6 @@ async fn claim_member(
             None => members_of(&slabs, &spec.name).await?,
         };
         for m in claimable(&members) {
-            // Without a claim hook the claim's event is written with the claim: one write.
-            let hook = spec.template.claim_path.as_deref();
             let now = spawner_core::time::now_millis();
             let patch = claim_patch(m, &claimed_spec, key_id, now, hook.is_none());
             let taken = match slabs
@@ -427,7 +427,7 @@ async fn claim_member(
             let message = pool::exhausted_message(
                 &spec.name,
                 req.wait_seconds,
-                spec.template.claim_path.as_deref(),
+                hook,
                 last_refusal.as_deref(),
             );
             return Err(ApiError::new(
